@@ -1,0 +1,253 @@
+//! Thin JSON API handlers: extract, call one workflow function, map the result.
+
+use crate::domain::TransferId;
+use crate::server::error::ApiError;
+use crate::server::AppState;
+use crate::workflow::access::{self, Principal};
+use crate::workflow::{transfers, upload, Error};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| Error::Internal("no client address on the connection".into()))?;
+        let auth = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let route = format!("{} {}", parts.method, parts.uri.path());
+        Ok(Caller(access::authenticate(state, auth, client, &route).await?))
+    }
+}
+
+pub fn transfer_id(raw: &str) -> Result<TransferId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError(Error::NotFound(format!("no transfer {raw}"))))
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Logs every request with its status and duration.
+pub async fn trace_requests(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        %method, %path, status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64, "request"
+    );
+    resp
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("no such route; see /openapi.json".into()))
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the metadata store and both volumes answer.
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let db = app.store.ping().await.map_err(|e| e.to_string());
+    let vol = app.volumes.ping().await.map_err(|e| e.to_string());
+    let ok = db.is_ok() && vol.is_ok();
+    let body = serde_json::json!({
+        "ready": ok,
+        "metadata_store": db.err().unwrap_or_else(|| "ok".into()),
+        "volumes": vol.err().unwrap_or_else(|| "ok".into()),
+    });
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+pub async fn me(State(app): State<AppState>, Caller(who): Caller) -> ApiResult<Json<serde_json::Value>> {
+    let _ = &app;
+    let u = who.staff()?;
+    Ok(Json(serde_json::json!({ "id": u.id, "name": u.name, "roles": u.roles })))
+}
+
+pub async fn create_transfer(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Json(req): Json<transfers::CreateTransfer>,
+) -> ApiResult<(StatusCode, Json<transfers::TransferView>)> {
+    let t = transfers::create(&app, &who, req).await?;
+    Ok((StatusCode::CREATED, Json(transfers::show(&app, &who, t.id).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    workspace: String,
+}
+
+pub async fn list_transfers(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<transfers::TransferView>>> {
+    Ok(Json(transfers::list(&app, &who, &q.workspace).await?))
+}
+
+pub async fn show_transfer(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<transfers::TransferView>> {
+    Ok(Json(transfers::show(&app, &who, transfer_id(&id)?).await?))
+}
+
+pub async fn issue_token(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<transfers::IssuedToken>)> {
+    let req = json_or_default(&body)?;
+    let t = transfers::issue_token(&app, &who, transfer_id(&id)?, req).await?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+pub async fn manifest(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<transfers::ManifestView>> {
+    Ok(Json(transfers::receipts(&app, &who, transfer_id(&id)?).await?))
+}
+
+/// Optional JSON bodies: empty means defaults.
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
+}
+
+/// The expected SHA-256 of a PUT, if the uploader sent one.
+pub const EXPECTED_SHA256_HEADER: &str = "airlock-expected-sha256";
+
+pub async fn put_file(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<upload::FileReceipt>)> {
+    let expected = headers
+        .get(EXPECTED_SHA256_HEADER)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| crate::domain::HexDigest::parse(s).ok())
+                .ok_or_else(|| Error::BadRequest(format!("{EXPECTED_SHA256_HEADER} must be 64 hex digits")))
+        })
+        .transpose()?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let receipt = upload::put_file(&app, &who, transfer_id(&id)?, &path, expected, declared, stream).await?;
+    Ok((StatusCode::CREATED, Json(receipt)))
+}
+
+pub async fn delete_file(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, path)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    upload::delete_file(&app, &who, transfer_id(&id)?, &path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A reviewer downloads one file's content.
+pub async fn get_file(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, path)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (file, stream) = transfers::read_content(&app, &who, transfer_id(&id)?, &path).await?;
+    let mut resp = Body::from_stream(stream.map_err(|e| e.to_string())).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("static"));
+    h.insert(header::CONTENT_LENGTH, file.received.into());
+    if let Some(sha) = file.sha256.as_deref().and_then(|s| s.parse().ok()) {
+        h.insert("airlock-sha256", sha);
+    }
+    Ok(resp)
+}
+
+pub async fn seal(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req = json_or_default(&body)?;
+    let id = transfer_id(&id)?;
+    let t = transfers::seal(&app, &who, id, req).await?;
+    // The sealer may be the upload token: show it only what it may see.
+    Ok(Json(serde_json::json!({
+        "id": t.id, "state": t.state, "state_reason": t.state_reason, "root_digest": t.root_digest,
+    })))
+}
+
+pub async fn approve(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<transfers::TransferView>> {
+    let id = transfer_id(&id)?;
+    transfers::decide(&app, &who, id, true, json_or_default(&body)?).await?;
+    Ok(Json(transfers::show(&app, &who, id).await?))
+}
+
+pub async fn reject(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<transfers::TransferView>> {
+    let id = transfer_id(&id)?;
+    transfers::decide(&app, &who, id, false, json_or_default(&body)?).await?;
+    Ok(Json(transfers::show(&app, &who, id).await?))
+}
+
+pub async fn cancel(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<transfers::TransferView>> {
+    let id = transfer_id(&id)?;
+    transfers::cancel(&app, &who, id).await?;
+    Ok(Json(transfers::show(&app, &who, id).await?))
+}

@@ -1,0 +1,68 @@
+//! `App`: everything a request or a background job needs, built once at start-up.
+
+use crate::auth::Keys;
+use crate::config::Settings;
+use crate::policy::Policies;
+use crate::store::Store;
+use crate::volumes::Volumes;
+use crate::workflow::upload::UploadLocks;
+use std::sync::Arc;
+
+pub struct App {
+    /// The validated settings the service started with.
+    pub settings: Settings,
+    /// Metadata: users, transfers, files, audit log.
+    pub store: Store,
+    /// Quarantine and released volumes.
+    pub volumes: Volumes,
+    /// The token signing key (`data_dir/keys/jwt.key`).
+    pub keys: Keys,
+    /// The default policy of each tier.
+    pub policies: Policies,
+    /// One lock and running hash per upload in progress, so a resumed tus upload continues
+    /// the digests without re-reading what it already stored.
+    pub uploads: UploadLocks,
+    /// Wakes the background worker (release, expiry) when there is work now.
+    pub jobs: tokio::sync::Notify,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+impl App {
+    /// Opens the data directory: database, volumes, key and policies.
+    pub async fn open(settings: Settings) -> Result<Arc<App>, StartError> {
+        let dir = settings.storage.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::open_sqlite(&dir.join("airlock.db")).await?;
+        let volumes = Volumes::local(&dir)?;
+        let keys = Keys::load_or_create(&dir.join("keys"))?;
+        let policies = Policies::defaults()?;
+        Ok(Arc::new(App {
+            settings,
+            store,
+            volumes,
+            keys,
+            policies,
+            uploads: UploadLocks::default(),
+            jobs: tokio::sync::Notify::new(),
+        }))
+    }
+}

@@ -1,0 +1,280 @@
+//! Client commands: talk to a running server over its JSON API.
+
+use super::{Confirm, TransferCommand};
+use crate::auth::peek_claims;
+use anyhow::{anyhow, bail, Context};
+use futures::StreamExt;
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::Value;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+fn staff_token() -> anyhow::Result<String> {
+    std::env::var("AIRLOCK_TOKEN").map_err(|_| {
+        anyhow!("set AIRLOCK_TOKEN to a staff token (airlock admin token USER prints one)")
+    })
+}
+
+/// Sends a request and turns an error status into the server's message.
+async fn send(req: RequestBuilder) -> anyhow::Result<Response> {
+    let resp = req.send().await.context("cannot reach the airlock server")?;
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let msg = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or(text);
+    bail!("{status}: {msg}")
+}
+
+fn api(server: &str, path: &str) -> String {
+    format!("{}/api/v1{path}", server.trim_end_matches('/'))
+}
+
+/// Percent-encodes a relative path for a URL, segment by segment.
+fn encode_path(p: &str) -> String {
+    p.split('/')
+        .map(|seg| {
+            seg.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn confirm_body(c: &Confirm) -> anyhow::Result<Value> {
+    let sums = c
+        .sha256sums
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    Ok(serde_json::json!({ "sha256sums": sums, "expected_root_digest": c.root_digest }))
+}
+
+pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()> {
+    let http = Client::new();
+    let token = staff_token()?;
+    let auth = |r: RequestBuilder| r.bearer_auth(&token);
+    match cmd {
+        TransferCommand::Create { workspace, kind, uploader } => {
+            let v: Value = send(auth(http.post(api(server, "/transfers"))).json(&serde_json::json!({
+                "workspace": workspace, "kind": kind, "uploader": uploader,
+            })))
+            .await?
+            .json()
+            .await?;
+            println!("{}", v["id"].as_str().unwrap_or_default());
+        }
+        TransferCommand::Token { id, ttl, cidrs } => {
+            let v: Value = send(
+                auth(http.post(api(server, &format!("/transfers/{id}/tokens"))))
+                    .json(&serde_json::json!({ "ttl": ttl, "cidrs": cidrs })),
+            )
+            .await?
+            .json()
+            .await?;
+            eprintln!(
+                "upload token for transfer {id}, valid until {}; it is shown only this once",
+                v["expires_at"].as_str().unwrap_or("?")
+            );
+            println!("{}", v["token"].as_str().unwrap_or_default());
+        }
+        TransferCommand::Show { id, json } => {
+            let v: Value = send(auth(http.get(api(server, &format!("/transfers/{id}")))))
+                .await?
+                .json()
+                .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_transfer(&v);
+            }
+        }
+        TransferCommand::List { workspace, json } => {
+            let v: Value = send(auth(http.get(api(server, "/transfers")).query(&[("workspace", workspace)])))
+                .await?
+                .json()
+                .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for t in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<16} {:<11} {} files  {}",
+                        t["id"].as_str().unwrap_or_default(),
+                        t["kind"].as_str().unwrap_or_default(),
+                        t["state"].as_str().unwrap_or_default(),
+                        t["file_count"],
+                        t["state_reason"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        TransferCommand::Seal { id, confirm } => {
+            let v: Value = send(
+                auth(http.post(api(server, &format!("/transfers/{id}/seal")))).json(&confirm_body(confirm)?),
+            )
+            .await?
+            .json()
+            .await?;
+            println!("{}: {}", v["state"].as_str().unwrap_or_default(), v["state_reason"].as_str().unwrap_or_default());
+        }
+        TransferCommand::Approve { id, comment } | TransferCommand::Reject { id, comment } => {
+            let verb = if matches!(cmd, TransferCommand::Approve { .. }) { "approve" } else { "reject" };
+            let v: Value = send(
+                auth(http.post(api(server, &format!("/transfers/{id}/{verb}"))))
+                    .json(&serde_json::json!({ "comment": comment })),
+            )
+            .await?
+            .json()
+            .await?;
+            println!("{}: {}", v["state"].as_str().unwrap_or_default(), v["state_reason"].as_str().unwrap_or_default());
+        }
+        TransferCommand::Cancel { id } => {
+            let v: Value = send(auth(http.post(api(server, &format!("/transfers/{id}/cancel")))))
+                .await?
+                .json()
+                .await?;
+            println!("{}", v["state"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+fn print_transfer(v: &Value) {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    println!("transfer   {}", s("id"));
+    println!("kind       {}", s("kind"));
+    println!("workspace  {} (tier {})", s("workspace"), v["tier"]);
+    println!("state      {}: {}", s("state"), s("state_reason"));
+    println!("uploader   {}", s("uploader"));
+    println!("root       {}", s("root_digest"));
+    if let Some(loc) = v["release"]["location"].as_str() {
+        println!("released   {loc}");
+    }
+    println!("files      {} ({} bytes)", v["file_count"], v["total_bytes"]);
+    for f in v["files"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {:>12}  {}",
+            f["sha256"].as_str().unwrap_or("(incomplete)"),
+            f["size"],
+            f["path"].as_str().unwrap_or_default()
+        );
+    }
+    for d in v["decisions"].as_array().into_iter().flatten() {
+        println!(
+            "decision   {} {} as {} at {}: {}",
+            d["user"].as_str().unwrap_or_default(),
+            d["decision"].as_str().unwrap_or_default(),
+            d["role"].as_str().unwrap_or_default(),
+            d["at"].as_str().unwrap_or_default(),
+            d["comment"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+fn transfer_of(token: &str) -> anyhow::Result<String> {
+    peek_claims(token)
+        .map(|c| c.sub)
+        .ok_or_else(|| anyhow!("that does not look like an airlock upload token"))
+}
+
+/// Every regular file under `paths`, with its path relative to the current directory.
+fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let cwd = std::env::current_dir()?.canonicalize()?;
+    let mut out = Vec::new();
+    fn walk(p: &Path, cwd: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow::Result<()> {
+        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+        if meta.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(p)?.collect::<Result<_, _>>()?;
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                walk(&e.path(), cwd, out)?;
+            }
+        } else if meta.is_file() {
+            let abs = p.canonicalize()?;
+            let rel = abs.strip_prefix(cwd).map_err(|_| {
+                anyhow!("{} is outside the current directory; cd to the folder above it", p.display())
+            })?;
+            let rel = rel
+                .to_str()
+                .ok_or_else(|| anyhow!("{} is not a UTF-8 path", rel.display()))?
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            out.push((abs, rel));
+        }
+        Ok(())
+    }
+    for p in paths {
+        walk(p, &cwd, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Uploads each file with a streaming PUT and checks the server's SHA-256 against one
+/// computed here from the same bytes.
+pub async fn upload(server: &str, token: &str, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let tid = transfer_of(token)?;
+    let files = collect(paths)?;
+    if files.is_empty() {
+        bail!("no files found under the given paths");
+    }
+    let http = Client::new();
+    for (abs, rel) in files {
+        let file = tokio::fs::File::open(&abs).await?;
+        let len = file.metadata().await?.len();
+        let hasher = std::sync::Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
+        let h2 = hasher.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                h2.lock().unwrap_or_else(|p| p.into_inner()).update(c);
+            }
+            chunk
+        });
+        let resp = send(
+            http.put(api(server, &format!("/transfers/{tid}/files/{}", encode_path(&rel))))
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await
+        .with_context(|| format!("uploading {rel}"))?;
+        let v: Value = resp.json().await?;
+        let ours = hex::encode(hasher.lock().unwrap_or_else(|p| p.into_inner()).clone().finalize());
+        let theirs = v["sha256"].as_str().unwrap_or_default();
+        if ours != theirs {
+            bail!("{rel}: the server stored sha256 {theirs} but this file has {ours}; delete and upload it again");
+        }
+        println!("{ours}  {rel}");
+    }
+    Ok(())
+}
+
+pub async fn seal_with_token(server: &str, token: &str, confirm: &Confirm) -> anyhow::Result<()> {
+    let tid = transfer_of(token)?;
+    let v: Value = send(
+        Client::new()
+            .post(api(server, &format!("/transfers/{tid}/seal")))
+            .bearer_auth(token)
+            .json(&confirm_body(confirm)?),
+    )
+    .await?
+    .json()
+    .await?;
+    println!(
+        "{}: {}\nroot digest {}",
+        v["state"].as_str().unwrap_or_default(),
+        v["state_reason"].as_str().unwrap_or_default(),
+        v["root_digest"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}

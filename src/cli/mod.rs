@@ -1,0 +1,236 @@
+//! The `airlock` command line: `serve`, `admin` (works on the data directory directly) and the
+//! client commands that talk to a running server (`transfer`, `upload`, `seal`).
+
+mod client;
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::domain::Role;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "airlock", version, about = "The door of a Trusted Research Environment")]
+pub struct Cli {
+    /// TOML config file (then AIRLOCK__SECTION__KEY variables override it).
+    #[arg(long, global = true, env = "AIRLOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, keys, volumes). Default ./airlock-data.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "AIRLOCK_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Bootstrap users, projects, workspaces and staff tokens (no server needed).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
+    #[command(subcommand)]
+    Transfer(TransferCommand),
+    /// Upload files and folders with an upload token; paths are kept relative to the
+    /// current directory.
+    Upload {
+        #[arg(long, env = "AIRLOCK_UPLOAD_TOKEN")]
+        token: String,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Seal the transfer of an upload token: nothing more can be added, the token dies.
+    Seal {
+        #[arg(long, env = "AIRLOCK_UPLOAD_TOKEN")]
+        token: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct Confirm {
+    /// A sha256sum-format file listing every file; airlock compares it with what arrived.
+    #[arg(long)]
+    pub sha256sums: Option<PathBuf>,
+    /// The root digest you expect; airlock compares it with its own.
+    #[arg(long)]
+    pub root_digest: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Projects and their members.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Print a staff token for USER.
+    Token {
+        user: String,
+        /// Lifetime, e.g. 8h. Default from the settings (24h).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user with one or more roles.
+    Add {
+        name: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<Role>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    Create { name: String },
+    AddMember {
+        project: String,
+        user: String,
+        #[arg(long)]
+        role: Role,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkspaceCommand {
+    Create {
+        project: String,
+        name: String,
+        #[arg(long)]
+        tier: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransferCommand {
+    /// Open a transfer; prints its id.
+    Create {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        uploader: String,
+    },
+    /// Issue the upload token of a transfer; prints it (shown once).
+    Token {
+        id: String,
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+    },
+    /// Show a transfer.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a workspace's transfers.
+    List {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seal as the Project Manager.
+    Seal {
+        id: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    Reject {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    Cancel { id: String },
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut s = Settings::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(d) = &cli.data_dir {
+        s.storage.data_dir = d.clone();
+    }
+    Ok(s)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            let mut s = settings(&cli)?;
+            if let Some(l) = listen {
+                s.server.listen = *l;
+            }
+            crate::telemetry::init(&s.log);
+            let addr = s.server.listen;
+            let app = App::open(s).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(address = %local, data_dir = %app.settings.storage.data_dir.display(), "airlock listening");
+            // Scripts and tests read the bound address from this line.
+            println!("listening on http://{local}");
+            crate::server::run(app, listener, crate::server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Admin(cmd) => {
+            let s = settings(&cli)?;
+            let app = App::open(s).await?;
+            admin(&app, cmd).await
+        }
+        Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
+        Command::Upload { token, paths } => client::upload(&cli.server, token, paths).await,
+        Command::Seal { token, confirm } => client::seal_with_token(&cli.server, token, confirm).await,
+    }
+}
+
+async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
+    use crate::workflow::admin as a;
+    match cmd {
+        AdminCommand::User(UserCommand::Add { name, roles }) => {
+            let id = a::add_user(app, name, roles).await?;
+            println!("{id}");
+        }
+        AdminCommand::Project(ProjectCommand::Create { name }) => {
+            let id = a::create_project(app, name).await?;
+            println!("{id}");
+        }
+        AdminCommand::Project(ProjectCommand::AddMember { project, user, role }) => {
+            a::add_member(app, project, user, *role).await?;
+        }
+        AdminCommand::Workspace(WorkspaceCommand::Create { project, name, tier }) => {
+            let id = a::create_workspace(app, project, name, *tier).await?;
+            println!("{id}");
+        }
+        AdminCommand::Token { user, ttl } => {
+            let t = a::staff_token(app, user, ttl.map(Into::into)).await?;
+            println!("{t}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Settings: defaults, then a TOML file, then `AIRLOCK__SECTION__KEY` environment variables,
+//! then command-line flags. Unknown keys are errors, so a typo never silently does nothing.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub tokens: TokenSettings,
+    pub limits: LimitSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// How long a graceful shutdown waits for in-flight requests. Default `60s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// How often open transfers are checked for expired tokens. Default `5s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Where the SQLite database, keys, quarantine and released volumes live.
+    /// Default `./airlock-data`.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Lifetime of an upload token when none is asked for. Default `24h`; the workspace's
+    /// policy caps it.
+    #[serde(with = "humantime_serde_compat")]
+    pub upload_default_ttl: Duration,
+    /// Lifetime of a staff token minted by `airlock admin token`. Default `24h`.
+    #[serde(with = "humantime_serde_compat")]
+    pub staff_default_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest single file accepted, in bytes. Default 1 TiB.
+    pub max_file_size: u64,
+    /// Most files in one transfer. Default 1,000,000.
+    pub max_files: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` or `json`. Default `text`.
+    pub format: String,
+    /// A tracing filter such as `info` or `airlock=debug`. Default `info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            storage: StorageSettings::default(),
+            tokens: TokenSettings::default(),
+            limits: LimitSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            shutdown_grace: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./airlock-data"),
+        }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            upload_default_ttl: Duration::from_secs(24 * 3600),
+            staff_default_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_file_size: 1 << 40,
+            max_files: 1_000_000,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config{}: {message}", .path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Invalid {
+        path: Option<PathBuf>,
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the `AIRLOCK__*` variables of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid {
+                        path: Some(p.to_owned()),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("AIRLOCK__") else {
+                continue;
+            };
+            let parts: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    path: None,
+                    message: format!("environment variable {k} must look like AIRLOCK__SECTION__KEY"),
+                });
+            }
+            // Numbers and booleans keep their type; anything else is a string.
+            let value = match v.parse::<i64>() {
+                Ok(n) => toml::Value::Integer(n),
+                Err(_) => match v.as_str() {
+                    "true" => toml::Value::Boolean(true),
+                    "false" => toml::Value::Boolean(false),
+                    _ => toml::Value::String(v.clone()),
+                },
+            };
+            let section = table
+                .entry(parts[0].clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match section {
+                toml::Value::Table(t) => {
+                    t.insert(parts[1].clone(), value);
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        path: None,
+                        message: format!("`{}` is not a section", parts[0]),
+                    })
+                }
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                path: file.map(Path::to_owned),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// `"24h"`-style durations in the config file, read with humantime.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("airlock.toml");
+        std::fs::write(
+            &f,
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[tokens]\nupload_default_ttl = \"2h\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&f),
+            [("AIRLOCK__SERVER__LISTEN".to_string(), "0.0.0.0:9999".to_string())],
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.port(), 9999);
+        assert_eq!(s.tokens.upload_default_ttl, Duration::from_secs(7200));
+
+        std::fs::write(&f, "[server]\nlisen = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}

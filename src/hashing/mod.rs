@@ -1,0 +1,189 @@
+//! Streaming SHA-256 + BLAKE3: the one hashing engine used by ingest, release and verification.
+//!
+//! Hashing is CPU work, so it never runs on the async threads: [`StreamHasher`] hands each
+//! buffer to two blocking workers, one per digest, so both digests are computed in parallel
+//! with each other and with the I/O that moves the same bytes. `sha2` picks the CPU's SHA
+//! extensions at run time (cpufeatures) where they exist.
+
+use crate::domain::HexDigest;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Both digests of a byte stream, finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub size: u64,
+    pub sha256: HexDigest,
+    pub blake3: HexDigest,
+}
+
+/// The running state of both digests over a prefix of a file. Cloning it is cheap, which is how
+/// a chunk that fails its checksum is undone.
+#[derive(Clone)]
+pub struct HashState {
+    pub size: u64,
+    sha256: Sha256,
+    blake3: blake3::Hasher,
+}
+
+impl Default for HashState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HashState {
+    pub fn new() -> Self {
+        Self {
+            size: 0,
+            sha256: Sha256::new(),
+            blake3: blake3::Hasher::new(),
+        }
+    }
+
+    /// Feeds bytes on the current thread. Use from blocking code only.
+    pub fn update(&mut self, buf: &[u8]) {
+        self.size += buf.len() as u64;
+        self.sha256.update(buf);
+        self.blake3.update(buf);
+    }
+
+    pub fn finish(&self) -> Digests {
+        Digests {
+            size: self.size,
+            sha256: HexDigest::from_bytes(&self.sha256.clone().finalize().into()),
+            blake3: HexDigest::from_bytes(self.blake3.finalize().as_bytes()),
+        }
+    }
+}
+
+/// Feeds a [`HashState`] from async code: each `update` is queued to two blocking workers.
+/// The queues are bounded, so a slow hash slows the sender instead of growing memory.
+pub struct StreamHasher {
+    sha_tx: mpsc::Sender<Bytes>,
+    b3_tx: mpsc::Sender<Bytes>,
+    sha_job: tokio::task::JoinHandle<Sha256>,
+    b3_job: tokio::task::JoinHandle<blake3::Hasher>,
+    size: u64,
+}
+
+/// Buffers queued per worker; with 1 MiB buffers this bounds the hasher's memory to a few MiB.
+const QUEUE_DEPTH: usize = 4;
+
+impl StreamHasher {
+    pub fn resume(state: HashState) -> Self {
+        let (sha_tx, mut sha_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+        let (b3_tx, mut b3_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+        let HashState {
+            size,
+            mut sha256,
+            mut blake3,
+        } = state;
+        // Blocking workers: hashing a GiB takes a CPU-second, which must not stall the runtime.
+        let sha_job = tokio::task::spawn_blocking(move || {
+            while let Some(b) = sha_rx.blocking_recv() {
+                sha256.update(&b);
+            }
+            sha256
+        });
+        let b3_job = tokio::task::spawn_blocking(move || {
+            while let Some(b) = b3_rx.blocking_recv() {
+                blake3.update(&b);
+            }
+            blake3
+        });
+        Self {
+            sha_tx,
+            b3_tx,
+            sha_job,
+            b3_job,
+            size,
+        }
+    }
+
+    pub async fn update(&mut self, buf: Bytes) {
+        self.size += buf.len() as u64;
+        // A worker only stops when its receiver is dropped, which happens in `finish`.
+        let _ = self.sha_tx.send(buf.clone()).await;
+        let _ = self.b3_tx.send(buf).await;
+    }
+
+    /// Waits for both workers and returns the state over everything fed so far.
+    pub async fn finish(self) -> std::io::Result<HashState> {
+        drop(self.sha_tx);
+        drop(self.b3_tx);
+        let sha256 = self.sha_job.await.map_err(std::io::Error::other)?;
+        let blake3 = self.b3_job.await.map_err(std::io::Error::other)?;
+        Ok(HashState {
+            size: self.size,
+            sha256,
+            blake3,
+        })
+    }
+}
+
+/// Hashes a whole reader on the current (blocking) thread, with a 1 MiB buffer.
+pub fn hash_reader(mut r: impl std::io::Read) -> std::io::Result<Digests> {
+    let mut st = HashState::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        st.update(&buf[..n]);
+    }
+    Ok(st.finish())
+}
+
+/// The per-chunk checksum of the tus checksum extension.
+pub enum ChunkChecksum {
+    Sha1(sha1::Sha1, Vec<u8>),
+    Sha256(Sha256, Vec<u8>),
+}
+
+impl ChunkChecksum {
+    pub fn update(&mut self, buf: &[u8]) {
+        match self {
+            ChunkChecksum::Sha1(h, _) => h.update(buf),
+            ChunkChecksum::Sha256(h, _) => h.update(buf),
+        }
+    }
+
+    /// Whether the bytes fed match the expected digest.
+    pub fn matches(self) -> bool {
+        match self {
+            ChunkChecksum::Sha1(h, want) => h.finalize().as_slice() == want.as_slice(),
+            ChunkChecksum::Sha256(h, want) => h.finalize().as_slice() == want.as_slice(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn streamed_in_pieces_equals_hashed_at_once() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = hash_reader(&data[..]).unwrap();
+        let mut h = StreamHasher::resume(HashState::new());
+        for chunk in data.chunks(100_003) {
+            h.update(Bytes::copy_from_slice(chunk)).await;
+        }
+        let st = h.finish().await.unwrap();
+        // Resume from a snapshot half-way, as a resumed upload does.
+        let mut half = HashState::new();
+        half.update(&data[..1_234_567]);
+        let mut h2 = StreamHasher::resume(half);
+        h2.update(Bytes::copy_from_slice(&data[1_234_567..])).await;
+        assert_eq!(st.finish(), whole);
+        assert_eq!(h2.finish().await.unwrap().finish(), whole);
+        assert_eq!(
+            whole.sha256.as_str(),
+            hex::encode(Sha256::digest(&data)).as_str()
+        );
+        assert_eq!(whole.blake3.as_str(), blake3::hash(&data).to_hex().as_str());
+    }
+}

@@ -1,0 +1,35 @@
+//! airlock: the door of a Trusted Research Environment.
+//!
+//! Layout (one line per module):
+//! - [`config`]: settings from a TOML file and `AIRLOCK__SECTION__KEY` variables.
+//! - [`app`]: `App`, everything a request or job needs, opened from the data directory.
+//! - [`server`]: the HTTP server: every route, the error → status table, graceful shutdown.
+//! - [`api`]: thin JSON handlers.
+//! - [`tus`]: the tus 1.0.0 resumable-upload protocol.
+//! - [`workflow`]: open, upload, seal, decide, release, expire: the only code that changes
+//!   state, and the only writer of audit events.
+//! - [`domain`]: ids, roles, kinds, the state machine, checked relative paths, manifests.
+//! - [`policy`]: per-tier policies from `policies/`.
+//! - [`hashing`]: streaming SHA-256 + BLAKE3, off the async threads.
+//! - [`volumes`]: quarantine and released volumes over `object_store`.
+//! - [`store`]: the metadata store (SQLite).
+//! - [`audit`]: the hash-chained audit log.
+//! - [`auth`]: minting and checking JWTs.
+//! - [`cli`]: the `airlock` command line, server and client.
+//! - [`telemetry`]: structured logs.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod hashing;
+pub mod policy;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tus;
+pub mod volumes;
+pub mod workflow;

@@ -1,0 +1,53 @@
+//! The one table from workflow errors to HTTP statuses. Clients see a clear message for their
+//! own mistakes and an opaque message with a request id for ours; the cause goes to the log.
+
+use crate::workflow::Error;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// A workflow error on its way out as an HTTP response.
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::BadRequest(_) | Error::Path(_) | Error::Interrupted(_) => StatusCode::BAD_REQUEST,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::ChecksumMismatch(_) => StatusCode::from_u16(460).expect("460 is a valid status"),
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self.0);
+        let body = if let Error::Internal(cause) = &self.0 {
+            let request_id = uuid::Uuid::new_v4();
+            tracing::error!(%request_id, %cause, "internal error");
+            serde_json::json!({
+                "error": format!("internal error; quote request id {request_id} to the operator"),
+                "request_id": request_id,
+            })
+        } else {
+            serde_json::json!({ "error": self.0.to_string() })
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,881 @@
+//! The metadata store: users, projects, workspaces, transfers, tokens, files and the audit log.
+//!
+//! SQLite is the embedded default. Every query is portable SQL with `$n` placeholders so the
+//! PostgreSQL backend of a later issue can run the same statements.
+//!
+//! Writes that change a transfer's state go through [`Store::begin`], which hands out a
+//! [`Tx`]: the state change and its audit event commit together or not at all.
+
+use crate::audit::{self, AuditEvent};
+use crate::domain::*;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt { table: &'static str, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
+    move |message| StoreError::Corrupt { table, message }
+}
+
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: ProjectId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub project_id: ProjectId,
+    pub project_name: String,
+    pub name: String,
+    pub tier: Tier,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub workspace_id: WorkspaceId,
+    pub kind: TransferKind,
+    pub state: TransferState,
+    pub state_reason: String,
+    pub uploader_id: UserId,
+    pub created_by: UserId,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sealed_at: Option<String>,
+    pub root_digest: Option<String>,
+    pub expected_root_digest: Option<String>,
+    pub release_location: Option<String>,
+    pub released_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadTokenRow {
+    pub id: TokenId,
+    pub transfer_id: TransferId,
+    pub expires_at: i64,
+    pub cidrs: Vec<ipnet::IpNet>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: FileId,
+    pub transfer_id: TransferId,
+    pub path: String,
+    /// Declared length (tus `Upload-Length`); `None` for a plain PUT in progress.
+    pub length: Option<u64>,
+    /// Bytes durably stored so far.
+    pub received: u64,
+    pub complete: bool,
+    pub sha256: Option<String>,
+    pub blake3: Option<String>,
+    pub expected_sha256: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub user: String,
+    pub role: String,
+    pub decision: String,
+    pub comment: String,
+    pub root_digest: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Incident {
+    pub id: String,
+    pub transfer_id: Option<String>,
+    pub kind: String,
+    pub detail: String,
+    pub state: String,
+    pub created_at: String,
+}
+
+/// The metadata store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    /// Serialises audited writes so each audit event sees the hash of the one before it.
+    audit_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction that also appends audit events to the hash chain.
+pub struct Tx<'a> {
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+}
+
+fn parse<T: FromStr>(table: &'static str, s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map_err(|e| corrupt(table)(format!("`{s}`: {e}")))
+}
+
+fn transfer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Transfer> {
+    let t = "transfers";
+    Ok(Transfer {
+        id: parse(t, r.try_get("id")?)?,
+        workspace_id: parse(t, r.try_get("workspace_id")?)?,
+        kind: parse(t, r.try_get("kind")?)?,
+        state: parse(t, r.try_get("state")?)?,
+        state_reason: r.try_get("state_reason")?,
+        uploader_id: parse(t, r.try_get("uploader_id")?)?,
+        created_by: parse(t, r.try_get("created_by")?)?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        sealed_at: r.try_get("sealed_at")?,
+        root_digest: r.try_get("root_digest")?,
+        expected_root_digest: r.try_get("expected_root_digest")?,
+        release_location: r.try_get("release_location")?,
+        released_at: r.try_get("released_at")?,
+    })
+}
+
+fn file_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow> {
+    let t = "files";
+    Ok(FileRow {
+        id: parse(t, r.try_get("id")?)?,
+        transfer_id: parse(t, r.try_get("transfer_id")?)?,
+        path: r.try_get("path")?,
+        length: r.try_get::<Option<i64>, _>("length")?.map(|v| v as u64),
+        received: r.try_get::<i64, _>("received")? as u64,
+        complete: r.try_get::<i64, _>("complete")? != 0,
+        sha256: r.try_get("sha256")?,
+        blake3: r.try_get("blake3")?,
+        expected_sha256: r.try_get("expected_sha256")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and applies the schema.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed row (an acknowledged byte's bookkeeping) survives power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::raw_sql(include_str!("schema.sql"))
+            .execute(&pool)
+            .await?;
+        Ok(Self {
+            pool,
+            audit_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx<'_>> {
+        let guard = self.audit_lock.lock().await;
+        let tx = self.pool.begin().await?;
+        Ok(Tx { _guard: guard, tx })
+    }
+
+    /// Appends one audit event in a transaction of its own.
+    pub async fn audit(&self, event: AuditEvent) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.audit(event).await?;
+        tx.commit().await
+    }
+
+    // ---- users, projects, workspaces -------------------------------------------------------
+
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id, name FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(self.user_with_roles(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id, name FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(self.user_with_roles(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn user_with_roles(&self, r: &sqlx::sqlite::SqliteRow) -> Result<User> {
+        let id: UserId = parse("users", r.try_get("id")?)?;
+        let roles = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| parse("user_roles", r.try_get("role")?))
+            .collect::<Result<Vec<Role>>>()?;
+        Ok(User {
+            id,
+            name: r.try_get("name")?,
+            roles,
+        })
+    }
+
+    pub async fn project_by_name(&self, name: &str) -> Result<Option<Project>> {
+        let row = sqlx::query("SELECT id, name FROM projects WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Project {
+                id: parse("projects", r.try_get("id")?)?,
+                name: r.try_get("name")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The roles `user` holds in `project`.
+    pub async fn member_roles(&self, project: ProjectId, user: UserId) -> Result<Vec<Role>> {
+        sqlx::query("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
+            .bind(project.to_string())
+            .bind(user.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| parse("project_members", r.try_get("role")?))
+            .collect()
+    }
+
+    const WORKSPACE_SELECT: &'static str = "SELECT w.id, w.project_id, p.name AS project_name, w.name, w.tier \
+         FROM workspaces w JOIN projects p ON p.id = w.project_id";
+
+    fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
+        let t = "workspaces";
+        Ok(Workspace {
+            id: parse(t, r.try_get("id")?)?,
+            project_id: parse(t, r.try_get("project_id")?)?,
+            project_name: r.try_get("project_name")?,
+            name: r.try_get("name")?,
+            tier: Tier::try_from(r.try_get::<i64, _>("tier")?).map_err(corrupt(t))?,
+        })
+    }
+
+    pub async fn workspace_by_name(&self, project: &str, name: &str) -> Result<Option<Workspace>> {
+        let q = format!("{} WHERE p.name = $1 AND w.name = $2", Self::WORKSPACE_SELECT);
+        let row = sqlx::query(&q)
+            .bind(project)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::workspace_from_row).transpose()
+    }
+
+    pub async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
+        let q = format!("{} WHERE w.id = $1", Self::WORKSPACE_SELECT);
+        let row = sqlx::query(&q)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::workspace_from_row).transpose()
+    }
+
+    // ---- transfers -------------------------------------------------------------------------
+
+    pub async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>> {
+        let row = sqlx::query("SELECT * FROM transfers WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(transfer_from_row).transpose()
+    }
+
+    /// Transfers of the given workspaces, newest first.
+    pub async fn transfers_in(&self, workspace: WorkspaceId) -> Result<Vec<Transfer>> {
+        sqlx::query("SELECT * FROM transfers WHERE workspace_id = $1 ORDER BY created_at DESC")
+            .bind(workspace.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(transfer_from_row)
+            .collect()
+    }
+
+    pub async fn transfers_in_state(&self, state: TransferState) -> Result<Vec<Transfer>> {
+        sqlx::query("SELECT * FROM transfers WHERE state = $1")
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(transfer_from_row)
+            .collect()
+    }
+
+    /// Open transfers that have been given tokens and whose every token has run out.
+    pub async fn open_transfers_with_expired_tokens(&self, now: i64) -> Result<Vec<TransferId>> {
+        sqlx::query(
+            "SELECT t.id FROM transfers t WHERE t.state = 'open' \
+             AND EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id) \
+             AND NOT EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id \
+                             AND u.revoked_at IS NULL AND u.expires_at > $1)",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| parse("transfers", r.try_get("id")?))
+        .collect()
+    }
+
+    pub async fn decisions(&self, transfer: TransferId) -> Result<Vec<Decision>> {
+        let rows = sqlx::query(
+            "SELECT u.name, d.role, d.decision, d.comment, d.root_digest, d.at FROM decisions d \
+             JOIN users u ON u.id = d.user_id WHERE d.transfer_id = $1 ORDER BY d.at",
+        )
+        .bind(transfer.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Decision {
+                    user: r.try_get("name")?,
+                    role: r.try_get("role")?,
+                    decision: r.try_get("decision")?,
+                    comment: r.try_get("comment")?,
+                    root_digest: r.try_get("root_digest")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn incidents(&self, transfer: Option<TransferId>) -> Result<Vec<Incident>> {
+        let rows = sqlx::query(
+            "SELECT * FROM incidents WHERE ($1 IS NULL OR transfer_id = $1) ORDER BY created_at",
+        )
+        .bind(transfer.map(|t| t.to_string()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Incident {
+                    id: r.try_get("id")?,
+                    transfer_id: r.try_get("transfer_id")?,
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    state: r.try_get("state")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- tokens ----------------------------------------------------------------------------
+
+    pub async fn upload_token(&self, id: TokenId) -> Result<Option<UploadTokenRow>> {
+        let row = sqlx::query("SELECT * FROM upload_tokens WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let t = "upload_tokens";
+            let cidrs: String = r.try_get("cidrs")?;
+            Ok(UploadTokenRow {
+                id: parse(t, r.try_get("id")?)?,
+                transfer_id: parse(t, r.try_get("transfer_id")?)?,
+                expires_at: r.try_get("expires_at")?,
+                cidrs: serde_json::from_str(&cidrs).map_err(|e| corrupt(t)(e.to_string()))?,
+                revoked_reason: r.try_get("revoked_reason")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether a staff token id is known and not revoked.
+    pub async fn staff_token_live(&self, id: TokenId) -> Result<bool> {
+        let row = sqlx::query("SELECT revoked_at FROM staff_tokens WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(matches!(row, Some(r) if r.try_get::<Option<String>, _>("revoked_at")?.is_none()))
+    }
+
+    // ---- files -----------------------------------------------------------------------------
+
+    pub async fn files(&self, transfer: TransferId) -> Result<Vec<FileRow>> {
+        sqlx::query("SELECT * FROM files WHERE transfer_id = $1 ORDER BY path")
+            .bind(transfer.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(file_from_row)
+            .collect()
+    }
+
+    pub async fn file(&self, id: FileId) -> Result<Option<FileRow>> {
+        let row = sqlx::query("SELECT * FROM files WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    pub async fn file_by_path(&self, transfer: TransferId, path: &str) -> Result<Option<FileRow>> {
+        let row = sqlx::query("SELECT * FROM files WHERE transfer_id = $1 AND path = $2")
+            .bind(transfer.to_string())
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    pub async fn file_count(&self, transfer: TransferId) -> Result<u64> {
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM files WHERE transfer_id = $1")
+            .bind(transfer.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get::<i64, _>("n")? as u64)
+    }
+
+    /// The sizes of a file's stored segments, in order.
+    pub async fn segments(&self, file: FileId) -> Result<Vec<u64>> {
+        sqlx::query("SELECT size FROM segments WHERE file_id = $1 ORDER BY seq")
+            .bind(file.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get::<i64, _>("size")? as u64))
+            .collect()
+    }
+
+    /// Records one more durably stored segment of `size` bytes and the new received count.
+    pub async fn add_segment(&self, file: FileId, seq: u64, size: u64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO segments (file_id, seq, size) VALUES ($1, $2, $3)")
+            .bind(file.to_string())
+            .bind(seq as i64)
+            .bind(size as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE files SET received = received + $2 WHERE id = $1")
+            .bind(file.to_string())
+            .bind(size as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// What `insert_file` found in the way.
+#[derive(Debug)]
+pub enum FileConflict {
+    /// Another file already has this collision key.
+    SameName(String),
+    /// A folder of the new path is a file, or the new path is a folder of an existing file.
+    FileFolder(String),
+}
+
+impl Tx<'_> {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn audit(&mut self, event: AuditEvent) -> Result<()> {
+        let prev: String = sqlx::query("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| r.try_get("hash"))
+            .transpose()?
+            .unwrap_or_else(|| audit::GENESIS.to_string());
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM audit_events")
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get("n")?;
+        let rec = audit::Record::seal(seq, now(), event, prev);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, actor, action, transfer_id, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(rec.seq)
+        .bind(&rec.at)
+        .bind(&rec.actor)
+        .bind(&rec.action)
+        .bind(&rec.transfer_id)
+        .bind(&rec.detail)
+        .bind(&rec.prev_hash)
+        .bind(&rec.hash)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn create_user(&mut self, name: &Name, roles: &[Role]) -> Result<UserId> {
+        let id = UserId::new();
+        sqlx::query("INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id.to_string())
+            .bind(name.as_str())
+            .bind(now())
+            .execute(&mut *self.tx)
+            .await?;
+        for r in roles {
+            self.add_user_role(id, *r).await?;
+        }
+        Ok(id)
+    }
+
+    pub async fn add_user_role(&mut self, user: UserId, role: Role) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO user_roles (user_id, role) VALUES ($1, $2)")
+            .bind(user.to_string())
+            .bind(role.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_project(&mut self, name: &Name) -> Result<ProjectId> {
+        let id = ProjectId::new();
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id.to_string())
+            .bind(name.as_str())
+            .bind(now())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn add_member(&mut self, project: ProjectId, user: UserId, role: Role) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn create_workspace(
+        &mut self,
+        project: ProjectId,
+        name: &Name,
+        tier: Tier,
+    ) -> Result<WorkspaceId> {
+        let id = WorkspaceId::new();
+        sqlx::query(
+            "INSERT INTO workspaces (id, project_id, name, tier, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.to_string())
+        .bind(project.to_string())
+        .bind(name.as_str())
+        .bind(i64::from(tier))
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn insert_transfer(&mut self, t: &Transfer) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO transfers (id, workspace_id, kind, state, state_reason, uploader_id, \
+             created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(t.id.to_string())
+        .bind(t.workspace_id.to_string())
+        .bind(t.kind.as_str())
+        .bind(t.state.as_str())
+        .bind(&t.state_reason)
+        .bind(t.uploader_id.to_string())
+        .bind(t.created_by.to_string())
+        .bind(&t.created_at)
+        .bind(&t.updated_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a transfer from `from` to `to`. Returns false (changing nothing) if it was no
+    /// longer in `from`: someone else got there first.
+    pub async fn set_state(
+        &mut self,
+        id: TransferId,
+        from: TransferState,
+        to: TransferState,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE transfers SET state = $3, state_reason = $4, updated_at = $5 \
+             WHERE id = $1 AND state = $2",
+        )
+        .bind(id.to_string())
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_sealed(
+        &mut self,
+        id: TransferId,
+        root: &HexDigest,
+        expected_root: Option<&HexDigest>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE transfers SET sealed_at = $2, root_digest = $3, expected_root_digest = $4 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(now())
+        .bind(root.as_str())
+        .bind(expected_root.map(|d| d.as_str().to_owned()))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_released(&mut self, id: TransferId, location: &str) -> Result<()> {
+        sqlx::query("UPDATE transfers SET release_location = $2, released_at = $3 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(location)
+            .bind(now())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_upload_token(
+        &mut self,
+        id: TokenId,
+        transfer: TransferId,
+        issued_by: UserId,
+        expires_at: i64,
+        cidrs: &[ipnet::IpNet],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO upload_tokens (id, transfer_id, issued_by, issued_at, expires_at, cidrs) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.to_string())
+        .bind(transfer.to_string())
+        .bind(issued_by.to_string())
+        .bind(now())
+        .bind(expires_at)
+        .bind(serde_json::to_string(cidrs).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Revokes every live upload token of a transfer; returns how many.
+    pub async fn revoke_upload_tokens(&mut self, transfer: TransferId, reason: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE upload_tokens SET revoked_at = $2, revoked_reason = $3 \
+             WHERE transfer_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(transfer.to_string())
+        .bind(now())
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn insert_staff_token(&mut self, id: TokenId, user: UserId, expires_at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO staff_tokens (id, user_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .bind(now())
+        .bind(expires_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Reserves `path` in a transfer, refusing any collision with an existing file or folder.
+    pub async fn insert_file(
+        &mut self,
+        f: &FileRow,
+        path: &RelPath,
+    ) -> Result<std::result::Result<(), FileConflict>> {
+        let key = path.collision_key();
+        let tid = f.transfer_id.to_string();
+        if let Some(r) = sqlx::query("SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2")
+            .bind(&tid)
+            .bind(&key)
+            .fetch_optional(&mut *self.tx)
+            .await?
+        {
+            return Ok(Err(FileConflict::SameName(r.try_get("path")?)));
+        }
+        for parent in path.parent_keys() {
+            if let Some(r) =
+                sqlx::query("SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2")
+                    .bind(&tid)
+                    .bind(&parent)
+                    .fetch_optional(&mut *self.tx)
+                    .await?
+            {
+                return Ok(Err(FileConflict::FileFolder(r.try_get("path")?)));
+            }
+        }
+        let prefix = format!("{key}/");
+        if let Some(r) = sqlx::query(
+            "SELECT path FROM files WHERE transfer_id = $1 AND substr(collision_key, 1, $3) = $2 LIMIT 1",
+        )
+        .bind(&tid)
+        .bind(&prefix)
+        .bind(prefix.chars().count() as i64)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        {
+            return Ok(Err(FileConflict::FileFolder(r.try_get("path")?)));
+        }
+        sqlx::query(
+            "INSERT INTO files (id, transfer_id, path, collision_key, length, received, complete, \
+             expected_sha256, created_at) VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $7)",
+        )
+        .bind(f.id.to_string())
+        .bind(&tid)
+        .bind(path.as_str())
+        .bind(&key)
+        .bind(f.length.map(|l| l as i64))
+        .bind(&f.expected_sha256)
+        .bind(&f.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(Ok(()))
+    }
+
+    pub async fn complete_file(&mut self, id: FileId, sha256: &HexDigest, blake3: &HexDigest) -> Result<()> {
+        sqlx::query(
+            "UPDATE files SET complete = 1, sha256 = $2, blake3 = $3, completed_at = $4 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(sha256.as_str())
+        .bind(blake3.as_str())
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_expected_sha256(&mut self, id: FileId, expected: &HexDigest) -> Result<()> {
+        sqlx::query("UPDATE files SET expected_sha256 = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(expected.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_file(&mut self, id: FileId) -> Result<()> {
+        sqlx::query("DELETE FROM segments WHERE file_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("DELETE FROM files WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_decision(
+        &mut self,
+        transfer: TransferId,
+        user: UserId,
+        role: Role,
+        decision: &str,
+        comment: &str,
+        root_digest: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO decisions (id, transfer_id, user_id, role, decision, comment, root_digest, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(transfer.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .bind(decision)
+        .bind(comment)
+        .bind(root_digest)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_incident(&mut self, transfer: Option<TransferId>, kind: &str, detail: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO incidents (id, transfer_id, kind, detail, state, created_at) \
+             VALUES ($1, $2, $3, $4, 'open', $5)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(transfer.map(|t| t.to_string()))
+        .bind(kind)
+        .bind(detail)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch, for token expiry comparisons.
+pub fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// Parses a stored timestamp.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+}

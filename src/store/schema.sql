@@ -1,0 +1,116 @@
+-- airlock metadata schema. Portable SQL (SQLite now, PostgreSQL next): TEXT ids, INTEGER
+-- numbers, RFC 3339 UTC timestamps as TEXT, `$n` placeholders in every query.
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_roles (
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    PRIMARY KEY (user_id, role)
+);
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS project_members (
+    project_id TEXT NOT NULL REFERENCES projects(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    PRIMARY KEY (project_id, user_id, role)
+);
+CREATE TABLE IF NOT EXISTS workspaces (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id),
+    name TEXT NOT NULL,
+    tier INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (project_id, name)
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    state_reason TEXT NOT NULL,
+    uploader_id TEXT NOT NULL REFERENCES users(id),
+    created_by TEXT NOT NULL REFERENCES users(id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    sealed_at TEXT,
+    root_digest TEXT,
+    expected_root_digest TEXT,
+    release_location TEXT,
+    released_at TEXT
+);
+CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state);
+CREATE TABLE IF NOT EXISTS upload_tokens (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    issued_by TEXT NOT NULL REFERENCES users(id),
+    issued_at TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    cidrs TEXT NOT NULL,
+    revoked_at TEXT,
+    revoked_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS upload_tokens_transfer ON upload_tokens(transfer_id);
+CREATE TABLE IF NOT EXISTS staff_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    issued_at TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    path TEXT NOT NULL,
+    collision_key TEXT NOT NULL,
+    length INTEGER,
+    received INTEGER NOT NULL,
+    complete INTEGER NOT NULL,
+    sha256 TEXT,
+    blake3 TEXT,
+    expected_sha256 TEXT,
+    created_at TEXT NOT NULL,
+    completed_at TEXT,
+    UNIQUE (transfer_id, collision_key)
+);
+CREATE TABLE IF NOT EXISTS segments (
+    file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (file_id, seq)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    root_digest TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT REFERENCES transfers(id),
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_events (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    transfer_id TEXT,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_transfer ON audit_events(transfer_id);

@@ -1,0 +1,307 @@
+//! The tus 1.0.0 resumable-upload protocol (https://tus.io/protocols/resumable-upload) with the
+//! creation, creation-with-upload, expiration, checksum and termination extensions. Only the
+//! protocol lives here: headers in, headers out; the work is `workflow::upload`'s.
+//!
+//! Upload metadata keys understood: `relativePath` (or `path`, or `filename`) names the file
+//! inside the transfer; `sha256` (hex) is the provider's digest, compared at seal.
+
+use crate::api::{transfer_id, Caller};
+use crate::domain::{FileId, HexDigest};
+use crate::hashing::ChunkChecksum;
+use crate::server::error::ApiError;
+use crate::server::AppState;
+use crate::store::FileRow;
+use crate::workflow::access::Principal;
+use crate::workflow::{upload, Error};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::TryStreamExt;
+use sha2::Digest;
+
+pub const VERSION: &str = "1.0.0";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,expiration,checksum,termination";
+pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
+const OFFSET_TYPE: &str = "application/offset+octet-stream";
+
+/// A tus response: every one, errors included, carries `Tus-Resumable`.
+pub struct TusResponse(Response);
+
+impl IntoResponse for TusResponse {
+    fn into_response(self) -> Response {
+        let mut r = self.0;
+        r.headers_mut()
+            .insert("tus-resumable", HeaderValue::from_static(VERSION));
+        r.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+impl From<ApiError> for TusResponse {
+    fn from(e: ApiError) -> Self {
+        TusResponse(e.into_response())
+    }
+}
+
+impl From<Error> for TusResponse {
+    fn from(e: Error) -> Self {
+        TusResponse(ApiError(e).into_response())
+    }
+}
+
+pub type TusResult = Result<TusResponse, TusResponse>;
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// 412 unless the client speaks our version.
+fn check_version(h: &HeaderMap) -> Result<(), TusResponse> {
+    match header(h, "tus-resumable") {
+        Some(VERSION) => Ok(()),
+        _ => {
+            let mut r = (
+                StatusCode::PRECONDITION_FAILED,
+                axum::Json(serde_json::json!({ "error": "Tus-Resumable must be 1.0.0" })),
+            )
+                .into_response();
+            r.headers_mut().insert("tus-version", HeaderValue::from_static(VERSION));
+            Err(TusResponse(r))
+        }
+    }
+}
+
+fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, TusResponse> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| Error::BadRequest(format!("{name} must be a non-negative integer")).into()),
+    }
+}
+
+/// `key base64,key2 base64,flag` → pairs.
+pub fn parse_metadata(raw: &str) -> Result<Vec<(String, String)>, Error> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let mut parts = item.splitn(2, ' ');
+        let key = parts.next().unwrap_or_default().to_owned();
+        let value = match parts.next() {
+            Some(v) => {
+                let bytes = b64
+                    .decode(v.trim())
+                    .map_err(|_| Error::BadRequest(format!("Upload-Metadata `{key}` is not base64")))?;
+                String::from_utf8(bytes)
+                    .map_err(|_| Error::BadRequest(format!("Upload-Metadata `{key}` is not UTF-8")))?
+            }
+            None => String::new(),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn parse_checksum(h: &HeaderMap) -> Result<Option<ChunkChecksum>, Error> {
+    let Some(raw) = header(h, "upload-checksum") else {
+        return Ok(None);
+    };
+    let (algo, b64) = raw
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| Error::BadRequest("Upload-Checksum must be `ALGORITHM BASE64`".into()))?;
+    let want = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| Error::BadRequest("Upload-Checksum digest is not base64".into()))?;
+    match algo {
+        "sha1" => Ok(Some(ChunkChecksum::Sha1(sha1::Sha1::new(), want))),
+        "sha256" => Ok(Some(ChunkChecksum::Sha256(sha2::Sha256::new(), want))),
+        other => Err(Error::BadRequest(format!(
+            "checksum algorithm `{other}` is not supported; use one of {CHECKSUM_ALGORITHMS}"
+        ))),
+    }
+}
+
+fn upload_url(transfer: &str, file: FileId) -> String {
+    format!("/api/v1/transfers/{transfer}/tus/{file}")
+}
+
+async fn expires_header(app: &AppState, who: &Principal) -> Option<HeaderValue> {
+    let Principal::Upload { token, .. } = who else {
+        return None;
+    };
+    let row = app.store.upload_token(*token).await.ok()??;
+    let at = chrono::DateTime::from_timestamp(row.expires_at, 0)?;
+    HeaderValue::from_str(&at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).ok()
+}
+
+fn with_offset(mut r: Response, f: &FileRow) -> Response {
+    r.headers_mut().insert("upload-offset", f.received.into());
+    if let Some(len) = f.length {
+        r.headers_mut().insert("upload-length", len.into());
+    }
+    r
+}
+
+/// OPTIONS: what this server supports. No token needed.
+pub async fn options(State(app): State<AppState>) -> TusResponse {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert("tus-version", HeaderValue::from_static(VERSION));
+    h.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
+    h.insert("tus-checksum-algorithm", HeaderValue::from_static(CHECKSUM_ALGORITHMS));
+    h.insert("tus-max-size", app.settings.limits.max_file_size.into());
+    TusResponse(r)
+}
+
+/// POST: creation (and creation-with-upload when a body comes along).
+pub async fn create(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> TusResult {
+    check_version(&headers)?;
+    let tid = transfer_id(&id)?;
+    if headers.contains_key("upload-defer-length") {
+        return Err(Error::BadRequest(
+            "Upload-Defer-Length is not supported: send Upload-Length".into(),
+        )
+        .into());
+    }
+    let length = parse_u64(&headers, "upload-length")?
+        .ok_or_else(|| TusResponse::from(Error::BadRequest("Upload-Length is required".into())))?;
+    let meta = parse_metadata(header(&headers, "upload-metadata").unwrap_or(""))?;
+    let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let path = get("relativePath")
+        .or_else(|| get("path"))
+        .or_else(|| get("filename"))
+        .ok_or_else(|| {
+            TusResponse::from(Error::BadRequest(
+                "Upload-Metadata must name the file: relativePath, path or filename".into(),
+            ))
+        })?;
+    let expected_sha256 = get("sha256")
+        .map(|s| HexDigest::parse(&s))
+        .transpose()
+        .map_err(|e| TusResponse::from(Error::BadRequest(format!("metadata sha256: {e}"))))?;
+    let file = upload::create_upload(
+        &app,
+        &who,
+        tid,
+        upload::NewUpload {
+            path,
+            length,
+            expected_sha256,
+        },
+    )
+    .await?;
+    let has_body = header(&headers, "content-type") == Some(OFFSET_TYPE)
+        && parse_u64(&headers, "content-length")?.unwrap_or(1) > 0;
+    let file = if has_body && !file.complete {
+        let checksum = parse_checksum(&headers)?;
+        let stream = body.into_data_stream().map_err(|e| e.to_string());
+        match upload::append(&app, &who, tid, file.id, 0, checksum, stream).await {
+            Ok(f) => f,
+            // The upload exists even if its first bytes failed; the client resumes with HEAD.
+            Err(Error::Interrupted(_)) | Err(Error::ChecksumMismatch(_)) => upload::upload_status(&app, &who, tid, file.id).await?,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        file
+    };
+    let mut r = with_offset(StatusCode::CREATED.into_response(), &file);
+    r.headers_mut().insert(
+        "location",
+        HeaderValue::from_str(&upload_url(&id, file.id)).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    if let Some(exp) = expires_header(&app, &who).await {
+        r.headers_mut().insert(HeaderName::from_static("upload-expires"), exp);
+    }
+    Ok(TusResponse(r))
+}
+
+fn file_id(raw: &str) -> Result<FileId, TusResponse> {
+    raw.parse()
+        .map_err(|_| Error::NotFound(format!("no upload {raw}")).into())
+}
+
+/// HEAD: how much is stored. Offsets only, never content.
+pub async fn head(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, upload_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> TusResult {
+    check_version(&headers)?;
+    let f = upload::upload_status(&app, &who, transfer_id(&id)?, file_id(&upload_id)?).await?;
+    let mut r = with_offset(StatusCode::OK.into_response(), &f);
+    if let Some(exp) = expires_header(&app, &who).await {
+        r.headers_mut().insert(HeaderName::from_static("upload-expires"), exp);
+    }
+    Ok(TusResponse(r))
+}
+
+/// PATCH: append at `Upload-Offset`.
+pub async fn patch(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, upload_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> TusResult {
+    check_version(&headers)?;
+    if header(&headers, "content-type") != Some(OFFSET_TYPE) {
+        return Err(TusResponse(
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                axum::Json(serde_json::json!({
+                    "error": format!("PATCH needs Content-Type: {OFFSET_TYPE}")
+                })),
+            )
+                .into_response(),
+        ));
+    }
+    let offset = parse_u64(&headers, "upload-offset")?
+        .ok_or_else(|| TusResponse::from(Error::BadRequest("Upload-Offset is required".into())))?;
+    let checksum = parse_checksum(&headers)?;
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let f = upload::append(&app, &who, transfer_id(&id)?, file_id(&upload_id)?, offset, checksum, stream).await?;
+    let mut r = with_offset(StatusCode::NO_CONTENT.into_response(), &f);
+    if let Some(exp) = expires_header(&app, &who).await {
+        r.headers_mut().insert(HeaderName::from_static("upload-expires"), exp);
+    }
+    Ok(TusResponse(r))
+}
+
+/// DELETE: termination.
+pub async fn terminate(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, upload_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> TusResult {
+    check_version(&headers)?;
+    upload::terminate(&app, &who, transfer_id(&id)?, file_id(&upload_id)?).await?;
+    Ok(TusResponse(StatusCode::NO_CONTENT.into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_decoded() {
+        let m = parse_metadata("filename ZGF0YS9hLmNzdg==,is_confidential").unwrap();
+        assert_eq!(m[0], ("filename".into(), "data/a.csv".into()));
+        assert_eq!(m[1], ("is_confidential".into(), String::new()));
+        assert!(parse_metadata("filename !!!").is_err());
+    }
+}

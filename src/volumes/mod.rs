@@ -1,0 +1,279 @@
+//! Volumes: the quarantine volume (where uploads land) and the released volumes (read-only,
+//! mounted into workspaces). Every byte goes through `object_store`; the local backend adds
+//! what a filesystem can do and an object store cannot: fsync, read-only modes and an atomic
+//! directory rename to publish a release.
+//!
+//! Quarantine keys never contain a user's path: a file's bytes are stored as numbered segments
+//! under `transfers/<transfer>/<file>/<seq>`, one per upload request, and the file is their
+//! concatenation. A resumed tus upload adds segments; nothing is rewritten.
+
+use crate::domain::{FileId, RelPath, TransferId};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, WriteMultipart};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("filesystem: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = VolumeError> = std::result::Result<T, E>;
+
+/// Both volumes of the service.
+#[derive(Clone)]
+pub struct Volumes {
+    /// Where uploads land and wait for review.
+    pub quarantine: Arc<dyn ObjectStore>,
+    /// The workspaces' read-only volumes, one folder per project/workspace/kind.
+    pub released: Arc<dyn ObjectStore>,
+    quarantine_root: PathBuf,
+    released_root: PathBuf,
+}
+
+/// Size of the pieces a segment is written in; also bounds memory per upload.
+const PART_SIZE: usize = 8 << 20;
+
+impl Volumes {
+    /// Local directories `data_dir/quarantine` and `data_dir/volumes`.
+    pub fn local(data_dir: &Path) -> Result<Self> {
+        let quarantine_root = data_dir.join("quarantine");
+        let released_root = data_dir.join("volumes");
+        std::fs::create_dir_all(&quarantine_root)?;
+        std::fs::create_dir_all(&released_root)?;
+        let quarantine_root = quarantine_root.canonicalize()?;
+        let released_root = released_root.canonicalize()?;
+        Ok(Self {
+            quarantine: Arc::new(LocalFileSystem::new_with_prefix(&quarantine_root)?),
+            released: Arc::new(LocalFileSystem::new_with_prefix(&released_root)?),
+            quarantine_root,
+            released_root,
+        })
+    }
+
+    /// Checks both volumes answer (a missing key is a fine answer).
+    pub async fn ping(&self) -> Result<()> {
+        for store in [&self.quarantine, &self.released] {
+            match store.head(&ObjPath::from(".airlock-ready-probe")).await {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for dir in [&self.quarantine_root, &self.released_root] {
+            if !dir.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} is not a directory", dir.display()),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    fn segment_key(transfer: TransferId, file: FileId, seq: u64) -> ObjPath {
+        ObjPath::from(format!("transfers/{transfer}/{file}/{seq:010}"))
+    }
+
+    /// Starts writing segment `seq` of a file.
+    pub async fn segment_writer(
+        &self,
+        transfer: TransferId,
+        file: FileId,
+        seq: u64,
+    ) -> Result<SegmentWriter> {
+        let key = Self::segment_key(transfer, file, seq);
+        let upload = self.quarantine.put_multipart(&key).await?;
+        Ok(SegmentWriter {
+            upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+            fs_path: self.quarantine_root.join(key.as_ref()),
+            written: 0,
+        })
+    }
+
+    /// The bytes of a file: its segments, in order.
+    pub fn read_file(
+        &self,
+        transfer: TransferId,
+        file: FileId,
+        segments: usize,
+    ) -> BoxStream<'static, Result<Bytes>> {
+        let store = self.quarantine.clone();
+        futures::stream::iter(0..segments as u64)
+            .then(move |seq| {
+                let store = store.clone();
+                async move {
+                    let got = store.get(&Self::segment_key(transfer, file, seq)).await?;
+                    Ok::<_, VolumeError>(got.into_stream().map_err(VolumeError::from))
+                }
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Deletes every stored segment of a file (a terminated or replaced upload).
+    pub async fn delete_file(&self, transfer: TransferId, file: FileId) -> Result<()> {
+        let prefix = ObjPath::from(format!("transfers/{transfer}/{file}"));
+        let keys: Vec<_> = self.quarantine.list(Some(&prefix)).try_collect().await?;
+        for meta in keys {
+            self.quarantine.delete(&meta.location).await?;
+        }
+        Ok(())
+    }
+
+    /// Where a transfer's release is staged before it is published.
+    pub fn staging_prefix(transfer: TransferId) -> ObjPath {
+        ObjPath::from(format!(".staging/{transfer}"))
+    }
+
+    /// Where a transfer's files are published: `project/workspace/{data,software}/transfer`.
+    pub fn release_prefix(project: &str, workspace: &str, volume: &str, transfer: TransferId) -> ObjPath {
+        ObjPath::from(format!("{project}/{workspace}/{volume}/{transfer}"))
+    }
+
+    /// Starts writing one released file into staging.
+    pub async fn staging_writer(&self, transfer: TransferId, path: &RelPath) -> Result<SegmentWriter> {
+        let key = path.object_path(&Self::staging_prefix(transfer));
+        let upload = self.released.put_multipart(&key).await?;
+        Ok(SegmentWriter {
+            upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+            fs_path: self.released_root.join(key.as_ref()),
+            written: 0,
+        })
+    }
+
+    /// Reads a staged file back, to verify the copy.
+    pub async fn read_staged(&self, transfer: TransferId, path: &RelPath) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let key = path.object_path(&Self::staging_prefix(transfer));
+        let got = self.released.get(&key).await?;
+        Ok(got.into_stream().map_err(VolumeError::from).boxed())
+    }
+
+    /// Removes a staging area left by an interrupted release.
+    pub async fn clear_staging(&self, transfer: TransferId) -> Result<()> {
+        let dir = self.released_root.join(Self::staging_prefix(transfer).as_ref());
+        if dir.exists() {
+            make_writable(&dir)?;
+            tokio::fs::remove_dir_all(&dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a staged release atomically: files become 0444 and folders 0555, then one
+    /// rename makes the whole tree visible at once. Returns the published directory.
+    pub async fn publish(&self, transfer: TransferId, dest: &ObjPath) -> Result<PathBuf> {
+        let staged = self.released_root.join(Self::staging_prefix(transfer).as_ref());
+        let dest = self.released_root.join(dest.as_ref());
+        tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+            std::fs::create_dir_all(&staged)?;
+            seal_tree(&staged, true)?;
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // The top folder stays writable until it is in place: moving a folder to another
+            // parent rewrites its `..` entry, which needs write permission on it.
+            std::fs::rename(&staged, &dest)?;
+            set_mode(&dest, 0o555)?;
+            if let Some(parent) = dest.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(dest)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// Writes one object in parts with bounded memory.
+pub struct SegmentWriter {
+    upload: WriteMultipart,
+    fs_path: PathBuf,
+    written: u64,
+}
+
+impl SegmentWriter {
+    pub async fn write(&mut self, buf: Bytes) -> Result<()> {
+        // Backpressure: at most two parts in flight.
+        self.upload.wait_for_capacity(2).await?;
+        self.written += buf.len() as u64;
+        self.upload.put(buf);
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Completes the object and makes it durable (fsync on the local backend).
+    pub async fn commit(self) -> Result<u64> {
+        self.upload.finish().await?;
+        let path = self.fs_path;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&path)?.sync_all()?;
+            if let Some(parent) = path.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(self.written)
+    }
+
+    pub async fn abort(self) {
+        let _ = self.upload.abort().await;
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut p = std::fs::metadata(path)?.permissions();
+        p.set_readonly(mode & 0o200 == 0);
+        std::fs::set_permissions(path, p)
+    }
+}
+
+/// Makes every file 0444 and every folder 0555 below `dir` (and `dir` itself unless `keep_top`).
+fn seal_tree(dir: &Path, keep_top: bool) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            seal_tree(&entry.path(), false)?;
+        } else if ty.is_file() {
+            set_mode(&entry.path(), 0o444)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "unexpected non-file {} in a release",
+                entry.path().display()
+            )));
+        }
+    }
+    if !keep_top {
+        set_mode(dir, 0o555)?;
+    }
+    Ok(())
+}
+
+fn make_writable(dir: &Path) -> std::io::Result<()> {
+    set_mode(dir, 0o755)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! Who is calling, and what they may do. Every request's bearer token becomes a [`Principal`]
+//! here; every use and every refusal of an upload token lands in the audit log.
+
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::auth::{TokenError, TokenKind};
+use crate::domain::*;
+use crate::store::{Transfer, User, Workspace};
+use std::net::IpAddr;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A person with a staff token.
+    Staff(User),
+    /// An upload token: may write into one open transfer, nothing else.
+    Upload { token: TokenId, transfer: TransferId },
+}
+
+impl Principal {
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Staff(u) => format!("user:{}", u.name),
+            Principal::Upload { token, .. } => format!("upload-token:{token}"),
+        }
+    }
+
+    /// The staff user, or 403 for an upload token: upload tokens are write-only.
+    pub fn staff(&self) -> Result<&User> {
+        match self {
+            Principal::Staff(u) => Ok(u),
+            Principal::Upload { .. } => Err(Error::Forbidden(
+                "upload tokens are write-only: they cannot read, list or download anything, \
+                 nor act as a person"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The transfer of an upload token, which must be `transfer`.
+    pub fn upload_for(&self, transfer: TransferId) -> Result<TokenId> {
+        match self {
+            Principal::Upload { token, transfer: t } if *t == transfer => Ok(*token),
+            Principal::Upload { .. } => Err(Error::Forbidden(
+                "this upload token belongs to another transfer".into(),
+            )),
+            Principal::Staff(_) => Err(Error::Forbidden(
+                "only the transfer's upload token may upload files".into(),
+            )),
+        }
+    }
+}
+
+/// Turns an `Authorization` header into a principal, checking everything a token promises.
+/// `route` is recorded with each use of an upload token.
+pub async fn authenticate(
+    app: &App,
+    authorization: Option<&str>,
+    client: IpAddr,
+    route: &str,
+) -> Result<Principal> {
+    let raw = authorization.ok_or_else(|| {
+        Error::Unauthenticated("missing `Authorization: Bearer <token>` header".into())
+    })?;
+    let token = raw
+        .strip_prefix("Bearer ")
+        .or_else(|| raw.strip_prefix("bearer "))
+        .ok_or_else(|| Error::Unauthenticated("Authorization must use the Bearer scheme".into()))?
+        .trim();
+    let claims = app.keys.verify(token).map_err(|e| match e {
+        TokenError::Expired => Error::Unauthenticated("token has expired".into()),
+        other => {
+            tracing::warn!(%client, route, error = %other, "refused a token that does not verify");
+            Error::Unauthenticated("token is not valid".into())
+        }
+    })?;
+    let jti: TokenId = claims
+        .jti
+        .parse()
+        .map_err(|_| Error::Unauthenticated("token is not valid".into()))?;
+    match claims.typ {
+        TokenKind::Staff => {
+            let user_id: UserId = claims
+                .sub
+                .parse()
+                .map_err(|_| Error::Unauthenticated("token is not valid".into()))?;
+            if !app.store.staff_token_live(jti).await? {
+                return Err(Error::Unauthenticated("token has been revoked".into()));
+            }
+            let user = app
+                .store
+                .user(user_id)
+                .await?
+                .ok_or_else(|| Error::Unauthenticated("token's user no longer exists".into()))?;
+            Ok(Principal::Staff(user))
+        }
+        TokenKind::Upload => {
+            let sub = claims.sub.clone();
+            let refuse = |reason: String| async move {
+                let _ = app
+                    .store
+                    .audit(
+                        AuditEvent::new(format!("upload-token:{jti}"), "token.refused")
+                            .detail(serde_json::json!({
+                                "route": route, "client": client.to_string(), "reason": reason,
+                            }))
+                            .transfer(&sub),
+                    )
+                    .await;
+                Err(Error::Unauthenticated(reason))
+            };
+            let Some(row) = app.store.upload_token(jti).await? else {
+                return refuse("token is not valid".into()).await;
+            };
+            if row.transfer_id.to_string() != claims.sub {
+                return refuse("token is not valid".into()).await;
+            }
+            if let Some(reason) = &row.revoked_reason {
+                return refuse(format!("token has been revoked: {reason}")).await;
+            }
+            let transfer = app
+                .store
+                .transfer(row.transfer_id)
+                .await?
+                .ok_or_else(|| Error::Unauthenticated("token's transfer no longer exists".into()))?;
+            if !transfer.state.accepts_uploads() {
+                return refuse(format!(
+                    "the transfer is {}: its upload token is no longer accepted",
+                    transfer.state
+                ))
+                .await;
+            }
+            if !row.cidrs.is_empty() && !row.cidrs.iter().any(|n| n.contains(&client)) {
+                return refuse(format!(
+                    "address {client} is outside the IP ranges this token is bound to"
+                ))
+                .await;
+            }
+            app.store
+                .audit(
+                    AuditEvent::new(format!("upload-token:{jti}"), "token.used")
+                        .transfer(row.transfer_id)
+                        .detail(serde_json::json!({ "route": route, "client": client.to_string() })),
+                )
+                .await?;
+            Ok(Principal::Upload {
+                token: jti,
+                transfer: row.transfer_id,
+            })
+        }
+    }
+}
+
+/// A transfer with its workspace, or 404.
+pub async fn load(app: &App, id: TransferId) -> Result<(Transfer, Workspace)> {
+    let t = app
+        .store
+        .transfer(id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no transfer {id}")))?;
+    let w = app
+        .store
+        .workspace(t.workspace_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("transfer {id} has no workspace")))?;
+    Ok((t, w))
+}
+
+/// The roles `user` holds for `ws`'s project; a Programme or System Manager sees every project.
+pub async fn roles_in(app: &App, user: &User, ws: &Workspace) -> Result<Vec<Role>> {
+    let mut roles = app.store.member_roles(ws.project_id, user.id).await?;
+    for global in [Role::ProgrammeManager, Role::SystemManager] {
+        if user.roles.contains(&global) && !roles.contains(&global) {
+            roles.push(global);
+        }
+    }
+    Ok(roles)
+}
+
+/// 403 unless `user` holds one of `allowed` for the workspace's project. The transfer is
+/// named only after this check passes, so a stranger learns nothing from the message.
+pub async fn require_role(app: &App, user: &User, ws: &Workspace, allowed: &[Role]) -> Result<Role> {
+    let roles = roles_in(app, user, ws).await?;
+    allowed
+        .iter()
+        .find(|r| roles.contains(r))
+        .copied()
+        .ok_or_else(|| {
+            Error::Forbidden(format!(
+                "{} needs one of these roles in project {}: {}",
+                user.name,
+                ws.project_name,
+                allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })
+}
+
+/// Anyone with a role in the project (or a Programme/System Manager) may see a transfer.
+pub async fn require_member(app: &App, user: &User, ws: &Workspace) -> Result<()> {
+    if roles_in(app, user, ws).await?.is_empty() {
+        return Err(Error::Forbidden(format!(
+            "{} is not a member of project {}",
+            user.name, ws.project_name
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Bootstrap: users, projects, members, workspaces and staff tokens, as `airlock admin` does
+//! them on the data directory (server running or not). Each step is audited.
+
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::*;
+use std::time::Duration;
+
+const ADMIN: &str = "admin-cli";
+
+pub async fn add_user(app: &App, name: &str, roles: &[Role]) -> Result<UserId> {
+    let name = Name::parse(name).map_err(Error::BadRequest)?;
+    if app.store.user_by_name(name.as_str()).await?.is_some() {
+        return Err(Error::Conflict(format!("user {name} already exists")));
+    }
+    let mut tx = app.store.begin().await?;
+    let id = tx.create_user(&name, roles).await?;
+    tx.audit(
+        AuditEvent::new(ADMIN, "user.created")
+            .detail(serde_json::json!({ "user": name, "roles": roles })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub async fn create_project(app: &App, name: &str) -> Result<ProjectId> {
+    let name = Name::parse(name).map_err(Error::BadRequest)?;
+    if app.store.project_by_name(name.as_str()).await?.is_some() {
+        return Err(Error::Conflict(format!("project {name} already exists")));
+    }
+    let mut tx = app.store.begin().await?;
+    let id = tx.create_project(&name).await?;
+    tx.audit(AuditEvent::new(ADMIN, "project.created").detail(serde_json::json!({ "project": name })))
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub async fn add_member(app: &App, project: &str, user: &str, role: Role) -> Result<()> {
+    let p = app
+        .store
+        .project_by_name(project)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no project {project}")))?;
+    let u = app
+        .store
+        .user_by_name(user)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user {user}")))?;
+    let mut tx = app.store.begin().await?;
+    tx.add_member(p.id, u.id, role).await?;
+    tx.audit(
+        AuditEvent::new(ADMIN, "project.member_added")
+            .detail(serde_json::json!({ "project": project, "user": user, "role": role })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn create_workspace(app: &App, project: &str, name: &str, tier: i64) -> Result<WorkspaceId> {
+    let tier = Tier::try_from(tier).map_err(Error::BadRequest)?;
+    let name = Name::parse(name).map_err(Error::BadRequest)?;
+    let p = app
+        .store
+        .project_by_name(project)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no project {project}")))?;
+    if app.store.workspace_by_name(project, name.as_str()).await?.is_some() {
+        return Err(Error::Conflict(format!("workspace {project}/{name} already exists")));
+    }
+    let mut tx = app.store.begin().await?;
+    let id = tx.create_workspace(p.id, &name, tier).await?;
+    tx.audit(
+        AuditEvent::new(ADMIN, "workspace.created")
+            .detail(serde_json::json!({ "project": project, "workspace": name, "tier": tier })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Mints a staff token for `user`. The token itself is never stored.
+pub async fn staff_token(app: &App, user: &str, ttl: Option<Duration>) -> Result<String> {
+    let u = app
+        .store
+        .user_by_name(user)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user {user}")))?;
+    let ttl = ttl.unwrap_or(app.settings.tokens.staff_default_ttl);
+    let (jti, token, exp) = app.keys.mint_staff(u.id, ttl);
+    let mut tx = app.store.begin().await?;
+    tx.insert_staff_token(jti, u.id, exp).await?;
+    tx.audit(
+        AuditEvent::new(ADMIN, "token.staff_minted")
+            .detail(serde_json::json!({ "user": user, "token_id": jti, "expires_at": exp })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(token)
+}

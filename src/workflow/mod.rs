@@ -1,0 +1,66 @@
+//! Workflows: the only code that changes a transfer's state, and the only writer of audit
+//! events. Each public function is one thing a person or a job does: open a transfer, issue a
+//! token, upload, seal, approve, release, expire.
+
+pub mod access;
+pub mod admin;
+pub mod release;
+pub mod transfers;
+pub mod upload;
+
+use crate::domain::PathError;
+
+/// What went wrong, in terms a client can act on. `server::error` maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No credentials, or credentials that are not (or no longer) valid. 401.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not allow this. 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request clashes with the current state. 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// Malformed or impossible input. 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A refused file path. 400.
+    #[error("refused file path: {0}")]
+    Path(#[from] PathError),
+    /// Over a size or count limit. 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// tus checksum extension: the chunk did not match its checksum. 460.
+    #[error("{0}")]
+    ChecksumMismatch(String),
+    /// The client went away or sent fewer bytes than it said. 400.
+    #[error("upload interrupted: {0}")]
+    Interrupted(String),
+    /// Our fault. 500, with the cause logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<crate::volumes::VolumeError> for Error {
+    fn from(e: crate::volumes::VolumeError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}

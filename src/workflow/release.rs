@@ -1,0 +1,129 @@
+//! Release: copy an approved transfer's files from quarantine into the workspace's read-only
+//! volume, verify every copy against the sealed manifest, and publish all files at once.
+//!
+//! A background worker does it, so a 100 GB release never holds an HTTP request open and a
+//! restart simply picks the approved transfer up again (staging is cleared first).
+
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::*;
+use crate::hashing::{HashState, StreamHasher};
+use crate::store::Transfer;
+use crate::volumes::Volumes;
+use futures::StreamExt;
+use std::sync::Arc;
+
+/// Runs until `shutdown` resolves: releases approved transfers and expires stale ones.
+pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = super::transfers::expire_due(&app).await {
+            tracing::error!(error = %e, "expiry sweep failed");
+        }
+        match app.store.transfers_in_state(TransferState::Approved).await {
+            Ok(ts) => {
+                for t in ts {
+                    if let Err(e) = release(&app, &t).await {
+                        tracing::error!(transfer = %t.id, error = %e, "release failed; will retry");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list approved transfers"),
+        }
+        tokio::select! {
+            _ = app.jobs.notified() => {}
+            _ = tokio::time::sleep(app.settings.server.sweep_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Streams `stream` through both digests, optionally writing it too.
+async fn digest_stream(
+    mut stream: futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
+    mut writer: Option<&mut crate::volumes::SegmentWriter>,
+) -> Result<crate::hashing::Digests> {
+    let mut h = StreamHasher::resume(HashState::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if let Some(w) = writer.as_deref_mut() {
+            w.write(chunk.clone()).await?;
+        }
+        h.update(chunk).await;
+    }
+    Ok(h.finish().await?.finish())
+}
+
+pub async fn release(app: &App, t: &Transfer) -> Result<()> {
+    let ws = app
+        .store
+        .workspace(t.workspace_id)
+        .await?
+        .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
+    app.volumes.clear_staging(t.id).await?;
+    let files = app.store.files(t.id).await?;
+    let manifest = super::transfers::manifest(&files)?;
+    let sealed_root = t.root_digest.clone().unwrap_or_default();
+    if manifest_root(&manifest).as_str() != sealed_root {
+        return super::transfers::block(
+            app,
+            t.id,
+            TransferState::Approved,
+            "integrity",
+            "the file list no longer matches the sealed root digest",
+        )
+        .await;
+    }
+    for (f, want) in files.iter().zip(&manifest) {
+        let path = RelPath::parse(&f.path)?;
+        let n = app.store.segments(f.id).await?.len();
+        let mut w = app.volumes.staging_writer(t.id, &path).await?;
+        let copied = digest_stream(app.volumes.read_file(t.id, f.id, n), Some(&mut w)).await;
+        let copied = match copied {
+            Ok(d) => d,
+            Err(e) => {
+                w.abort().await;
+                return Err(e);
+            }
+        };
+        w.commit().await?;
+        let reread = digest_stream(app.volumes.read_staged(t.id, &path).await?, None).await?;
+        for (what, got) in [("quarantine copy", &copied), ("released copy", &reread)] {
+            if got.size != want.size || got.sha256 != want.sha256 || got.blake3 != want.blake3 {
+                app.volumes.clear_staging(t.id).await?;
+                let why = format!(
+                    "{}: {what} has sha256 {} ({} bytes), the manifest says {} ({} bytes)",
+                    f.path, got.sha256, got.size, want.sha256, want.size
+                );
+                return super::transfers::block(app, t.id, TransferState::Approved, "integrity", &why)
+                    .await;
+            }
+        }
+    }
+    let dest = Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id);
+    let location = app.volumes.publish(t.id, &dest).await?;
+    let location = location.display().to_string();
+    let mut tx = app.store.begin().await?;
+    if tx
+        .set_state(
+            t.id,
+            TransferState::Approved,
+            TransferState::Released,
+            &format!("released read-only to {location}"),
+        )
+        .await?
+    {
+        tx.set_released(t.id, &location).await?;
+        tx.audit(
+            AuditEvent::new("system", "transfer.released")
+                .transfer(t.id)
+                .detail(serde_json::json!({
+                    "location": location, "files": manifest.len(), "root_digest": sealed_root,
+                })),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(transfer = %t.id, %location, "released");
+    Ok(())
+}

@@ -1,0 +1,641 @@
+//! Opening, sealing, deciding on and cancelling transfers; what each person may see of them.
+
+use super::access::{self, Principal};
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::state::Event;
+use crate::domain::*;
+use crate::store::{now, unix_now, FileRow, Transfer, Workspace};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+pub struct CreateTransfer {
+    /// `PROJECT/WORKSPACE`.
+    pub workspace: String,
+    pub kind: TransferKind,
+    /// The user name of the uploader.
+    pub uploader: String,
+}
+
+pub async fn workspace_by_path(app: &App, path: &str) -> Result<Workspace> {
+    let (p, w) = path.split_once('/').ok_or_else(|| {
+        Error::BadRequest(format!("workspace `{path}` must be written PROJECT/WORKSPACE"))
+    })?;
+    app.store
+        .workspace_by_name(p, w)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no workspace {path}")))
+}
+
+/// A Project Manager opens a transfer into a workspace.
+pub async fn create(app: &App, who: &Principal, req: CreateTransfer) -> Result<Transfer> {
+    let user = who.staff()?;
+    let ws = workspace_by_path(app, &req.workspace).await?;
+    access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
+    let uploader = app
+        .store
+        .user_by_name(&req.uploader)
+        .await?
+        .ok_or_else(|| Error::BadRequest(format!("no user named {}", req.uploader)))?;
+    let need = req.kind.uploader_role();
+    let member_roles = app.store.member_roles(ws.project_id, uploader.id).await?;
+    let holds = member_roles.contains(&need)
+        || (need == Role::Provider && uploader.roles.contains(&Role::Provider));
+    if !holds {
+        return Err(Error::BadRequest(format!(
+            "{} cannot upload a {} transfer: they must hold the {need} role{}",
+            uploader.name,
+            req.kind,
+            if need == Role::Researcher {
+                format!(" in project {}", ws.project_name)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    let at = now();
+    let t = Transfer {
+        id: TransferId::new(),
+        workspace_id: ws.id,
+        kind: req.kind,
+        state: TransferState::Open,
+        state_reason: format!("opened by {}; waiting for uploads from {}", user.name, uploader.name),
+        uploader_id: uploader.id,
+        created_by: user.id,
+        created_at: at.clone(),
+        updated_at: at,
+        sealed_at: None,
+        root_digest: None,
+        expected_root_digest: None,
+        release_location: None,
+        released_at: None,
+    };
+    let mut tx = app.store.begin().await?;
+    tx.insert_transfer(&t).await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "transfer.created")
+            .transfer(t.id)
+            .detail(serde_json::json!({
+                "workspace": req.workspace, "kind": t.kind, "uploader": uploader.name,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(t)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenRequest {
+    /// Lifetime such as `24h`; default from the settings, capped by the workspace's policy.
+    pub ttl: Option<String>,
+    /// IP ranges the token may be used from.
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssuedToken {
+    pub transfer_id: TransferId,
+    pub token: String,
+    pub expires_at: String,
+    pub cidrs: Vec<String>,
+}
+
+/// A Project Manager issues the upload token of an open transfer. Issuing a new one revokes
+/// the one before: there is one live token per transfer. The token is shown once.
+pub async fn issue_token(app: &App, who: &Principal, id: TransferId, req: TokenRequest) -> Result<IssuedToken> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
+    if !t.state.accepts_uploads() {
+        return Err(Error::Conflict(format!(
+            "transfer {id} is {}: it takes no more uploads",
+            t.state
+        )));
+    }
+    let policy = app.policies.for_tier(ws.tier);
+    let cap = policy.upload_token.max_ttl;
+    let ttl = match &req.ttl {
+        Some(s) => {
+            let ttl = humantime::parse_duration(s)
+                .map_err(|e| Error::BadRequest(format!("ttl `{s}`: {e}")))?;
+            if ttl > cap {
+                return Err(Error::BadRequest(format!(
+                    "ttl {s} is longer than tier {}'s cap of {}",
+                    ws.tier.get(),
+                    humantime::format_duration(cap)
+                )));
+            }
+            if ttl < Duration::from_secs(1) {
+                return Err(Error::BadRequest("ttl must be at least 1s".into()));
+            }
+            ttl
+        }
+        None => app.settings.tokens.upload_default_ttl.min(cap),
+    };
+    let cidrs = req
+        .cidrs
+        .iter()
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| Error::BadRequest(format!("`{c}` is not an IP range such as 10.0.0.0/8")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if policy.upload_token.require_cidr && cidrs.is_empty() {
+        return Err(Error::BadRequest(format!(
+            "tier {} requires upload tokens to be bound to an IP range: pass --cidr",
+            ws.tier.get()
+        )));
+    }
+    let (jti, token, exp) = app.keys.mint_upload(id, ttl);
+    let mut tx = app.store.begin().await?;
+    let replaced = tx.revoke_upload_tokens(id, "replaced by a newer token").await?;
+    tx.insert_upload_token(jti, id, user.id, exp, &cidrs).await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "token.issued")
+            .transfer(id)
+            .detail(serde_json::json!({
+                "token_id": jti, "expires_at": exp, "cidrs": cidrs, "replaced": replaced,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(IssuedToken {
+        transfer_id: id,
+        token,
+        expires_at: chrono::DateTime::from_timestamp(exp, 0)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default(),
+        cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SealRequest {
+    /// The root digest the provider computed; compared with ours.
+    pub expected_root_digest: Option<String>,
+    /// A `sha256sum`-format manifest of every file; compared with ours.
+    pub sha256sums: Option<String>,
+}
+
+/// Parses `sha256sum` output: `HEX  PATH` or `HEX *PATH` per line.
+pub fn parse_sha256sums(text: &str) -> Result<Vec<(String, HexDigest)>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || Error::BadRequest(format!("sha256sums line {}: expected `HEX  PATH`", i + 1));
+        let (hex, rest) = line.split_once(' ').ok_or_else(bad)?;
+        let path = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*')).ok_or_else(bad)?;
+        let path = path.strip_prefix("./").unwrap_or(path);
+        out.push((path.to_owned(), HexDigest::parse(hex).map_err(|_| bad())?));
+    }
+    Ok(out)
+}
+
+/// The uploader (with the upload token) or the Project Manager seals: the manifest is fixed,
+/// the token dies, the provider's digests are compared, and review begins.
+pub async fn seal(app: &App, who: &Principal, id: TransferId, req: SealRequest) -> Result<Transfer> {
+    let (t, ws) = access::load(app, id).await?;
+    match who {
+        Principal::Upload { .. } => {
+            who.upload_for(id)?;
+        }
+        Principal::Staff(user) => {
+            access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
+        }
+    }
+    t.state
+        .on(Event::Seal)
+        .map_err(|e| Error::Conflict(format!("cannot seal: {e}")))?;
+    let expected_root = req
+        .expected_root_digest
+        .as_deref()
+        .map(HexDigest::parse)
+        .transpose()
+        .map_err(Error::BadRequest)?;
+    let sums = req.sha256sums.as_deref().map(parse_sha256sums).transpose()?;
+    let files = app.store.files(id).await?;
+    if files.is_empty() {
+        return Err(Error::Conflict("cannot seal an empty transfer: upload at least one file".into()));
+    }
+    let unfinished: Vec<&str> = files.iter().filter(|f| !f.complete).map(|f| f.path.as_str()).collect();
+    if !unfinished.is_empty() {
+        return Err(Error::Conflict(format!(
+            "cannot seal: {} upload(s) are unfinished: {}; finish or delete them first",
+            unfinished.len(),
+            unfinished.join(", ")
+        )));
+    }
+    let entries = manifest(&files)?;
+    let root = manifest_root(&entries);
+    let mut mismatches = confirmations(&files, sums.as_deref());
+    if let Some(exp) = &expected_root {
+        if *exp != root {
+            mismatches.push(format!("root digest: provider sent {exp}, airlock computed {root}"));
+        }
+    }
+    let bytes: u64 = entries.iter().map(|e| e.size).sum();
+    let mut tx = app.store.begin().await?;
+    if !tx
+        .set_state(id, TransferState::Open, TransferState::Sealed, &format!("sealed by {}", who.actor()))
+        .await?
+    {
+        return Err(Error::Conflict("the transfer changed state while sealing; look again".into()));
+    }
+    tx.set_sealed(id, &root, expected_root.as_ref()).await?;
+    tx.revoke_upload_tokens(id, "transfer sealed").await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "transfer.sealed")
+            .transfer(id)
+            .detail(serde_json::json!({ "root_digest": root, "files": entries.len(), "bytes": bytes })),
+    )
+    .await?;
+    tx.commit().await?;
+    if !mismatches.is_empty() {
+        block(app, id, TransferState::Sealed, "hash-confirmation", &mismatches.join("; ")).await?;
+    } else {
+        scan(app, id).await?;
+    }
+    Ok(access::load(app, id).await?.0)
+}
+
+/// Every file's expected digest, and the provider's manifest if one was sent, against ours.
+fn confirmations(files: &[FileRow], sums: Option<&[(String, HexDigest)]>) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in files {
+        if let (Some(e), Some(s)) = (&f.expected_sha256, &f.sha256) {
+            if e != s {
+                out.push(format!("{}: provider sent sha256 {e}, airlock computed {s}", f.path));
+            }
+        }
+    }
+    if let Some(sums) = sums {
+        let ours: std::collections::HashMap<&str, &str> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.sha256.as_deref().unwrap_or("")))
+            .collect();
+        for (path, d) in sums {
+            match ours.get(path.as_str()) {
+                None => out.push(format!("{path}: in the provider's manifest but not uploaded")),
+                Some(s) if *s != d.as_str() => out.push(format!(
+                    "{path}: provider's manifest says sha256 {d}, airlock computed {s}"
+                )),
+                _ => {}
+            }
+        }
+        let listed: std::collections::HashSet<&str> = sums.iter().map(|(p, _)| p.as_str()).collect();
+        for f in files {
+            if !listed.contains(f.path.as_str()) {
+                out.push(format!("{}: uploaded but not in the provider's manifest", f.path));
+            }
+        }
+    }
+    out
+}
+
+pub fn manifest(files: &[FileRow]) -> Result<Vec<ManifestEntry>> {
+    files
+        .iter()
+        .map(|f| {
+            let d = |v: &Option<String>| {
+                v.as_deref()
+                    .ok_or_else(|| Error::Internal(format!("{} has no digest", f.path)))
+                    .and_then(|s| HexDigest::parse(s).map_err(Error::Internal))
+            };
+            Ok(ManifestEntry {
+                path: f.path.clone(),
+                size: f.received,
+                sha256: d(&f.sha256)?,
+                blake3: d(&f.blake3)?,
+            })
+        })
+        .collect()
+}
+
+/// Moves a transfer to `blocked`, with an incident.
+pub async fn block(app: &App, id: TransferId, from: TransferState, kind: &str, why: &str) -> Result<()> {
+    let reason = format!("blocked: {kind} failure: {why}");
+    let mut tx = app.store.begin().await?;
+    if tx.set_state(id, from, TransferState::Blocked, &reason).await? {
+        tx.insert_incident(Some(id), kind, why).await?;
+        tx.audit(
+            AuditEvent::new("system", "transfer.blocked")
+                .transfer(id)
+                .detail(serde_json::json!({ "kind": kind, "reason": why })),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Scanning: a pass-through until the scanning pipeline exists. It still takes both steps so
+/// the states and audit events are the ones the pipeline will produce.
+async fn scan(app: &App, id: TransferId) -> Result<()> {
+    step(app, id, TransferState::Sealed, TransferState::Scanning, "scanning", "transfer.scanning").await?;
+    step(
+        app,
+        id,
+        TransferState::Scanning,
+        TransferState::InReview,
+        "waiting for the workspace's Investigator to approve (no scanners are configured yet)",
+        "transfer.in_review",
+    )
+    .await
+}
+
+async fn step(app: &App, id: TransferId, from: TransferState, to: TransferState, reason: &str, action: &str) -> Result<()> {
+    let mut tx = app.store.begin().await?;
+    if tx.set_state(id, from, to, reason).await? {
+        tx.audit(AuditEvent::new("system", action).transfer(id)).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DecisionRequest {
+    #[serde(default)]
+    pub comment: String,
+    /// The root digest the reviewer saw; refused with 409 if the manifest is not that one.
+    pub root_digest: Option<String>,
+}
+
+/// The minimal rule for now: the workspace's Investigator approves or rejects; the uploader
+/// never decides on their own transfer.
+pub async fn decide(app: &App, who: &Principal, id: TransferId, approve: bool, req: DecisionRequest) -> Result<Transfer> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    let role = access::require_role(app, user, &ws, &[Role::Investigator]).await?;
+    if user.id == t.uploader_id {
+        return Err(Error::Forbidden(format!(
+            "{} uploaded this transfer and cannot decide on it",
+            user.name
+        )));
+    }
+    let event = if approve { Event::Approve } else { Event::Reject };
+    let next = t
+        .state
+        .on(event)
+        .map_err(|e| Error::Conflict(format!("cannot decide now: {e}")))?;
+    let root = t.root_digest.clone().unwrap_or_default();
+    if let Some(seen) = &req.root_digest {
+        if seen.trim().to_ascii_lowercase() != root {
+            return Err(Error::Conflict(format!(
+                "the manifest changed: you reviewed root digest {seen}, it is now {root}"
+            )));
+        }
+    }
+    let word = if approve { "approve" } else { "reject" };
+    let reason = if approve {
+        format!("approved by {} ({role}); releasing", user.name)
+    } else {
+        format!("rejected by {} ({role}): {}", user.name, req.comment)
+    };
+    let mut tx = app.store.begin().await?;
+    if !tx.set_state(id, t.state, next, &reason).await? {
+        return Err(Error::Conflict("the transfer changed state meanwhile; look again".into()));
+    }
+    tx.insert_decision(id, user.id, role, word, &req.comment, &root).await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), format!("transfer.{}", next.as_str()))
+            .transfer(id)
+            .detail(serde_json::json!({ "role": role, "comment": req.comment, "root_digest": root })),
+    )
+    .await?;
+    tx.commit().await?;
+    if approve {
+        app.jobs.notify_one();
+    }
+    Ok(access::load(app, id).await?.0)
+}
+
+/// A Project Manager cancels a transfer before it is sealed.
+pub async fn cancel(app: &App, who: &Principal, id: TransferId) -> Result<Transfer> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
+    t.state
+        .on(Event::Cancel)
+        .map_err(|e| Error::Conflict(format!("cannot cancel: {e}")))?;
+    let mut tx = app.store.begin().await?;
+    if !tx
+        .set_state(id, t.state, TransferState::Cancelled, &format!("cancelled by {}", user.name))
+        .await?
+    {
+        return Err(Error::Conflict("the transfer changed state meanwhile; look again".into()));
+    }
+    tx.revoke_upload_tokens(id, "transfer cancelled").await?;
+    tx.audit(AuditEvent::new(who.actor(), "transfer.cancelled").transfer(id)).await?;
+    tx.commit().await?;
+    Ok(access::load(app, id).await?.0)
+}
+
+/// Moves open transfers whose tokens have all run out to `expired`. Run periodically.
+pub async fn expire_due(app: &App) -> Result<usize> {
+    let due = app.store.open_transfers_with_expired_tokens(unix_now()).await?;
+    for id in &due {
+        let mut tx = app.store.begin().await?;
+        if tx
+            .set_state(
+                *id,
+                TransferState::Open,
+                TransferState::Expired,
+                "the upload token ran out before the transfer was sealed",
+            )
+            .await?
+        {
+            tx.revoke_upload_tokens(*id, "transfer expired").await?;
+            tx.audit(AuditEvent::new("system", "transfer.expired").transfer(id)).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(due.len())
+}
+
+/// A transfer as staff see it; also the body of `transfer show --json`.
+#[derive(Debug, Serialize)]
+pub struct TransferView {
+    pub id: TransferId,
+    pub kind: TransferKind,
+    pub workspace: String,
+    pub tier: u8,
+    pub state: TransferState,
+    pub state_reason: String,
+    pub uploader: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sealed_at: Option<String>,
+    pub root_digest: Option<String>,
+    pub expected_root_digest: Option<String>,
+    pub file_count: usize,
+    pub total_bytes: u64,
+    pub files: Vec<super::upload::FileReceipt>,
+    pub decisions: Vec<DecisionView>,
+    pub incidents: Vec<IncidentView>,
+    pub release: Option<ReleaseView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecisionView {
+    pub user: String,
+    pub role: String,
+    pub decision: String,
+    pub comment: String,
+    pub root_digest: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentView {
+    pub kind: String,
+    pub detail: String,
+    pub state: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReleaseView {
+    pub location: String,
+    pub released_at: Option<String>,
+}
+
+async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView> {
+    let files = app.store.files(t.id).await?;
+    let name = |id| async move {
+        Ok::<_, Error>(app.store.user(id).await?.map(|u| u.name).unwrap_or_default())
+    };
+    Ok(TransferView {
+        id: t.id,
+        kind: t.kind,
+        workspace: format!("{}/{}", ws.project_name, ws.name),
+        tier: ws.tier.get(),
+        state: t.state,
+        state_reason: t.state_reason,
+        uploader: name(t.uploader_id).await?,
+        created_by: name(t.created_by).await?,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+        sealed_at: t.sealed_at,
+        root_digest: t.root_digest,
+        expected_root_digest: t.expected_root_digest,
+        file_count: files.len(),
+        total_bytes: files.iter().map(|f| f.received).sum(),
+        files: files.iter().map(Into::into).collect(),
+        decisions: app
+            .store
+            .decisions(t.id)
+            .await?
+            .into_iter()
+            .map(|d| DecisionView {
+                user: d.user,
+                role: d.role,
+                decision: d.decision,
+                comment: d.comment,
+                root_digest: d.root_digest,
+                at: d.at,
+            })
+            .collect(),
+        incidents: app
+            .store
+            .incidents(Some(t.id))
+            .await?
+            .into_iter()
+            .map(|i| IncidentView {
+                kind: i.kind,
+                detail: i.detail,
+                state: i.state,
+                created_at: i.created_at,
+            })
+            .collect(),
+        release: t.release_location.map(|location| ReleaseView {
+            location,
+            released_at: t.released_at,
+        }),
+    })
+}
+
+/// Members of the project see a transfer in full (metadata, not content).
+pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<TransferView> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    access::require_member(app, user, &ws).await?;
+    view_of(app, t, &ws).await
+}
+
+/// Transfers of a workspace, for its members.
+pub async fn list(app: &App, who: &Principal, workspace: &str) -> Result<Vec<TransferView>> {
+    let user = who.staff()?;
+    let ws = workspace_by_path(app, workspace).await?;
+    access::require_member(app, user, &ws).await?;
+    let mut out = Vec::new();
+    for t in app.store.transfers_in(ws.id).await? {
+        out.push(view_of(app, t, &ws).await?);
+    }
+    Ok(out)
+}
+
+/// What an upload token may see: sizes and digests of what it wrote.
+#[derive(Debug, Serialize)]
+pub struct ManifestView {
+    pub id: TransferId,
+    pub state: TransferState,
+    pub files: Vec<super::upload::FileReceipt>,
+}
+
+pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<ManifestView> {
+    let (t, ws) = access::load(app, id).await?;
+    match who {
+        Principal::Upload { .. } => {
+            who.upload_for(id)?;
+        }
+        Principal::Staff(user) => access::require_member(app, user, &ws).await?,
+    }
+    let files = app.store.files(id).await?;
+    Ok(ManifestView {
+        id,
+        state: t.state,
+        files: files.iter().map(Into::into).collect(),
+    })
+}
+
+/// A reviewer reads a file's content. Recorded in the audit log.
+pub async fn read_content(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    raw_path: &str,
+) -> Result<(FileRow, futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>)> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    access::require_role(
+        app,
+        user,
+        &ws,
+        &[Role::Investigator, Role::ProjectManager, Role::Referee, Role::ProgrammeManager],
+    )
+    .await?;
+    let path = RelPath::parse(raw_path)?;
+    let file = app
+        .store
+        .file_by_path(t.id, path.as_str())
+        .await?
+        .filter(|f| f.complete)
+        .ok_or_else(|| Error::NotFound(format!("no complete file `{path}` in this transfer")))?;
+    let n = app.store.segments(file.id).await?.len();
+    app.store
+        .audit(
+            AuditEvent::new(who.actor(), "content.read")
+                .transfer(id)
+                .detail(serde_json::json!({ "path": file.path })),
+        )
+        .await?;
+    let stream = app.volumes.read_file(t.id, file.id, n);
+    Ok((file, stream))
+}

@@ -1,0 +1,450 @@
+//! Receiving bytes: a plain streaming PUT of one file, and the create / append / terminate
+//! steps the tus handlers call. Bytes go to the quarantine volume while both digests are
+//! computed on the way, in bounded memory.
+
+use super::access::Principal;
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::*;
+use crate::hashing::{ChunkChecksum, HashState, StreamHasher};
+use crate::store::{now, FileConflict, FileRow, Transfer};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Running state of the uploads in progress on this replica.
+#[derive(Default)]
+pub struct UploadLocks {
+    inner: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<Option<HashState>>>>>,
+}
+
+impl UploadLocks {
+    fn slot(&self, id: FileId) -> Arc<tokio::sync::Mutex<Option<HashState>>> {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id).or_default().clone()
+    }
+
+    fn forget(&self, id: FileId) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&id);
+    }
+}
+
+/// A stored file as its uploader may see it: sizes and digests, never content.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileReceipt {
+    pub path: String,
+    pub size: u64,
+    pub complete: bool,
+    pub sha256: Option<String>,
+    pub blake3: Option<String>,
+    pub expected_sha256: Option<String>,
+    /// `Some(false)` when the digest sent with the upload does not match: the transfer will be
+    /// blocked at seal unless the file is deleted and sent again.
+    pub expected_sha256_matches: Option<bool>,
+}
+
+impl From<&FileRow> for FileReceipt {
+    fn from(f: &FileRow) -> Self {
+        Self {
+            path: f.path.clone(),
+            size: f.received,
+            complete: f.complete,
+            sha256: f.sha256.clone(),
+            blake3: f.blake3.clone(),
+            expected_sha256: f.expected_sha256.clone(),
+            expected_sha256_matches: match (&f.expected_sha256, &f.sha256) {
+                (Some(e), Some(s)) => Some(e == s),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// How much of the body to gather before handing it on: large enough that per-buffer costs
+/// vanish, small enough to keep memory flat.
+const BUFFER: usize = 1 << 20;
+
+enum End {
+    Complete,
+    Interrupted(String),
+    TooLong,
+}
+
+/// Moves `body` into `writer` and `hasher`, stopping after `limit` bytes.
+async fn pump<S, E>(
+    mut body: S,
+    writer: &mut crate::volumes::SegmentWriter,
+    hasher: &mut StreamHasher,
+    checksum: &mut Option<ChunkChecksum>,
+    limit: u64,
+) -> Result<End>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut buf = BytesMut::with_capacity(BUFFER);
+    let mut seen: u64 = 0;
+    let end = loop {
+        match body.next().await {
+            Some(Ok(frame)) => {
+                seen += frame.len() as u64;
+                if seen > limit {
+                    break End::TooLong;
+                }
+                buf.extend_from_slice(&frame);
+                if buf.len() >= BUFFER {
+                    let chunk = buf.split().freeze();
+                    if let Some(c) = checksum.as_mut() {
+                        c.update(&chunk);
+                    }
+                    hasher.update(chunk.clone()).await;
+                    writer.write(chunk).await?;
+                    buf.reserve(BUFFER);
+                }
+            }
+            Some(Err(e)) => break End::Interrupted(e.to_string()),
+            None => break End::Complete,
+        }
+    };
+    if !matches!(end, End::TooLong) && !buf.is_empty() {
+        let chunk = buf.freeze();
+        if let Some(c) = checksum.as_mut() {
+            c.update(&chunk);
+        }
+        hasher.update(chunk.clone()).await;
+        writer.write(chunk).await?;
+    }
+    Ok(end)
+}
+
+fn require_open(t: &Transfer) -> Result<()> {
+    if t.state.accepts_uploads() {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "transfer {} is {}: nothing can be added or changed",
+            t.id, t.state
+        )))
+    }
+}
+
+/// Reserves a path in the transfer for a new file.
+async fn reserve(
+    app: &App,
+    transfer: &Transfer,
+    path: &RelPath,
+    length: Option<u64>,
+    expected: Option<&HexDigest>,
+) -> Result<FileRow> {
+    if let Some(len) = length {
+        check_size(app, len)?;
+    }
+    let max = app.settings.limits.max_files;
+    if app.store.file_count(transfer.id).await? >= max {
+        return Err(Error::TooLarge(format!(
+            "a transfer holds at most {max} files"
+        )));
+    }
+    let row = FileRow {
+        id: FileId::new(),
+        transfer_id: transfer.id,
+        path: path.to_string(),
+        length,
+        received: 0,
+        complete: false,
+        sha256: None,
+        blake3: None,
+        expected_sha256: expected.map(|d| d.to_string()),
+        created_at: now(),
+    };
+    let mut tx = app.store.begin().await?;
+    match tx.insert_file(&row, path).await? {
+        Ok(()) => {}
+        Err(FileConflict::SameName(other)) => {
+            return Err(Error::Conflict(format!(
+                "`{path}` collides with `{other}`, already in this transfer \
+                 (names are compared ignoring case and Unicode width)"
+            )))
+        }
+        Err(FileConflict::FileFolder(other)) => {
+            return Err(Error::Conflict(format!(
+                "`{path}` collides with `{other}`: one would be a file and a folder at once"
+            )))
+        }
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+fn check_size(app: &App, len: u64) -> Result<()> {
+    let max = app.settings.limits.max_file_size;
+    if len > max {
+        return Err(Error::TooLarge(format!(
+            "file of {len} bytes is over the limit of {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Marks a file complete with its digests and records it.
+async fn complete(app: &App, actor: &str, file: &FileRow, state: &HashState) -> Result<FileRow> {
+    let d = state.finish();
+    let mut tx = app.store.begin().await?;
+    tx.complete_file(file.id, &d.sha256, &d.blake3).await?;
+    tx.audit(
+        AuditEvent::new(actor, "file.uploaded")
+            .transfer(file.transfer_id)
+            .detail(serde_json::json!({
+                "path": file.path, "size": d.size, "sha256": d.sha256, "blake3": d.blake3,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    app.uploads.forget(file.id);
+    app.store
+        .file(file.id)
+        .await?
+        .ok_or_else(|| Error::Internal("file vanished".into()))
+}
+
+/// A plain streaming PUT of one whole file: all or nothing.
+pub async fn put_file<S, E>(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    raw_path: &str,
+    expected: Option<HexDigest>,
+    declared_len: Option<u64>,
+    body: S,
+) -> Result<FileReceipt>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    who.upload_for(transfer_id)?;
+    let (t, _) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    let path = RelPath::parse(raw_path)?;
+    if let Some(len) = declared_len {
+        check_size(app, len)?;
+    }
+    let file = reserve(app, &t, &path, None, expected.as_ref()).await?;
+    let mut writer = app.volumes.segment_writer(t.id, file.id, 0).await?;
+    let mut hasher = StreamHasher::resume(HashState::new());
+    let limit = app.settings.limits.max_file_size;
+    let end = pump(body, &mut writer, &mut hasher, &mut None, limit).await;
+    let state = hasher.finish().await?;
+    let failure = match end {
+        Ok(End::Complete) => match declared_len {
+            Some(len) if len != state.size => Some(Error::BadRequest(format!(
+                "Content-Length said {len} bytes but {} arrived",
+                state.size
+            ))),
+            _ => None,
+        },
+        Ok(End::Interrupted(e)) => Some(Error::Interrupted(e)),
+        Ok(End::TooLong) => Some(Error::TooLarge(format!(
+            "file is over the limit of {limit} bytes"
+        ))),
+        Err(e) => Some(e),
+    };
+    if let Some(err) = failure {
+        writer.abort().await;
+        discard(app, &file).await?;
+        return Err(err);
+    }
+    let size = writer.commit().await?;
+    app.store.add_segment(file.id, 0, size).await?;
+    let done = complete(app, &who.actor(), &file, &state).await?;
+    Ok(FileReceipt::from(&done))
+}
+
+async fn discard(app: &App, file: &FileRow) -> Result<()> {
+    let mut tx = app.store.begin().await?;
+    tx.delete_file(file.id).await?;
+    tx.commit().await?;
+    app.volumes.delete_file(file.transfer_id, file.id).await?;
+    app.uploads.forget(file.id);
+    Ok(())
+}
+
+/// Deletes a file (complete or not) from an open transfer, so it can be sent again.
+pub async fn delete_file(app: &App, who: &Principal, transfer_id: TransferId, raw_path: &str) -> Result<()> {
+    who.upload_for(transfer_id)?;
+    let (t, _) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    let path = RelPath::parse(raw_path)?;
+    let file = app
+        .store
+        .file_by_path(t.id, path.as_str())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no file `{path}` in this transfer")))?;
+    let slot = app.uploads.slot(file.id);
+    let _busy = tokio::time::timeout(Duration::from_secs(30), slot.lock())
+        .await
+        .map_err(|_| Error::Conflict("the file is still being written; retry".into()))?;
+    discard(app, &file).await?;
+    app.store
+        .audit(
+            AuditEvent::new(who.actor(), "file.deleted")
+                .transfer(t.id)
+                .detail(serde_json::json!({ "path": file.path })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// What a tus client sent to create an upload.
+pub struct NewUpload {
+    pub path: String,
+    pub length: u64,
+    pub expected_sha256: Option<HexDigest>,
+}
+
+/// tus creation: reserves the path and returns the file id used in the upload URL.
+pub async fn create_upload(app: &App, who: &Principal, transfer_id: TransferId, new: NewUpload) -> Result<FileRow> {
+    who.upload_for(transfer_id)?;
+    let (t, _) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    let path = RelPath::parse(&new.path)?;
+    let file = reserve(app, &t, &path, Some(new.length), new.expected_sha256.as_ref()).await?;
+    if new.length == 0 {
+        return complete(app, &who.actor(), &file, &HashState::new()).await;
+    }
+    Ok(file)
+}
+
+/// The file behind a tus upload URL, checked to belong to the caller's transfer.
+pub async fn upload_status(app: &App, who: &Principal, transfer_id: TransferId, file: FileId) -> Result<FileRow> {
+    who.upload_for(transfer_id)?;
+    let f = app
+        .store
+        .file(file)
+        .await?
+        .filter(|f| f.transfer_id == transfer_id)
+        .ok_or_else(|| Error::NotFound(format!("no upload {file} in this transfer")))?;
+    Ok(f)
+}
+
+/// tus PATCH: appends `body` at `offset`. Returns the new offset. Bytes that arrived before an
+/// interruption are kept (and hashed) unless the chunk carried a checksum that can no longer
+/// be checked.
+pub async fn append<S, E>(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    file_id: FileId,
+    offset: u64,
+    mut checksum: Option<ChunkChecksum>,
+    body: S,
+) -> Result<FileRow>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let slot = app.uploads.slot(file_id);
+    let mut cached = tokio::time::timeout(Duration::from_secs(30), slot.lock())
+        .await
+        .map_err(|_| Error::Conflict("another request is still writing this upload; retry".into()))?;
+    // Read the row under the lock: the offset is only ever advanced by a lock holder.
+    let file = upload_status(app, who, transfer_id, file_id).await?;
+    let (t, _) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    if file.complete {
+        return Err(Error::Conflict("this upload is already complete".into()));
+    }
+    if offset != file.received {
+        return Err(Error::Conflict(format!(
+            "Upload-Offset {offset} does not match the {} bytes stored; ask with HEAD and resume there",
+            file.received
+        )));
+    }
+    let length = file
+        .length
+        .ok_or_else(|| Error::Internal("tus upload without a length".into()))?;
+    let start = match cached.take() {
+        Some(st) if st.size == file.received => st,
+        // A restart (or another replica) lost the running hash: rebuild it from the stored
+        // segments. Only a resumed upload pays for this read.
+        _ => rehash(app, &file).await?,
+    };
+    let segments = app.store.segments(file.id).await?.len() as u64;
+    let mut writer = app.volumes.segment_writer(t.id, file.id, segments).await?;
+    let mut hasher = StreamHasher::resume(start.clone());
+    let end = pump(body, &mut writer, &mut hasher, &mut checksum, length - offset).await;
+    let state = hasher.finish().await?;
+    let keep = match &end {
+        Ok(End::Complete) => match checksum.map(ChunkChecksum::matches) {
+            Some(false) => {
+                writer.abort().await;
+                *cached = Some(start);
+                return Err(Error::ChecksumMismatch(
+                    "Upload-Checksum does not match the bytes received; the chunk was discarded"
+                        .into(),
+                ));
+            }
+            _ => true,
+        },
+        Ok(End::Interrupted(_)) => checksum.is_none(),
+        Ok(End::TooLong) | Err(_) => false,
+    };
+    if !keep {
+        writer.abort().await;
+        *cached = Some(start);
+        return Err(match end {
+            Ok(End::TooLong) => Error::BadRequest(format!(
+                "body runs past Upload-Length ({length} bytes); the chunk was discarded"
+            )),
+            Ok(End::Interrupted(e)) => Error::Interrupted(e),
+            Err(e) => e,
+            Ok(End::Complete) => Error::Internal("unreachable".into()),
+        });
+    }
+    let written = writer.written();
+    if written > 0 {
+        writer.commit().await?;
+        app.store.add_segment(file.id, segments, written).await?;
+    } else {
+        writer.abort().await;
+    }
+    if let Ok(End::Interrupted(e)) = end {
+        *cached = Some(state);
+        return Err(Error::Interrupted(e));
+    }
+    if offset + written == length {
+        return complete(app, &who.actor(), &file, &state).await;
+    }
+    *cached = Some(state);
+    app.store
+        .file(file.id)
+        .await?
+        .ok_or_else(|| Error::Internal("file vanished".into()))
+}
+
+/// Recomputes the running hash over what is stored of a file.
+async fn rehash(app: &App, file: &FileRow) -> Result<HashState> {
+    let n = app.store.segments(file.id).await?.len();
+    let mut stream = app.volumes.read_file(file.transfer_id, file.id, n);
+    let mut h = StreamHasher::resume(HashState::new());
+    while let Some(chunk) = stream.next().await {
+        h.update(chunk?).await;
+    }
+    let st = h.finish().await?;
+    if st.size != file.received {
+        return Err(Error::Internal(format!(
+            "stored segments of {} hold {} bytes, the database says {}",
+            file.path, st.size, file.received
+        )));
+    }
+    Ok(st)
+}
+
+/// tus termination: drops an unfinished (or finished) upload of an open transfer.
+pub async fn terminate(app: &App, who: &Principal, transfer_id: TransferId, file_id: FileId) -> Result<()> {
+    let file = upload_status(app, who, transfer_id, file_id).await?;
+    delete_file(app, who, transfer_id, &file.path).await
+}
