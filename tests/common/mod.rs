@@ -1,0 +1,243 @@
+//! Shared test helpers: a real airlock server on port 0 in its own temporary data directory,
+//! bootstrapped with the people of a small project, plus small HTTP and process helpers.
+#![allow(dead_code)]
+
+use airlock::app::App;
+use airlock::config::Settings;
+use airlock::domain::Role;
+use airlock::workflow::admin;
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestApp {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub app: Arc<App>,
+    pub http: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Staff tokens of the bootstrapped people.
+pub struct People {
+    pub pm: String,
+    pub inv: String,
+    pub prov: String,
+    pub researcher: String,
+    pub outsider: String,
+}
+
+pub fn settings(dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.storage.data_dir = dir.to_owned();
+    s.server.sweep_interval = Duration::from_millis(200);
+    s.server.shutdown_grace = Duration::from_secs(10);
+    s
+}
+
+impl TestApp {
+    /// Starts a server on a fresh data directory.
+    pub async fn spawn() -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir).await
+    }
+
+    /// Starts a server on an existing data directory (a restart).
+    pub async fn spawn_in(dir: tempfile::TempDir) -> TestApp {
+        let app = App::open(settings(dir.path())).await.expect("open app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(airlock::server::run(app.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            url,
+            dir,
+            app,
+            http: Client::new(),
+            stop: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server gracefully and gives back its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            s.await.unwrap().unwrap();
+        }
+        self.app.store.pool().close().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        dir
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A project `proj` with workspace `proj/ws` at `tier`, and its people.
+    pub async fn bootstrap(&self, tier: i64) -> People {
+        let a = &self.app;
+        admin::add_user(a, "pm", &[Role::ProjectManager]).await.unwrap();
+        admin::add_user(a, "inv", &[Role::Investigator]).await.unwrap();
+        admin::add_user(a, "prov", &[Role::Provider]).await.unwrap();
+        admin::add_user(a, "res", &[Role::Researcher]).await.unwrap();
+        admin::add_user(a, "outsider", &[Role::Investigator]).await.unwrap();
+        admin::create_project(a, "proj").await.unwrap();
+        admin::create_project(a, "other").await.unwrap();
+        admin::add_member(a, "proj", "pm", Role::ProjectManager).await.unwrap();
+        admin::add_member(a, "proj", "inv", Role::Investigator).await.unwrap();
+        admin::add_member(a, "proj", "res", Role::Researcher).await.unwrap();
+        admin::add_member(a, "other", "outsider", Role::Investigator).await.unwrap();
+        admin::create_workspace(a, "proj", "ws", tier).await.unwrap();
+        admin::create_workspace(a, "other", "ws", tier).await.unwrap();
+        People {
+            pm: admin::staff_token(a, "pm", None).await.unwrap(),
+            inv: admin::staff_token(a, "inv", None).await.unwrap(),
+            prov: admin::staff_token(a, "prov", None).await.unwrap(),
+            researcher: admin::staff_token(a, "res", None).await.unwrap(),
+            outsider: admin::staff_token(a, "outsider", None).await.unwrap(),
+        }
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+
+    /// Opens a transfer as the PM; returns its id.
+    pub async fn open_transfer(&self, pm: &str, kind: &str, uploader: &str) -> String {
+        let (status, v) = self
+            .post_json(
+                pm,
+                "/transfers",
+                serde_json::json!({ "workspace": "proj/ws", "kind": kind, "uploader": uploader }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Issues an upload token as the PM.
+    pub async fn upload_token(&self, pm: &str, id: &str, body: Value) -> String {
+        let (status, v) = self.post_json(pm, &format!("/transfers/{id}/tokens"), body).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.api(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(self.api(path)).bearer_auth(token).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// PUTs `bytes` at `path` (already URL-encoded) with an upload token.
+    pub async fn put(&self, token: &str, id: &str, encoded_path: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .put(self.api(&format!("/transfers/{id}/files/{encoded_path}")))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn show(&self, token: &str, id: &str) -> Value {
+        let (status, v) = self.get_json(token, &format!("/transfers/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+
+    /// Polls until the transfer reaches `state` (background work), or panics after 20 s.
+    pub async fn wait_for_state(&self, token: &str, id: &str, state: &str) -> Value {
+        for _ in 0..200 {
+            let v = self.show(token, id).await;
+            if v["state"] == state {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("transfer {id} never reached {state}: {}", self.show(token, id).await);
+    }
+
+    /// Runs the `airlock` binary against this server and data directory.
+    pub fn cli(&self, token: Option<&str>, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        c.args(args)
+            .env("AIRLOCK_SERVER", &self.url)
+            .env("AIRLOCK__STORAGE__DATA_DIR", self.data_dir())
+            .env_remove("AIRLOCK_TOKEN");
+        if let Some(t) = token {
+            c.env("AIRLOCK_TOKEN", t);
+        }
+        c.output().expect("run airlock")
+    }
+}
+
+/// Percent-encodes every byte, so hostile paths reach the server exactly as written.
+pub fn encode_all(p: &str) -> String {
+    p.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Runs a command and returns its stdout, failing the test on a non-zero exit.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The first field of `tool FILE` (sha256sum, b3sum).
+pub fn digest_with(tool: &str, file: &Path) -> String {
+    run(Command::new(tool).arg(file))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn write(dir: &Path, rel: &str, content: &[u8]) -> PathBuf {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, content).unwrap();
+    p
+}

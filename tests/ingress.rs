@@ -1,0 +1,291 @@
+//! End-to-end ingress through the real server and the `airlock` CLI: open, upload, seal,
+//! approve, release; digests checked against sha256sum and b3sum; released files read-only.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "airlock failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Builds a small dataset with nested folders under `root/name`.
+fn dataset(root: &Path, name: &str) -> Vec<String> {
+    let files = [
+        (format!("{name}/readme.txt"), b"a dataset\n".to_vec()),
+        (format!("{name}/tables/visits.csv"), bytes(300_000, 1)),
+        (format!("{name}/tables/deep/nested/genome.bin"), bytes(2_500_000, 2)),
+        (format!("{name}/empty.dat"), Vec::new()),
+    ];
+    for (rel, content) in &files {
+        write(root, rel, content);
+    }
+    files.iter().map(|(r, _)| r.clone()).collect()
+}
+
+async fn happy_path(kind: &str, uploader: &str, volume: &str) {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let work = tempfile::tempdir().unwrap();
+    let rels = dataset(work.path(), "ds");
+
+    // The PM opens the transfer and issues the token with the CLI.
+    let id = ok(t.cli(
+        Some(&people.pm),
+        &["transfer", "create", "--workspace", "proj/ws", "--kind", kind, "--uploader", uploader],
+    ))
+    .trim()
+    .to_owned();
+    let token = ok(t.cli(Some(&people.pm), &["transfer", "token", &id, "--ttl", "2h"]))
+        .trim()
+        .to_owned();
+
+    // The uploader sends a folder, from its parent directory, and seals.
+    let up = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .current_dir(work.path())
+        .env("AIRLOCK_SERVER", &t.url)
+        .args(["upload", "--token", &token, "ds"])
+        .output()
+        .unwrap();
+    ok(up);
+    let sealed = ok(Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .env("AIRLOCK_SERVER", &t.url)
+        .args(["seal", "--token", &token])
+        .output()
+        .unwrap());
+    assert!(sealed.starts_with("in_review"), "{sealed}");
+
+    // The sealed manifest: every file, digests equal to sha256sum and b3sum of the originals.
+    let v: Value =
+        serde_json::from_str(&ok(t.cli(Some(&people.pm), &["transfer", "show", &id, "--json"]))).unwrap();
+    assert_eq!(v["kind"], kind);
+    assert_eq!(v["state"], "in_review");
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), rels.len());
+    for rel in &rels {
+        let f = files.iter().find(|f| f["path"] == rel.as_str()).unwrap_or_else(|| panic!("{rel} missing"));
+        let local = work.path().join(rel);
+        assert_eq!(f["size"], std::fs::metadata(&local).unwrap().len());
+        assert_eq!(f["sha256"], digest_with("sha256sum", &local), "{rel}");
+        assert_eq!(f["blake3"], digest_with("b3sum", &local), "{rel}");
+    }
+    // The root digest can be recomputed by anyone from the manifest.
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|f| format!("{} {} {} {}\n", f["sha256"].as_str().unwrap(), f["blake3"].as_str().unwrap(), f["size"], f["path"].as_str().unwrap()))
+        .collect();
+    lines.sort_by(|a, b| a.split(' ').nth(3).cmp(&b.split(' ').nth(3)));
+    let manifest_file = work.path().join("manifest.txt");
+    std::fs::write(&manifest_file, lines.concat()).unwrap();
+    assert_eq!(v["root_digest"], digest_with("sha256sum", &manifest_file));
+
+    // The uploader cannot approve; the Investigator can.
+    let (status, _) = t.post_json(&people.prov, &format!("/transfers/{id}/approve"), Value::Null).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    ok(t.cli(Some(&people.inv), &["transfer", "approve", &id, "--comment", "looks right"]));
+    let v = t.wait_for_state(&people.pm, &id, "released").await;
+    assert_eq!(v["decisions"][0]["user"], "inv");
+    assert_eq!(v["decisions"][0]["root_digest"], v["root_digest"]);
+
+    // Released: byte-identical, files 0444, folders 0555, in the right volume, nothing staged.
+    let loc = Path::new(v["release"]["location"].as_str().unwrap()).to_owned();
+    assert!(loc.starts_with(t.data_dir().canonicalize().unwrap().join("volumes/proj/ws").join(volume)), "{loc:?}");
+    for rel in &rels {
+        let released = loc.join(rel);
+        assert_eq!(std::fs::read(&released).unwrap(), std::fs::read(work.path().join(rel)).unwrap(), "{rel}");
+        assert_eq!(std::fs::metadata(&released).unwrap().permissions().mode() & 0o777, 0o444, "{rel}");
+        let mut dir = released.parent().unwrap();
+        while dir.starts_with(&loc) {
+            assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o555, "{dir:?}");
+            dir = dir.parent().unwrap();
+        }
+    }
+    let staging = t.data_dir().join("volumes/.staging");
+    assert!(!staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none());
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_ingress_goes_from_token_to_a_read_only_release() {
+    happy_path("data-ingress", "prov", "data").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn software_ingress_lands_in_the_software_volume() {
+    happy_path("software-ingress", "res", "software").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plain_curl_put_streams_one_file() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(1).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let token = t.upload_token(&people.pm, &id, Value::Null).await;
+    let work = tempfile::tempdir().unwrap();
+    let f = write(work.path(), "big.bin", &bytes(5_000_000, 9));
+    let out = run(Command::new("curl").args([
+        "-sS",
+        "--fail-with-body",
+        "-T",
+        f.to_str().unwrap(),
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &t.api(&format!("/transfers/{id}/files/folder/big.bin")),
+    ]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["path"], "folder/big.bin");
+    assert_eq!(v["size"], 5_000_000);
+    assert_eq!(v["sha256"], digest_with("sha256sum", &f));
+    assert_eq!(v["blake3"], digest_with("b3sum", &f));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let good = bytes(1000, 3);
+    let sha = |b: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b))
+    };
+
+    // A correct sha256sum manifest passes to review.
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    assert_eq!(t.put(&tok, &id, "a.bin", good.clone()).await.0, StatusCode::CREATED);
+    let sums = format!("{}  ./a.bin\n", sha(&good));
+    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), serde_json::json!({ "sha256sums": sums })).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "in_review");
+
+    // A digest sent with the upload that does not match blocks the transfer at seal.
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let r = t
+        .http
+        .put(t.api(&format!("/transfers/{id}/files/a.bin")))
+        .bearer_auth(&tok)
+        .header("airlock-expected-sha256", sha(b"something else"))
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let receipt: Value = r.json().await.unwrap();
+    assert_eq!(receipt["expected_sha256_matches"], false);
+    let (_, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    assert_eq!(v["state"], "blocked");
+    let full = t.show(&people.pm, &id).await;
+    assert!(full["state_reason"].as_str().unwrap().contains("a.bin: provider sent sha256"), "{full}");
+    assert_eq!(full["incidents"][0]["kind"], "hash-confirmation");
+
+    // A wrong root digest blocks too; approval is then impossible.
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    t.put(&tok, &id, "a.bin", good.clone()).await;
+    let (_, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), serde_json::json!({ "expected_root_digest": "0".repeat(64) }))
+        .await;
+    assert_eq!(v["state"], "blocked");
+    let (s, _) = t.post_json(&people.inv, &format!("/transfers/{id}/approve"), Value::Null).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_digest_seen() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("empty"));
+
+    // An unfinished tus upload blocks the seal.
+    let r = t
+        .http
+        .post(t.api(&format!("/transfers/{id}/tus")))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "10")
+        .header("Upload-Metadata", "filename cGFydC5iaW4=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(v["error"].as_str().unwrap().contains("part.bin"), "{v}");
+    let (s, v) = t.put(&tok, &id, "whole.bin", b"x".to_vec()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Delete the unfinished one via tus termination, then seal.
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let d = t.http.delete(format!("{}{loc}", t.url)).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(d.status(), StatusCode::NO_CONTENT);
+    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // A decision against a digest other than the sealed one is refused.
+    let (s, _) = t
+        .post_json(&people.inv, &format!("/transfers/{id}/approve"), serde_json::json!({ "root_digest": "f".repeat(64) }))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // Someone outside the project cannot decide, or even look.
+    let (s, _) = t.post_json(&people.outsider, &format!("/transfers/{id}/approve"), Value::Null).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = t.get_json(&people.outsider, &format!("/transfers/{id}")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Rejection is final.
+    let (s, v) = t.post_json(&people.inv, &format!("/transfers/{id}/reject"), serde_json::json!({ "comment": "no" })).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["state"], "rejected");
+    let (s, _) = t.post_json(&people.inv, &format!("/transfers/{id}/approve"), Value::Null).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_readiness_and_the_openapi_document_cover_every_route() {
+    let t = TestApp::spawn().await;
+    let r = t.http.get(format!("{}/healthz", t.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = t.http.get(format!("{}/readyz", t.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["ready"], true);
+
+    let doc: Value = t.http.get(format!("{}/openapi.json", t.url)).send().await.unwrap().json().await.unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for method in ops.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut routes: Vec<(String, String)> =
+        airlock::server::API_ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    routes.sort();
+    assert_eq!(documented, routes);
+
+    // Readiness fails when a volume disappears.
+    std::fs::rename(t.data_dir().join("quarantine"), t.data_dir().join("q-moved")).unwrap();
+    let r = t.http.get(format!("{}/readyz", t.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    std::fs::rename(t.data_dir().join("q-moved"), t.data_dir().join("quarantine")).unwrap();
+    t.stop().await;
+}
