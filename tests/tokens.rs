@@ -172,7 +172,7 @@ async fn a_token_only_works_on_its_own_transfer_and_from_its_ip_ranges() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(v["error"].as_str().unwrap().contains("replaced"), "{v}");
 
-    // Tier 3 requires a range; the tier's lifetime cap holds.
+    // The tier's lifetime cap holds (tier 2: 24h).
     let (s, v) = t.post_json(&people.pm, &format!("/transfers/{a}/tokens"), serde_json::json!({ "ttl": "48h" })).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("cap"), "{v}");

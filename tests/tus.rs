@@ -1,0 +1,257 @@
+//! tus 1.0.0: an off-the-shelf client (Debian's python3-tuspy) works unmodified; an upload
+//! cut off mid-file resumes, across a server restart too, and ends with the same digests as
+//! an uninterrupted one; checksums, offsets and lengths are enforced.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+fn meta(path: &str) -> String {
+    format!("relativePath {}", base64::engine::general_purpose::STANDARD.encode(path))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tuspy_uploads_unmodified_with_checksums_and_small_chunks() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let work = tempfile::tempdir().unwrap();
+    let f = write(work.path(), "cohort.parquet", &bytes(3_500_000, 11));
+    let script = format!(
+        r#"
+from tusclient import client
+c = client.TusClient("{url}", headers={{"Authorization": "Bearer {tok}"}})
+u = c.uploader("{file}", chunk_size=1000000, upload_checksum=True,
+               metadata={{"relativePath": "cohorts/2026/cohort.parquet"}})
+u.upload()
+print(u.url)
+"#,
+        url = t.api(&format!("/transfers/{id}/tus")),
+        file = f.display()
+    );
+    let url = run(Command::new("/usr/bin/python3").arg("-c").arg(script));
+    assert!(url.trim().starts_with(&t.url), "{url}");
+    let (_, m) = t.get_json(&tok, &format!("/transfers/{id}/manifest")).await;
+    let file = &m["files"][0];
+    assert_eq!(file["path"], "cohorts/2026/cohort.parquet");
+    assert_eq!(file["complete"], true);
+    assert_eq!(file["sha256"], digest_with("sha256sum", &f));
+    assert_eq!(file["blake3"], digest_with("b3sum", &f));
+    // Four PATCH requests made four stored segments of one file.
+    let fid = t.app.store.files(id.parse().unwrap()).await.unwrap()[0].id;
+    assert_eq!(t.app.store.segments(fid).await.unwrap().len(), 4);
+    t.stop().await;
+}
+
+/// Sends a PATCH that claims `total` bytes but stops after `sent`, then drops the connection.
+async fn patch_then_cut(addr: &str, path: &str, token: &str, offset: u64, body: &[u8], total: usize) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {total}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+}
+
+async fn head_offset(t: &TestApp, location: &str, tok: &str) -> u64 {
+    let r = t
+        .http
+        .head(format!("{}{location}", t.url))
+        .bearer_auth(tok)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
+    assert!(r.headers().contains_key("upload-expires"));
+    r.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
+}
+
+async fn wait_offset(t: &TestApp, location: &str, tok: &str, at_least: u64) -> u64 {
+    for _ in 0..100 {
+        let o = head_offset(t, location, tok).await;
+        if o >= at_least {
+            return o;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("offset never reached {at_least}");
+}
+
+async fn interrupted_upload_resumes(restart: bool) {
+    let mut t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let data = bytes(6_000_000, 21);
+    let r = t
+        .http
+        .post(t.api(&format!("/transfers/{id}/tus")))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", meta("resumed.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(r.headers()["upload-offset"], "0");
+
+    // The connection drops 2.5 MB into the file; the server keeps what arrived.
+    let addr = t.url.trim_start_matches("http://").to_owned();
+    patch_then_cut(&addr, &location, &tok, 0, &data[..2_500_000], data.len()).await;
+    let offset = wait_offset(&t, &location, &tok, 1).await;
+    assert!(offset > 0 && offset <= 2_500_000, "{offset}");
+
+    if restart {
+        let dir = t.stop().await;
+        t = TestApp::spawn_in(dir).await;
+        assert_eq!(head_offset(&t, &location, &tok).await, offset);
+    }
+
+    // A PATCH at the wrong offset is refused and changes nothing.
+    let r = t
+        .http
+        .patch(format!("{}{location}", t.url))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data[..10].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(head_offset(&t, &location, &tok).await, offset);
+
+    // Resume where the server says.
+    let r = t
+        .http
+        .patch(format!("{}{location}", t.url))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data[offset as usize..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["upload-offset"], data.len().to_string());
+
+    let work = tempfile::tempdir().unwrap();
+    let f = write(work.path(), "resumed.bin", &data);
+    let (_, m) = t.get_json(&tok, &format!("/transfers/{id}/manifest")).await;
+    assert_eq!(m["files"][0]["complete"], true);
+    assert_eq!(m["files"][0]["sha256"], digest_with("sha256sum", &f));
+    assert_eq!(m["files"][0]["blake3"], digest_with("b3sum", &f));
+
+    // Sealed and released, the file is byte-identical to the original.
+    let (s, _) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    t.post_json(&people.inv, &format!("/transfers/{id}/approve"), Value::Null).await;
+    let v = t.wait_for_state(&people.pm, &id, "released").await;
+    let released = std::path::Path::new(v["release"]["location"].as_str().unwrap()).join("resumed.bin");
+    assert!(std::fs::read(released).unwrap() == data);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cut_off_mid_file_resumes_with_the_same_digests() {
+    interrupted_upload_resumes(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cut_off_resumes_after_a_server_restart() {
+    interrupted_upload_resumes(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_chunks_are_refused_and_change_nothing() {
+    use sha2::Digest;
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let data = bytes(100_000, 5);
+    let b64 = base64::engine::general_purpose::STANDARD;
+
+    // Creation with upload, first half.
+    let r = t
+        .http
+        .post(t.api(&format!("/transfers/{id}/tus")))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", meta("c.bin"))
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Checksum", format!("sha256 {}", b64.encode(sha2::Sha256::digest(&data[..50_000]))))
+        .body(data[..50_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["upload-offset"], "50000");
+    let loc = format!("{}{}", t.url, r.headers()["location"].to_str().unwrap());
+    let patch = |offset: &str, body: Vec<u8>| {
+        t.http
+            .patch(&loc)
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset)
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+    };
+
+    // A checksum that does not match: 460, offset unchanged.
+    let wrong = b64.encode(sha1::Sha1::digest(b"not these bytes"));
+    let r = patch("50000", data[50_000..].to_vec()).header("Upload-Checksum", format!("sha1 {wrong}")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 460);
+    // An unknown checksum algorithm: 400.
+    let r = patch("50000", data[50_000..].to_vec()).header("Upload-Checksum", "md5 AAAA").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // More bytes than Upload-Length: refused, offset unchanged.
+    let mut too_long = data[50_000..].to_vec();
+    too_long.extend_from_slice(b"extra");
+    let r = patch("50000", too_long).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Wrong content type: 415; no Tus-Resumable: 412.
+    let r = t.http.patch(&loc).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").header("Upload-Offset", "50000").body("x").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = t.http.patch(&loc).bearer_auth(&tok).header("Upload-Offset", "50000").header("Content-Type", "application/offset+octet-stream").body("x").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.headers()["tus-version"], "1.0.0");
+    let r = t.http.head(&loc).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(r.headers()["upload-offset"], "50000");
+
+    // The right second half, with a matching checksum, completes the file correctly.
+    let good = b64.encode(sha1::Sha1::digest(&data[50_000..]));
+    let r = patch("50000", data[50_000..].to_vec()).header("Upload-Checksum", format!("sha1 {good}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (_, m) = t.get_json(&tok, &format!("/transfers/{id}/manifest")).await;
+    assert_eq!(m["files"][0]["sha256"], hex::encode(sha2::Sha256::digest(&data)));
+    assert_eq!(m["files"][0]["blake3"], blake3::hash(&data).to_hex().as_str());
+    // Once complete, further PATCHes are refused.
+    let r = patch("100000", b"x".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+
+    // Creation needs a length and a name.
+    let r = t.http.post(t.api(&format!("/transfers/{id}/tus"))).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").header("Upload-Metadata", meta("x")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = t.http.post(t.api(&format!("/transfers/{id}/tus"))).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").header("Upload-Length", "3").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    t.stop().await;
+}
