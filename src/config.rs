@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -65,18 +65,6 @@ pub struct LogSettings {
     pub format: String,
     /// A tracing filter such as `info` or `airlock=debug`. Default `info`; `RUST_LOG` wins.
     pub level: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            storage: StorageSettings::default(),
-            tokens: TokenSettings::default(),
-            limits: LimitSettings::default(),
-            log: LogSettings::default(),
-        }
-    }
 }
 
 impl Default for ServerSettings {
@@ -166,7 +154,9 @@ impl Settings {
             if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
                 return Err(ConfigError::Invalid {
                     path: None,
-                    message: format!("environment variable {k} must look like AIRLOCK__SECTION__KEY"),
+                    message: format!(
+                        "environment variable {k} must look like AIRLOCK__SECTION__KEY"
+                    ),
                 });
             }
             // Numbers and booleans keep their type; anything else is a string.
@@ -228,7 +218,10 @@ mod tests {
         .unwrap();
         let s = Settings::load(
             Some(&f),
-            [("AIRLOCK__SERVER__LISTEN".to_string(), "0.0.0.0:9999".to_string())],
+            [(
+                "AIRLOCK__SERVER__LISTEN".to_string(),
+                "0.0.0.0:9999".to_string(),
+            )],
         )
         .unwrap();
         assert_eq!(s.server.listen.port(), 9999);

@@ -25,7 +25,10 @@ fn dataset(root: &Path, name: &str) -> Vec<String> {
     let files = [
         (format!("{name}/readme.txt"), b"a dataset\n".to_vec()),
         (format!("{name}/tables/visits.csv"), bytes(300_000, 1)),
-        (format!("{name}/tables/deep/nested/genome.bin"), bytes(2_500_000, 2)),
+        (
+            format!("{name}/tables/deep/nested/genome.bin"),
+            bytes(2_500_000, 2),
+        ),
         (format!("{name}/empty.dat"), Vec::new()),
     ];
     for (rel, content) in &files {
@@ -43,7 +46,16 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     // The PM opens the transfer and issues the token with the CLI.
     let id = ok(t.cli(
         Some(&people.pm),
-        &["transfer", "create", "--workspace", "proj/ws", "--kind", kind, "--uploader", uploader],
+        &[
+            "transfer",
+            "create",
+            "--workspace",
+            "proj/ws",
+            "--kind",
+            kind,
+            "--uploader",
+            uploader,
+        ],
     ))
     .trim()
     .to_owned();
@@ -67,14 +79,19 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     assert!(sealed.starts_with("in_review"), "{sealed}");
 
     // The sealed manifest: every file, digests equal to sha256sum and b3sum of the originals.
-    let v: Value =
-        serde_json::from_str(&ok(t.cli(Some(&people.pm), &["transfer", "show", &id, "--json"]))).unwrap();
+    let v: Value = serde_json::from_str(&ok(
+        t.cli(Some(&people.pm), &["transfer", "show", &id, "--json"])
+    ))
+    .unwrap();
     assert_eq!(v["kind"], kind);
     assert_eq!(v["state"], "in_review");
     let files = v["files"].as_array().unwrap();
     assert_eq!(files.len(), rels.len());
     for rel in &rels {
-        let f = files.iter().find(|f| f["path"] == rel.as_str()).unwrap_or_else(|| panic!("{rel} missing"));
+        let f = files
+            .iter()
+            .find(|f| f["path"] == rel.as_str())
+            .unwrap_or_else(|| panic!("{rel} missing"));
         let local = work.path().join(rel);
         assert_eq!(f["size"], std::fs::metadata(&local).unwrap().len());
         assert_eq!(f["sha256"], digest_with("sha256sum", &local), "{rel}");
@@ -83,7 +100,15 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     // The root digest can be recomputed by anyone from the manifest.
     let mut lines: Vec<String> = files
         .iter()
-        .map(|f| format!("{} {} {} {}\n", f["sha256"].as_str().unwrap(), f["blake3"].as_str().unwrap(), f["size"], f["path"].as_str().unwrap()))
+        .map(|f| {
+            format!(
+                "{} {} {} {}\n",
+                f["sha256"].as_str().unwrap(),
+                f["blake3"].as_str().unwrap(),
+                f["size"],
+                f["path"].as_str().unwrap()
+            )
+        })
         .collect();
     lines.sort_by(|a, b| a.split(' ').nth(3).cmp(&b.split(' ').nth(3)));
     let manifest_file = work.path().join("manifest.txt");
@@ -91,23 +116,53 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     assert_eq!(v["root_digest"], digest_with("sha256sum", &manifest_file));
 
     // The uploader cannot approve; the Investigator can.
-    let (status, _) = t.post_json(&people.prov, &format!("/transfers/{id}/approve"), Value::Null).await;
+    let (status, _) = t
+        .post_json(
+            &people.prov,
+            &format!("/transfers/{id}/approve"),
+            Value::Null,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    ok(t.cli(Some(&people.inv), &["transfer", "approve", &id, "--comment", "looks right"]));
+    ok(t.cli(
+        Some(&people.inv),
+        &["transfer", "approve", &id, "--comment", "looks right"],
+    ));
     let v = t.wait_for_state(&people.pm, &id, "released").await;
     assert_eq!(v["decisions"][0]["user"], "inv");
     assert_eq!(v["decisions"][0]["root_digest"], v["root_digest"]);
 
     // Released: byte-identical, files 0444, folders 0555, in the right volume, nothing staged.
     let loc = Path::new(v["release"]["location"].as_str().unwrap()).to_owned();
-    assert!(loc.starts_with(t.data_dir().canonicalize().unwrap().join("volumes/proj/ws").join(volume)), "{loc:?}");
+    assert!(
+        loc.starts_with(
+            t.data_dir()
+                .canonicalize()
+                .unwrap()
+                .join("volumes/proj/ws")
+                .join(volume)
+        ),
+        "{loc:?}"
+    );
     for rel in &rels {
         let released = loc.join(rel);
-        assert_eq!(std::fs::read(&released).unwrap(), std::fs::read(work.path().join(rel)).unwrap(), "{rel}");
-        assert_eq!(std::fs::metadata(&released).unwrap().permissions().mode() & 0o777, 0o444, "{rel}");
+        assert_eq!(
+            std::fs::read(&released).unwrap(),
+            std::fs::read(work.path().join(rel)).unwrap(),
+            "{rel}"
+        );
+        assert_eq!(
+            std::fs::metadata(&released).unwrap().permissions().mode() & 0o777,
+            0o444,
+            "{rel}"
+        );
         let mut dir = released.parent().unwrap();
         while dir.starts_with(&loc) {
-            assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o555, "{dir:?}");
+            assert_eq!(
+                std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+                0o555,
+                "{dir:?}"
+            );
             dir = dir.parent().unwrap();
         }
     }
@@ -164,9 +219,18 @@ async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident()
     // A correct sha256sum manifest passes to review.
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
-    assert_eq!(t.put(&tok, &id, "a.bin", good.clone()).await.0, StatusCode::CREATED);
+    assert_eq!(
+        t.put(&tok, &id, "a.bin", good.clone()).await.0,
+        StatusCode::CREATED
+    );
     let sums = format!("{}  ./a.bin\n", sha(&good));
-    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), serde_json::json!({ "sha256sums": sums })).await;
+    let (s, v) = t
+        .post_json(
+            &tok,
+            &format!("/transfers/{id}/seal"),
+            serde_json::json!({ "sha256sums": sums }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "in_review");
 
@@ -185,10 +249,18 @@ async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident()
     assert_eq!(r.status(), StatusCode::CREATED);
     let receipt: Value = r.json().await.unwrap();
     assert_eq!(receipt["expected_sha256_matches"], false);
-    let (_, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    let (_, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
     assert_eq!(v["state"], "blocked");
     let full = t.show(&people.pm, &id).await;
-    assert!(full["state_reason"].as_str().unwrap().contains("a.bin: provider sent sha256"), "{full}");
+    assert!(
+        full["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("a.bin: provider sent sha256"),
+        "{full}"
+    );
     assert_eq!(full["incidents"][0]["kind"], "hash-confirmation");
 
     // A wrong root digest blocks too; approval is then impossible.
@@ -196,10 +268,20 @@ async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident()
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     t.put(&tok, &id, "a.bin", good.clone()).await;
     let (_, v) = t
-        .post_json(&tok, &format!("/transfers/{id}/seal"), serde_json::json!({ "expected_root_digest": "0".repeat(64) }))
+        .post_json(
+            &tok,
+            &format!("/transfers/{id}/seal"),
+            serde_json::json!({ "expected_root_digest": "0".repeat(64) }),
+        )
         .await;
     assert_eq!(v["state"], "blocked");
-    let (s, _) = t.post_json(&people.inv, &format!("/transfers/{id}/approve"), Value::Null).await;
+    let (s, _) = t
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{id}/approve"),
+            Value::Null,
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     t.stop().await;
 }
@@ -210,7 +292,9 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
     let people = t.bootstrap(2).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
-    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    let (s, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["error"].as_str().unwrap().contains("empty"));
 
@@ -226,33 +310,68 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    let (s, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(v["error"].as_str().unwrap().contains("part.bin"), "{v}");
     let (s, v) = t.put(&tok, &id, "whole.bin", b"x".to_vec()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     // Delete the unfinished one via tus termination, then seal.
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
-    let d = t.http.delete(format!("{}{loc}", t.url)).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").send().await.unwrap();
+    let d = t
+        .http
+        .delete(format!("{}{loc}", t.url))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(d.status(), StatusCode::NO_CONTENT);
-    let (s, v) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    let (s, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // A decision against a digest other than the sealed one is refused.
     let (s, _) = t
-        .post_json(&people.inv, &format!("/transfers/{id}/approve"), serde_json::json!({ "root_digest": "f".repeat(64) }))
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{id}/approve"),
+            serde_json::json!({ "root_digest": "f".repeat(64) }),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     // Someone outside the project cannot decide, or even look.
-    let (s, _) = t.post_json(&people.outsider, &format!("/transfers/{id}/approve"), Value::Null).await;
+    let (s, _) = t
+        .post_json(
+            &people.outsider,
+            &format!("/transfers/{id}/approve"),
+            Value::Null,
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = t.get_json(&people.outsider, &format!("/transfers/{id}")).await;
+    let (s, _) = t
+        .get_json(&people.outsider, &format!("/transfers/{id}"))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Rejection is final.
-    let (s, v) = t.post_json(&people.inv, &format!("/transfers/{id}/reject"), serde_json::json!({ "comment": "no" })).await;
+    let (s, v) = t
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{id}/reject"),
+            serde_json::json!({ "comment": "no" }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["state"], "rejected");
-    let (s, _) = t.post_json(&people.inv, &format!("/transfers/{id}/approve"), Value::Null).await;
+    let (s, _) = t
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{id}/approve"),
+            Value::Null,
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     t.stop().await;
 }
@@ -260,32 +379,67 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_readiness_and_the_openapi_document_cover_every_route() {
     let t = TestApp::spawn().await;
-    let r = t.http.get(format!("{}/healthz", t.url)).send().await.unwrap();
+    let r = t
+        .http
+        .get(format!("{}/healthz", t.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = t.http.get(format!("{}/readyz", t.url)).send().await.unwrap();
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["ready"], true);
 
-    let doc: Value = t.http.get(format!("{}/openapi.json", t.url)).send().await.unwrap().json().await.unwrap();
+    let doc: Value = t
+        .http
+        .get(format!("{}/openapi.json", t.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut documented = Vec::new();
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for method in ops.as_object().unwrap().keys() {
-            if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&method.as_str()) {
+            if ["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
                 documented.push((method.clone(), path.clone()));
             }
         }
     }
     documented.sort();
-    let mut routes: Vec<(String, String)> =
-        airlock::server::API_ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut routes: Vec<(String, String)> = airlock::server::API_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     routes.sort();
     assert_eq!(documented, routes);
 
     // Readiness fails when a volume disappears.
-    std::fs::rename(t.data_dir().join("quarantine"), t.data_dir().join("q-moved")).unwrap();
-    let r = t.http.get(format!("{}/readyz", t.url)).send().await.unwrap();
+    std::fs::rename(
+        t.data_dir().join("quarantine"),
+        t.data_dir().join("q-moved"),
+    )
+    .unwrap();
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    std::fs::rename(t.data_dir().join("q-moved"), t.data_dir().join("quarantine")).unwrap();
+    std::fs::rename(
+        t.data_dir().join("q-moved"),
+        t.data_dir().join("quarantine"),
+    )
+    .unwrap();
     t.stop().await;
 }

@@ -26,14 +26,26 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
         .bearer_auth(&tok)
         .header("Tus-Resumable", "1.0.0")
         .header("Upload-Length", SECRET.len().to_string())
-        .header("Upload-Metadata", format!("relativePath {}", base64::engine::general_purpose::STANDARD.encode("tus.txt")))
+        .header(
+            "Upload-Metadata",
+            format!(
+                "relativePath {}",
+                base64::engine::general_purpose::STANDARD.encode("tus.txt")
+            ),
+        )
         .header("Content-Type", "application/offset+octet-stream")
         .body(SECRET.to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let upload = r.headers()["location"].to_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let upload = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
 
     // Walk every route that reads (GET and HEAD), filling in this transfer's ids.
     let mut allowed = Vec::new();
@@ -52,7 +64,10 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
         };
         let r = t
             .http
-            .request(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), &url)
+            .request(
+                Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                &url,
+            )
             .bearer_auth(&tok)
             .header("Tus-Resumable", "1.0.0")
             .send()
@@ -88,13 +103,20 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
     assert_eq!(m["files"][0]["size"], SECRET.len());
 
     // Staff reviewers can read content, and that read is audited.
-    let r = t.http.get(t.api(&format!("/transfers/{id}/files/dir/secret.txt"))).bearer_auth(&people.inv).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.bytes().await.unwrap().as_ref(), SECRET);
-    let reads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'content.read'")
-        .fetch_one(t.app.store.pool())
+    let r = t
+        .http
+        .get(t.api(&format!("/transfers/{id}/files/dir/secret.txt")))
+        .bearer_auth(&people.inv)
+        .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), SECRET);
+    let reads: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'content.read'")
+            .fetch_one(t.app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(reads, 1);
     t.stop().await;
 }
@@ -106,7 +128,9 @@ async fn a_token_dies_at_seal_and_is_refused_everywhere_after() {
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     t.put(&tok, &id, "a.bin", b"abc".to_vec()).await;
-    let (s, _) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    let (s, _) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = t.put(&tok, &id, "b.bin", b"more".to_vec()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
@@ -117,14 +141,22 @@ async fn a_token_dies_at_seal_and_is_refused_everywhere_after() {
         (Method::POST, format!("/transfers/{id}/tus")),
         (Method::DELETE, format!("/transfers/{id}/files/a.bin")),
     ] {
-        let r = t.http.request(m.clone(), t.api(&p)).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").send().await.unwrap();
+        let r = t
+            .http
+            .request(m.clone(), t.api(&p))
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{m} {p}");
     }
     // Refusals are audited.
-    let refused: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'token.refused'")
-        .fetch_one(t.app.store.pool())
-        .await
-        .unwrap();
+    let refused: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'token.refused'")
+            .fetch_one(t.app.store.pool())
+            .await
+            .unwrap();
     assert!(refused >= 5, "{refused}");
     t.stop().await;
 }
@@ -134,15 +166,22 @@ async fn a_token_expires_and_its_open_transfer_becomes_expired() {
     let t = TestApp::spawn().await;
     let people = t.bootstrap(2).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
-    let tok = t.upload_token(&people.pm, &id, serde_json::json!({ "ttl": "2s" })).await;
-    assert_eq!(t.put(&tok, &id, "a.bin", b"abc".to_vec()).await.0, StatusCode::CREATED);
+    let tok = t
+        .upload_token(&people.pm, &id, serde_json::json!({ "ttl": "2s" }))
+        .await;
+    assert_eq!(
+        t.put(&tok, &id, "a.bin", b"abc".to_vec()).await.0,
+        StatusCode::CREATED
+    );
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let (s, v) = t.put(&tok, &id, "b.bin", b"abc".to_vec()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     let v = t.wait_for_state(&people.pm, &id, "expired").await;
     assert!(v["state_reason"].as_str().unwrap().contains("ran out"));
     // A PM cannot revive it with a new token.
-    let (s, _) = t.post_json(&people.pm, &format!("/transfers/{id}/tokens"), Value::Null).await;
+    let (s, _) = t
+        .post_json(&people.pm, &format!("/transfers/{id}/tokens"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     t.stop().await;
 }
@@ -156,24 +195,50 @@ async fn a_token_only_works_on_its_own_transfer_and_from_its_ip_ranges() {
     let tok_a = t.upload_token(&people.pm, &a, Value::Null).await;
     let (s, v) = t.put(&tok_a, &b, "x.bin", b"x".to_vec()).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let (s, _) = t.post_json(&tok_a, &format!("/transfers/{b}/seal"), Value::Null).await;
+    let (s, _) = t
+        .post_json(&tok_a, &format!("/transfers/{b}/seal"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert_eq!(t.app.store.files(b.parse().unwrap()).await.unwrap().len(), 0);
+    assert_eq!(
+        t.app.store.files(b.parse().unwrap()).await.unwrap().len(),
+        0
+    );
 
     // Bound to a range the client is outside of: refused. Inside: accepted.
-    let outside = t.upload_token(&people.pm, &a, serde_json::json!({ "cidrs": ["10.0.0.0/8"] })).await;
+    let outside = t
+        .upload_token(
+            &people.pm,
+            &a,
+            serde_json::json!({ "cidrs": ["10.0.0.0/8"] }),
+        )
+        .await;
     let (s, v) = t.put(&outside, &a, "x.bin", b"x".to_vec()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     assert!(v["error"].as_str().unwrap().contains("outside"), "{v}");
-    let inside = t.upload_token(&people.pm, &a, serde_json::json!({ "cidrs": ["127.0.0.0/8", "::1/128"] })).await;
-    assert_eq!(t.put(&inside, &a, "x.bin", b"x".to_vec()).await.0, StatusCode::CREATED);
+    let inside = t
+        .upload_token(
+            &people.pm,
+            &a,
+            serde_json::json!({ "cidrs": ["127.0.0.0/8", "::1/128"] }),
+        )
+        .await;
+    assert_eq!(
+        t.put(&inside, &a, "x.bin", b"x".to_vec()).await.0,
+        StatusCode::CREATED
+    );
     // Issuing a new token revoked the earlier ones.
     let (s, v) = t.put(&tok_a, &a, "y.bin", b"y".to_vec()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(v["error"].as_str().unwrap().contains("replaced"), "{v}");
 
     // The tier's lifetime cap holds (tier 2: 24h).
-    let (s, v) = t.post_json(&people.pm, &format!("/transfers/{a}/tokens"), serde_json::json!({ "ttl": "48h" })).await;
+    let (s, v) = t
+        .post_json(
+            &people.pm,
+            &format!("/transfers/{a}/tokens"),
+            serde_json::json!({ "ttl": "48h" }),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("cap"), "{v}");
     t.stop().await;
@@ -187,16 +252,38 @@ async fn forged_and_foreign_tokens_get_401_and_strangers_403() {
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let parts: Vec<&str> = tok.split('.').collect();
-    let wrong_key = airlock::auth::Keys::from_secret(b"not the key").mint_upload(id.parse().unwrap(), Duration::from_secs(600)).1;
-    let alg_none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let wrong_key = airlock::auth::Keys::from_secret(b"not the key")
+        .mint_upload(id.parse().unwrap(), Duration::from_secs(600))
+        .1;
+    let alg_none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
     let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
     claims["exp"] = (claims["exp"].as_i64().unwrap() + 86400 * 365).into();
-    let changed = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
-    for bad in [wrong_key.as_str(), alg_none.as_str(), changed.as_str(), "garbage"] {
+    let changed = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.to_string()),
+        parts[2]
+    );
+    for bad in [
+        wrong_key.as_str(),
+        alg_none.as_str(),
+        changed.as_str(),
+        "garbage",
+    ] {
         let (s, _) = t.put(bad, &id, "x.bin", b"x".to_vec()).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{bad}");
     }
-    let r = t.http.put(t.api(&format!("/transfers/{id}/files/x.bin"))).body("x").send().await.unwrap();
+    let r = t
+        .http
+        .put(t.api(&format!("/transfers/{id}/files/x.bin")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // A staff token cannot upload (only the transfer's token can), and a researcher cannot
     // open transfers.
@@ -207,10 +294,15 @@ async fn forged_and_foreign_tokens_get_401_and_strangers_403() {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // The PM cancels: the token is dead.
-    let (s, v) = t.post_json(&people.pm, &format!("/transfers/{id}/cancel"), Value::Null).await;
+    let (s, v) = t
+        .post_json(&people.pm, &format!("/transfers/{id}/cancel"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["state"], "cancelled");
-    assert_eq!(t.put(&tok, &id, "x.bin", b"x".to_vec()).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        t.put(&tok, &id, "x.bin", b"x".to_vec()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     t.stop().await;
 }
 
@@ -220,7 +312,10 @@ async fn hostile_names_are_refused_with_the_reason_and_change_nothing() {
     let people = t.bootstrap(2).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
-    assert_eq!(t.put(&tok, &id, "data/File.csv", b"1".to_vec()).await.0, StatusCode::CREATED);
+    assert_eq!(
+        t.put(&tok, &id, "data/File.csv", b"1".to_vec()).await.0,
+        StatusCode::CREATED
+    );
     let long_name = "n".repeat(256);
     let long_path = format!("{}/x", vec!["abcdefgh"; 130].join("/"));
     let cases: Vec<(String, StatusCode, &str)> = vec![
@@ -238,7 +333,11 @@ async fn hostile_names_are_refused_with_the_reason_and_change_nothing() {
         (long_path, StatusCode::BAD_REQUEST, "limit is 1024"),
         ("data/file.csv".into(), StatusCode::CONFLICT, "collides"),
         ("DATA/FILE.CSV".into(), StatusCode::CONFLICT, "collides"),
-        ("data/File.csv/inner".into(), StatusCode::CONFLICT, "file and a folder"),
+        (
+            "data/File.csv/inner".into(),
+            StatusCode::CONFLICT,
+            "file and a folder",
+        ),
         ("data".into(), StatusCode::CONFLICT, "file and a folder"),
     ];
     for (name, status, says) in &cases {
@@ -252,7 +351,13 @@ async fn hostile_names_are_refused_with_the_reason_and_change_nothing() {
             .bearer_auth(&tok)
             .header("Tus-Resumable", "1.0.0")
             .header("Upload-Length", "4")
-            .header("Upload-Metadata", format!("relativePath {}", base64::engine::general_purpose::STANDARD.encode(name)))
+            .header(
+                "Upload-Metadata",
+                format!(
+                    "relativePath {}",
+                    base64::engine::general_purpose::STANDARD.encode(name)
+                ),
+            )
             .send()
             .await
             .unwrap();

@@ -13,7 +13,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 fn meta(path: &str) -> String {
-    format!("relativePath {}", base64::engine::general_purpose::STANDARD.encode(path))
+    format!(
+        "relativePath {}",
+        base64::engine::general_purpose::STANDARD.encode(path)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -51,7 +54,14 @@ print(u.url)
 }
 
 /// Sends a PATCH that claims `total` bytes but stops after `sent`, then drops the connection.
-async fn patch_then_cut(addr: &str, path: &str, token: &str, offset: u64, body: &[u8], total: usize) {
+async fn patch_then_cut(
+    addr: &str,
+    path: &str,
+    token: &str,
+    offset: u64,
+    body: &[u8],
+    total: usize,
+) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n\
@@ -76,7 +86,11 @@ async fn head_offset(t: &TestApp, location: &str, tok: &str) -> u64 {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["tus-resumable"], "1.0.0");
     assert!(r.headers().contains_key("upload-expires"));
-    r.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
+    r.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 async fn wait_offset(t: &TestApp, location: &str, tok: &str, at_least: u64) -> u64 {
@@ -160,11 +174,19 @@ async fn interrupted_upload_resumes(restart: bool) {
     assert_eq!(m["files"][0]["blake3"], digest_with("b3sum", &f));
 
     // Sealed and released, the file is byte-identical to the original.
-    let (s, _) = t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null).await;
+    let (s, _) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    t.post_json(&people.inv, &format!("/transfers/{id}/approve"), Value::Null).await;
+    t.post_json(
+        &people.inv,
+        &format!("/transfers/{id}/approve"),
+        Value::Null,
+    )
+    .await;
     let v = t.wait_for_state(&people.pm, &id, "released").await;
-    let released = std::path::Path::new(v["release"]["location"].as_str().unwrap()).join("resumed.bin");
+    let released =
+        std::path::Path::new(v["release"]["location"].as_str().unwrap()).join("resumed.bin");
     assert!(std::fs::read(released).unwrap() == data);
     t.stop().await;
 }
@@ -198,7 +220,13 @@ async fn bad_chunks_are_refused_and_change_nothing() {
         .header("Upload-Length", data.len().to_string())
         .header("Upload-Metadata", meta("c.bin"))
         .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Checksum", format!("sha256 {}", b64.encode(sha2::Sha256::digest(&data[..50_000]))))
+        .header(
+            "Upload-Checksum",
+            format!(
+                "sha256 {}",
+                b64.encode(sha2::Sha256::digest(&data[..50_000]))
+            ),
+        )
         .body(data[..50_000].to_vec())
         .send()
         .await
@@ -218,10 +246,18 @@ async fn bad_chunks_are_refused_and_change_nothing() {
 
     // A checksum that does not match: 460, offset unchanged.
     let wrong = b64.encode(sha1::Sha1::digest(b"not these bytes"));
-    let r = patch("50000", data[50_000..].to_vec()).header("Upload-Checksum", format!("sha1 {wrong}")).send().await.unwrap();
+    let r = patch("50000", data[50_000..].to_vec())
+        .header("Upload-Checksum", format!("sha1 {wrong}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 460);
     // An unknown checksum algorithm: 400.
-    let r = patch("50000", data[50_000..].to_vec()).header("Upload-Checksum", "md5 AAAA").send().await.unwrap();
+    let r = patch("50000", data[50_000..].to_vec())
+        .header("Upload-Checksum", "md5 AAAA")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // More bytes than Upload-Length: refused, offset unchanged.
     let mut too_long = data[50_000..].to_vec();
@@ -229,29 +265,80 @@ async fn bad_chunks_are_refused_and_change_nothing() {
     let r = patch("50000", too_long).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Wrong content type: 415; no Tus-Resumable: 412.
-    let r = t.http.patch(&loc).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").header("Upload-Offset", "50000").body("x").send().await.unwrap();
+    let r = t
+        .http
+        .patch(&loc)
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "50000")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let r = t.http.patch(&loc).bearer_auth(&tok).header("Upload-Offset", "50000").header("Content-Type", "application/offset+octet-stream").body("x").send().await.unwrap();
+    let r = t
+        .http
+        .patch(&loc)
+        .bearer_auth(&tok)
+        .header("Upload-Offset", "50000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(r.headers()["tus-version"], "1.0.0");
-    let r = t.http.head(&loc).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").send().await.unwrap();
+    let r = t
+        .http
+        .head(&loc)
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["upload-offset"], "50000");
 
     // The right second half, with a matching checksum, completes the file correctly.
     let good = b64.encode(sha1::Sha1::digest(&data[50_000..]));
-    let r = patch("50000", data[50_000..].to_vec()).header("Upload-Checksum", format!("sha1 {good}")).send().await.unwrap();
+    let r = patch("50000", data[50_000..].to_vec())
+        .header("Upload-Checksum", format!("sha1 {good}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let (_, m) = t.get_json(&tok, &format!("/transfers/{id}/manifest")).await;
-    assert_eq!(m["files"][0]["sha256"], hex::encode(sha2::Sha256::digest(&data)));
-    assert_eq!(m["files"][0]["blake3"], blake3::hash(&data).to_hex().as_str());
+    assert_eq!(
+        m["files"][0]["sha256"],
+        hex::encode(sha2::Sha256::digest(&data))
+    );
+    assert_eq!(
+        m["files"][0]["blake3"],
+        blake3::hash(&data).to_hex().as_str()
+    );
     // Once complete, further PATCHes are refused.
     let r = patch("100000", b"x".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
 
     // Creation needs a length and a name.
-    let r = t.http.post(t.api(&format!("/transfers/{id}/tus"))).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").header("Upload-Metadata", meta("x")).send().await.unwrap();
+    let r = t
+        .http
+        .post(t.api(&format!("/transfers/{id}/tus")))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Metadata", meta("x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = t.http.post(t.api(&format!("/transfers/{id}/tus"))).bearer_auth(&tok).header("Tus-Resumable", "1.0.0").header("Upload-Length", "3").send().await.unwrap();
+    let r = t
+        .http
+        .post(t.api(&format!("/transfers/{id}/tus")))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     t.stop().await;
 }

@@ -33,7 +33,9 @@ impl FromRequestParts<AppState> for Caller {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let route = format!("{} {}", parts.method, parts.uri.path());
-        Ok(Caller(access::authenticate(state, auth, client, &route).await?))
+        Ok(Caller(
+            access::authenticate(state, auth, client, &route).await?,
+        ))
     }
 }
 
@@ -75,7 +77,11 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         "metadata_store": db.err().unwrap_or_else(|| "ok".into()),
         "volumes": vol.err().unwrap_or_else(|| "ok".into()),
     });
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -87,10 +93,15 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
-pub async fn me(State(app): State<AppState>, Caller(who): Caller) -> ApiResult<Json<serde_json::Value>> {
+pub async fn me(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<Json<serde_json::Value>> {
     let _ = &app;
     let u = who.staff()?;
-    Ok(Json(serde_json::json!({ "id": u.id, "name": u.name, "roles": u.roles })))
+    Ok(Json(
+        serde_json::json!({ "id": u.id, "name": u.name, "roles": u.roles }),
+    ))
 }
 
 pub async fn create_transfer(
@@ -99,7 +110,10 @@ pub async fn create_transfer(
     Json(req): Json<transfers::CreateTransfer>,
 ) -> ApiResult<(StatusCode, Json<transfers::TransferView>)> {
     let t = transfers::create(&app, &who, req).await?;
-    Ok((StatusCode::CREATED, Json(transfers::show(&app, &who, t.id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(transfers::show(&app, &who, t.id).await?),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -139,7 +153,9 @@ pub async fn manifest(
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<transfers::ManifestView>> {
-    Ok(Json(transfers::receipts(&app, &who, transfer_id(&id)?).await?))
+    Ok(Json(
+        transfers::receipts(&app, &who, transfer_id(&id)?).await?,
+    ))
 }
 
 /// Optional JSON bodies: empty means defaults.
@@ -167,7 +183,9 @@ pub async fn put_file(
             v.to_str()
                 .ok()
                 .and_then(|s| crate::domain::HexDigest::parse(s).ok())
-                .ok_or_else(|| Error::BadRequest(format!("{EXPECTED_SHA256_HEADER} must be 64 hex digits")))
+                .ok_or_else(|| {
+                    Error::BadRequest(format!("{EXPECTED_SHA256_HEADER} must be 64 hex digits"))
+                })
         })
         .transpose()?;
     let declared = headers
@@ -175,7 +193,16 @@ pub async fn put_file(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let receipt = upload::put_file(&app, &who, transfer_id(&id)?, &path, expected, declared, stream).await?;
+    let receipt = upload::put_file(
+        &app,
+        &who,
+        transfer_id(&id)?,
+        &path,
+        expected,
+        declared,
+        stream,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }
 
@@ -197,7 +224,10 @@ pub async fn get_file(
     let (file, stream) = transfers::read_content(&app, &who, transfer_id(&id)?, &path).await?;
     let mut resp = Body::from_stream(stream.map_err(|e| e.to_string())).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("static"));
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("static"),
+    );
     h.insert(header::CONTENT_LENGTH, file.received.into());
     if let Some(sha) = file.sha256.as_deref().and_then(|s| s.parse().ok()) {
         h.insert("airlock-sha256", sha);

@@ -166,7 +166,11 @@ mod tests {
         // alg: none with the same claims and no signature.
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = tok.split('.').nth(1).unwrap();
-        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), payload);
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            payload
+        );
         assert!(keys.verify(&none).is_err(), "alg none accepted");
 
         // Changed claims under the old signature.

@@ -17,7 +17,10 @@ fn staff_token() -> anyhow::Result<String> {
 
 /// Sends a request and turns an error status into the server's message.
 async fn send(req: RequestBuilder) -> anyhow::Result<Response> {
-    let resp = req.send().await.context("cannot reach the airlock server")?;
+    let resp = req
+        .send()
+        .await
+        .context("cannot reach the airlock server")?;
     if resp.status().is_success() {
         return Ok(resp);
     }
@@ -66,10 +69,16 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
     let token = staff_token()?;
     let auth = |r: RequestBuilder| r.bearer_auth(&token);
     match cmd {
-        TransferCommand::Create { workspace, kind, uploader } => {
-            let v: Value = send(auth(http.post(api(server, "/transfers"))).json(&serde_json::json!({
-                "workspace": workspace, "kind": kind, "uploader": uploader,
-            })))
+        TransferCommand::Create {
+            workspace,
+            kind,
+            uploader,
+        } => {
+            let v: Value = send(auth(http.post(api(server, "/transfers"))).json(
+                &serde_json::json!({
+                    "workspace": workspace, "kind": kind, "uploader": uploader,
+                }),
+            ))
             .await?
             .json()
             .await?;
@@ -101,10 +110,13 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
             }
         }
         TransferCommand::List { workspace, json } => {
-            let v: Value = send(auth(http.get(api(server, "/transfers")).query(&[("workspace", workspace)])))
-                .await?
-                .json()
-                .await?;
+            let v: Value = send(auth(
+                http.get(api(server, "/transfers"))
+                    .query(&[("workspace", workspace)]),
+            ))
+            .await?
+            .json()
+            .await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -122,15 +134,24 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
         }
         TransferCommand::Seal { id, confirm } => {
             let v: Value = send(
-                auth(http.post(api(server, &format!("/transfers/{id}/seal")))).json(&confirm_body(confirm)?),
+                auth(http.post(api(server, &format!("/transfers/{id}/seal"))))
+                    .json(&confirm_body(confirm)?),
             )
             .await?
             .json()
             .await?;
-            println!("{}: {}", v["state"].as_str().unwrap_or_default(), v["state_reason"].as_str().unwrap_or_default());
+            println!(
+                "{}: {}",
+                v["state"].as_str().unwrap_or_default(),
+                v["state_reason"].as_str().unwrap_or_default()
+            );
         }
         TransferCommand::Approve { id, comment } | TransferCommand::Reject { id, comment } => {
-            let verb = if matches!(cmd, TransferCommand::Approve { .. }) { "approve" } else { "reject" };
+            let verb = if matches!(cmd, TransferCommand::Approve { .. }) {
+                "approve"
+            } else {
+                "reject"
+            };
             let v: Value = send(
                 auth(http.post(api(server, &format!("/transfers/{id}/{verb}"))))
                     .json(&serde_json::json!({ "comment": comment })),
@@ -138,13 +159,19 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
             .await?
             .json()
             .await?;
-            println!("{}: {}", v["state"].as_str().unwrap_or_default(), v["state_reason"].as_str().unwrap_or_default());
+            println!(
+                "{}: {}",
+                v["state"].as_str().unwrap_or_default(),
+                v["state_reason"].as_str().unwrap_or_default()
+            );
         }
         TransferCommand::Cancel { id } => {
-            let v: Value = send(auth(http.post(api(server, &format!("/transfers/{id}/cancel")))))
-                .await?
-                .json()
-                .await?;
+            let v: Value = send(auth(
+                http.post(api(server, &format!("/transfers/{id}/cancel"))),
+            ))
+            .await?
+            .json()
+            .await?;
             println!("{}", v["state"].as_str().unwrap_or_default());
         }
     }
@@ -162,7 +189,10 @@ fn print_transfer(v: &Value) {
     if let Some(loc) = v["release"]["location"].as_str() {
         println!("released   {loc}");
     }
-    println!("files      {} ({} bytes)", v["file_count"], v["total_bytes"]);
+    println!(
+        "files      {} ({} bytes)",
+        v["file_count"], v["total_bytes"]
+    );
     for f in v["files"].as_array().into_iter().flatten() {
         println!(
             "  {}  {:>12}  {}",
@@ -204,7 +234,10 @@ fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
         } else if meta.is_file() {
             let abs = p.canonicalize()?;
             let rel = abs.strip_prefix(cwd).map_err(|_| {
-                anyhow!("{} is outside the current directory; cd to the folder above it", p.display())
+                anyhow!(
+                    "{} is outside the current directory; cd to the folder above it",
+                    p.display()
+                )
             })?;
             let rel = rel
                 .to_str()
@@ -241,15 +274,24 @@ pub async fn upload(server: &str, token: &str, paths: &[PathBuf]) -> anyhow::Res
             chunk
         });
         let resp = send(
-            http.put(api(server, &format!("/transfers/{tid}/files/{}", encode_path(&rel))))
-                .bearer_auth(token)
-                .header(reqwest::header::CONTENT_LENGTH, len)
-                .body(reqwest::Body::wrap_stream(stream)),
+            http.put(api(
+                server,
+                &format!("/transfers/{tid}/files/{}", encode_path(&rel)),
+            ))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream)),
         )
         .await
         .with_context(|| format!("uploading {rel}"))?;
         let v: Value = resp.json().await?;
-        let ours = hex::encode(hasher.lock().unwrap_or_else(|p| p.into_inner()).clone().finalize());
+        let ours = hex::encode(
+            hasher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .finalize(),
+        );
         let theirs = v["sha256"].as_str().unwrap_or_default();
         if ours != theirs {
             bail!("{rel}: the server stored sha256 {theirs} but this file has {ours}; delete and upload it again");

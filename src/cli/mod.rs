@@ -12,7 +12,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "airlock", version, about = "The door of a Trusted Research Environment")]
+#[command(
+    name = "airlock",
+    version,
+    about = "The door of a Trusted Research Environment"
+)]
 pub struct Cli {
     /// TOML config file (then AIRLOCK__SECTION__KEY variables override it).
     #[arg(long, global = true, env = "AIRLOCK_CONFIG")]
@@ -21,7 +25,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
     /// Server URL for client commands.
-    #[arg(long, global = true, env = "AIRLOCK_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: String,
     #[command(subcommand)]
     pub command: Command,
@@ -100,7 +109,9 @@ pub enum UserCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ProjectCommand {
-    Create { name: String },
+    Create {
+        name: String,
+    },
     AddMember {
         project: String,
         user: String,
@@ -167,7 +178,9 @@ pub enum TransferCommand {
         #[arg(long, default_value = "")]
         comment: String,
     },
-    Cancel { id: String },
+    Cancel {
+        id: String,
+    },
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -205,7 +218,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
         Command::Upload { token, paths } => client::upload(&cli.server, token, paths).await,
-        Command::Seal { token, confirm } => client::seal_with_token(&cli.server, token, confirm).await,
+        Command::Seal { token, confirm } => {
+            client::seal_with_token(&cli.server, token, confirm).await
+        }
     }
 }
 
@@ -220,10 +235,18 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
             let id = a::create_project(app, name).await?;
             println!("{id}");
         }
-        AdminCommand::Project(ProjectCommand::AddMember { project, user, role }) => {
+        AdminCommand::Project(ProjectCommand::AddMember {
+            project,
+            user,
+            role,
+        }) => {
             a::add_member(app, project, user, *role).await?;
         }
-        AdminCommand::Workspace(WorkspaceCommand::Create { project, name, tier }) => {
+        AdminCommand::Workspace(WorkspaceCommand::Create {
+            project,
+            name,
+            tier,
+        }) => {
             let id = a::create_workspace(app, project, name, *tier).await?;
             println!("{id}");
         }

@@ -344,7 +344,7 @@ mod tests {
             manifest_root(&[a.clone(), b.clone()]),
             manifest_root(&[b, a.clone()])
         );
-        assert_ne!(manifest_root(&[a.clone()]), manifest_root(&[]));
+        assert_ne!(manifest_root(std::slice::from_ref(&a)), manifest_root(&[]));
     }
 
     #[test]

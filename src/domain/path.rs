@@ -100,7 +100,9 @@ impl RelPath {
     pub fn parse_bytes(raw: &[u8]) -> Result<Self, PathError> {
         match std::str::from_utf8(raw) {
             Ok(s) => Self::parse(s),
-            Err(_) => Err(PathError::NotUtf8(String::from_utf8_lossy(raw).into_owned())),
+            Err(_) => Err(PathError::NotUtf8(
+                String::from_utf8_lossy(raw).into_owned(),
+            )),
         }
     }
 
@@ -119,7 +121,9 @@ impl RelPath {
     /// cannot share its name with a folder.
     pub fn parent_keys(&self) -> Vec<String> {
         let key = self.collision_key();
-        key.match_indices('/').map(|(i, _)| key[..i].to_owned()).collect()
+        key.match_indices('/')
+            .map(|(i, _)| key[..i].to_owned())
+            .collect()
     }
 }
 
@@ -135,7 +139,12 @@ mod tests {
 
     #[test]
     fn ordinary_nested_paths_are_accepted() {
-        for ok in ["a.csv", "dir/sub/file.tar.gz", "ünïcode/名前.txt", ".hidden"] {
+        for ok in [
+            "a.csv",
+            "dir/sub/file.tar.gz",
+            "ünïcode/名前.txt",
+            ".hidden",
+        ] {
             assert_eq!(RelPath::parse(ok).unwrap().as_str(), ok);
         }
     }
@@ -145,7 +154,8 @@ mod tests {
         let long_seg = "x".repeat(256);
         let long_path = "a/".repeat(600);
         let deep = vec!["a"; 40].join("/");
-        let cases: Vec<(&str, fn(&PathError) -> bool)> = vec![
+        type Check = fn(&PathError) -> bool;
+        let cases: Vec<(&str, Check)> = vec![
             ("", |e| matches!(e, PathError::Empty)),
             ("/etc/passwd", |e| matches!(e, PathError::Absolute(_))),
             ("C:/x", |e| matches!(e, PathError::Absolute(_))),

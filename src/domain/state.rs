@@ -161,7 +161,12 @@ mod tests {
             TransferState::Expired,
             TransferState::Revoked,
         ] {
-            for ev in [Event::Seal, Event::Approve, Event::Release, Event::StartScan] {
+            for ev in [
+                Event::Seal,
+                Event::Approve,
+                Event::Release,
+                Event::StartScan,
+            ] {
                 assert!(end.on(ev).is_err());
             }
         }

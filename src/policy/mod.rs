@@ -29,11 +29,26 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 }
 
 const DEFAULTS: [(&str, &str); 5] = [
-    ("policies/tier0.toml", include_str!("../../policies/tier0.toml")),
-    ("policies/tier1.toml", include_str!("../../policies/tier1.toml")),
-    ("policies/tier2.toml", include_str!("../../policies/tier2.toml")),
-    ("policies/tier3.toml", include_str!("../../policies/tier3.toml")),
-    ("policies/tier4.toml", include_str!("../../policies/tier4.toml")),
+    (
+        "policies/tier0.toml",
+        include_str!("../../policies/tier0.toml"),
+    ),
+    (
+        "policies/tier1.toml",
+        include_str!("../../policies/tier1.toml"),
+    ),
+    (
+        "policies/tier2.toml",
+        include_str!("../../policies/tier2.toml"),
+    ),
+    (
+        "policies/tier3.toml",
+        include_str!("../../policies/tier3.toml"),
+    ),
+    (
+        "policies/tier4.toml",
+        include_str!("../../policies/tier4.toml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +95,16 @@ mod tests {
     #[test]
     fn defaults_parse_and_tier_three_requires_an_ip_range() {
         let p = Policies::defaults().unwrap();
-        assert!(!p.for_tier(Tier::try_from(2).unwrap()).upload_token.require_cidr);
-        assert!(p.for_tier(Tier::try_from(3).unwrap()).upload_token.require_cidr);
+        assert!(
+            !p.for_tier(Tier::try_from(2).unwrap())
+                .upload_token
+                .require_cidr
+        );
+        assert!(
+            p.for_tier(Tier::try_from(3).unwrap())
+                .upload_token
+                .require_cidr
+        );
     }
 
     #[test]

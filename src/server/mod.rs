@@ -55,7 +55,9 @@ pub fn router(state: AppState) -> Router {
     let uploads = Router::new()
         .route(
             "/api/v1/transfers/{id}/files/{*path}",
-            put(api::put_file).get(api::get_file).delete(api::delete_file),
+            put(api::put_file)
+                .get(api::get_file)
+                .delete(api::delete_file),
         )
         .route(
             "/api/v1/transfers/{id}/tus",
@@ -63,7 +65,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/transfers/{id}/tus/{upload}",
-            axum::routing::head(tus::head).patch(tus::patch).delete(tus::terminate),
+            axum::routing::head(tus::head)
+                .patch(tus::patch)
+                .delete(tus::terminate),
         )
         // Uploads stream to disk; the only size limit is the configured file-size limit.
         .layer(DefaultBodyLimit::disable())
@@ -79,7 +83,10 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/api/v1/me", get(api::me))
-        .route("/api/v1/transfers", post(api::create_transfer).get(api::list_transfers))
+        .route(
+            "/api/v1/transfers",
+            post(api::create_transfer).get(api::list_transfers),
+        )
         .route("/api/v1/transfers/{id}", get(api::show_transfer))
         .route("/api/v1/transfers/{id}/tokens", post(api::issue_token))
         .route("/api/v1/transfers/{id}/manifest", get(api::manifest))
@@ -104,7 +111,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(crate::workflow::release::worker(app.clone(), stop_rx.clone()));
+    let worker = tokio::spawn(crate::workflow::release::worker(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let grace = app.settings.server.shutdown_grace;
     let service = router(AppState(app)).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop_for_server = stop_rx.clone();

@@ -21,7 +21,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("corrupt row in {table}: {message}")]
-    Corrupt { table: &'static str, message: String },
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -285,7 +288,8 @@ impl Store {
             .collect()
     }
 
-    const WORKSPACE_SELECT: &'static str = "SELECT w.id, w.project_id, p.name AS project_name, w.name, w.tier \
+    const WORKSPACE_SELECT: &'static str =
+        "SELECT w.id, w.project_id, p.name AS project_name, w.name, w.tier \
          FROM workspaces w JOIN projects p ON p.id = w.project_id";
 
     fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
@@ -300,7 +304,10 @@ impl Store {
     }
 
     pub async fn workspace_by_name(&self, project: &str, name: &str) -> Result<Option<Workspace>> {
-        let q = format!("{} WHERE p.name = $1 AND w.name = $2", Self::WORKSPACE_SELECT);
+        let q = format!(
+            "{} WHERE p.name = $1 AND w.name = $2",
+            Self::WORKSPACE_SELECT
+        );
         let row = sqlx::query(&q)
             .bind(project)
             .bind(name)
@@ -713,7 +720,11 @@ impl Tx<'_> {
     }
 
     /// Revokes every live upload token of a transfer; returns how many.
-    pub async fn revoke_upload_tokens(&mut self, transfer: TransferId, reason: &str) -> Result<u64> {
+    pub async fn revoke_upload_tokens(
+        &mut self,
+        transfer: TransferId,
+        reason: &str,
+    ) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE upload_tokens SET revoked_at = $2, revoked_reason = $3 \
              WHERE transfer_id = $1 AND revoked_at IS NULL",
@@ -726,7 +737,12 @@ impl Tx<'_> {
         Ok(done.rows_affected())
     }
 
-    pub async fn insert_staff_token(&mut self, id: TokenId, user: UserId, expires_at: i64) -> Result<()> {
+    pub async fn insert_staff_token(
+        &mut self,
+        id: TokenId,
+        user: UserId,
+        expires_at: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO staff_tokens (id, user_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -747,11 +763,12 @@ impl Tx<'_> {
     ) -> Result<std::result::Result<(), FileConflict>> {
         let key = path.collision_key();
         let tid = f.transfer_id.to_string();
-        if let Some(r) = sqlx::query("SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2")
-            .bind(&tid)
-            .bind(&key)
-            .fetch_optional(&mut *self.tx)
-            .await?
+        if let Some(r) =
+            sqlx::query("SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2")
+                .bind(&tid)
+                .bind(&key)
+                .fetch_optional(&mut *self.tx)
+                .await?
         {
             return Ok(Err(FileConflict::SameName(r.try_get("path")?)));
         }
@@ -794,7 +811,12 @@ impl Tx<'_> {
         Ok(Ok(()))
     }
 
-    pub async fn complete_file(&mut self, id: FileId, sha256: &HexDigest, blake3: &HexDigest) -> Result<()> {
+    pub async fn complete_file(
+        &mut self,
+        id: FileId,
+        sha256: &HexDigest,
+        blake3: &HexDigest,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE files SET complete = 1, sha256 = $2, blake3 = $3, completed_at = $4 WHERE id = $1",
         )
@@ -854,7 +876,12 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub async fn insert_incident(&mut self, transfer: Option<TransferId>, kind: &str, detail: &str) -> Result<()> {
+    pub async fn insert_incident(
+        &mut self,
+        transfer: Option<TransferId>,
+        kind: &str,
+        detail: &str,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO incidents (id, transfer_id, kind, detail, state, created_at) \
              VALUES ($1, $2, $3, $4, 'open', $5)",
@@ -877,5 +904,7 @@ pub fn unix_now() -> i64 {
 
 /// Parses a stored timestamp.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
 }

@@ -68,7 +68,8 @@ fn check_version(h: &HeaderMap) -> Result<(), TusResponse> {
                 axum::Json(serde_json::json!({ "error": "Tus-Resumable must be 1.0.0" })),
             )
                 .into_response();
-            r.headers_mut().insert("tus-version", HeaderValue::from_static(VERSION));
+            r.headers_mut()
+                .insert("tus-version", HeaderValue::from_static(VERSION));
             Err(TusResponse(r))
         }
     }
@@ -82,7 +83,9 @@ fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, TusResponse> {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
-            .ok_or_else(|| Error::BadRequest(format!("{name} must be a non-negative integer")).into()),
+            .ok_or_else(|| {
+                Error::BadRequest(format!("{name} must be a non-negative integer")).into()
+            }),
     }
 }
 
@@ -95,11 +98,12 @@ pub fn parse_metadata(raw: &str) -> Result<Vec<(String, String)>, Error> {
         let key = parts.next().unwrap_or_default().to_owned();
         let value = match parts.next() {
             Some(v) => {
-                let bytes = b64
-                    .decode(v.trim())
-                    .map_err(|_| Error::BadRequest(format!("Upload-Metadata `{key}` is not base64")))?;
-                String::from_utf8(bytes)
-                    .map_err(|_| Error::BadRequest(format!("Upload-Metadata `{key}` is not UTF-8")))?
+                let bytes = b64.decode(v.trim()).map_err(|_| {
+                    Error::BadRequest(format!("Upload-Metadata `{key}` is not base64"))
+                })?;
+                String::from_utf8(bytes).map_err(|_| {
+                    Error::BadRequest(format!("Upload-Metadata `{key}` is not UTF-8"))
+                })?
             }
             None => String::new(),
         };
@@ -155,7 +159,10 @@ pub async fn options(State(app): State<AppState>) -> TusResponse {
     let h = r.headers_mut();
     h.insert("tus-version", HeaderValue::from_static(VERSION));
     h.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
-    h.insert("tus-checksum-algorithm", HeaderValue::from_static(CHECKSUM_ALGORITHMS));
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(CHECKSUM_ALGORITHMS),
+    );
     h.insert("tus-max-size", app.settings.limits.max_file_size.into());
     TusResponse(r)
 }
@@ -179,7 +186,11 @@ pub async fn create(
     let length = parse_u64(&headers, "upload-length")?
         .ok_or_else(|| TusResponse::from(Error::BadRequest("Upload-Length is required".into())))?;
     let meta = parse_metadata(header(&headers, "upload-metadata").unwrap_or(""))?;
-    let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     let path = get("relativePath")
         .or_else(|| get("path"))
         .or_else(|| get("filename"))
@@ -211,7 +222,9 @@ pub async fn create(
         match upload::append(&app, &who, tid, file.id, 0, checksum, stream).await {
             Ok(f) => f,
             // The upload exists even if its first bytes failed; the client resumes with HEAD.
-            Err(Error::Interrupted(_)) | Err(Error::ChecksumMismatch(_)) => upload::upload_status(&app, &who, tid, file.id).await?,
+            Err(Error::Interrupted(_)) | Err(Error::ChecksumMismatch(_)) => {
+                upload::upload_status(&app, &who, tid, file.id).await?
+            }
             Err(e) => return Err(e.into()),
         }
     } else {
@@ -220,10 +233,12 @@ pub async fn create(
     let mut r = with_offset(StatusCode::CREATED.into_response(), &file);
     r.headers_mut().insert(
         "location",
-        HeaderValue::from_str(&upload_url(&id, file.id)).map_err(|e| Error::Internal(e.to_string()))?,
+        HeaderValue::from_str(&upload_url(&id, file.id))
+            .map_err(|e| Error::Internal(e.to_string()))?,
     );
     if let Some(exp) = expires_header(&app, &who).await {
-        r.headers_mut().insert(HeaderName::from_static("upload-expires"), exp);
+        r.headers_mut()
+            .insert(HeaderName::from_static("upload-expires"), exp);
     }
     Ok(TusResponse(r))
 }
@@ -244,7 +259,8 @@ pub async fn head(
     let f = upload::upload_status(&app, &who, transfer_id(&id)?, file_id(&upload_id)?).await?;
     let mut r = with_offset(StatusCode::OK.into_response(), &f);
     if let Some(exp) = expires_header(&app, &who).await {
-        r.headers_mut().insert(HeaderName::from_static("upload-expires"), exp);
+        r.headers_mut()
+            .insert(HeaderName::from_static("upload-expires"), exp);
     }
     Ok(TusResponse(r))
 }
@@ -273,10 +289,20 @@ pub async fn patch(
         .ok_or_else(|| TusResponse::from(Error::BadRequest("Upload-Offset is required".into())))?;
     let checksum = parse_checksum(&headers)?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let f = upload::append(&app, &who, transfer_id(&id)?, file_id(&upload_id)?, offset, checksum, stream).await?;
+    let f = upload::append(
+        &app,
+        &who,
+        transfer_id(&id)?,
+        file_id(&upload_id)?,
+        offset,
+        checksum,
+        stream,
+    )
+    .await?;
     let mut r = with_offset(StatusCode::NO_CONTENT.into_response(), &f);
     if let Some(exp) = expires_header(&app, &who).await {
-        r.headers_mut().insert(HeaderName::from_static("upload-expires"), exp);
+        r.headers_mut()
+            .insert(HeaderName::from_static("upload-expires"), exp);
     }
     Ok(TusResponse(r))
 }

@@ -133,12 +133,21 @@ impl Volumes {
     }
 
     /// Where a transfer's files are published: `project/workspace/{data,software}/transfer`.
-    pub fn release_prefix(project: &str, workspace: &str, volume: &str, transfer: TransferId) -> ObjPath {
+    pub fn release_prefix(
+        project: &str,
+        workspace: &str,
+        volume: &str,
+        transfer: TransferId,
+    ) -> ObjPath {
         ObjPath::from(format!("{project}/{workspace}/{volume}/{transfer}"))
     }
 
     /// Starts writing one released file into staging.
-    pub async fn staging_writer(&self, transfer: TransferId, path: &RelPath) -> Result<SegmentWriter> {
+    pub async fn staging_writer(
+        &self,
+        transfer: TransferId,
+        path: &RelPath,
+    ) -> Result<SegmentWriter> {
         let key = path.object_path(&Self::staging_prefix(transfer));
         let upload = self.released.put_multipart(&key).await?;
         Ok(SegmentWriter {
@@ -149,7 +158,11 @@ impl Volumes {
     }
 
     /// Reads a staged file back, to verify the copy.
-    pub async fn read_staged(&self, transfer: TransferId, path: &RelPath) -> Result<BoxStream<'static, Result<Bytes>>> {
+    pub async fn read_staged(
+        &self,
+        transfer: TransferId,
+        path: &RelPath,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
         let key = path.object_path(&Self::staging_prefix(transfer));
         let got = self.released.get(&key).await?;
         Ok(got.into_stream().map_err(VolumeError::from).boxed())
@@ -157,7 +170,9 @@ impl Volumes {
 
     /// Removes a staging area left by an interrupted release.
     pub async fn clear_staging(&self, transfer: TransferId) -> Result<()> {
-        let dir = self.released_root.join(Self::staging_prefix(transfer).as_ref());
+        let dir = self
+            .released_root
+            .join(Self::staging_prefix(transfer).as_ref());
         if dir.exists() {
             make_writable(&dir)?;
             tokio::fs::remove_dir_all(&dir).await?;
@@ -168,7 +183,9 @@ impl Volumes {
     /// Publishes a staged release atomically: files become 0444 and folders 0555, then one
     /// rename makes the whole tree visible at once. Returns the published directory.
     pub async fn publish(&self, transfer: TransferId, dest: &ObjPath) -> Result<PathBuf> {
-        let staged = self.released_root.join(Self::staging_prefix(transfer).as_ref());
+        let staged = self
+            .released_root
+            .join(Self::staging_prefix(transfer).as_ref());
         let dest = self.released_root.join(dest.as_ref());
         tokio::task::spawn_blocking(move || -> Result<PathBuf> {
             std::fs::create_dir_all(&staged)?;

@@ -15,7 +15,10 @@ pub enum Principal {
     /// A person with a staff token.
     Staff(User),
     /// An upload token: may write into one open transfer, nothing else.
-    Upload { token: TokenId, transfer: TransferId },
+    Upload {
+        token: TokenId,
+        transfer: TransferId,
+    },
 }
 
 impl Principal {
@@ -88,11 +91,10 @@ pub async fn authenticate(
             if !app.store.staff_token_live(jti).await? {
                 return Err(Error::Unauthenticated("token has been revoked".into()));
             }
-            let user = app
-                .store
-                .user(user_id)
-                .await?
-                .ok_or_else(|| Error::Unauthenticated("token's user no longer exists".into()))?;
+            let user =
+                app.store.user(user_id).await?.ok_or_else(|| {
+                    Error::Unauthenticated("token's user no longer exists".into())
+                })?;
             Ok(Principal::Staff(user))
         }
         TokenKind::Upload => {
@@ -119,11 +121,9 @@ pub async fn authenticate(
             if let Some(reason) = &row.revoked_reason {
                 return refuse(format!("token has been revoked: {reason}")).await;
             }
-            let transfer = app
-                .store
-                .transfer(row.transfer_id)
-                .await?
-                .ok_or_else(|| Error::Unauthenticated("token's transfer no longer exists".into()))?;
+            let transfer = app.store.transfer(row.transfer_id).await?.ok_or_else(|| {
+                Error::Unauthenticated("token's transfer no longer exists".into())
+            })?;
             if !transfer.state.accepts_uploads() {
                 return refuse(format!(
                     "the transfer is {}: its upload token is no longer accepted",
@@ -141,7 +141,9 @@ pub async fn authenticate(
                 .audit(
                     AuditEvent::new(format!("upload-token:{jti}"), "token.used")
                         .transfer(row.transfer_id)
-                        .detail(serde_json::json!({ "route": route, "client": client.to_string() })),
+                        .detail(
+                            serde_json::json!({ "route": route, "client": client.to_string() }),
+                        ),
                 )
                 .await?;
             Ok(Principal::Upload {
@@ -180,7 +182,12 @@ pub async fn roles_in(app: &App, user: &User, ws: &Workspace) -> Result<Vec<Role
 
 /// 403 unless `user` holds one of `allowed` for the workspace's project. The transfer is
 /// named only after this check passes, so a stranger learns nothing from the message.
-pub async fn require_role(app: &App, user: &User, ws: &Workspace, allowed: &[Role]) -> Result<Role> {
+pub async fn require_role(
+    app: &App,
+    user: &User,
+    ws: &Workspace,
+    allowed: &[Role],
+) -> Result<Role> {
     let roles = roles_in(app, user, ws).await?;
     allowed
         .iter()
@@ -191,7 +198,11 @@ pub async fn require_role(app: &App, user: &User, ws: &Workspace, allowed: &[Rol
                 "{} needs one of these roles in project {}: {}",
                 user.name,
                 ws.project_name,
-                allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
 }

@@ -32,8 +32,10 @@ pub async fn create_project(app: &App, name: &str) -> Result<ProjectId> {
     }
     let mut tx = app.store.begin().await?;
     let id = tx.create_project(&name).await?;
-    tx.audit(AuditEvent::new(ADMIN, "project.created").detail(serde_json::json!({ "project": name })))
-        .await?;
+    tx.audit(
+        AuditEvent::new(ADMIN, "project.created").detail(serde_json::json!({ "project": name })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -60,7 +62,12 @@ pub async fn add_member(app: &App, project: &str, user: &str, role: Role) -> Res
     Ok(())
 }
 
-pub async fn create_workspace(app: &App, project: &str, name: &str, tier: i64) -> Result<WorkspaceId> {
+pub async fn create_workspace(
+    app: &App,
+    project: &str,
+    name: &str,
+    tier: i64,
+) -> Result<WorkspaceId> {
     let tier = Tier::try_from(tier).map_err(Error::BadRequest)?;
     let name = Name::parse(name).map_err(Error::BadRequest)?;
     let p = app
@@ -68,8 +75,15 @@ pub async fn create_workspace(app: &App, project: &str, name: &str, tier: i64) -
         .project_by_name(project)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no project {project}")))?;
-    if app.store.workspace_by_name(project, name.as_str()).await?.is_some() {
-        return Err(Error::Conflict(format!("workspace {project}/{name} already exists")));
+    if app
+        .store
+        .workspace_by_name(project, name.as_str())
+        .await?
+        .is_some()
+    {
+        return Err(Error::Conflict(format!(
+            "workspace {project}/{name} already exists"
+        )));
     }
     let mut tx = app.store.begin().await?;
     let id = tx.create_workspace(p.id, &name, tier).await?;

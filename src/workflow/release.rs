@@ -95,8 +95,14 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
                     "{}: {what} has sha256 {} ({} bytes), the manifest says {} ({} bytes)",
                     f.path, got.sha256, got.size, want.sha256, want.size
                 );
-                return super::transfers::block(app, t.id, TransferState::Approved, "integrity", &why)
-                    .await;
+                return super::transfers::block(
+                    app,
+                    t.id,
+                    TransferState::Approved,
+                    "integrity",
+                    &why,
+                )
+                .await;
             }
         }
     }

@@ -21,7 +21,9 @@ pub struct CreateTransfer {
 
 pub async fn workspace_by_path(app: &App, path: &str) -> Result<Workspace> {
     let (p, w) = path.split_once('/').ok_or_else(|| {
-        Error::BadRequest(format!("workspace `{path}` must be written PROJECT/WORKSPACE"))
+        Error::BadRequest(format!(
+            "workspace `{path}` must be written PROJECT/WORKSPACE"
+        ))
     })?;
     app.store
         .workspace_by_name(p, w)
@@ -61,7 +63,10 @@ pub async fn create(app: &App, who: &Principal, req: CreateTransfer) -> Result<T
         workspace_id: ws.id,
         kind: req.kind,
         state: TransferState::Open,
-        state_reason: format!("opened by {}; waiting for uploads from {}", user.name, uploader.name),
+        state_reason: format!(
+            "opened by {}; waiting for uploads from {}",
+            user.name, uploader.name
+        ),
         uploader_id: uploader.id,
         created_by: user.id,
         created_at: at.clone(),
@@ -105,7 +110,12 @@ pub struct IssuedToken {
 
 /// A Project Manager issues the upload token of an open transfer. Issuing a new one revokes
 /// the one before: there is one live token per transfer. The token is shown once.
-pub async fn issue_token(app: &App, who: &Principal, id: TransferId, req: TokenRequest) -> Result<IssuedToken> {
+pub async fn issue_token(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: TokenRequest,
+) -> Result<IssuedToken> {
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
@@ -141,7 +151,9 @@ pub async fn issue_token(app: &App, who: &Principal, id: TransferId, req: TokenR
         .map(|c| {
             c.parse::<ipnet::IpNet>()
                 .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| Error::BadRequest(format!("`{c}` is not an IP range such as 10.0.0.0/8")))
+                .map_err(|_| {
+                    Error::BadRequest(format!("`{c}` is not an IP range such as 10.0.0.0/8"))
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     if policy.upload_token.require_cidr && cidrs.is_empty() {
@@ -152,8 +164,11 @@ pub async fn issue_token(app: &App, who: &Principal, id: TransferId, req: TokenR
     }
     let (jti, token, exp) = app.keys.mint_upload(id, ttl);
     let mut tx = app.store.begin().await?;
-    let replaced = tx.revoke_upload_tokens(id, "replaced by a newer token").await?;
-    tx.insert_upload_token(jti, id, user.id, exp, &cidrs).await?;
+    let replaced = tx
+        .revoke_upload_tokens(id, "replaced by a newer token")
+        .await?;
+    tx.insert_upload_token(jti, id, user.id, exp, &cidrs)
+        .await?;
     tx.audit(
         AuditEvent::new(who.actor(), "token.issued")
             .transfer(id)
@@ -190,7 +205,10 @@ pub fn parse_sha256sums(text: &str) -> Result<Vec<(String, HexDigest)>> {
         }
         let bad = || Error::BadRequest(format!("sha256sums line {}: expected `HEX  PATH`", i + 1));
         let (hex, rest) = line.split_once(' ').ok_or_else(bad)?;
-        let path = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*')).ok_or_else(bad)?;
+        let path = rest
+            .strip_prefix(' ')
+            .or_else(|| rest.strip_prefix('*'))
+            .ok_or_else(bad)?;
         let path = path.strip_prefix("./").unwrap_or(path);
         out.push((path.to_owned(), HexDigest::parse(hex).map_err(|_| bad())?));
     }
@@ -199,7 +217,12 @@ pub fn parse_sha256sums(text: &str) -> Result<Vec<(String, HexDigest)>> {
 
 /// The uploader (with the upload token) or the Project Manager seals: the manifest is fixed,
 /// the token dies, the provider's digests are compared, and review begins.
-pub async fn seal(app: &App, who: &Principal, id: TransferId, req: SealRequest) -> Result<Transfer> {
+pub async fn seal(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: SealRequest,
+) -> Result<Transfer> {
     let (t, ws) = access::load(app, id).await?;
     match who {
         Principal::Upload { .. } => {
@@ -218,12 +241,22 @@ pub async fn seal(app: &App, who: &Principal, id: TransferId, req: SealRequest) 
         .map(HexDigest::parse)
         .transpose()
         .map_err(Error::BadRequest)?;
-    let sums = req.sha256sums.as_deref().map(parse_sha256sums).transpose()?;
+    let sums = req
+        .sha256sums
+        .as_deref()
+        .map(parse_sha256sums)
+        .transpose()?;
     let files = app.store.files(id).await?;
     if files.is_empty() {
-        return Err(Error::Conflict("cannot seal an empty transfer: upload at least one file".into()));
+        return Err(Error::Conflict(
+            "cannot seal an empty transfer: upload at least one file".into(),
+        ));
     }
-    let unfinished: Vec<&str> = files.iter().filter(|f| !f.complete).map(|f| f.path.as_str()).collect();
+    let unfinished: Vec<&str> = files
+        .iter()
+        .filter(|f| !f.complete)
+        .map(|f| f.path.as_str())
+        .collect();
     if !unfinished.is_empty() {
         return Err(Error::Conflict(format!(
             "cannot seal: {} upload(s) are unfinished: {}; finish or delete them first",
@@ -236,28 +269,46 @@ pub async fn seal(app: &App, who: &Principal, id: TransferId, req: SealRequest) 
     let mut mismatches = confirmations(&files, sums.as_deref());
     if let Some(exp) = &expected_root {
         if *exp != root {
-            mismatches.push(format!("root digest: provider sent {exp}, airlock computed {root}"));
+            mismatches.push(format!(
+                "root digest: provider sent {exp}, airlock computed {root}"
+            ));
         }
     }
     let bytes: u64 = entries.iter().map(|e| e.size).sum();
     let mut tx = app.store.begin().await?;
     if !tx
-        .set_state(id, TransferState::Open, TransferState::Sealed, &format!("sealed by {}", who.actor()))
+        .set_state(
+            id,
+            TransferState::Open,
+            TransferState::Sealed,
+            &format!("sealed by {}", who.actor()),
+        )
         .await?
     {
-        return Err(Error::Conflict("the transfer changed state while sealing; look again".into()));
+        return Err(Error::Conflict(
+            "the transfer changed state while sealing; look again".into(),
+        ));
     }
     tx.set_sealed(id, &root, expected_root.as_ref()).await?;
     tx.revoke_upload_tokens(id, "transfer sealed").await?;
     tx.audit(
         AuditEvent::new(who.actor(), "transfer.sealed")
             .transfer(id)
-            .detail(serde_json::json!({ "root_digest": root, "files": entries.len(), "bytes": bytes })),
+            .detail(
+                serde_json::json!({ "root_digest": root, "files": entries.len(), "bytes": bytes }),
+            ),
     )
     .await?;
     tx.commit().await?;
     if !mismatches.is_empty() {
-        block(app, id, TransferState::Sealed, "hash-confirmation", &mismatches.join("; ")).await?;
+        block(
+            app,
+            id,
+            TransferState::Sealed,
+            "hash-confirmation",
+            &mismatches.join("; "),
+        )
+        .await?;
     } else {
         scan(app, id).await?;
     }
@@ -270,7 +321,10 @@ fn confirmations(files: &[FileRow], sums: Option<&[(String, HexDigest)]>) -> Vec
     for f in files {
         if let (Some(e), Some(s)) = (&f.expected_sha256, &f.sha256) {
             if e != s {
-                out.push(format!("{}: provider sent sha256 {e}, airlock computed {s}", f.path));
+                out.push(format!(
+                    "{}: provider sent sha256 {e}, airlock computed {s}",
+                    f.path
+                ));
             }
         }
     }
@@ -281,17 +335,23 @@ fn confirmations(files: &[FileRow], sums: Option<&[(String, HexDigest)]>) -> Vec
             .collect();
         for (path, d) in sums {
             match ours.get(path.as_str()) {
-                None => out.push(format!("{path}: in the provider's manifest but not uploaded")),
+                None => out.push(format!(
+                    "{path}: in the provider's manifest but not uploaded"
+                )),
                 Some(s) if *s != d.as_str() => out.push(format!(
                     "{path}: provider's manifest says sha256 {d}, airlock computed {s}"
                 )),
                 _ => {}
             }
         }
-        let listed: std::collections::HashSet<&str> = sums.iter().map(|(p, _)| p.as_str()).collect();
+        let listed: std::collections::HashSet<&str> =
+            sums.iter().map(|(p, _)| p.as_str()).collect();
         for f in files {
             if !listed.contains(f.path.as_str()) {
-                out.push(format!("{}: uploaded but not in the provider's manifest", f.path));
+                out.push(format!(
+                    "{}: uploaded but not in the provider's manifest",
+                    f.path
+                ));
             }
         }
     }
@@ -318,10 +378,19 @@ pub fn manifest(files: &[FileRow]) -> Result<Vec<ManifestEntry>> {
 }
 
 /// Moves a transfer to `blocked`, with an incident.
-pub async fn block(app: &App, id: TransferId, from: TransferState, kind: &str, why: &str) -> Result<()> {
+pub async fn block(
+    app: &App,
+    id: TransferId,
+    from: TransferState,
+    kind: &str,
+    why: &str,
+) -> Result<()> {
     let reason = format!("blocked: {kind} failure: {why}");
     let mut tx = app.store.begin().await?;
-    if tx.set_state(id, from, TransferState::Blocked, &reason).await? {
+    if tx
+        .set_state(id, from, TransferState::Blocked, &reason)
+        .await?
+    {
         tx.insert_incident(Some(id), kind, why).await?;
         tx.audit(
             AuditEvent::new("system", "transfer.blocked")
@@ -337,7 +406,15 @@ pub async fn block(app: &App, id: TransferId, from: TransferState, kind: &str, w
 /// Scanning: a pass-through until the scanning pipeline exists. It still takes both steps so
 /// the states and audit events are the ones the pipeline will produce.
 async fn scan(app: &App, id: TransferId) -> Result<()> {
-    step(app, id, TransferState::Sealed, TransferState::Scanning, "scanning", "transfer.scanning").await?;
+    step(
+        app,
+        id,
+        TransferState::Sealed,
+        TransferState::Scanning,
+        "scanning",
+        "transfer.scanning",
+    )
+    .await?;
     step(
         app,
         id,
@@ -349,10 +426,18 @@ async fn scan(app: &App, id: TransferId) -> Result<()> {
     .await
 }
 
-async fn step(app: &App, id: TransferId, from: TransferState, to: TransferState, reason: &str, action: &str) -> Result<()> {
+async fn step(
+    app: &App,
+    id: TransferId,
+    from: TransferState,
+    to: TransferState,
+    reason: &str,
+    action: &str,
+) -> Result<()> {
     let mut tx = app.store.begin().await?;
     if tx.set_state(id, from, to, reason).await? {
-        tx.audit(AuditEvent::new("system", action).transfer(id)).await?;
+        tx.audit(AuditEvent::new("system", action).transfer(id))
+            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -368,7 +453,13 @@ pub struct DecisionRequest {
 
 /// The minimal rule for now: the workspace's Investigator approves or rejects; the uploader
 /// never decides on their own transfer.
-pub async fn decide(app: &App, who: &Principal, id: TransferId, approve: bool, req: DecisionRequest) -> Result<Transfer> {
+pub async fn decide(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    approve: bool,
+    req: DecisionRequest,
+) -> Result<Transfer> {
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
     let role = access::require_role(app, user, &ws, &[Role::Investigator]).await?;
@@ -378,7 +469,11 @@ pub async fn decide(app: &App, who: &Principal, id: TransferId, approve: bool, r
             user.name
         )));
     }
-    let event = if approve { Event::Approve } else { Event::Reject };
+    let event = if approve {
+        Event::Approve
+    } else {
+        Event::Reject
+    };
     let next = t
         .state
         .on(event)
@@ -399,13 +494,18 @@ pub async fn decide(app: &App, who: &Principal, id: TransferId, approve: bool, r
     };
     let mut tx = app.store.begin().await?;
     if !tx.set_state(id, t.state, next, &reason).await? {
-        return Err(Error::Conflict("the transfer changed state meanwhile; look again".into()));
+        return Err(Error::Conflict(
+            "the transfer changed state meanwhile; look again".into(),
+        ));
     }
-    tx.insert_decision(id, user.id, role, word, &req.comment, &root).await?;
+    tx.insert_decision(id, user.id, role, word, &req.comment, &root)
+        .await?;
     tx.audit(
         AuditEvent::new(who.actor(), format!("transfer.{}", next.as_str()))
             .transfer(id)
-            .detail(serde_json::json!({ "role": role, "comment": req.comment, "root_digest": root })),
+            .detail(
+                serde_json::json!({ "role": role, "comment": req.comment, "root_digest": root }),
+            ),
     )
     .await?;
     tx.commit().await?;
@@ -425,20 +525,31 @@ pub async fn cancel(app: &App, who: &Principal, id: TransferId) -> Result<Transf
         .map_err(|e| Error::Conflict(format!("cannot cancel: {e}")))?;
     let mut tx = app.store.begin().await?;
     if !tx
-        .set_state(id, t.state, TransferState::Cancelled, &format!("cancelled by {}", user.name))
+        .set_state(
+            id,
+            t.state,
+            TransferState::Cancelled,
+            &format!("cancelled by {}", user.name),
+        )
         .await?
     {
-        return Err(Error::Conflict("the transfer changed state meanwhile; look again".into()));
+        return Err(Error::Conflict(
+            "the transfer changed state meanwhile; look again".into(),
+        ));
     }
     tx.revoke_upload_tokens(id, "transfer cancelled").await?;
-    tx.audit(AuditEvent::new(who.actor(), "transfer.cancelled").transfer(id)).await?;
+    tx.audit(AuditEvent::new(who.actor(), "transfer.cancelled").transfer(id))
+        .await?;
     tx.commit().await?;
     Ok(access::load(app, id).await?.0)
 }
 
 /// Moves open transfers whose tokens have all run out to `expired`. Run periodically.
 pub async fn expire_due(app: &App) -> Result<usize> {
-    let due = app.store.open_transfers_with_expired_tokens(unix_now()).await?;
+    let due = app
+        .store
+        .open_transfers_with_expired_tokens(unix_now())
+        .await?;
     for id in &due {
         let mut tx = app.store.begin().await?;
         if tx
@@ -451,7 +562,8 @@ pub async fn expire_due(app: &App) -> Result<usize> {
             .await?
         {
             tx.revoke_upload_tokens(*id, "transfer expired").await?;
-            tx.audit(AuditEvent::new("system", "transfer.expired").transfer(id)).await?;
+            tx.audit(AuditEvent::new("system", "transfer.expired").transfer(id))
+                .await?;
         }
         tx.commit().await?;
     }
@@ -509,7 +621,13 @@ pub struct ReleaseView {
 async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView> {
     let files = app.store.files(t.id).await?;
     let name = |id| async move {
-        Ok::<_, Error>(app.store.user(id).await?.map(|u| u.name).unwrap_or_default())
+        Ok::<_, Error>(
+            app.store
+                .user(id)
+                .await?
+                .map(|u| u.name)
+                .unwrap_or_default(),
+        )
     };
     Ok(TransferView {
         id: t.id,
@@ -611,14 +729,22 @@ pub async fn read_content(
     who: &Principal,
     id: TransferId,
     raw_path: &str,
-) -> Result<(FileRow, futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>)> {
+) -> Result<(
+    FileRow,
+    futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
+)> {
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
     access::require_role(
         app,
         user,
         &ws,
-        &[Role::Investigator, Role::ProjectManager, Role::Referee, Role::ProgrammeManager],
+        &[
+            Role::Investigator,
+            Role::ProjectManager,
+            Role::Referee,
+            Role::ProgrammeManager,
+        ],
     )
     .await?;
     let path = RelPath::parse(raw_path)?;

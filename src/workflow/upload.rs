@@ -273,7 +273,12 @@ async fn discard(app: &App, file: &FileRow) -> Result<()> {
 }
 
 /// Deletes a file (complete or not) from an open transfer, so it can be sent again.
-pub async fn delete_file(app: &App, who: &Principal, transfer_id: TransferId, raw_path: &str) -> Result<()> {
+pub async fn delete_file(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    raw_path: &str,
+) -> Result<()> {
     who.upload_for(transfer_id)?;
     let (t, _) = super::access::load(app, transfer_id).await?;
     require_open(&t)?;
@@ -306,12 +311,24 @@ pub struct NewUpload {
 }
 
 /// tus creation: reserves the path and returns the file id used in the upload URL.
-pub async fn create_upload(app: &App, who: &Principal, transfer_id: TransferId, new: NewUpload) -> Result<FileRow> {
+pub async fn create_upload(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    new: NewUpload,
+) -> Result<FileRow> {
     who.upload_for(transfer_id)?;
     let (t, _) = super::access::load(app, transfer_id).await?;
     require_open(&t)?;
     let path = RelPath::parse(&new.path)?;
-    let file = reserve(app, &t, &path, Some(new.length), new.expected_sha256.as_ref()).await?;
+    let file = reserve(
+        app,
+        &t,
+        &path,
+        Some(new.length),
+        new.expected_sha256.as_ref(),
+    )
+    .await?;
     if new.length == 0 {
         return complete(app, &who.actor(), &file, &HashState::new()).await;
     }
@@ -319,7 +336,12 @@ pub async fn create_upload(app: &App, who: &Principal, transfer_id: TransferId, 
 }
 
 /// The file behind a tus upload URL, checked to belong to the caller's transfer.
-pub async fn upload_status(app: &App, who: &Principal, transfer_id: TransferId, file: FileId) -> Result<FileRow> {
+pub async fn upload_status(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    file: FileId,
+) -> Result<FileRow> {
     who.upload_for(transfer_id)?;
     let f = app
         .store
@@ -349,7 +371,9 @@ where
     let slot = app.uploads.slot(file_id);
     let mut cached = tokio::time::timeout(Duration::from_secs(30), slot.lock())
         .await
-        .map_err(|_| Error::Conflict("another request is still writing this upload; retry".into()))?;
+        .map_err(|_| {
+            Error::Conflict("another request is still writing this upload; retry".into())
+        })?;
     // Read the row under the lock: the offset is only ever advanced by a lock holder.
     let file = upload_status(app, who, transfer_id, file_id).await?;
     let (t, _) = super::access::load(app, transfer_id).await?;
@@ -375,7 +399,14 @@ where
     let segments = app.store.segments(file.id).await?.len() as u64;
     let mut writer = app.volumes.segment_writer(t.id, file.id, segments).await?;
     let mut hasher = StreamHasher::resume(start.clone());
-    let end = pump(body, &mut writer, &mut hasher, &mut checksum, length - offset).await;
+    let end = pump(
+        body,
+        &mut writer,
+        &mut hasher,
+        &mut checksum,
+        length - offset,
+    )
+    .await;
     let state = hasher.finish().await?;
     let keep = match &end {
         Ok(End::Complete) => match checksum.map(ChunkChecksum::matches) {
@@ -444,7 +475,12 @@ async fn rehash(app: &App, file: &FileRow) -> Result<HashState> {
 }
 
 /// tus termination: drops an unfinished (or finished) upload of an open transfer.
-pub async fn terminate(app: &App, who: &Principal, transfer_id: TransferId, file_id: FileId) -> Result<()> {
+pub async fn terminate(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    file_id: FileId,
+) -> Result<()> {
     let file = upload_status(app, who, transfer_id, file_id).await?;
     delete_file(app, who, transfer_id, &file.path).await
 }

@@ -65,6 +65,13 @@ impl TestApp {
         }
     }
 
+    /// Signals shutdown without waiting for it.
+    pub fn signal_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Stops the server gracefully and gives back its data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.stop.take() {
@@ -74,8 +81,7 @@ impl TestApp {
             s.await.unwrap().unwrap();
         }
         self.app.store.pool().close().await;
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -85,19 +91,39 @@ impl TestApp {
     /// A project `proj` with workspace `proj/ws` at `tier`, and its people.
     pub async fn bootstrap(&self, tier: i64) -> People {
         let a = &self.app;
-        admin::add_user(a, "pm", &[Role::ProjectManager]).await.unwrap();
-        admin::add_user(a, "inv", &[Role::Investigator]).await.unwrap();
+        admin::add_user(a, "pm", &[Role::ProjectManager])
+            .await
+            .unwrap();
+        admin::add_user(a, "inv", &[Role::Investigator])
+            .await
+            .unwrap();
         admin::add_user(a, "prov", &[Role::Provider]).await.unwrap();
-        admin::add_user(a, "res", &[Role::Researcher]).await.unwrap();
-        admin::add_user(a, "outsider", &[Role::Investigator]).await.unwrap();
+        admin::add_user(a, "res", &[Role::Researcher])
+            .await
+            .unwrap();
+        admin::add_user(a, "outsider", &[Role::Investigator])
+            .await
+            .unwrap();
         admin::create_project(a, "proj").await.unwrap();
         admin::create_project(a, "other").await.unwrap();
-        admin::add_member(a, "proj", "pm", Role::ProjectManager).await.unwrap();
-        admin::add_member(a, "proj", "inv", Role::Investigator).await.unwrap();
-        admin::add_member(a, "proj", "res", Role::Researcher).await.unwrap();
-        admin::add_member(a, "other", "outsider", Role::Investigator).await.unwrap();
-        admin::create_workspace(a, "proj", "ws", tier).await.unwrap();
-        admin::create_workspace(a, "other", "ws", tier).await.unwrap();
+        admin::add_member(a, "proj", "pm", Role::ProjectManager)
+            .await
+            .unwrap();
+        admin::add_member(a, "proj", "inv", Role::Investigator)
+            .await
+            .unwrap();
+        admin::add_member(a, "proj", "res", Role::Researcher)
+            .await
+            .unwrap();
+        admin::add_member(a, "other", "outsider", Role::Investigator)
+            .await
+            .unwrap();
+        admin::create_workspace(a, "proj", "ws", tier)
+            .await
+            .unwrap();
+        admin::create_workspace(a, "other", "ws", tier)
+            .await
+            .unwrap();
         People {
             pm: admin::staff_token(a, "pm", None).await.unwrap(),
             inv: admin::staff_token(a, "inv", None).await.unwrap(),
@@ -126,7 +152,9 @@ impl TestApp {
 
     /// Issues an upload token as the PM.
     pub async fn upload_token(&self, pm: &str, id: &str, body: Value) -> String {
-        let (status, v) = self.post_json(pm, &format!("/transfers/{id}/tokens"), body).await;
+        let (status, v) = self
+            .post_json(pm, &format!("/transfers/{id}/tokens"), body)
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
         v["token"].as_str().unwrap().to_owned()
     }
@@ -145,13 +173,25 @@ impl TestApp {
     }
 
     pub async fn get_json(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        let r = self.http.get(self.api(path)).bearer_auth(token).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.api(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// PUTs `bytes` at `path` (already URL-encoded) with an upload token.
-    pub async fn put(&self, token: &str, id: &str, encoded_path: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn put(
+        &self,
+        token: &str,
+        id: &str,
+        encoded_path: &str,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let r = self
             .http
             .put(self.api(&format!("/transfers/{id}/files/{encoded_path}")))
@@ -179,7 +219,10 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("transfer {id} never reached {state}: {}", self.show(token, id).await);
+        panic!(
+            "transfer {id} never reached {state}: {}",
+            self.show(token, id).await
+        );
     }
 
     /// Runs the `airlock` binary against this server and data directory.
@@ -203,7 +246,9 @@ pub fn encode_all(p: &str) -> String {
 
 /// Runs a command and returns its stdout, failing the test on a non-zero exit.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",

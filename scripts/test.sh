@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole airlock test suite on a fresh Debian machine: installs what the tests need,
+# then runs formatting, lint, unit and integration tests. Nothing is skipped silently: a
+# missing tool makes the run fail, it never quietly drops a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests talk to for real:
+#   curl        - the plain streaming PUT client
+#   python3-tuspy - a third-party tus 1.0.0 client (run with Debian's /usr/bin/python3)
+#   b3sum, coreutils (sha256sum) - reference digests
+need_pkgs=()
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v b3sum >/dev/null || need_pkgs+=(b3sum)
+/usr/bin/python3 -c 'import tusclient' 2>/dev/null || need_pkgs+=(python3-tuspy)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing: ${need_pkgs[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
+fi
+for tool in curl b3sum sha256sum; do
+  command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
+done
+/usr/bin/python3 -c 'import tusclient' || { echo "python3-tuspy is required" >&2; exit 1; }
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets --no-fail-fast "$@"
