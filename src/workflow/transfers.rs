@@ -246,6 +246,9 @@ pub async fn seal(
         .as_deref()
         .map(parse_sha256sums)
         .transpose()?;
+    // Holding the write lock from here on: no upload can start or finish between reading
+    // the file list and sealing it.
+    let mut tx = app.store.begin().await?;
     let files = app.store.files(id).await?;
     if files.is_empty() {
         return Err(Error::Conflict(
@@ -275,7 +278,6 @@ pub async fn seal(
         }
     }
     let bytes: u64 = entries.iter().map(|e| e.size).sum();
-    let mut tx = app.store.begin().await?;
     if !tx
         .set_state(
             id,

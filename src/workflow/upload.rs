@@ -132,6 +132,13 @@ fn require_open(t: &Transfer) -> Result<()> {
     }
 }
 
+/// Re-reads the transfer's state: it may have been sealed, cancelled or expired while bytes
+/// were arriving.
+async fn still_open(app: &App, id: TransferId) -> Result<()> {
+    let (t, _) = super::access::load(app, id).await?;
+    require_open(&t)
+}
+
 /// Reserves a path in the transfer for a new file.
 async fn reserve(
     app: &App,
@@ -162,6 +169,8 @@ async fn reserve(
         created_at: now(),
     };
     let mut tx = app.store.begin().await?;
+    // Under the write lock, so a seal cannot slip in between this check and the insert.
+    still_open(app, transfer.id).await?;
     match tx.insert_file(&row, path).await? {
         Ok(()) => {}
         Err(FileConflict::SameName(other)) => {
@@ -194,6 +203,7 @@ fn check_size(app: &App, len: u64) -> Result<()> {
 async fn complete(app: &App, actor: &str, file: &FileRow, state: &HashState) -> Result<FileRow> {
     let d = state.finish();
     let mut tx = app.store.begin().await?;
+    still_open(app, file.transfer_id).await?;
     tx.complete_file(file.id, &d.sha256, &d.blake3).await?;
     tx.audit(
         AuditEvent::new(actor, "file.uploaded")
