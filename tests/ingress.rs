@@ -166,6 +166,27 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
             dir = dir.parent().unwrap();
         }
     }
+    // Every step is in the hash-chained audit log, and the chain verifies.
+    let records = t.app.store.audit_records().await.unwrap();
+    airlock::audit::verify_chain(&records).unwrap();
+    let actions: Vec<&str> = records
+        .iter()
+        .filter(|r| r.transfer_id.as_deref() == Some(id.as_str()))
+        .map(|r| r.action.as_str())
+        .collect();
+    for want in [
+        "transfer.created",
+        "token.issued",
+        "token.used",
+        "file.uploaded",
+        "transfer.sealed",
+        "transfer.scanning",
+        "transfer.in_review",
+        "transfer.approved",
+        "transfer.released",
+    ] {
+        assert!(actions.contains(&want), "{want} missing from {actions:?}");
+    }
     let staging = t.data_dir().join("volumes/.staging");
     assert!(!staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none());
     t.stop().await;

@@ -369,3 +369,36 @@ async fn hostile_names_are_refused_with_the_reason_and_change_nothing() {
     assert_eq!(files[0].path, "data/File.csv");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tier_three_tokens_must_be_bound_to_an_ip_range() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(3).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let (s, v) = t
+        .post_json(&people.pm, &format!("/transfers/{id}/tokens"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("IP range"), "{v}");
+    let (s, v) = t
+        .post_json(
+            &people.pm,
+            &format!("/transfers/{id}/tokens"),
+            serde_json::json!({ "cidrs": ["not-a-range"] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("not-a-range"), "{v}");
+    let tok = t
+        .upload_token(
+            &people.pm,
+            &id,
+            serde_json::json!({ "cidrs": ["127.0.0.1"] }),
+        )
+        .await;
+    assert_eq!(
+        t.put(&tok, &id, "a.bin", b"a".to_vec()).await.0,
+        StatusCode::CREATED
+    );
+    t.stop().await;
+}

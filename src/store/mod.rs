@@ -511,6 +511,27 @@ impl Store {
         Ok(())
     }
 
+    /// The whole audit chain, in order.
+    pub async fn audit_records(&self) -> Result<Vec<audit::Record>> {
+        sqlx::query("SELECT * FROM audit_events ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(audit::Record {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    transfer_id: r.try_get("transfer_id")?,
+                    detail: r.try_get("detail")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
