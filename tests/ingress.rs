@@ -464,3 +464,58 @@ async fn health_readiness_and_the_openapi_document_cover_every_route() {
     .unwrap();
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_provider_confirms_the_root_digest_after_seal_and_a_wrong_one_blocks() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let mut roots = Vec::new();
+    for _ in 0..2 {
+        let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+        let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+        t.put(&tok, &id, "a.bin", bytes(1000, 4)).await;
+        let (_, v) = t
+            .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+            .await;
+        roots.push((id, v["root_digest"].as_str().unwrap().to_owned()));
+    }
+    let (good, root) = &roots[0];
+    // Only the uploader confirms.
+    let (s, _) = t
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{good}/confirm"),
+            serde_json::json!({ "root_digest": root }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = t
+        .post_json(
+            &people.prov,
+            &format!("/transfers/{good}/confirm"),
+            serde_json::json!({ "root_digest": root }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "in_review");
+
+    let (bad, _) = &roots[1];
+    let (s, v) = t
+        .post_json(
+            &people.prov,
+            &format!("/transfers/{bad}/confirm"),
+            serde_json::json!({ "root_digest": "ab".repeat(32) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "blocked");
+    assert!(
+        v["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("provider confirmed"),
+        "{v}"
+    );
+    assert_eq!(v["incidents"][0]["kind"], "hash-confirmation");
+    t.stop().await;
+}

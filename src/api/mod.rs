@@ -281,3 +281,14 @@ pub async fn cancel(
     transfers::cancel(&app, &who, id).await?;
     Ok(Json(transfers::show(&app, &who, id).await?))
 }
+
+pub async fn confirm(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Json(req): Json<transfers::ConfirmRequest>,
+) -> ApiResult<Json<transfers::TransferView>> {
+    let id = transfer_id(&id)?;
+    transfers::confirm_root(&app, &who, id, req).await?;
+    Ok(Json(transfers::show(&app, &who, id).await?))
+}

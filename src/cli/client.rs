@@ -165,6 +165,20 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
                 v["state_reason"].as_str().unwrap_or_default()
             );
         }
+        TransferCommand::Confirm { id, root_digest } => {
+            let v: Value = send(
+                auth(http.post(api(server, &format!("/transfers/{id}/confirm"))))
+                    .json(&serde_json::json!({ "root_digest": root_digest })),
+            )
+            .await?
+            .json()
+            .await?;
+            println!(
+                "{}: {}",
+                v["state"].as_str().unwrap_or_default(),
+                v["state_reason"].as_str().unwrap_or_default()
+            );
+        }
         TransferCommand::Cancel { id } => {
             let v: Value = send(auth(
                 http.post(api(server, &format!("/transfers/{id}/cancel"))),

@@ -168,6 +168,12 @@ pub enum TransferCommand {
         #[command(flatten)]
         confirm: Confirm,
     },
+    /// Confirm, as the uploader, the root digest of a sealed transfer.
+    Confirm {
+        id: String,
+        #[arg(long)]
+        root_digest: String,
+    },
     Approve {
         id: String,
         #[arg(long, default_value = "")]

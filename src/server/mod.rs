@@ -38,6 +38,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/transfers/{id}/files/{path}"),
     ("delete", "/api/v1/transfers/{id}/files/{path}"),
     ("post", "/api/v1/transfers/{id}/seal"),
+    ("post", "/api/v1/transfers/{id}/confirm"),
     ("post", "/api/v1/transfers/{id}/approve"),
     ("post", "/api/v1/transfers/{id}/reject"),
     ("post", "/api/v1/transfers/{id}/cancel"),
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/transfers/{id}/tokens", post(api::issue_token))
         .route("/api/v1/transfers/{id}/manifest", get(api::manifest))
         .route("/api/v1/transfers/{id}/seal", post(api::seal))
+        .route("/api/v1/transfers/{id}/confirm", post(api::confirm))
         .route("/api/v1/transfers/{id}/approve", post(api::approve))
         .route("/api/v1/transfers/{id}/reject", post(api::reject))
         .route("/api/v1/transfers/{id}/cancel", post(api::cancel))

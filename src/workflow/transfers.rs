@@ -445,6 +445,56 @@ async fn step(
     Ok(())
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ConfirmRequest {
+    /// The root digest the provider computed over the files they sent.
+    pub root_digest: String,
+}
+
+/// Hash confirmation after seal (paper 4.3.2): the uploader, with their own staff token,
+/// confirms the sealed root digest. A different digest blocks the transfer with an incident.
+pub async fn confirm_root(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: ConfirmRequest,
+) -> Result<Transfer> {
+    let user = who.staff()?;
+    let (t, _) = access::load(app, id).await?;
+    if user.id != t.uploader_id {
+        return Err(Error::Forbidden(
+            "only the transfer's uploader confirms its root digest".into(),
+        ));
+    }
+    let want = HexDigest::parse(&req.root_digest).map_err(Error::BadRequest)?;
+    if !matches!(
+        t.state,
+        TransferState::Sealed
+            | TransferState::Scanning
+            | TransferState::ScanError
+            | TransferState::InReview
+    ) {
+        return Err(Error::Conflict(format!(
+            "transfer {id} is {}: the root digest is confirmed between seal and decision",
+            t.state
+        )));
+    }
+    let root = t.root_digest.clone().unwrap_or_default();
+    if want.as_str() != root {
+        let why = format!("root digest: provider confirmed {want}, airlock sealed {root}");
+        block(app, id, t.state, "hash-confirmation", &why).await?;
+    } else {
+        app.store
+            .audit(
+                AuditEvent::new(who.actor(), "transfer.root_confirmed")
+                    .transfer(id)
+                    .detail(serde_json::json!({ "root_digest": root })),
+            )
+            .await?;
+    }
+    Ok(access::load(app, id).await?.0)
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct DecisionRequest {
     #[serde(default)]
@@ -681,11 +731,14 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
     })
 }
 
-/// Members of the project see a transfer in full (metadata, not content).
+/// Members of the project, and the transfer's own uploader, see a transfer in full
+/// (metadata, not content).
 pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<TransferView> {
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
-    access::require_member(app, user, &ws).await?;
+    if user.id != t.uploader_id {
+        access::require_member(app, user, &ws).await?;
+    }
     view_of(app, t, &ws).await
 }
 
