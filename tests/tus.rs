@@ -27,12 +27,13 @@ async fn tuspy_uploads_unmodified_with_checksums_and_small_chunks() {
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let work = tempfile::tempdir().unwrap();
     let f = write(work.path(), "cohort.parquet", &bytes(3_500_000, 11));
+    let sha = digest_with("sha256sum", &f);
     let script = format!(
         r#"
 from tusclient import client
 c = client.TusClient("{url}", headers={{"Authorization": "Bearer {tok}"}})
 u = c.uploader("{file}", chunk_size=1000000, upload_checksum=True,
-               metadata={{"relativePath": "cohorts/2026/cohort.parquet"}})
+               metadata={{"relativePath": "cohorts/2026/cohort.parquet", "sha256": "{sha}"}})
 u.upload()
 print(u.url)
 "#,
@@ -47,6 +48,9 @@ print(u.url)
     assert_eq!(file["complete"], true);
     assert_eq!(file["sha256"], digest_with("sha256sum", &f));
     assert_eq!(file["blake3"], digest_with("b3sum", &f));
+    // The provider's digest, sent as tus metadata, was compared.
+    assert_eq!(file["expected_sha256"], sha);
+    assert_eq!(file["expected_sha256_matches"], true);
     // Four PATCH requests made four stored segments of one file.
     let fid = t.app.store.files(id.parse().unwrap()).await.unwrap()[0].id;
     assert_eq!(t.app.store.segments(fid).await.unwrap().len(), 4);
