@@ -519,3 +519,87 @@ async fn the_provider_confirms_the_root_digest_after_seal_and_a_wrong_one_blocks
     assert_eq!(v["incidents"][0]["kind"], "hash-confirmation");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lying_lengths_and_oversize_files_store_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestApp::spawn_with(|s| s.limits.max_file_size = 1_000_000).await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+
+    // Content-Length says 100000 but the client stops at 40000 and hangs up.
+    let addr = t.url.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/transfers/{id}/files/short.bin HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {tok}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&bytes(40_000, 1)).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply).await;
+    // Nothing was acknowledged, so nothing is kept: the name is free again.
+    for _ in 0..50 {
+        if t.app
+            .store
+            .files(id.parse().unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(t
+        .app
+        .store
+        .files(id.parse().unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+    let (s1, v) = t.put(&tok, &id, "short.bin", bytes(100_000, 1)).await;
+    assert_eq!(s1, StatusCode::CREATED, "{v}");
+
+    // Over the file-size limit: 413, declared or not, and nothing stored.
+    let (s2, v) = t.put(&tok, &id, "big.bin", bytes(1_000_001, 2)).await;
+    assert_eq!(s2, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("limit"), "{v}");
+    // A fresh connection: the server closed the last one without reading the refused body.
+    let r = reqwest::Client::new()
+        .post(t.api(&format!("/transfers/{id}/tus")))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "1000001")
+        .header("Upload-Metadata", "filename YmlnLmJpbg==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let files = t.app.store.files(id.parse().unwrap()).await.unwrap();
+    assert_eq!(files.len(), 1);
+    // No stray segments were left in quarantine for the refused uploads.
+    let mut stored = 0;
+    for e in walk(&t.data_dir().join("quarantine")) {
+        if e.is_file() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
+    t.stop().await;
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -69,7 +69,7 @@ pub struct StreamHasher {
 }
 
 /// Buffers queued per worker; with 1 MiB buffers this bounds the hasher's memory to a few MiB.
-const QUEUE_DEPTH: usize = 4;
+const QUEUE_DEPTH: usize = 8;
 
 impl StreamHasher {
     pub fn resume(state: HashState) -> Self {

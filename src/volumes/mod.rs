@@ -38,7 +38,7 @@ pub struct Volumes {
 }
 
 /// Size of the pieces a segment is written in; also bounds memory per upload.
-const PART_SIZE: usize = 8 << 20;
+const PART_SIZE: usize = 4 << 20;
 
 impl Volumes {
     /// Local directories `data_dir/quarantine` and `data_dir/volumes`.
@@ -216,8 +216,8 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     pub async fn write(&mut self, buf: Bytes) -> Result<()> {
-        // Backpressure: at most two parts in flight.
-        self.upload.wait_for_capacity(2).await?;
+        // Backpressure: at most three parts in flight.
+        self.upload.wait_for_capacity(3).await?;
         self.written += buf.len() as u64;
         self.upload.put(buf);
         Ok(())

@@ -25,6 +25,7 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
                 for t in ts {
                     if let Err(e) = release(&app, &t).await {
                         tracing::error!(transfer = %t.id, error = %e, "release failed; will retry");
+                        note_failure(&app, &t, &e).await;
                     }
                 }
             }
@@ -34,6 +35,24 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
             _ = app.jobs.notified() => {}
             _ = tokio::time::sleep(app.settings.server.sweep_interval) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Keeps a failing release visible: the state stays `approved`, the reason says why it waits.
+async fn note_failure(app: &App, t: &Transfer, e: &Error) {
+    let reason = format!("release failed, retrying: {e}");
+    if let Ok(mut tx) = app.store.begin().await {
+        let ok = tx
+            .set_state(
+                t.id,
+                TransferState::Approved,
+                TransferState::Approved,
+                &reason,
+            )
+            .await;
+        if ok.is_ok() {
+            let _ = tx.commit().await;
         }
     }
 }

@@ -46,9 +46,22 @@ impl TestApp {
         Self::spawn_in(dir).await
     }
 
+    /// Starts a server with adjusted settings.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = settings(dir.path());
+        adjust(&mut s);
+        Self::start(dir, s).await
+    }
+
     /// Starts a server on an existing data directory (a restart).
     pub async fn spawn_in(dir: tempfile::TempDir) -> TestApp {
-        let app = App::open(settings(dir.path())).await.expect("open app");
+        let s = settings(dir.path());
+        Self::start(dir, s).await
+    }
+
+    async fn start(dir: tempfile::TempDir, s: Settings) -> TestApp {
+        let app = App::open(s).await.expect("open app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
