@@ -89,11 +89,13 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["size"], data.len());
-    let app = t.app.clone();
+    let files = t.app.store.files(id.parse().unwrap()).await.unwrap();
+    assert!(files[0].complete);
+    assert_eq!(files[0].received, data.len() as u64);
+    let url = t.url.clone();
     t.stop().await;
-    // The upload is fully recorded, and new connections are refused.
-    let files = app.store.files(id.parse().unwrap()).await;
-    assert!(files.is_err() || files.unwrap()[0].complete);
+    // Once stopped, new connections are refused.
+    assert!(reqwest::get(format!("{url}/healthz")).await.is_err());
 }
 
 fn tokio_stream(
