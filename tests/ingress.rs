@@ -603,3 +603,49 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_uploads_into_one_transfer_all_land() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let mut jobs = Vec::new();
+    for i in 0..24u64 {
+        let (http, url, tok) = (
+            t.http.clone(),
+            t.api(&format!("/transfers/{id}/files/part/{i}.bin")),
+            tok.clone(),
+        );
+        jobs.push(tokio::spawn(async move {
+            let r = http
+                .put(url)
+                .bearer_auth(tok)
+                .body(bytes(200_000 + i as usize, i))
+                .send()
+                .await
+                .unwrap();
+            r.status()
+        }));
+    }
+    for j in jobs {
+        assert_eq!(j.await.unwrap(), StatusCode::CREATED);
+    }
+    let (_, m) = t.get_json(&tok, &format!("/transfers/{id}/manifest")).await;
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 24);
+    for f in files {
+        let i: u64 = f["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("part/")
+            .trim_end_matches(".bin")
+            .parse()
+            .unwrap();
+        let want = bytes(200_000 + i as usize, i);
+        assert_eq!(f["blake3"], blake3::hash(&want).to_hex().as_str());
+    }
+    let records = t.app.store.audit_records().await.unwrap();
+    airlock::audit::verify_chain(&records).unwrap();
+    t.stop().await;
+}

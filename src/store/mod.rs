@@ -211,7 +211,10 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx<'_>> {
         let guard = self.audit_lock.lock().await;
-        let tx = self.pool.begin().await?;
+        // IMMEDIATE takes SQLite's write lock now: a deferred transaction that reads first
+        // (the audit chain's head) fails with SQLITE_BUSY, without waiting, if another
+        // connection commits before it writes.
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Tx { _guard: guard, tx })
     }
 
@@ -495,7 +498,7 @@ impl Store {
 
     /// Records one more durably stored segment of `size` bytes and the new received count.
     pub async fn add_segment(&self, file: FileId, seq: u64, size: u64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO segments (file_id, seq, size) VALUES ($1, $2, $3)")
             .bind(file.to_string())
             .bind(seq as i64)
