@@ -30,6 +30,10 @@ fn dataset(root: &Path, name: &str) -> Vec<String> {
             bytes(2_500_000, 2),
         ),
         (format!("{name}/empty.dat"), Vec::new()),
+        // Legal names that object stores like to escape: they must reach disk as written.
+        (format!("{name}/tables/data[1] 100%.csv"), bytes(1000, 5)),
+        (format!("{name}/~$budget {{draft}}.xlsx"), bytes(1000, 6)),
+        (format!("{name}/ünïcode 名前 q?#x|<y>.txt"), bytes(1000, 7)),
     ];
     for (rel, content) in &files {
         write(root, rel, content);

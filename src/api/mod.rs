@@ -26,7 +26,8 @@ impl FromRequestParts<AppState> for Caller {
         let client = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
+            // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d.
+            .map(|c| c.0.ip().to_canonical())
             .ok_or_else(|| Error::Internal("no client address on the connection".into()))?;
         let auth = parts
             .headers
@@ -69,8 +70,15 @@ pub async fn healthz() -> &'static str {
 
 /// Ready when the metadata store and both volumes answer.
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    let db = app.store.ping().await.map_err(|e| e.to_string());
-    let vol = app.volumes.ping().await.map_err(|e| e.to_string());
+    // Details go to the log; the unauthenticated answer says only what is down.
+    let db = app.store.ping().await.map_err(|e| {
+        tracing::error!(error = %e, "readiness: metadata store");
+        "unreachable".to_string()
+    });
+    let vol = app.volumes.ping().await.map_err(|e| {
+        tracing::error!(error = %e, "readiness: volumes");
+        "unreachable".to_string()
+    });
     let ok = db.is_ok() && vol.is_ok();
     let body = serde_json::json!({
         "ready": ok,

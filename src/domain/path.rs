@@ -37,6 +37,8 @@ pub enum PathError {
     NotUtf8(String),
     #[error("file name in `{0}` ends in `#` and digits, a form the storage layer reserves for partial writes")]
     Reserved(String),
+    #[error("path {0:?} contains an invisible, direction-changing or slash-like character that could mislead a reviewer")]
+    Deceptive(String),
 }
 
 /// A checked relative path: `/`-separated, non-empty UTF-8 segments, none of them `.` or `..`,
@@ -59,6 +61,9 @@ impl RelPath {
         if raw.contains('\\') {
             return Err(PathError::Backslash(raw.to_owned()));
         }
+        if raw.chars().any(is_deceptive) {
+            return Err(PathError::Deceptive(raw.to_owned()));
+        }
         if raw.starts_with('/') || (raw.len() >= 2 && raw.as_bytes()[1] == b':') {
             return Err(PathError::Absolute(raw.to_owned()));
         }
@@ -72,6 +77,12 @@ impl RelPath {
             }
             if *seg == "." || *seg == ".." {
                 return Err(PathError::DotSegment(raw.to_owned()));
+            }
+            // A segment whose compatibility form is `..` or holds a slash (`．．`, `a／b`) would
+            // read as a traversal to a person or a normalising tool.
+            let folded: String = seg.nfkc().collect();
+            if folded == "." || folded == ".." || folded.contains(['/', '\\']) {
+                return Err(PathError::Deceptive(raw.to_owned()));
             }
             if seg.len() > MAX_SEGMENT_BYTES {
                 return Err(PathError::SegmentTooLong {
@@ -88,12 +99,14 @@ impl RelPath {
         Ok(RelPath(raw.to_owned()))
     }
 
-    /// The object-store key of this path under `prefix`.
-    pub fn object_path(&self, prefix: &object_store::path::Path) -> object_store::path::Path {
-        prefix
-            .parts()
-            .chain(self.0.split('/').map(object_store::path::PathPart::from))
-            .collect()
+    /// The object-store key of this path under `prefix`, keeping every character as the
+    /// user wrote it (`PathPart::from` would percent-encode `[`, `%`, `~`… and the local
+    /// backend would then write those encodings to disk as the file's name).
+    pub fn object_path(
+        &self,
+        prefix: &object_store::path::Path,
+    ) -> Result<object_store::path::Path, object_store::path::Error> {
+        object_store::path::Path::parse(format!("{prefix}/{}", self.0))
     }
 
     /// Parses raw bytes (a URL-decoded path segment may not be UTF-8).
@@ -131,6 +144,18 @@ impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Format characters (zero-width, bidi controls, BOM, soft hyphen), line separators and
+/// characters drawn like `/` or `\`.
+fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}'
+        | '\u{2044}' | '\u{2215}' | '\u{2216}' | '\u{29F5}' | '\u{29F8}' | '\u{29F9}'
+        | '\u{FF0F}' | '\u{FF3C}' | '\u{1735}' | '\u{2571}' | '\u{2572}')
 }
 
 #[cfg(test)]
@@ -172,6 +197,14 @@ mod tests {
             (&long_path, |e| matches!(e, PathError::TooLong(_))),
             (&deep, |e| matches!(e, PathError::TooDeep(_))),
             ("a/report#2", |e| matches!(e, PathError::Reserved(_))),
+            ("report\u{202E}slx.exe", |e| {
+                matches!(e, PathError::Deceptive(_))
+            }),
+            ("data\u{200B}.csv", |e| matches!(e, PathError::Deceptive(_))),
+            ("a\u{2215}b", |e| matches!(e, PathError::Deceptive(_))),
+            ("\u{FF0E}\u{FF0E}/x", |e| {
+                matches!(e, PathError::Deceptive(_))
+            }),
         ];
         for (raw, check) in cases {
             let err = RelPath::parse(raw).expect_err(raw);

@@ -550,6 +550,64 @@ pub enum FileConflict {
 }
 
 impl Tx<'_> {
+    /// The transfer's state, read on this transaction's connection (a second pool connection
+    /// could wait on writers that wait on this transaction).
+    pub async fn transfer_state(&mut self, id: TransferId) -> Result<Option<TransferState>> {
+        let row = sqlx::query("SELECT state FROM transfers WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| parse("transfers", r.try_get("state")?))
+            .transpose()
+    }
+
+    /// Whether the transfer has an upload token that is neither revoked nor expired at `now`.
+    pub async fn has_live_token(&mut self, transfer: TransferId, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS n FROM upload_tokens WHERE transfer_id = $1 \
+             AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(transfer.to_string())
+        .bind(now)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(r.try_get::<i64, _>("n")? > 0)
+    }
+
+    pub async fn file_count(&mut self, transfer: TransferId) -> Result<u64> {
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM files WHERE transfer_id = $1")
+            .bind(transfer.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(r.try_get::<i64, _>("n")? as u64)
+    }
+
+    pub async fn files(&mut self, transfer: TransferId) -> Result<Vec<FileRow>> {
+        sqlx::query("SELECT * FROM files WHERE transfer_id = $1 ORDER BY path")
+            .bind(transfer.to_string())
+            .fetch_all(&mut *self.tx)
+            .await?
+            .iter()
+            .map(file_from_row)
+            .collect()
+    }
+
+    /// Records one more stored segment, as `Store::add_segment` does, inside this transaction.
+    pub async fn add_segment(&mut self, file: FileId, seq: u64, size: u64) -> Result<()> {
+        sqlx::query("INSERT INTO segments (file_id, seq, size) VALUES ($1, $2, $3)")
+            .bind(file.to_string())
+            .bind(seq as i64)
+            .bind(size as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("UPDATE files SET received = received + $2 WHERE id = $1")
+            .bind(file.to_string())
+            .bind(size as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())

@@ -148,7 +148,9 @@ impl Volumes {
         transfer: TransferId,
         path: &RelPath,
     ) -> Result<SegmentWriter> {
-        let key = path.object_path(&Self::staging_prefix(transfer));
+        let key = path
+            .object_path(&Self::staging_prefix(transfer))
+            .map_err(object_store::Error::from)?;
         let upload = self.released.put_multipart(&key).await?;
         Ok(SegmentWriter {
             upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
@@ -163,7 +165,9 @@ impl Volumes {
         transfer: TransferId,
         path: &RelPath,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let key = path.object_path(&Self::staging_prefix(transfer));
+        let key = path
+            .object_path(&Self::staging_prefix(transfer))
+            .map_err(object_store::Error::from)?;
         let got = self.released.get(&key).await?;
         Ok(got.into_stream().map_err(VolumeError::from).boxed())
     }

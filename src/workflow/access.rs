@@ -210,10 +210,9 @@ pub async fn require_role(
 /// Anyone with a role in the project (or a Programme/System Manager) may see a transfer.
 pub async fn require_member(app: &App, user: &User, ws: &Workspace) -> Result<()> {
     if roles_in(app, user, ws).await?.is_empty() {
-        return Err(Error::Forbidden(format!(
-            "{} is not a member of project {}",
-            user.name, ws.project_name
-        )));
+        return Err(Error::Forbidden(
+            "you have no role in this transfer's project".into(),
+        ));
     }
     Ok(())
 }

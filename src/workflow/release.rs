@@ -41,7 +41,9 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
 
 /// Keeps a failing release visible: the state stays `approved`, the reason says why it waits.
 async fn note_failure(app: &App, t: &Transfer, e: &Error) {
-    let reason = format!("release failed, retrying: {e}");
+    // The cause (with paths) is in the log; the reason is shown to members and the uploader.
+    let _ = e;
+    let reason = "release failed; retrying (the operator's log has the cause)".to_string();
     if let Ok(mut tx) = app.store.begin().await {
         let ok = tx
             .set_state(

@@ -249,7 +249,7 @@ pub async fn seal(
     // Holding the write lock from here on: no upload can start or finish between reading
     // the file list and sealing it.
     let mut tx = app.store.begin().await?;
-    let files = app.store.files(id).await?;
+    let files = tx.files(id).await?;
     if files.is_empty() {
         return Err(Error::Conflict(
             "cannot seal an empty transfer: upload at least one file".into(),
@@ -604,6 +604,10 @@ pub async fn expire_due(app: &App) -> Result<usize> {
         .await?;
     for id in &due {
         let mut tx = app.store.begin().await?;
+        // A token may have been issued since the query: look again under the write lock.
+        if tx.has_live_token(*id, unix_now()).await? {
+            continue;
+        }
         if tx
             .set_state(
                 *id,

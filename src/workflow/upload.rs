@@ -132,11 +132,16 @@ fn require_open(t: &Transfer) -> Result<()> {
     }
 }
 
-/// Re-reads the transfer's state: it may have been sealed, cancelled or expired while bytes
-/// were arriving.
-async fn still_open(app: &App, id: TransferId) -> Result<()> {
-    let (t, _) = super::access::load(app, id).await?;
-    require_open(&t)
+/// Re-reads the transfer's state inside a write transaction: it may have been sealed,
+/// cancelled or expired while bytes were arriving.
+async fn still_open(tx: &mut crate::store::Tx<'_>, id: TransferId) -> Result<()> {
+    match tx.transfer_state(id).await? {
+        Some(s) if s.accepts_uploads() => Ok(()),
+        Some(s) => Err(Error::Conflict(format!(
+            "transfer {id} is {s}: nothing can be added or changed"
+        ))),
+        None => Err(Error::NotFound(format!("no transfer {id}"))),
+    }
 }
 
 /// Reserves a path in the transfer for a new file.
@@ -149,12 +154,6 @@ async fn reserve(
 ) -> Result<FileRow> {
     if let Some(len) = length {
         check_size(app, len)?;
-    }
-    let max = app.settings.limits.max_files;
-    if app.store.file_count(transfer.id).await? >= max {
-        return Err(Error::TooLarge(format!(
-            "a transfer holds at most {max} files"
-        )));
     }
     let row = FileRow {
         id: FileId::new(),
@@ -170,7 +169,13 @@ async fn reserve(
     };
     let mut tx = app.store.begin().await?;
     // Under the write lock, so a seal cannot slip in between this check and the insert.
-    still_open(app, transfer.id).await?;
+    still_open(&mut tx, transfer.id).await?;
+    let max = app.settings.limits.max_files;
+    if tx.file_count(transfer.id).await? >= max {
+        return Err(Error::TooLarge(format!(
+            "a transfer holds at most {max} files"
+        )));
+    }
     match tx.insert_file(&row, path).await? {
         Ok(()) => {}
         Err(FileConflict::SameName(other)) => {
@@ -203,7 +208,7 @@ fn check_size(app: &App, len: u64) -> Result<()> {
 async fn complete(app: &App, actor: &str, file: &FileRow, state: &HashState) -> Result<FileRow> {
     let d = state.finish();
     let mut tx = app.store.begin().await?;
-    still_open(app, file.transfer_id).await?;
+    still_open(&mut tx, file.transfer_id).await?;
     tx.complete_file(file.id, &d.sha256, &d.blake3).await?;
     tx.audit(
         AuditEvent::new(actor, "file.uploaded")
@@ -275,6 +280,7 @@ where
 
 async fn discard(app: &App, file: &FileRow) -> Result<()> {
     let mut tx = app.store.begin().await?;
+    still_open(&mut tx, file.transfer_id).await?;
     tx.delete_file(file.id).await?;
     tx.commit().await?;
     app.volumes.delete_file(file.transfer_id, file.id).await?;
