@@ -402,3 +402,44 @@ async fn tier_three_tokens_must_be_bound_to_an_ip_range() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_in_flight_when_its_token_is_replaced_is_refused_at_commit() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let pending = tokio::spawn(
+        t.http
+            .put(t.api(&format!("/transfers/{id}/files/slow.bin")))
+            .bearer_auth(&tok)
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(bytes(500_000, 1))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The PM replaces the token while the bytes are still coming.
+    let _new = t.upload_token(&people.pm, &id, Value::Null).await;
+    tx.send(Ok(bytes(500_000, 2))).await.unwrap();
+    drop(tx);
+    let r = pending.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("revoked during the upload"),
+        "{v}"
+    );
+    assert!(t
+        .app
+        .store
+        .files(id.parse().unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+    t.stop().await;
+}

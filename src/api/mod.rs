@@ -166,6 +166,17 @@ pub async fn manifest(
     ))
 }
 
+/// Runs an upload on its own task. A client that hangs up then shows as an error in the body
+/// stream, which the upload handles (keeping or discarding what arrived), instead of the
+/// request future being dropped between writing bytes and recording them.
+pub async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::Internal(format!("upload task failed: {e}")))?
+}
+
 /// Optional JSON bodies: empty means defaults.
 fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
@@ -201,15 +212,10 @@ pub async fn put_file(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let receipt = upload::put_file(
-        &app,
-        &who,
-        transfer_id(&id)?,
-        &path,
-        expected,
-        declared,
-        stream,
-    )
+    let tid = transfer_id(&id)?;
+    let receipt = detached(async move {
+        upload::put_file(&app, &who, tid, &path, expected, declared, stream).await
+    })
     .await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }

@@ -574,6 +574,18 @@ impl Tx<'_> {
         Ok(r.try_get::<i64, _>("n")? > 0)
     }
 
+    /// Why an upload token was revoked, if it was.
+    pub async fn token_revoked(&mut self, id: TokenId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT revoked_reason FROM upload_tokens WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<String>, _>("revoked_reason")?,
+            None => Some("unknown token".into()),
+        })
+    }
+
     pub async fn file_count(&mut self, transfer: TransferId) -> Result<u64> {
         let r = sqlx::query("SELECT COUNT(*) AS n FROM files WHERE transfer_id = $1")
             .bind(transfer.to_string())

@@ -219,7 +219,12 @@ pub async fn create(
     let file = if has_body && !file.complete {
         let checksum = parse_checksum(&headers)?;
         let stream = body.into_data_stream().map_err(|e| e.to_string());
-        match upload::append(&app, &who, tid, file.id, 0, checksum, stream).await {
+        let (app2, who2, fid) = (app.clone(), who.clone(), file.id);
+        let appended = crate::api::detached(async move {
+            upload::append(&app2, &who2, tid, fid, 0, checksum, stream).await
+        })
+        .await;
+        match appended {
             Ok(f) => f,
             // The upload exists even if its first bytes failed; the client resumes with HEAD.
             Err(Error::Interrupted(_)) | Err(Error::ChecksumMismatch(_)) => {
@@ -289,15 +294,11 @@ pub async fn patch(
         .ok_or_else(|| TusResponse::from(Error::BadRequest("Upload-Offset is required".into())))?;
     let checksum = parse_checksum(&headers)?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let f = upload::append(
-        &app,
-        &who,
-        transfer_id(&id)?,
-        file_id(&upload_id)?,
-        offset,
-        checksum,
-        stream,
-    )
+    let (tid, fid) = (transfer_id(&id)?, file_id(&upload_id)?);
+    let (app2, who2) = (app.clone(), who.clone());
+    let f = crate::api::detached(async move {
+        upload::append(&app2, &who2, tid, fid, offset, checksum, stream).await
+    })
     .await?;
     let mut r = with_offset(StatusCode::NO_CONTENT.into_response(), &f);
     if let Some(exp) = expires_header(&app, &who).await {

@@ -144,6 +144,19 @@ async fn still_open(tx: &mut crate::store::Tx<'_>, id: TransferId) -> Result<()>
     }
 }
 
+/// An upload token is checked when a request starts; a long upload re-checks at commit that
+/// it was not revoked meanwhile (replaced, or the transfer sealed or cancelled).
+async fn token_still_live(tx: &mut crate::store::Tx<'_>, who: &Principal) -> Result<()> {
+    if let Principal::Upload { token, .. } = who {
+        if let Some(reason) = tx.token_revoked(*token).await? {
+            return Err(Error::Unauthenticated(format!(
+                "the upload token was revoked during the upload: {reason}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reserves a path in the transfer for a new file.
 async fn reserve(
     app: &App,
@@ -205,13 +218,25 @@ fn check_size(app: &App, len: u64) -> Result<()> {
 }
 
 /// Marks a file complete with its digests and records it.
-async fn complete(app: &App, actor: &str, file: &FileRow, state: &HashState) -> Result<FileRow> {
+async fn complete(
+    app: &App,
+    who: &Principal,
+    file: &FileRow,
+    state: &HashState,
+    last_segment: Option<(u64, u64)>,
+) -> Result<FileRow> {
     let d = state.finish();
     let mut tx = app.store.begin().await?;
     still_open(&mut tx, file.transfer_id).await?;
+    token_still_live(&mut tx, who).await?;
+    // The last segment and completion commit together: a crash leaves either an unfinished
+    // upload to resume or a complete file, never all the bytes without a digest.
+    if let Some((seq, size)) = last_segment {
+        tx.add_segment(file.id, seq, size).await?;
+    }
     tx.complete_file(file.id, &d.sha256, &d.blake3).await?;
     tx.audit(
-        AuditEvent::new(actor, "file.uploaded")
+        AuditEvent::new(who.actor(), "file.uploaded")
             .transfer(file.transfer_id)
             .detail(serde_json::json!({
                 "path": file.path, "size": d.size, "sha256": d.sha256, "blake3": d.blake3,
@@ -248,6 +273,9 @@ where
         check_size(app, len)?;
     }
     let file = reserve(app, &t, &path, None, expected.as_ref()).await?;
+    // Held until the PUT ends, so a DELETE of the same path waits instead of racing it.
+    let slot = app.uploads.slot(file.id);
+    let _writing = slot.lock().await;
     let mut writer = app.volumes.segment_writer(t.id, file.id, 0).await?;
     let mut hasher = StreamHasher::resume(HashState::new());
     let limit = app.settings.limits.max_file_size;
@@ -273,9 +301,13 @@ where
         return Err(err);
     }
     let size = writer.commit().await?;
-    app.store.add_segment(file.id, 0, size).await?;
-    let done = complete(app, &who.actor(), &file, &state).await?;
-    Ok(FileReceipt::from(&done))
+    match complete(app, who, &file, &state, Some((0, size))).await {
+        Ok(done) => Ok(FileReceipt::from(&done)),
+        Err(e) => {
+            discard(app, &file).await.ok();
+            Err(e)
+        }
+    }
 }
 
 async fn discard(app: &App, file: &FileRow) -> Result<()> {
@@ -346,7 +378,7 @@ pub async fn create_upload(
     )
     .await?;
     if new.length == 0 {
-        return complete(app, &who.actor(), &file, &HashState::new()).await;
+        return complete(app, who, &file, &HashState::new(), None).await;
     }
     Ok(file)
 }
@@ -452,6 +484,10 @@ where
         });
     }
     let written = writer.written();
+    if offset + written == length && !matches!(end, Ok(End::Interrupted(_))) {
+        writer.commit().await?;
+        return complete(app, who, &file, &state, Some((segments, written))).await;
+    }
     if written > 0 {
         writer.commit().await?;
         app.store.add_segment(file.id, segments, written).await?;
@@ -461,9 +497,6 @@ where
     if let Ok(End::Interrupted(e)) = end {
         *cached = Some(state);
         return Err(Error::Interrupted(e));
-    }
-    if offset + written == length {
-        return complete(app, &who.actor(), &file, &state).await;
     }
     *cached = Some(state);
     app.store
