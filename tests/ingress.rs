@@ -653,3 +653,82 @@ async fn many_concurrent_uploads_into_one_transfer_all_land() {
     airlock::audit::verify_chain(&records).unwrap();
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_token_issuer_cannot_approve_even_as_investigator() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    airlock::workflow::admin::add_member(&t.app, "proj", "pm", airlock::domain::Role::Investigator)
+        .await
+        .unwrap();
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    t.put(&tok, &id, "a.bin", b"a".to_vec()).await;
+    t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    let (s, v) = t
+        .post_json(&people.pm, &format!("/transfers/{id}/approve"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("issued"), "{v}");
+    let (s, _) = t
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{id}/approve"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_published_but_not_recorded_is_verified_and_accepted_or_blocked() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let mut ids = Vec::new();
+    for n in 0..2u64 {
+        let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+        let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+        t.put(&tok, &id, "d/a.bin", bytes(10_000, n)).await;
+        t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+            .await;
+        t.post_json(
+            &people.inv,
+            &format!("/transfers/{id}/approve"),
+            Value::Null,
+        )
+        .await;
+        let v = t.wait_for_state(&people.pm, &id, "released").await;
+        ids.push((id, v["release"]["location"].as_str().unwrap().to_owned()));
+    }
+    // Pretend the service crashed after the rename but before recording the release; the
+    // second one's published copy was also changed meanwhile.
+    std::fs::write(Path::new(&ids[1].1).join("d/a.bin"), b"tampered").unwrap();
+    let dir = t.stop().await;
+    {
+        let pool = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("airlock.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("UPDATE transfers SET state = 'approved', release_location = NULL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let t = TestApp::spawn_in(dir).await;
+    let v = t.wait_for_state(&people.pm, &ids[0].0, "released").await;
+    assert_eq!(v["release"]["location"], ids[0].1.as_str());
+    let v = t.wait_for_state(&people.pm, &ids[1].0, "blocked").await;
+    assert!(
+        v["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{v}"
+    );
+    t.stop().await;
+}

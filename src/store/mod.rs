@@ -375,6 +375,17 @@ impl Store {
         .collect()
     }
 
+    /// Everyone who was ever given an upload token of the transfer.
+    pub async fn token_issuers(&self, transfer: TransferId) -> Result<Vec<UserId>> {
+        sqlx::query("SELECT DISTINCT issued_by FROM upload_tokens WHERE transfer_id = $1")
+            .bind(transfer.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| parse("upload_tokens", r.try_get("issued_by")?))
+            .collect()
+    }
+
     pub async fn decisions(&self, transfer: TransferId) -> Result<Vec<Decision>> {
         let rows = sqlx::query(
             "SELECT u.name, d.role, d.decision, d.comment, d.root_digest, d.at FROM decisions d \

@@ -159,6 +159,27 @@ impl Volumes {
         })
     }
 
+    /// The filesystem path of a released folder (local backend).
+    pub fn location(&self, dest: &ObjPath) -> PathBuf {
+        self.released_root.join(dest.as_ref())
+    }
+
+    /// Whether a release folder already exists (published before a crash, say).
+    pub fn published(&self, dest: &ObjPath) -> bool {
+        self.released_root.join(dest.as_ref()).exists()
+    }
+
+    /// Reads a published file, to verify it.
+    pub async fn read_published(
+        &self,
+        dest: &ObjPath,
+        path: &RelPath,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let key = path.object_path(dest).map_err(object_store::Error::from)?;
+        let got = self.released.get(&key).await?;
+        Ok(got.into_stream().map_err(VolumeError::from).boxed())
+    }
+
     /// Reads a staged file back, to verify the copy.
     pub async fn read_staged(
         &self,

@@ -71,7 +71,23 @@ pub async fn authenticate(
         .or_else(|| raw.strip_prefix("bearer "))
         .ok_or_else(|| Error::Unauthenticated("Authorization must use the Bearer scheme".into()))?
         .trim();
-    let claims = app.keys.verify(token).map_err(|e| match e {
+    let claims = app.keys.verify(token);
+    if let Err(TokenError::Expired) = &claims {
+        // The signature was checked before the expiry, so these claims are ours.
+        if let Some(c) = crate::auth::peek_claims(token).filter(|c| c.typ == TokenKind::Upload) {
+            let _ = app
+                .store
+                .audit(
+                    AuditEvent::new(format!("upload-token:{}", c.jti), "token.refused")
+                        .transfer(&c.sub)
+                        .detail(serde_json::json!({
+                            "route": route, "client": client.to_string(), "reason": "token has expired",
+                        })),
+                )
+                .await;
+        }
+    }
+    let claims = claims.map_err(|e| match e {
         TokenError::Expired => Error::Unauthenticated("token has expired".into()),
         other => {
             tracing::warn!(%client, route, error = %other, "refused a token that does not verify");

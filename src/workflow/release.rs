@@ -82,6 +82,7 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         .await?
         .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
     app.volumes.clear_staging(t.id).await?;
+    let dest = Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id);
     let files = app.store.files(t.id).await?;
     let manifest = super::transfers::manifest(&files)?;
     let sealed_root = t.root_digest.clone().unwrap_or_default();
@@ -93,7 +94,46 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
             "integrity",
             "the file list no longer matches the sealed root digest",
         )
-        .await;
+        .await
+        .map(|_| ());
+    }
+    if app.volumes.published(&dest) {
+        // Published before a crash stopped us from recording it: accept it only if every
+        // file is there and matches the manifest.
+        for (f, want) in files.iter().zip(&manifest) {
+            let path = RelPath::parse(&f.path)?;
+            let got = match app.volumes.read_published(&dest, &path).await {
+                Ok(s) => digest_stream(s, None).await?,
+                Err(e) => {
+                    let why = format!("{}: already-published copy unreadable: {e}", f.path);
+                    return super::transfers::block(
+                        app,
+                        t.id,
+                        TransferState::Approved,
+                        "integrity",
+                        &why,
+                    )
+                    .await
+                    .map(|_| ());
+                }
+            };
+            if got.sha256 != want.sha256 || got.blake3 != want.blake3 || got.size != want.size {
+                let why = format!(
+                    "{}: an earlier published copy does not match the manifest",
+                    f.path
+                );
+                return super::transfers::block(
+                    app,
+                    t.id,
+                    TransferState::Approved,
+                    "integrity",
+                    &why,
+                )
+                .await
+                .map(|_| ());
+            }
+        }
+        return record_release(app, t, &dest, manifest.len(), &sealed_root).await;
     }
     for (f, want) in files.iter().zip(&manifest) {
         let path = RelPath::parse(&f.path)?;
@@ -123,13 +163,23 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
                     "integrity",
                     &why,
                 )
-                .await;
+                .await
+                .map(|_| ());
             }
         }
     }
-    let dest = Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id);
-    let location = app.volumes.publish(t.id, &dest).await?;
-    let location = location.display().to_string();
+    app.volumes.publish(t.id, &dest).await?;
+    record_release(app, t, &dest, manifest.len(), &sealed_root).await
+}
+
+async fn record_release(
+    app: &App,
+    t: &Transfer,
+    dest: &object_store::path::Path,
+    files: usize,
+    sealed_root: &str,
+) -> Result<()> {
+    let location = app.volumes.location(dest).display().to_string();
     let mut tx = app.store.begin().await?;
     if tx
         .set_state(
@@ -145,7 +195,7 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
             AuditEvent::new("system", "transfer.released")
                 .transfer(t.id)
                 .detail(serde_json::json!({
-                    "location": location, "files": manifest.len(), "root_digest": sealed_root,
+                    "location": location, "files": files, "root_digest": sealed_root,
                 })),
         )
         .await?;

@@ -301,19 +301,22 @@ pub async fn seal(
             ),
     )
     .await?;
-    tx.commit().await?;
+    // Sealing and what follows it commit together: a crash cannot leave a transfer sealed
+    // with nobody to move it on, nor lose a digest mismatch found here.
     if !mismatches.is_empty() {
-        block(
-            app,
+        let why = mismatches.join("; ");
+        block_in(
+            &mut tx,
             id,
             TransferState::Sealed,
             "hash-confirmation",
-            &mismatches.join("; "),
+            &why,
         )
         .await?;
     } else {
-        scan(app, id).await?;
+        scan_in(&mut tx, id).await?;
     }
+    tx.commit().await?;
     Ok(access::load(app, id).await?.0)
 }
 
@@ -379,69 +382,68 @@ pub fn manifest(files: &[FileRow]) -> Result<Vec<ManifestEntry>> {
         .collect()
 }
 
-/// Moves a transfer to `blocked`, with an incident.
+/// Moves a transfer to `blocked`, with an incident. Returns false (changing nothing) if the
+/// transfer was no longer in `from`.
 pub async fn block(
     app: &App,
     id: TransferId,
     from: TransferState,
     kind: &str,
     why: &str,
-) -> Result<()> {
-    let reason = format!("blocked: {kind} failure: {why}");
+) -> Result<bool> {
     let mut tx = app.store.begin().await?;
-    if tx
+    let done = block_in(&mut tx, id, from, kind, why).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+async fn block_in(
+    tx: &mut crate::store::Tx<'_>,
+    id: TransferId,
+    from: TransferState,
+    kind: &str,
+    why: &str,
+) -> Result<bool> {
+    let reason = format!("blocked: {kind} failure: {why}");
+    if !tx
         .set_state(id, from, TransferState::Blocked, &reason)
         .await?
     {
-        tx.insert_incident(Some(id), kind, why).await?;
-        tx.audit(
-            AuditEvent::new("system", "transfer.blocked")
-                .transfer(id)
-                .detail(serde_json::json!({ "kind": kind, "reason": why })),
-        )
-        .await?;
+        return Ok(false);
     }
-    tx.commit().await?;
-    Ok(())
+    tx.insert_incident(Some(id), kind, why).await?;
+    tx.audit(
+        AuditEvent::new("system", "transfer.blocked")
+            .transfer(id)
+            .detail(serde_json::json!({ "kind": kind, "reason": why })),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Scanning: a pass-through until the scanning pipeline exists. It still takes both steps so
 /// the states and audit events are the ones the pipeline will produce.
-async fn scan(app: &App, id: TransferId) -> Result<()> {
-    step(
-        app,
-        id,
-        TransferState::Sealed,
-        TransferState::Scanning,
-        "scanning",
-        "transfer.scanning",
-    )
-    .await?;
-    step(
-        app,
-        id,
-        TransferState::Scanning,
-        TransferState::InReview,
-        "waiting for the workspace's Investigator to approve (no scanners are configured yet)",
-        "transfer.in_review",
-    )
-    .await
-}
-
-async fn step(
-    app: &App,
-    id: TransferId,
-    from: TransferState,
-    to: TransferState,
-    reason: &str,
-    action: &str,
-) -> Result<()> {
-    let mut tx = app.store.begin().await?;
-    if tx.set_state(id, from, to, reason).await? {
-        tx.audit(AuditEvent::new("system", action).transfer(id))
-            .await?;
+async fn scan_in(tx: &mut crate::store::Tx<'_>, id: TransferId) -> Result<()> {
+    let steps = [
+        (
+            TransferState::Sealed,
+            TransferState::Scanning,
+            "scanning",
+            "transfer.scanning",
+        ),
+        (
+            TransferState::Scanning,
+            TransferState::InReview,
+            "waiting for the workspace's Investigator to approve (no scanners are configured yet)",
+            "transfer.in_review",
+        ),
+    ];
+    for (from, to, reason, action) in steps {
+        if tx.set_state(id, from, to, reason).await? {
+            tx.audit(AuditEvent::new("system", action).transfer(id))
+                .await?;
+        }
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -482,7 +484,11 @@ pub async fn confirm_root(
     let root = t.root_digest.clone().unwrap_or_default();
     if want.as_str() != root {
         let why = format!("root digest: provider confirmed {want}, airlock sealed {root}");
-        block(app, id, t.state, "hash-confirmation", &why).await?;
+        if !block(app, id, t.state, "hash-confirmation", &why).await? {
+            return Err(Error::Conflict(
+                "the transfer changed state meanwhile; look again".into(),
+            ));
+        }
     } else {
         app.store
             .audit(
@@ -518,6 +524,13 @@ pub async fn decide(
     if user.id == t.uploader_id {
         return Err(Error::Forbidden(format!(
             "{} uploaded this transfer and cannot decide on it",
+            user.name
+        )));
+    }
+    // Whoever held an upload token could have written into the transfer: same rule.
+    if app.store.token_issuers(id).await?.contains(&user.id) {
+        return Err(Error::Forbidden(format!(
+            "{} issued this transfer's upload token, so could have written into it, and cannot decide on it",
             user.name
         )));
     }
