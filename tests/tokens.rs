@@ -443,3 +443,170 @@ async fn an_upload_in_flight_when_its_token_is_replaced_is_refused_at_commit() {
         .is_empty());
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(2).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&p.pm, &id, Value::Null).await;
+    t.put(&tok, &id, "a.bin", SECRET.to_vec()).await;
+    let create =
+        serde_json::json!({ "workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov" });
+    // (who, method, path, body, expected status) before seal...
+    let open_cases: Vec<(&str, &str, &str, String, Value, StatusCode)> = vec![
+        (
+            "inv",
+            &p.inv,
+            "POST",
+            "/transfers".into(),
+            create.clone(),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "res",
+            &p.researcher,
+            "POST",
+            "/transfers".into(),
+            create.clone(),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "outsider",
+            &p.outsider,
+            "POST",
+            "/transfers".into(),
+            create.clone(),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "inv",
+            &p.inv,
+            "POST",
+            format!("/transfers/{id}/tokens"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "outsider",
+            &p.outsider,
+            "POST",
+            format!("/transfers/{id}/tokens"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "inv",
+            &p.inv,
+            "POST",
+            format!("/transfers/{id}/seal"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "res",
+            &p.researcher,
+            "POST",
+            format!("/transfers/{id}/seal"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "outsider",
+            &p.outsider,
+            "POST",
+            format!("/transfers/{id}/cancel"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "inv",
+            &p.inv,
+            "POST",
+            format!("/transfers/{id}/cancel"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "outsider",
+            &p.outsider,
+            "GET",
+            "/transfers?workspace=proj/ws".into(),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "res",
+            &p.researcher,
+            "GET",
+            format!("/transfers/{id}/files/a.bin"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "outsider",
+            &p.outsider,
+            "GET",
+            format!("/transfers/{id}/files/a.bin"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "prov",
+            &p.prov,
+            "GET",
+            format!("/transfers/{id}/files/a.bin"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "outsider",
+            &p.outsider,
+            "GET",
+            format!("/transfers/{id}/manifest"),
+            Value::Null,
+            StatusCode::FORBIDDEN,
+        ),
+    ]
+    .into_iter()
+    .map(|(n, tok, m, path, body, s)| (n, tok.as_str(), m, path, body, s))
+    .collect();
+    for (name, token, method, path, body, want) in open_cases {
+        let req = t
+            .http
+            .request(method.parse().unwrap(), t.api(&path))
+            .bearer_auth(token);
+        let req = if body.is_null() { req } else { req.json(&body) };
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(
+            status,
+            want,
+            "{name} {method} {path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET),
+            "{name} {method} {path} leaked content"
+        );
+    }
+    // ...and at review: only the Investigator decides.
+    t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    for (name, token) in [
+        ("pm", &p.pm),
+        ("res", &p.researcher),
+        ("prov", &p.prov),
+        ("outsider", &p.outsider),
+    ] {
+        for verb in ["approve", "reject"] {
+            let (s, v) = t
+                .post_json(token, &format!("/transfers/{id}/{verb}"), Value::Null)
+                .await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{name} {verb}: {v}");
+        }
+    }
+    assert_eq!(t.show(&p.pm, &id).await["state"], "in_review");
+    t.stop().await;
+}

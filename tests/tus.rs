@@ -346,3 +346,87 @@ async fn bad_chunks_are_refused_and_change_nothing() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creation_with_upload_refuses_cleanly_and_the_upload_url_dies_at_seal() {
+    use sha2::Digest;
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data = bytes(20_000, 3);
+    let create = |name: &str, len: usize| {
+        reqwest::Client::new()
+            .post(t.api(&format!("/transfers/{id}/tus")))
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", len.to_string())
+            .header("Upload-Metadata", meta(name))
+            .header("Content-Type", "application/offset+octet-stream")
+    };
+    // An unknown checksum algorithm or a body longer than Upload-Length: nothing reserved.
+    let r = create("x.bin", data.len())
+        .header("Upload-Checksum", "crc32 AAAA")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = create("y.bin", 10).body(data.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(t
+        .app
+        .store
+        .files(id.parse().unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A wrong checksum on the creation body: 460 with the Location to retry at offset 0.
+    let wrong = b64.encode(sha2::Sha256::digest(b"other"));
+    let r = create("z.bin", data.len())
+        .header("Upload-Checksum", format!("sha256 {wrong}"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 460);
+    let loc = format!("{}{}", t.url, r.headers()["location"].to_str().unwrap());
+    let r = t
+        .http
+        .patch(&loc)
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // After seal, the upload URL answers nothing but 401.
+    let (s, _) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for m in [
+        reqwest::Method::HEAD,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+    ] {
+        let r = t
+            .http
+            .request(m.clone(), &loc)
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{m}");
+    }
+    t.stop().await;
+}

@@ -203,6 +203,14 @@ pub async fn create(
         .map(|s| HexDigest::parse(&s))
         .transpose()
         .map_err(|e| TusResponse::from(Error::BadRequest(format!("metadata sha256: {e}"))))?;
+    // Every header is checked before anything is reserved, so a bad request leaves nothing.
+    let has_body = header(&headers, "content-type") == Some(OFFSET_TYPE)
+        && parse_u64(&headers, "content-length")?.unwrap_or(1) > 0;
+    let checksum = if has_body {
+        parse_checksum(&headers)?
+    } else {
+        None
+    };
     let file = upload::create_upload(
         &app,
         &who,
@@ -214,10 +222,9 @@ pub async fn create(
         },
     )
     .await?;
-    let has_body = header(&headers, "content-type") == Some(OFFSET_TYPE)
-        && parse_u64(&headers, "content-length")?.unwrap_or(1) > 0;
+    let location = HeaderValue::from_str(&upload_url(&id, file.id))
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let file = if has_body && !file.complete {
-        let checksum = parse_checksum(&headers)?;
         let stream = body.into_data_stream().map_err(|e| e.to_string());
         let (app2, who2, fid) = (app.clone(), who.clone(), file.id);
         let appended = crate::api::detached(async move {
@@ -226,21 +233,27 @@ pub async fn create(
         .await;
         match appended {
             Ok(f) => f,
-            // The upload exists even if its first bytes failed; the client resumes with HEAD.
-            Err(Error::Interrupted(_)) | Err(Error::ChecksumMismatch(_)) => {
-                upload::upload_status(&app, &who, tid, file.id).await?
+            // The upload exists even if its first bytes were cut off; the client resumes with
+            // HEAD at the Location.
+            Err(Error::Interrupted(_)) => upload::upload_status(&app, &who, tid, file.id).await?,
+            // 460, with the Location, so the client can send the chunk again.
+            Err(e @ Error::ChecksumMismatch(_)) => {
+                let mut r = crate::server::error::ApiError(e).into_response();
+                r.headers_mut().insert("location", location);
+                r.headers_mut().insert("upload-offset", 0.into());
+                return Err(TusResponse(r));
             }
-            Err(e) => return Err(e.into()),
+            // Anything else (a body longer than Upload-Length, say): the reservation goes too.
+            Err(e) => {
+                upload::terminate(&app, &who, tid, file.id).await.ok();
+                return Err(e.into());
+            }
         }
     } else {
         file
     };
     let mut r = with_offset(StatusCode::CREATED.into_response(), &file);
-    r.headers_mut().insert(
-        "location",
-        HeaderValue::from_str(&upload_url(&id, file.id))
-            .map_err(|e| Error::Internal(e.to_string()))?,
-    );
+    r.headers_mut().insert("location", location);
     if let Some(exp) = expires_header(&app, &who).await {
         r.headers_mut()
             .insert(HeaderName::from_static("upload-expires"), exp);
