@@ -8,7 +8,11 @@
 use crate::domain::HexDigest;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// Buffers handed to the hashing workers together; shared, not copied.
+pub type Batch = Arc<[Bytes]>;
 
 /// Both digests of a byte stream, finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,20 +65,20 @@ impl HashState {
 /// Feeds a [`HashState`] from async code: each `update` is queued to two blocking workers.
 /// The queues are bounded, so a slow hash slows the sender instead of growing memory.
 pub struct StreamHasher {
-    sha_tx: mpsc::Sender<Bytes>,
-    b3_tx: mpsc::Sender<Bytes>,
+    sha_tx: mpsc::Sender<Batch>,
+    b3_tx: mpsc::Sender<Batch>,
     sha_job: tokio::task::JoinHandle<Sha256>,
     b3_job: tokio::task::JoinHandle<blake3::Hasher>,
     size: u64,
 }
 
-/// Buffers queued per worker; with 1 MiB buffers this bounds the hasher's memory to a few MiB.
+/// Batches queued per worker; with ~1 MiB batches this bounds the hasher's memory to a few MiB.
 const QUEUE_DEPTH: usize = 8;
 
 impl StreamHasher {
     pub fn resume(state: HashState) -> Self {
-        let (sha_tx, mut sha_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
-        let (b3_tx, mut b3_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+        let (sha_tx, mut sha_rx) = mpsc::channel::<Batch>(QUEUE_DEPTH);
+        let (b3_tx, mut b3_rx) = mpsc::channel::<Batch>(QUEUE_DEPTH);
         let HashState {
             size,
             mut sha256,
@@ -82,14 +86,18 @@ impl StreamHasher {
         } = state;
         // Blocking workers: hashing a GiB takes a CPU-second, which must not stall the runtime.
         let sha_job = tokio::task::spawn_blocking(move || {
-            while let Some(b) = sha_rx.blocking_recv() {
-                sha256.update(&b);
+            while let Some(batch) = sha_rx.blocking_recv() {
+                for b in batch.iter() {
+                    sha256.update(b);
+                }
             }
             sha256
         });
         let b3_job = tokio::task::spawn_blocking(move || {
-            while let Some(b) = b3_rx.blocking_recv() {
-                blake3.update(&b);
+            while let Some(batch) = b3_rx.blocking_recv() {
+                for b in batch.iter() {
+                    blake3.update(b);
+                }
             }
             blake3
         });
@@ -103,10 +111,16 @@ impl StreamHasher {
     }
 
     pub async fn update(&mut self, buf: Bytes) {
-        self.size += buf.len() as u64;
+        self.update_many(Arc::from([buf])).await;
+    }
+
+    /// Queues several buffers as one message: network frames are passed on as they came,
+    /// without first copying them into one large buffer.
+    pub async fn update_many(&mut self, batch: Batch) {
+        self.size += batch.iter().map(|b| b.len() as u64).sum::<u64>();
         // A worker only stops when its receiver is dropped, which happens in `finish`.
-        let _ = self.sha_tx.send(buf.clone()).await;
-        let _ = self.b3_tx.send(buf).await;
+        let _ = self.sha_tx.send(batch.clone()).await;
+        let _ = self.b3_tx.send(batch).await;
     }
 
     /// Waits for both workers and returns the state over everything fed so far.

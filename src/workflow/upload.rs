@@ -9,7 +9,7 @@ use crate::audit::AuditEvent;
 use crate::domain::*;
 use crate::hashing::{ChunkChecksum, HashState, StreamHasher};
 use crate::store::{now, FileConflict, FileRow, Transfer};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,8 +64,8 @@ impl From<&FileRow> for FileReceipt {
     }
 }
 
-/// How much of the body to gather before handing it on: large enough that per-buffer costs
-/// vanish, small enough to keep memory flat.
+/// How much of the body to gather (as the frames that arrived) before handing it on: large
+/// enough that per-message costs vanish, small enough to keep memory flat.
 const BUFFER: usize = 1 << 20;
 
 enum End {
@@ -86,7 +86,8 @@ where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut buf = BytesMut::with_capacity(BUFFER);
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
     let mut seen: u64 = 0;
     let end = loop {
         match body.next().await {
@@ -95,30 +96,44 @@ where
                 if seen > limit {
                     break End::TooLong;
                 }
-                buf.extend_from_slice(&frame);
-                if buf.len() >= BUFFER {
-                    let chunk = buf.split().freeze();
-                    if let Some(c) = checksum.as_mut() {
-                        c.update(&chunk);
-                    }
-                    hasher.update(chunk.clone()).await;
-                    writer.write(chunk).await?;
-                    buf.reserve(BUFFER);
+                batched += frame.len();
+                batch.push(frame);
+                if batched >= BUFFER {
+                    flush(&mut batch, writer, hasher, checksum).await?;
+                    batched = 0;
                 }
             }
             Some(Err(e)) => break End::Interrupted(e.to_string()),
             None => break End::Complete,
         }
     };
-    if !matches!(end, End::TooLong) && !buf.is_empty() {
-        let chunk = buf.freeze();
-        if let Some(c) = checksum.as_mut() {
-            c.update(&chunk);
-        }
-        hasher.update(chunk.clone()).await;
-        writer.write(chunk).await?;
+    if !matches!(end, End::TooLong) {
+        flush(&mut batch, writer, hasher, checksum).await?;
     }
     Ok(end)
+}
+
+/// Hands a batch of frames to the hashers and the writer; nothing is copied.
+async fn flush(
+    batch: &mut Vec<Bytes>,
+    writer: &mut crate::volumes::SegmentWriter,
+    hasher: &mut StreamHasher,
+    checksum: &mut Option<ChunkChecksum>,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let frames: crate::hashing::Batch = std::mem::take(batch).into();
+    if let Some(c) = checksum.as_mut() {
+        for f in frames.iter() {
+            c.update(f);
+        }
+    }
+    hasher.update_many(frames.clone()).await;
+    for f in frames.iter() {
+        writer.write(f.clone()).await?;
+    }
+    Ok(())
 }
 
 fn require_open(t: &Transfer) -> Result<()> {
