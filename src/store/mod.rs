@@ -8,7 +8,7 @@
 
 use crate::audit::{self, AuditEvent};
 use crate::domain::*;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
@@ -486,14 +486,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(file_from_row).transpose()
-    }
-
-    pub async fn file_count(&self, transfer: TransferId) -> Result<u64> {
-        let r = sqlx::query("SELECT COUNT(*) AS n FROM files WHERE transfer_id = $1")
-            .bind(transfer.to_string())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(r.try_get::<i64, _>("n")? as u64)
     }
 
     /// The sizes of a file's stored segments, in order.
@@ -1005,11 +997,4 @@ impl Tx<'_> {
 /// Seconds since the epoch, for token expiry comparisons.
 pub fn unix_now() -> i64 {
     Utc::now().timestamp()
-}
-
-/// Parses a stored timestamp.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
 }
