@@ -124,10 +124,18 @@ async fn flush(
         return Ok(());
     }
     let frames: crate::hashing::Batch = std::mem::take(batch).into();
-    if let Some(c) = checksum.as_mut() {
-        for f in frames.iter() {
-            c.update(f);
-        }
+    if let Some(mut c) = checksum.take() {
+        // The tus chunk checksum is CPU work too: off the async threads.
+        let batch = frames.clone();
+        let c = tokio::task::spawn_blocking(move || {
+            for f in batch.iter() {
+                c.update(f);
+            }
+            c
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("checksum worker failed: {e}")))?;
+        *checksum = Some(c);
     }
     hasher.update_many(frames.clone()).await;
     for f in frames.iter() {
