@@ -7,7 +7,7 @@ use crate::api;
 use crate::app::App;
 use crate::tus;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,81 +25,87 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// Every JSON API route, as `(method, path)`, in the order of the router below. The OpenAPI
-/// document must describe exactly these (a test checks it).
-pub const API_ROUTES: &[(&str, &str)] = &[
-    ("get", "/api/v1/me"),
-    ("post", "/api/v1/transfers"),
-    ("get", "/api/v1/transfers"),
-    ("get", "/api/v1/transfers/{id}"),
-    ("post", "/api/v1/transfers/{id}/tokens"),
-    ("get", "/api/v1/transfers/{id}/manifest"),
-    ("put", "/api/v1/transfers/{id}/files/{path}"),
-    ("get", "/api/v1/transfers/{id}/files/{path}"),
-    ("delete", "/api/v1/transfers/{id}/files/{path}"),
-    ("post", "/api/v1/transfers/{id}/seal"),
-    ("post", "/api/v1/transfers/{id}/confirm"),
-    ("post", "/api/v1/transfers/{id}/approve"),
-    ("post", "/api/v1/transfers/{id}/reject"),
-    ("post", "/api/v1/transfers/{id}/cancel"),
-    ("options", "/api/v1/transfers/{id}/tus"),
-    ("post", "/api/v1/transfers/{id}/tus"),
-    ("head", "/api/v1/transfers/{id}/tus/{upload}"),
-    ("patch", "/api/v1/transfers/{id}/tus/{upload}"),
-    ("delete", "/api/v1/transfers/{id}/tus/{upload}"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/openapi.json"),
-];
+const FILES: &str = "/api/v1/transfers/{id}/files/{*path}";
+const TUS: &str = "/api/v1/transfers/{id}/tus";
+const TUS_UPLOAD: &str = "/api/v1/transfers/{id}/tus/{upload}";
+
+/// Upload routes stream to disk: the only size limit is the configured file-size limit.
+fn streaming(r: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    r.layer(DefaultBodyLimit::disable())
+}
+
+/// tus routes: every response, errors from authentication included, names the version.
+fn tus_route(r: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    streaming(r).layer(axum::middleware::map_response(
+        |mut r: axum::response::Response| async move {
+            r.headers_mut().insert(
+                "tus-resumable",
+                axum::http::HeaderValue::from_static(tus::VERSION),
+            );
+            r
+        },
+    ))
+}
+
+/// Every route, once: `(method, path as axum writes it, handler)`. The router and
+/// [`api_routes`] (which the OpenAPI document and the upload-token tests are checked
+/// against) are both built from this table, so they cannot drift apart.
+fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+    use axum::routing::{delete, head, options, patch};
+    vec![
+        ("get", "/api/v1/me", get(api::me)),
+        ("post", "/api/v1/transfers", post(api::create_transfer)),
+        ("get", "/api/v1/transfers", get(api::list_transfers)),
+        ("get", "/api/v1/transfers/{id}", get(api::show_transfer)),
+        (
+            "post",
+            "/api/v1/transfers/{id}/tokens",
+            post(api::issue_token),
+        ),
+        ("get", "/api/v1/transfers/{id}/manifest", get(api::manifest)),
+        ("put", FILES, streaming(put(api::put_file))),
+        ("get", FILES, get(api::get_file)),
+        ("delete", FILES, delete(api::delete_file)),
+        ("post", "/api/v1/transfers/{id}/seal", post(api::seal)),
+        ("post", "/api/v1/transfers/{id}/confirm", post(api::confirm)),
+        ("post", "/api/v1/transfers/{id}/approve", post(api::approve)),
+        ("post", "/api/v1/transfers/{id}/reject", post(api::reject)),
+        ("post", "/api/v1/transfers/{id}/cancel", post(api::cancel)),
+        ("options", TUS, tus_route(options(tus::options))),
+        ("post", TUS, tus_route(post(tus::create))),
+        ("head", TUS_UPLOAD, tus_route(head(tus::head))),
+        ("patch", TUS_UPLOAD, tus_route(patch(tus::patch))),
+        ("delete", TUS_UPLOAD, tus_route(delete(tus::terminate))),
+        ("get", "/healthz", get(api::healthz)),
+        ("get", "/readyz", get(api::readyz)),
+        ("get", "/openapi.json", get(api::openapi)),
+    ]
+}
+
+/// Every route as `(method, path)`, with paths written as in the OpenAPI document
+/// (`{path}` for the file-path wildcard).
+pub fn api_routes() -> Vec<(&'static str, String)> {
+    routes()
+        .into_iter()
+        .map(|(m, p, _)| (m, p.replace("{*path}", "{path}")))
+        .collect()
+}
 
 pub fn router(state: AppState) -> Router {
-    let uploads = Router::new()
-        .route(
-            "/api/v1/transfers/{id}/files/{*path}",
-            put(api::put_file)
-                .get(api::get_file)
-                .delete(api::delete_file),
-        )
-        .route(
-            "/api/v1/transfers/{id}/tus",
-            post(tus::create).options(tus::options),
-        )
-        .route(
-            "/api/v1/transfers/{id}/tus/{upload}",
-            axum::routing::head(tus::head)
-                .patch(tus::patch)
-                .delete(tus::terminate),
-        )
-        // Uploads stream to disk; the only size limit is the configured file-size limit.
-        .layer(DefaultBodyLimit::disable())
-        // tus: every response, errors from authentication included, names the protocol version.
-        .layer(axum::middleware::map_response(
-            |mut r: axum::response::Response| async move {
-                r.headers_mut().insert(
-                    "tus-resumable",
-                    axum::http::HeaderValue::from_static(tus::VERSION),
-                );
-                r
-            },
-        ));
-    Router::new()
-        .route("/api/v1/me", get(api::me))
-        .route(
-            "/api/v1/transfers",
-            post(api::create_transfer).get(api::list_transfers),
-        )
-        .route("/api/v1/transfers/{id}", get(api::show_transfer))
-        .route("/api/v1/transfers/{id}/tokens", post(api::issue_token))
-        .route("/api/v1/transfers/{id}/manifest", get(api::manifest))
-        .route("/api/v1/transfers/{id}/seal", post(api::seal))
-        .route("/api/v1/transfers/{id}/confirm", post(api::confirm))
-        .route("/api/v1/transfers/{id}/approve", post(api::approve))
-        .route("/api/v1/transfers/{id}/reject", post(api::reject))
-        .route("/api/v1/transfers/{id}/cancel", post(api::cancel))
-        .merge(uploads)
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/openapi.json", get(api::openapi))
+    // Methods of one path are merged into one method router, in table order.
+    let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for (_, path, handler) in routes() {
+        match by_path.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, existing)) => {
+                let merged = std::mem::take(existing).merge(handler);
+                *existing = merged;
+            }
+            None => by_path.push((path, handler)),
+        }
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(api::trace_requests))
         .with_state(state)
