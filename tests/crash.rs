@@ -8,30 +8,6 @@ use airlock::domain::Role;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-fn serve(data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect(&line)
-        .to_owned();
-    (child, url)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_acknowledged_chunk_survives_a_kill_and_the_upload_completes() {
@@ -52,7 +28,7 @@ async fn an_acknowledged_chunk_survives_a_kill_and_the_upload_completes() {
         app.store.pool().close().await;
         pm
     };
-    let (mut child, url) = serve(&data_dir);
+    let (mut child, url) = serve_binary(&data_dir);
     let http = reqwest::Client::new();
     let v: Value = http
         .post(format!("{url}/api/v1/transfers"))
@@ -101,7 +77,7 @@ async fn an_acknowledged_chunk_survives_a_kill_and_the_upload_completes() {
     // SIGKILL: no shutdown code runs.
     child.kill().unwrap();
     child.wait().unwrap();
-    let (mut child, url) = serve(&data_dir);
+    let (mut child, url) = serve_binary(&data_dir);
     let r = http
         .head(format!("{url}{path}"))
         .bearer_auth(&tok)

@@ -502,17 +502,7 @@ impl Store {
     /// Records one more durably stored segment of `size` bytes and the new received count.
     pub async fn add_segment(&self, file: FileId, seq: u64, size: u64) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO segments (file_id, seq, size) VALUES ($1, $2, $3)")
-            .bind(file.to_string())
-            .bind(seq as i64)
-            .bind(size as i64)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE files SET received = received + $2 WHERE id = $1")
-            .bind(file.to_string())
-            .bind(size as i64)
-            .execute(&mut *tx)
-            .await?;
+        record_segment(&mut tx, file, seq, size).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -541,6 +531,28 @@ impl Store {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// A segment row and the file's new received count, on whatever connection holds the
+/// transaction.
+async fn record_segment(
+    conn: &mut sqlx::SqliteConnection,
+    file: FileId,
+    seq: u64,
+    size: u64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO segments (file_id, seq, size) VALUES ($1, $2, $3)")
+        .bind(file.to_string())
+        .bind(seq as i64)
+        .bind(size as i64)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE files SET received = received + $2 WHERE id = $1")
+        .bind(file.to_string())
+        .bind(size as i64)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// What `insert_file` found in the way.
@@ -609,18 +621,7 @@ impl Tx<'_> {
 
     /// Records one more stored segment, as `Store::add_segment` does, inside this transaction.
     pub async fn add_segment(&mut self, file: FileId, seq: u64, size: u64) -> Result<()> {
-        sqlx::query("INSERT INTO segments (file_id, seq, size) VALUES ($1, $2, $3)")
-            .bind(file.to_string())
-            .bind(seq as i64)
-            .bind(size as i64)
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query("UPDATE files SET received = received + $2 WHERE id = $1")
-            .bind(file.to_string())
-            .bind(size as i64)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+        record_segment(&mut self.tx, file, seq, size).await
     }
 
     pub async fn commit(self) -> Result<()> {

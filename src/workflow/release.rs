@@ -39,6 +39,13 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
     }
 }
 
+/// Blocks an approved transfer whose copies do not match its manifest.
+async fn integrity_failure(app: &App, t: &Transfer, why: &str) -> Result<()> {
+    super::transfers::block(app, t.id, TransferState::Approved, "integrity", why)
+        .await
+        .map(|_| ())
+}
+
 /// Keeps a failing release visible: the state stays `approved`, the reason says why it waits.
 async fn note_failure(app: &App, t: &Transfer, e: &Error) {
     // The cause (with paths) is in the log; the reason is shown to members and the uploader.
@@ -87,15 +94,12 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
     let manifest = super::transfers::manifest(&files)?;
     let sealed_root = t.root_digest.clone().unwrap_or_default();
     if manifest_root(&manifest).as_str() != sealed_root {
-        return super::transfers::block(
+        return integrity_failure(
             app,
-            t.id,
-            TransferState::Approved,
-            "integrity",
+            t,
             "the file list no longer matches the sealed root digest",
         )
-        .await
-        .map(|_| ());
+        .await;
     }
     if app.volumes.published(&dest) {
         // Published before a crash stopped us from recording it: accept it only if every
@@ -106,15 +110,7 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
                 Ok(s) => digest_stream(s, None).await?,
                 Err(e) => {
                     let why = format!("{}: already-published copy unreadable: {e}", f.path);
-                    return super::transfers::block(
-                        app,
-                        t.id,
-                        TransferState::Approved,
-                        "integrity",
-                        &why,
-                    )
-                    .await
-                    .map(|_| ());
+                    return integrity_failure(app, t, &why).await;
                 }
             };
             if got.sha256 != want.sha256 || got.blake3 != want.blake3 || got.size != want.size {
@@ -122,15 +118,7 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
                     "{}: an earlier published copy does not match the manifest",
                     f.path
                 );
-                return super::transfers::block(
-                    app,
-                    t.id,
-                    TransferState::Approved,
-                    "integrity",
-                    &why,
-                )
-                .await
-                .map(|_| ());
+                return integrity_failure(app, t, &why).await;
             }
         }
         return record_release(app, t, &dest, manifest.len(), &sealed_root).await;
@@ -156,15 +144,7 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
                     "{}: {what} has sha256 {} ({} bytes), the manifest says {} ({} bytes)",
                     f.path, got.sha256, got.size, want.sha256, want.size
                 );
-                return super::transfers::block(
-                    app,
-                    t.id,
-                    TransferState::Approved,
-                    "integrity",
-                    &why,
-                )
-                .await
-                .map(|_| ());
+                return integrity_failure(app, t, &why).await;
             }
         }
     }
