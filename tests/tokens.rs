@@ -610,3 +610,48 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
     assert_eq!(t.show(&p.pm, &id).await["state"], "in_review");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_manager_revokes_a_leaked_token_without_replacing_it() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    assert_eq!(
+        t.put(&tok, &id, "a.bin", b"a".to_vec()).await.0,
+        StatusCode::CREATED
+    );
+    let (s, _) = t
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{id}/tokens/revoke"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = t
+        .post_json(&tok, &format!("/transfers/{id}/tokens/revoke"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let out = t.cli(Some(&people.pm), &["transfer", "revoke-token", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked 1"));
+    let (s, v) = t.put(&tok, &id, "b.bin", b"b".to_vec()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"].as_str().unwrap().contains("revoked by pm"),
+        "{v}"
+    );
+    // The transfer is still open: a new token works.
+    assert_eq!(t.show(&people.pm, &id).await["state"], "open");
+    let tok2 = t.upload_token(&people.pm, &id, Value::Null).await;
+    assert_eq!(
+        t.put(&tok2, &id, "b.bin", b"b".to_vec()).await.0,
+        StatusCode::CREATED
+    );
+    t.stop().await;
+}

@@ -156,6 +156,15 @@ pub async fn issue_token(
     Ok((StatusCode::CREATED, Json(t)))
 }
 
+pub async fn revoke_tokens(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let n = transfers::revoke_tokens(&app, &who, transfer_id(&id)?).await?;
+    Ok(Json(serde_json::json!({ "revoked": n })))
+}
+
 pub async fn manifest(
     State(app): State<AppState>,
     Caller(who): Caller,

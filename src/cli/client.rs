@@ -98,6 +98,15 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
             );
             println!("{}", v["token"].as_str().unwrap_or_default());
         }
+        TransferCommand::RevokeToken { id } => {
+            let v: Value = send(auth(
+                http.post(api(server, &format!("/transfers/{id}/tokens/revoke"))),
+            ))
+            .await?
+            .json()
+            .await?;
+            println!("revoked {} token(s)", v["revoked"]);
+        }
         TransferCommand::Show { id, json } => {
             let v: Value = send(auth(http.get(api(server, &format!("/transfers/{id}")))))
                 .await?

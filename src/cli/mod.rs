@@ -149,6 +149,10 @@ pub enum TransferCommand {
         #[arg(long = "cidr")]
         cidrs: Vec<String>,
     },
+    /// Revoke the transfer's upload token without issuing a new one.
+    RevokeToken {
+        id: String,
+    },
     /// Show a transfer.
     Show {
         id: String,

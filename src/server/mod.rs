@@ -62,6 +62,11 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             "/api/v1/transfers/{id}/tokens",
             post(api::issue_token),
         ),
+        (
+            "post",
+            "/api/v1/transfers/{id}/tokens/revoke",
+            post(api::revoke_tokens),
+        ),
         ("get", "/api/v1/transfers/{id}/manifest", get(api::manifest)),
         ("put", FILES, streaming(put(api::put_file))),
         ("get", FILES, get(api::get_file)),

@@ -188,6 +188,26 @@ pub async fn issue_token(
     })
 }
 
+/// A Project Manager revokes the transfer's upload token (leaked, say) without issuing a new
+/// one; the transfer stays open for a later token. Returns how many tokens were revoked.
+pub async fn revoke_tokens(app: &App, who: &Principal, id: TransferId) -> Result<u64> {
+    let user = who.staff()?;
+    let (_, ws) = access::load(app, id).await?;
+    access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
+    let mut tx = app.store.begin().await?;
+    let n = tx
+        .revoke_upload_tokens(id, &format!("revoked by {}", user.name))
+        .await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "token.revoked")
+            .transfer(id)
+            .detail(serde_json::json!({ "revoked": n })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct SealRequest {
     /// The root digest the provider computed; compared with ours.
