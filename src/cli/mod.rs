@@ -47,6 +47,9 @@ pub enum Command {
     /// Bootstrap users, projects, workspaces and staff tokens (no server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The hash-chained audit log, read from the data directory (no server needed).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
     #[command(subcommand)]
     Transfer(TransferCommand),
@@ -75,6 +78,26 @@ pub struct Confirm {
     /// The root digest you expect; airlock compares it with its own.
     #[arg(long)]
     pub root_digest: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the whole chain; names the first bad event. With --head, also check that the
+    /// chain ends at a head exported earlier and kept elsewhere.
+    Verify {
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Write every event as JSON lines (to stdout, or --output FILE).
+    Export {
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Print one transfer's history.
+    Show {
+        #[arg(long)]
+        transfer: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -226,12 +249,69 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(s).await?;
             admin(&app, cmd).await
         }
+        Command::Audit(cmd) => {
+            let s = settings(&cli)?;
+            let app = App::open(s).await?;
+            audit(&app, cmd).await
+        }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
         Command::Upload { token, paths } => client::upload(&cli.server, token, paths).await,
         Command::Seal { token, confirm } => {
             client::seal_with_token(&cli.server, token, confirm).await
         }
     }
+}
+
+async fn audit(app: &App, cmd: &AuditCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    let records = app.store.audit_records().await?;
+    match cmd {
+        AuditCommand::Verify { head } => {
+            if let Err((seq, why)) = crate::audit::verify_chain(&records) {
+                anyhow::bail!("audit chain broken at event {seq}: {why}");
+            }
+            let last = records
+                .last()
+                .map(|r| r.hash.as_str())
+                .unwrap_or(crate::audit::GENESIS);
+            if let Some(pinned) = head {
+                let pinned = pinned.trim();
+                match records.iter().position(|r| r.hash == pinned) {
+                    None => anyhow::bail!(
+                        "the pinned head {pinned} is not in the chain: events were rewritten"
+                    ),
+                    Some(i) => println!(
+                        "pinned head found at event {}; {} event(s) after it",
+                        records[i].seq,
+                        records.len() - i - 1
+                    ),
+                }
+            }
+            println!("ok: {} events, head {last}", records.len());
+        }
+        AuditCommand::Export { output } => {
+            let mut out: Box<dyn Write> = match output {
+                Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            for r in &records {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+            out.flush()?;
+        }
+        AuditCommand::Show { transfer } => {
+            for r in records
+                .iter()
+                .filter(|r| r.transfer_id.as_deref() == Some(transfer.as_str()))
+            {
+                println!(
+                    "{:>6}  {}  {:<24} {:<40} {}",
+                    r.seq, r.at, r.action, r.actor, r.detail
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
