@@ -7,7 +7,6 @@ mod common;
 use airlock::audit::Record;
 use common::*;
 use serde_json::Value;
-use sqlx::Row;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -42,27 +41,10 @@ async fn tampered(base: &Path, scratch: &Path, name: &str, tamper: &[&str]) -> P
 }
 
 async fn records(data: &Path) -> Vec<Record> {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("airlock.db").display()))
-            .await
-            .unwrap();
-    let rows = sqlx::query("SELECT * FROM audit_events ORDER BY seq")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows.iter()
-        .map(|r| Record {
-            seq: r.get("seq"),
-            at: r.get("at"),
-            actor: r.get("actor"),
-            action: r.get("action"),
-            transfer_id: r.get("transfer_id"),
-            detail: r.get("detail"),
-            prev_hash: r.get("prev_hash"),
-            hash: r.get("hash"),
-        })
-        .collect()
+    let app = airlock::app::App::open(settings(data)).await.unwrap();
+    let all = app.store.audit_records().await.unwrap();
+    app.store.pool().close().await;
+    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -325,10 +325,7 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
 
     // An unfinished tus upload blocks the seal.
     let r = t
-        .http
-        .post(t.api(&format!("/transfers/{id}/tus")))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
+        .tus_create(&tok, &id)
         .header("Upload-Length", "10")
         .header("Upload-Metadata", "filename cGFydC5iaW4=")
         .send()
@@ -572,10 +569,8 @@ async fn lying_lengths_and_oversize_files_store_nothing() {
     assert_eq!(s2, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert!(v["error"].as_str().unwrap().contains("limit"), "{v}");
     // A fresh connection: the server closed the last one without reading the refused body.
-    let r = reqwest::Client::new()
-        .post(t.api(&format!("/transfers/{id}/tus")))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
+    let r = t
+        .tus_create(&tok, &id)
         .header("Upload-Length", "1000001")
         .header("Upload-Metadata", "filename YmlnLmJpbg==")
         .send()

@@ -21,18 +21,9 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
     let (s, _) = t.put(&tok, &id, "dir/secret.txt", SECRET.to_vec()).await;
     assert_eq!(s, StatusCode::CREATED);
     let r = t
-        .http
-        .post(t.api(&format!("/transfers/{id}/tus")))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
+        .tus_create(&tok, &id)
         .header("Upload-Length", SECRET.len().to_string())
-        .header(
-            "Upload-Metadata",
-            format!(
-                "relativePath {}",
-                base64::engine::general_purpose::STANDARD.encode("tus.txt")
-            ),
-        )
+        .header("Upload-Metadata", tus_meta("tus.txt"))
         .header("Content-Type", "application/offset+octet-stream")
         .body(SECRET.to_vec())
         .send()
@@ -346,18 +337,9 @@ async fn hostile_names_are_refused_with_the_reason_and_change_nothing() {
         assert!(v["error"].as_str().unwrap().contains(says), "{name:?}: {v}");
         // The same through tus metadata.
         let r = t
-            .http
-            .post(t.api(&format!("/transfers/{id}/tus")))
-            .bearer_auth(&tok)
-            .header("Tus-Resumable", "1.0.0")
+            .tus_create(&tok, &id)
             .header("Upload-Length", "4")
-            .header(
-                "Upload-Metadata",
-                format!(
-                    "relativePath {}",
-                    base64::engine::general_purpose::STANDARD.encode(name)
-                ),
-            )
+            .header("Upload-Metadata", tus_meta(name))
             .send()
             .await
             .unwrap();

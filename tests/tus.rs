@@ -12,13 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-fn meta(path: &str) -> String {
-    format!(
-        "relativePath {}",
-        base64::engine::general_purpose::STANDARD.encode(path)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tuspy_uploads_unmodified_with_checksums_and_small_chunks() {
     let t = TestApp::spawn().await;
@@ -115,12 +108,9 @@ async fn interrupted_upload_resumes(restart: bool) {
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let data = bytes(6_000_000, 21);
     let r = t
-        .http
-        .post(t.api(&format!("/transfers/{id}/tus")))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
+        .tus_create(&tok, &id)
         .header("Upload-Length", data.len().to_string())
-        .header("Upload-Metadata", meta("resumed.bin"))
+        .header("Upload-Metadata", tus_meta("resumed.bin"))
         .send()
         .await
         .unwrap();
@@ -142,13 +132,12 @@ async fn interrupted_upload_resumes(restart: bool) {
 
     // A PATCH at the wrong offset is refused and changes nothing.
     let r = t
-        .http
-        .patch(format!("{}{location}", t.url))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Offset", "0")
-        .header("Content-Type", "application/offset+octet-stream")
-        .body(data[..10].to_vec())
+        .tus_patch(
+            &tok,
+            &format!("{}{location}", t.url),
+            "0",
+            data[..10].to_vec(),
+        )
         .send()
         .await
         .unwrap();
@@ -157,13 +146,12 @@ async fn interrupted_upload_resumes(restart: bool) {
 
     // Resume where the server says.
     let r = t
-        .http
-        .patch(format!("{}{location}", t.url))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Offset", offset.to_string())
-        .header("Content-Type", "application/offset+octet-stream")
-        .body(data[offset as usize..].to_vec())
+        .tus_patch(
+            &tok,
+            &format!("{}{location}", t.url),
+            offset.to_string(),
+            data[offset as usize..].to_vec(),
+        )
         .send()
         .await
         .unwrap();
@@ -217,12 +205,9 @@ async fn bad_chunks_are_refused_and_change_nothing() {
 
     // Creation with upload, first half.
     let r = t
-        .http
-        .post(t.api(&format!("/transfers/{id}/tus")))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
+        .tus_create(&tok, &id)
         .header("Upload-Length", data.len().to_string())
-        .header("Upload-Metadata", meta("c.bin"))
+        .header("Upload-Metadata", tus_meta("c.bin"))
         .header("Content-Type", "application/offset+octet-stream")
         .header(
             "Upload-Checksum",
@@ -238,15 +223,7 @@ async fn bad_chunks_are_refused_and_change_nothing() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["upload-offset"], "50000");
     let loc = format!("{}{}", t.url, r.headers()["location"].to_str().unwrap());
-    let patch = |offset: &str, body: Vec<u8>| {
-        t.http
-            .patch(&loc)
-            .bearer_auth(&tok)
-            .header("Tus-Resumable", "1.0.0")
-            .header("Upload-Offset", offset)
-            .header("Content-Type", "application/offset+octet-stream")
-            .body(body)
-    };
+    let patch = |offset: &str, body: Vec<u8>| t.tus_patch(&tok, &loc, offset, body);
 
     // A checksum that does not match: 460, offset unchanged.
     let wrong = b64.encode(sha1::Sha1::digest(b"not these bytes"));
@@ -325,20 +302,14 @@ async fn bad_chunks_are_refused_and_change_nothing() {
 
     // Creation needs a length and a name.
     let r = t
-        .http
-        .post(t.api(&format!("/transfers/{id}/tus")))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Metadata", meta("x"))
+        .tus_create(&tok, &id)
+        .header("Upload-Metadata", tus_meta("x"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = t
-        .http
-        .post(t.api(&format!("/transfers/{id}/tus")))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
+        .tus_create(&tok, &id)
         .header("Upload-Length", "3")
         .send()
         .await
@@ -357,12 +328,9 @@ async fn creation_with_upload_refuses_cleanly_and_the_upload_url_dies_at_seal() 
     let b64 = base64::engine::general_purpose::STANDARD;
     let data = bytes(20_000, 3);
     let create = |name: &str, len: usize| {
-        reqwest::Client::new()
-            .post(t.api(&format!("/transfers/{id}/tus")))
-            .bearer_auth(&tok)
-            .header("Tus-Resumable", "1.0.0")
+        t.tus_create(&tok, &id)
             .header("Upload-Length", len.to_string())
-            .header("Upload-Metadata", meta(name))
+            .header("Upload-Metadata", tus_meta(name))
             .header("Content-Type", "application/offset+octet-stream")
     };
     // An unknown checksum algorithm or a body longer than Upload-Length: nothing reserved.
@@ -394,13 +362,7 @@ async fn creation_with_upload_refuses_cleanly_and_the_upload_url_dies_at_seal() 
     assert_eq!(r.status().as_u16(), 460);
     let loc = format!("{}{}", t.url, r.headers()["location"].to_str().unwrap());
     let r = t
-        .http
-        .patch(&loc)
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Offset", "0")
-        .header("Content-Type", "application/offset+octet-stream")
-        .body(data.clone())
+        .tus_patch(&tok, &loc, "0", data.clone())
         .send()
         .await
         .unwrap();

@@ -142,18 +142,11 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
             }
         }
         TransferCommand::Seal { id, confirm } => {
-            let v: Value = send(
+            print_state(
                 auth(http.post(api(server, &format!("/transfers/{id}/seal"))))
                     .json(&confirm_body(confirm)?),
             )
-            .await?
-            .json()
             .await?;
-            println!(
-                "{}: {}",
-                v["state"].as_str().unwrap_or_default(),
-                v["state_reason"].as_str().unwrap_or_default()
-            );
         }
         TransferCommand::Approve { id, comment } | TransferCommand::Reject { id, comment } => {
             let verb = if matches!(cmd, TransferCommand::Approve { .. }) {
@@ -161,32 +154,18 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
             } else {
                 "reject"
             };
-            let v: Value = send(
+            print_state(
                 auth(http.post(api(server, &format!("/transfers/{id}/{verb}"))))
                     .json(&serde_json::json!({ "comment": comment })),
             )
-            .await?
-            .json()
             .await?;
-            println!(
-                "{}: {}",
-                v["state"].as_str().unwrap_or_default(),
-                v["state_reason"].as_str().unwrap_or_default()
-            );
         }
         TransferCommand::Confirm { id, root_digest } => {
-            let v: Value = send(
+            print_state(
                 auth(http.post(api(server, &format!("/transfers/{id}/confirm"))))
                     .json(&serde_json::json!({ "root_digest": root_digest })),
             )
-            .await?
-            .json()
             .await?;
-            println!(
-                "{}: {}",
-                v["state"].as_str().unwrap_or_default(),
-                v["state_reason"].as_str().unwrap_or_default()
-            );
         }
         TransferCommand::Cancel { id } => {
             let v: Value = send(auth(
@@ -198,6 +177,17 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
             println!("{}", v["state"].as_str().unwrap_or_default());
         }
     }
+    Ok(())
+}
+
+/// Sends a request that answers with a transfer, and prints `state: reason`.
+async fn print_state(req: RequestBuilder) -> anyhow::Result<()> {
+    let v: Value = send(req).await?.json().await?;
+    println!(
+        "{}: {}",
+        v["state"].as_str().unwrap_or_default(),
+        v["state_reason"].as_str().unwrap_or_default()
+    );
     Ok(())
 }
 

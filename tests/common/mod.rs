@@ -150,6 +150,32 @@ impl TestApp {
         format!("{}/api/v1{path}", self.url)
     }
 
+    /// A tus creation request (POST) with the upload token; add Upload-Length, metadata and
+    /// any body. A fresh connection each time, as a refused upload may have closed the last.
+    pub fn tus_create(&self, token: &str, id: &str) -> reqwest::RequestBuilder {
+        Client::new()
+            .post(self.api(&format!("/transfers/{id}/tus")))
+            .bearer_auth(token)
+            .header("Tus-Resumable", "1.0.0")
+    }
+
+    /// A tus PATCH of `bytes` at `offset` of the upload at `url`.
+    pub fn tus_patch(
+        &self,
+        token: &str,
+        url: &str,
+        offset: impl ToString,
+        bytes: impl Into<reqwest::Body>,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .patch(url)
+            .bearer_auth(token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(bytes)
+    }
+
     /// Opens a transfer as the PM; returns its id.
     pub async fn open_transfer(&self, pm: &str, kind: &str, uploader: &str) -> String {
         let (status, v) = self
@@ -322,4 +348,13 @@ pub fn serve_binary(data: &Path) -> (std::process::Child, String) {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
     (child, url)
+}
+
+/// tus `Upload-Metadata` naming the file `path`.
+pub fn tus_meta(path: &str) -> String {
+    use base64::Engine;
+    format!(
+        "relativePath {}",
+        base64::engine::general_purpose::STANDARD.encode(path)
+    )
 }
