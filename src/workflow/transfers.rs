@@ -679,6 +679,8 @@ pub struct TransferView {
     pub total_bytes: u64,
     pub files: Vec<super::upload::FileReceipt>,
     pub decisions: Vec<DecisionView>,
+    /// The approvals still required before release, and who could give them.
+    pub awaiting: Vec<Awaiting>,
     pub incidents: Vec<IncidentView>,
     pub release: Option<ReleaseView>,
 }
@@ -691,6 +693,16 @@ pub struct DecisionView {
     pub comment: String,
     pub root_digest: String,
     pub at: String,
+}
+
+/// One role whose approval the transfer still waits for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Awaiting {
+    pub role: Role,
+    /// How many more approvals in this role are needed.
+    pub needed: u32,
+    /// Who may give them (user names).
+    pub from: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -749,6 +761,7 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
                 at: d.at,
             })
             .collect(),
+        awaiting: Vec::new(),
         incidents: app
             .store
             .incidents(Some(t.id))
@@ -766,6 +779,12 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
             released_at: t.released_at,
         }),
     })
+}
+
+/// A transfer as staff see it, with no access check: for background jobs (notifications).
+pub async fn view(app: &App, id: TransferId) -> Result<TransferView> {
+    let (t, ws) = access::load(app, id).await?;
+    view_of(app, t, &ws).await
 }
 
 /// Members of the project, and the transfer's own uploader, see a transfer in full
