@@ -17,7 +17,7 @@ pub struct App {
     pub volumes: Volumes,
     /// The token signing key (`data_dir/keys/jwt.key`).
     pub keys: Keys,
-    /// The default policy of each tier.
+    /// The policy of each tier, and the overrides workspaces point to.
     pub policies: Policies,
     /// One lock and running hash per upload in progress, so a resumed tus upload continues
     /// the digests without re-reading what it already stored.
@@ -54,7 +54,11 @@ impl App {
         let store = Store::open_sqlite(&dir.join("airlock.db")).await?;
         let volumes = Volumes::local(&dir)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
-        let policies = Policies::defaults()?;
+        let policies = Policies::load(settings.policy.dir.as_deref())?;
+        // Every override a workspace points to is checked now, so a bad file stops the start.
+        for (file, tier) in store.workspace_policy_files().await? {
+            policies.for_workspace(tier, Some(&file))?;
+        }
         Ok(Arc::new(App {
             settings,
             store,
@@ -64,5 +68,17 @@ impl App {
             uploads: UploadLocks::default(),
             jobs: tokio::sync::Notify::new(),
         }))
+    }
+}
+
+impl App {
+    /// The policy in force for a workspace.
+    pub fn policy(
+        &self,
+        ws: &crate::store::Workspace,
+    ) -> Result<Arc<crate::policy::Policy>, crate::workflow::Error> {
+        self.policies
+            .for_workspace(ws.tier, ws.policy_file.as_deref())
+            .map_err(|e| crate::workflow::Error::Internal(e.to_string()))
     }
 }

@@ -13,7 +13,16 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub tokens: TokenSettings,
     pub limits: LimitSettings,
+    pub policy: PolicySettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// A folder holding `tier0.toml` … `tier4.toml` to use instead of the compiled-in
+    /// defaults (a copy of the repository's `policies/`, edited). Default: none.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

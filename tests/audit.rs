@@ -50,7 +50,7 @@ async fn records(data: &Path) -> Vec<Record> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_verify_names_the_first_tampered_event() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     t.put(&tok, &id, "a.bin", bytes(1000, 1)).await;

@@ -23,7 +23,7 @@ async fn an_acknowledged_chunk_survives_a_kill_and_the_upload_completes() {
         add_member(&app, "proj", "pm", Role::ProjectManager)
             .await
             .unwrap();
-        create_workspace(&app, "proj", "ws", 2).await.unwrap();
+        create_workspace(&app, "proj", "ws", 2, None).await.unwrap();
         let pm = staff_token(&app, "pm", None).await.unwrap();
         app.store.pool().close().await;
         pm

@@ -43,7 +43,9 @@ fn dataset(root: &Path, name: &str) -> Vec<String> {
 
 async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t
+        .bootstrap(if kind == "software-ingress" { 2 } else { 1 })
+        .await;
     let work = tempfile::tempdir().unwrap();
     let rels = dataset(work.path(), "ds");
 
@@ -130,7 +132,15 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     ok(t.cli(
         Some(&people.inv),
-        &["transfer", "approve", &id, "--comment", "looks right"],
+        &[
+            "transfer",
+            "approve",
+            &id,
+            "--as",
+            "investigator",
+            "--comment",
+            "looks right",
+        ],
     ));
     let v = t.wait_for_state(&people.pm, &id, "released").await;
     assert_eq!(v["decisions"][0]["user"], "inv");
@@ -234,7 +244,7 @@ async fn a_plain_curl_put_streams_one_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let good = bytes(1000, 3);
     let sha = |b: &[u8]| {
         use sha2::Digest;
@@ -314,7 +324,7 @@ async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_digest_seen() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let (s, v) = t
@@ -469,7 +479,7 @@ async fn health_readiness_and_the_openapi_document_cover_every_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_provider_confirms_the_root_digest_after_seal_and_a_wrong_one_blocks() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let mut roots = Vec::new();
     for _ in 0..2 {
         let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
@@ -525,7 +535,7 @@ async fn the_provider_confirms_the_root_digest_after_seal_and_a_wrong_one_blocks
 async fn lying_lengths_and_oversize_files_store_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let t = TestApp::spawn_with(|s| s.limits.max_file_size = 1_000_000).await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
 
@@ -606,7 +616,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_uploads_into_one_transfer_all_land() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let mut jobs = Vec::new();
@@ -652,7 +662,7 @@ async fn many_concurrent_uploads_into_one_transfer_all_land() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_token_issuer_cannot_approve_even_as_investigator() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     airlock::workflow::admin::add_member(&t.app, "proj", "pm", airlock::domain::Role::Investigator)
         .await
         .unwrap();
@@ -680,7 +690,7 @@ async fn the_token_issuer_cannot_approve_even_as_investigator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_release_published_but_not_recorded_is_verified_and_accepted_or_blocked() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let mut ids = Vec::new();
     for n in 0..2u64 {
         let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;

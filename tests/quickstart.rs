@@ -44,6 +44,7 @@ fn the_readme_quickstart_works_with_the_binary_alone() {
         &["admin", "user", "add", "pat", "--role", "project-manager"][..],
         &["admin", "user", "add", "ivy", "--role", "investigator"],
         &["admin", "user", "add", "dora", "--role", "provider"],
+        &["admin", "user", "add", "rex", "--role", "referee"],
         &["admin", "project", "create", "genomics"],
         &[
             "admin",
@@ -124,13 +125,43 @@ fn the_readme_quickstart_works_with_the_binary_alone() {
     assert!(printed.contains("cohort/visits/2026.csv"), "{printed}");
     let sealed = airlock(&data, &url, None, cwd, &["seal", "--token", &upload]);
     assert!(sealed.starts_with("in_review"), "{sealed}");
-    let ivy = airlock(&data, &url, None, cwd, &["admin", "token", "ivy"]);
+    // Tier 2 asks an Investigator and a Referee from the college.
     airlock(
+        &data,
+        &url,
+        Some(&pat),
+        cwd,
+        &["referee", "assign", &id, "rex"],
+    );
+    let ivy = airlock(&data, &url, None, cwd, &["admin", "token", "ivy"]);
+    let said = airlock(
         &data,
         &url,
         Some(&ivy),
         cwd,
-        &["transfer", "approve", &id, "--comment", "checked"],
+        &[
+            "transfer",
+            "approve",
+            &id,
+            "--as",
+            "investigator",
+            "--comment",
+            "checked",
+        ],
+    );
+    assert!(
+        said.contains("in_review") && said.contains("1 referee"),
+        "{said}"
+    );
+    let shown = airlock(&data, &url, Some(&pat), cwd, &["transfer", "show", &id]);
+    assert!(shown.contains("awaiting   1 referee from rex"), "{shown}");
+    let rex = airlock(&data, &url, None, cwd, &["admin", "token", "rex"]);
+    airlock(
+        &data,
+        &url,
+        Some(&rex),
+        cwd,
+        &["transfer", "approve", &id, "--as", "referee"],
     );
 
     let mut v = Value::Null;

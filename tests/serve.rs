@@ -66,7 +66,7 @@ async fn the_binary_serves_from_a_config_file_with_env_overrides_and_stops_on_si
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_lets_an_upload_in_flight_finish() {
     let mut t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let data = bytes(4_000_000, 8);

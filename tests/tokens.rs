@@ -15,7 +15,7 @@ const SECRET: &[u8] = b"PATIENT-RECORD-7f3a9c-DO-NOT-LEAK";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let (s, _) = t.put(&tok, &id, "dir/secret.txt", SECRET.to_vec()).await;
@@ -115,7 +115,7 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_dies_at_seal_and_is_refused_everywhere_after() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     t.put(&tok, &id, "a.bin", b"abc".to_vec()).await;
@@ -155,7 +155,7 @@ async fn a_token_dies_at_seal_and_is_refused_everywhere_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_expires_and_its_open_transfer_becomes_expired() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t
         .upload_token(&people.pm, &id, serde_json::json!({ "ttl": "2s" }))
@@ -180,7 +180,7 @@ async fn a_token_expires_and_its_open_transfer_becomes_expired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_only_works_on_its_own_transfer_and_from_its_ip_ranges() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let a = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let b = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok_a = t.upload_token(&people.pm, &a, Value::Null).await;
@@ -222,7 +222,7 @@ async fn a_token_only_works_on_its_own_transfer_and_from_its_ip_ranges() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(v["error"].as_str().unwrap().contains("replaced"), "{v}");
 
-    // The tier's lifetime cap holds (tier 2: 24h).
+    // The tier's lifetime cap holds (tier 1: 24h).
     let (s, v) = t
         .post_json(
             &people.pm,
@@ -238,7 +238,7 @@ async fn a_token_only_works_on_its_own_transfer_and_from_its_ip_ranges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_and_foreign_tokens_get_401_and_strangers_403() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -300,7 +300,7 @@ async fn forged_and_foreign_tokens_get_401_and_strangers_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_names_are_refused_with_the_reason_and_change_nothing() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     assert_eq!(
@@ -388,7 +388,7 @@ async fn tier_three_tokens_must_be_bound_to_an_ip_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_in_flight_when_its_token_is_replaced_is_refused_at_commit() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
@@ -429,7 +429,7 @@ async fn an_upload_in_flight_when_its_token_is_replaced_is_refused_at_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
     let t = TestApp::spawn().await;
-    let p = t.bootstrap(2).await;
+    let p = t.bootstrap(1).await;
     let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&p.pm, &id, Value::Null).await;
     t.put(&tok, &id, "a.bin", SECRET.to_vec()).await;
@@ -596,7 +596,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_project_manager_revokes_a_leaked_token_without_replacing_it() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     assert_eq!(

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tuspy_uploads_unmodified_with_checksums_and_small_chunks() {
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let work = tempfile::tempdir().unwrap();
@@ -103,7 +103,7 @@ async fn wait_offset(t: &TestApp, location: &str, tok: &str, at_least: u64) -> u
 
 async fn interrupted_upload_resumes(restart: bool) {
     let mut t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let data = bytes(6_000_000, 21);
@@ -197,7 +197,7 @@ async fn an_upload_cut_off_resumes_after_a_server_restart() {
 async fn bad_chunks_are_refused_and_change_nothing() {
     use sha2::Digest;
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let data = bytes(100_000, 5);
@@ -322,7 +322,7 @@ async fn bad_chunks_are_refused_and_change_nothing() {
 async fn creation_with_upload_refuses_cleanly_and_the_upload_url_dies_at_seal() {
     use sha2::Digest;
     let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
+    let people = t.bootstrap(1).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let b64 = base64::engine::general_purpose::STANDARD;

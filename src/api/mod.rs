@@ -4,7 +4,7 @@ use crate::domain::TransferId;
 use crate::server::error::ApiError;
 use crate::server::AppState;
 use crate::workflow::access::{self, Principal};
-use crate::workflow::{transfers, upload, Error};
+use crate::workflow::{governance, transfers, upload, Error};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -195,6 +195,12 @@ fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Res
         .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
 }
 
+/// A required JSON body.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
+}
+
 /// The expected SHA-256 of a PUT, if the uploader sent one.
 pub const EXPECTED_SHA256_HEADER: &str = "airlock-expected-sha256";
 
@@ -273,15 +279,25 @@ pub async fn seal(
     })))
 }
 
+async fn decide(
+    app: AppState,
+    who: Principal,
+    id: String,
+    body: Bytes,
+    verdict: governance::Verdict,
+) -> ApiResult<Json<transfers::TransferView>> {
+    let id = transfer_id(&id)?;
+    governance::decide(&app, &who, id, verdict, json_or_default(&body)?).await?;
+    Ok(Json(transfers::show(&app, &who, id).await?))
+}
+
 pub async fn approve(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<transfers::TransferView>> {
-    let id = transfer_id(&id)?;
-    transfers::decide(&app, &who, id, true, json_or_default(&body)?).await?;
-    Ok(Json(transfers::show(&app, &who, id).await?))
+    decide(app, who, id, body, governance::Verdict::Approve).await
 }
 
 pub async fn reject(
@@ -290,9 +306,101 @@ pub async fn reject(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<transfers::TransferView>> {
+    decide(app, who, id, body, governance::Verdict::Reject).await
+}
+
+pub async fn return_transfer(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<transfers::TransferView>> {
+    decide(app, who, id, body, governance::Verdict::Return).await
+}
+
+pub async fn revoke(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<transfers::TransferView>> {
     let id = transfer_id(&id)?;
-    transfers::decide(&app, &who, id, false, json_or_default(&body)?).await?;
+    governance::revoke(&app, &who, id, json_body(&body)?).await?;
     Ok(Json(transfers::show(&app, &who, id).await?))
+}
+
+pub async fn assign_referee(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Vec<governance::RefereeView>>> {
+    let id = transfer_id(&id)?;
+    Ok(Json(
+        governance::assign_referee(&app, &who, id, json_body(&body)?).await?,
+    ))
+}
+
+pub async fn approve_referee(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Vec<governance::RefereeView>>> {
+    let id = transfer_id(&id)?;
+    Ok(Json(
+        governance::approve_referee(&app, &who, id, json_body(&body)?).await?,
+    ))
+}
+
+pub async fn add_user(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<governance::UserView>)> {
+    let u = governance::add_user(&app, &who, json_body(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(u)))
+}
+
+pub async fn create_project(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let name = governance::create_project(&app, &who, json_body(&body)?).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "name": name })),
+    ))
+}
+
+pub async fn members(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Vec<governance::MemberView>>> {
+    Ok(Json(governance::members(&app, &who, &project).await?))
+}
+
+pub async fn add_member(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<governance::MemberView>)> {
+    let m = governance::add_member(&app, &who, &project, json_body(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(m)))
+}
+
+pub async fn approve_member(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<governance::MemberView>> {
+    Ok(Json(
+        governance::approve_member(&app, &who, &project, json_body(&body)?).await?,
+    ))
 }
 
 pub async fn cancel(

@@ -1,6 +1,9 @@
 //! Client commands: talk to a running server over its JSON API.
 
-use super::{Confirm, TransferCommand};
+use super::{
+    Confirm, Decide, MemberCommand, ProjectApiCommand, RefereeCommand, TransferCommand,
+    UserApiCommand,
+};
 use crate::auth::peek_claims;
 use anyhow::{anyhow, bail, Context};
 use futures::StreamExt;
@@ -148,15 +151,13 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
             )
             .await?;
         }
-        TransferCommand::Approve { id, comment } | TransferCommand::Reject { id, comment } => {
-            let verb = if matches!(cmd, TransferCommand::Approve { .. }) {
-                "approve"
-            } else {
-                "reject"
-            };
+        TransferCommand::Approve(d) => decide(&http, &token, server, "approve", d).await?,
+        TransferCommand::Reject(d) => decide(&http, &token, server, "reject", d).await?,
+        TransferCommand::Return(d) => decide(&http, &token, server, "return", d).await?,
+        TransferCommand::Revoke { id, reason } => {
             print_state(
-                auth(http.post(api(server, &format!("/transfers/{id}/{verb}"))))
-                    .json(&serde_json::json!({ "comment": comment })),
+                auth(http.post(api(server, &format!("/transfers/{id}/revoke"))))
+                    .json(&serde_json::json!({ "reason": reason })),
             )
             .await?;
         }
@@ -180,6 +181,156 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A decision, bound to the root digest and policy version the reviewer saw.
+async fn decide(
+    http: &Client,
+    token: &str,
+    server: &str,
+    verb: &str,
+    d: &Decide,
+) -> anyhow::Result<()> {
+    let id = &d.id;
+    let (root, version) = match &d.root_digest {
+        Some(r) => (r.clone(), None),
+        None => {
+            let v: Value = send(
+                http.get(api(server, &format!("/transfers/{id}")))
+                    .bearer_auth(token),
+            )
+            .await?
+            .json()
+            .await?;
+            let root = v["root_digest"].as_str().unwrap_or_default().to_owned();
+            let version = v["policy"]["version"].as_str().map(str::to_owned);
+            eprintln!(
+                "deciding on root digest {root} under policy {}",
+                version.as_deref().unwrap_or("?")
+            );
+            (root, version)
+        }
+    };
+    print_state(
+        http.post(api(server, &format!("/transfers/{id}/{verb}")))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "as": d.role, "comment": d.comment, "root_digest": root, "policy_version": version,
+            })),
+    )
+    .await
+}
+
+pub async fn referee(server: &str, cmd: &RefereeCommand) -> anyhow::Result<()> {
+    let http = Client::new();
+    let token = staff_token()?;
+    let (id, user, path) = match cmd {
+        RefereeCommand::Assign { id, user } => (id, user, format!("/transfers/{id}/referees")),
+        RefereeCommand::Approve { id, user } => {
+            (id, user, format!("/transfers/{id}/referees/approve"))
+        }
+    };
+    let v: Value = send(
+        http.post(api(server, &path))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "user": user })),
+    )
+    .await?
+    .json()
+    .await?;
+    for r in v.as_array().into_iter().flatten() {
+        println!(
+            "{id}  referee {}  {}",
+            r["user"].as_str().unwrap_or_default(),
+            r["state"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn member(server: &str, cmd: &MemberCommand) -> anyhow::Result<()> {
+    let http = Client::new();
+    let token = staff_token()?;
+    let print = |m: &Value| {
+        println!(
+            "{:<20} {:<18} {}",
+            m["user"].as_str().unwrap_or_default(),
+            m["role"].as_str().unwrap_or_default(),
+            m["state"].as_str().unwrap_or_default()
+        )
+    };
+    match cmd {
+        MemberCommand::Add {
+            project,
+            user,
+            role,
+        }
+        | MemberCommand::Approve {
+            project,
+            user,
+            role,
+        } => {
+            let path = if matches!(cmd, MemberCommand::Add { .. }) {
+                format!("/projects/{project}/members")
+            } else {
+                format!("/projects/{project}/members/approve")
+            };
+            let v: Value = send(
+                http.post(api(server, &path))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "user": user, "role": role })),
+            )
+            .await?
+            .json()
+            .await?;
+            print(&v);
+        }
+        MemberCommand::List { project, json } => {
+            let v: Value = send(
+                http.get(api(server, &format!("/projects/{project}/members")))
+                    .bearer_auth(&token),
+            )
+            .await?
+            .json()
+            .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                v.as_array().into_iter().flatten().for_each(print);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn user(server: &str, cmd: &UserApiCommand) -> anyhow::Result<()> {
+    let UserApiCommand::Add { name, roles } = cmd;
+    let v: Value = send(
+        Client::new()
+            .post(api(server, "/users"))
+            .bearer_auth(staff_token()?)
+            .json(&serde_json::json!({ "name": name, "roles": roles })),
+    )
+    .await?
+    .json()
+    .await?;
+    println!("{}", v["name"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+pub async fn project(server: &str, cmd: &ProjectApiCommand) -> anyhow::Result<()> {
+    let ProjectApiCommand::Create { name } = cmd;
+    let v: Value = send(
+        Client::new()
+            .post(api(server, "/projects"))
+            .bearer_auth(staff_token()?)
+            .json(&serde_json::json!({ "name": name })),
+    )
+    .await?
+    .json()
+    .await?;
+    println!("{}", v["name"].as_str().unwrap_or_default());
+    Ok(())
+}
+
 /// Sends a request that answers with a transfer, and prints `state: reason`.
 async fn print_state(req: RequestBuilder) -> anyhow::Result<()> {
     let v: Value = send(req).await?.json().await?;
@@ -199,6 +350,36 @@ fn print_transfer(v: &Value) {
     println!("state      {}: {}", s("state"), s("state_reason"));
     println!("uploader   {}", s("uploader"));
     println!("root       {}", s("root_digest"));
+    println!(
+        "policy     {} (version {})",
+        v["policy"]["file"].as_str().unwrap_or("-"),
+        v["policy"]["version"].as_str().unwrap_or("-")
+    );
+    for r in v["referees"].as_array().into_iter().flatten() {
+        println!(
+            "referee    {} ({})",
+            r["user"].as_str().unwrap_or_default(),
+            r["state"].as_str().unwrap_or_default()
+        );
+    }
+    for a in v["awaiting"].as_array().into_iter().flatten() {
+        let from: Vec<&str> = a["from"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "awaiting   {} {} from {}",
+            a["needed"],
+            a["role"].as_str().unwrap_or_default(),
+            if from.is_empty() {
+                "(nobody yet)".to_owned()
+            } else {
+                from.join(", ")
+            }
+        );
+    }
     if let Some(loc) = v["release"]["location"].as_str() {
         println!("released   {loc}");
     }
@@ -215,8 +396,12 @@ fn print_transfer(v: &Value) {
         );
     }
     for d in v["decisions"].as_array().into_iter().flatten() {
+        let void = d["void_reason"]
+            .as_str()
+            .map(|r| format!(" [void: {r}]"))
+            .unwrap_or_default();
         println!(
-            "decision   {} {} as {} at {}: {}",
+            "decision   {} {} as {} at {}: {}{void}",
             d["user"].as_str().unwrap_or_default(),
             d["decision"].as_str().unwrap_or_default(),
             d["role"].as_str().unwrap_or_default(),

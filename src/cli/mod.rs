@@ -53,6 +53,18 @@ pub enum Command {
     /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
     #[command(subcommand)]
     Transfer(TransferCommand),
+    /// Referees of a transfer (needs AIRLOCK_TOKEN).
+    #[command(subcommand)]
+    Referee(RefereeCommand),
+    /// Members of a project (needs AIRLOCK_TOKEN).
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Users of the system, through the server (needs AIRLOCK_TOKEN of a Programme Manager).
+    #[command(subcommand)]
+    User(UserApiCommand),
+    /// Projects, through the server (needs AIRLOCK_TOKEN of a Programme Manager).
+    #[command(subcommand)]
+    Project(ProjectApiCommand),
     /// Upload files and folders with an upload token; paths are kept relative to the
     /// current directory.
     Upload {
@@ -150,6 +162,9 @@ pub enum WorkspaceCommand {
         name: String,
         #[arg(long)]
         tier: i64,
+        /// A policy file overriding the tier's default (checked now and at every start).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -173,9 +188,7 @@ pub enum TransferCommand {
         cidrs: Vec<String>,
     },
     /// Revoke the transfer's upload token without issuing a new one.
-    RevokeToken {
-        id: String,
-    },
+    RevokeToken { id: String },
     /// Show a transfer.
     Show {
         id: String,
@@ -201,19 +214,84 @@ pub enum TransferCommand {
         #[arg(long)]
         root_digest: String,
     },
+    /// Approve a transfer in review, in one of your roles.
+    Approve(Decide),
+    /// Reject a transfer (final); say why in --comment.
+    Reject(Decide),
+    /// Return a transfer to its requester for changes; say what in --comment. Every approval
+    /// given so far is void; a new upload token reopens it.
+    Return(Decide),
+    /// Cancel a transfer that is not sealed (or was returned).
+    Cancel { id: String },
+    /// Withdraw a released transfer from the workspace's read-only volume.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Decide {
+    pub id: String,
+    /// The role you decide in (investigator, referee, programme-manager, provider, ...).
+    #[arg(long = "as")]
+    pub role: Role,
+    #[arg(long, default_value = "")]
+    pub comment: String,
+    /// The manifest root digest you reviewed. Default: the one `transfer show` gives now
+    /// (with its policy version); either changing before the decision lands gives 409.
+    #[arg(long)]
+    pub root_digest: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RefereeCommand {
+    /// Assign a Referee from the referee college (or a Programme Manager) to a transfer.
+    Assign { id: String, user: String },
+    /// Counter-approve an assigned Referee, as the Dataset Provider Representative (tier 3+).
+    Approve { id: String, user: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Add an existing user to a project (Project Manager). A Researcher joining a project
+    /// with a tier 3+ workspace waits for the Dataset Provider Representative.
+    Add {
+        project: String,
+        user: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// Counter-approve a pending member, as the project's Dataset Provider Representative.
     Approve {
-        id: String,
-        #[arg(long, default_value = "")]
-        comment: String,
+        project: String,
+        user: String,
+        #[arg(long)]
+        role: Role,
     },
-    Reject {
-        id: String,
-        #[arg(long, default_value = "")]
-        comment: String,
+    /// List a project's members.
+    List {
+        project: String,
+        #[arg(long)]
+        json: bool,
     },
-    Cancel {
-        id: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserApiCommand {
+    /// Add a user to the system (Programme Manager).
+    Add {
+        name: String,
+        #[arg(long = "role")]
+        roles: Vec<Role>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectApiCommand {
+    /// Create a project (Programme Manager).
+    Create { name: String },
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -255,6 +333,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             audit(&app, cmd).await
         }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
+        Command::Referee(cmd) => client::referee(&cli.server, cmd).await,
+        Command::Member(cmd) => client::member(&cli.server, cmd).await,
+        Command::User(cmd) => client::user(&cli.server, cmd).await,
+        Command::Project(cmd) => client::project(&cli.server, cmd).await,
         Command::Upload { token, paths } => client::upload(&cli.server, token, paths).await,
         Command::Seal { token, confirm } => {
             client::seal_with_token(&cli.server, token, confirm).await
@@ -336,8 +418,9 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
             project,
             name,
             tier,
+            policy,
         }) => {
-            let id = a::create_workspace(app, project, name, *tier).await?;
+            let id = a::create_workspace(app, project, name, *tier, policy.as_deref()).await?;
             println!("{id}");
         }
         AdminCommand::Token { user, ttl } => {

@@ -91,6 +91,9 @@ impl TransferState {
             (S::Sealed | S::Scanning | S::ScanError | S::InReview, E::Block) => S::Blocked,
             (S::InReview, E::Approve) => S::Approved,
             (S::InReview, E::Reject) => S::Rejected,
+            (S::InReview, E::Return) => S::Returned,
+            (S::Returned, E::Reopen) => S::Open,
+            (S::Returned, E::Cancel) => S::Cancelled,
             (S::Approved, E::Release) => S::Released,
             (S::Approved, E::Block) => S::Blocked,
             (S::Released, E::Revoke) => S::Revoked,
@@ -112,6 +115,10 @@ pub enum Event {
     Block,
     Approve,
     Reject,
+    /// Back to the requester for changes.
+    Return,
+    /// A returned transfer takes a new upload token.
+    Reopen,
     Release,
     Revoke,
 }

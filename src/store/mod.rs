@@ -16,6 +16,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod governance;
+pub use governance::{Member, RefereeRow};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -57,6 +60,8 @@ pub struct Workspace {
     pub project_name: String,
     pub name: String,
     pub tier: Tier,
+    /// A policy file overriding the tier's default.
+    pub policy_file: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +80,8 @@ pub struct Transfer {
     pub expected_root_digest: Option<String>,
     pub release_location: Option<String>,
     pub released_at: Option<String>,
+    /// The policy version (its file's SHA-256) in force when the transfer was sealed.
+    pub policy_version: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,12 +111,16 @@ pub struct FileRow {
 
 #[derive(Debug, Clone)]
 pub struct Decision {
+    pub user_id: UserId,
     pub user: String,
     pub role: String,
     pub decision: String,
     pub comment: String,
     pub root_digest: String,
+    pub policy_version: String,
     pub at: String,
+    /// Why it no longer counts; `None` while it does.
+    pub void_reason: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +172,7 @@ fn transfer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Transfer> {
         expected_root_digest: r.try_get("expected_root_digest")?,
         release_location: r.try_get("release_location")?,
         released_at: r.try_get("released_at")?,
+        policy_version: r.try_get("policy_version")?,
     })
 }
 
@@ -279,20 +291,23 @@ impl Store {
         .transpose()
     }
 
-    /// The roles `user` holds in `project`.
+    /// The roles `user` holds in `project` (counter-approved where that was needed).
     pub async fn member_roles(&self, project: ProjectId, user: UserId) -> Result<Vec<Role>> {
-        sqlx::query("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
-            .bind(project.to_string())
-            .bind(user.to_string())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| parse("project_members", r.try_get("role")?))
-            .collect()
+        sqlx::query(
+            "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2 \
+             AND state = 'active'",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| parse("project_members", r.try_get("role")?))
+        .collect()
     }
 
     const WORKSPACE_SELECT: &'static str =
-        "SELECT w.id, w.project_id, p.name AS project_name, w.name, w.tier \
+        "SELECT w.id, w.project_id, p.name AS project_name, w.name, w.tier, w.policy_file \
          FROM workspaces w JOIN projects p ON p.id = w.project_id";
 
     fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
@@ -303,6 +318,7 @@ impl Store {
             project_name: r.try_get("project_name")?,
             name: r.try_get("name")?,
             tier: Tier::try_from(r.try_get::<i64, _>("tier")?).map_err(corrupt(t))?,
+            policy_file: r.try_get("policy_file")?,
         })
     }
 
@@ -387,25 +403,8 @@ impl Store {
     }
 
     pub async fn decisions(&self, transfer: TransferId) -> Result<Vec<Decision>> {
-        let rows = sqlx::query(
-            "SELECT u.name, d.role, d.decision, d.comment, d.root_digest, d.at FROM decisions d \
-             JOIN users u ON u.id = d.user_id WHERE d.transfer_id = $1 ORDER BY d.at",
-        )
-        .bind(transfer.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Decision {
-                    user: r.try_get("name")?,
-                    role: r.try_get("role")?,
-                    decision: r.try_get("decision")?,
-                    comment: r.try_get("comment")?,
-                    root_digest: r.try_get("root_digest")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        decisions_on(&mut conn, transfer).await
     }
 
     pub async fn incidents(&self, transfer: Option<TransferId>) -> Result<Vec<Incident>> {
@@ -555,6 +554,48 @@ async fn record_segment(
     Ok(())
 }
 
+const DECISION_SELECT: &str =
+    "SELECT d.user_id, u.name, d.role, d.decision, d.comment, d.root_digest, d.policy_version, \
+     d.at, d.void_reason FROM decisions d JOIN users u ON u.id = d.user_id \
+     WHERE d.transfer_id = $1 ORDER BY d.at, d.rowid";
+
+/// A transfer's decisions, oldest first, on whatever connection is given.
+async fn decisions_on(
+    conn: &mut sqlx::SqliteConnection,
+    transfer: TransferId,
+) -> Result<Vec<Decision>> {
+    let rows = sqlx::query(DECISION_SELECT)
+        .bind(transfer.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Decision {
+                user_id: parse("decisions", r.try_get("user_id")?)?,
+                user: r.try_get("name")?,
+                role: r.try_get("role")?,
+                decision: r.try_get("decision")?,
+                comment: r.try_get("comment")?,
+                root_digest: r.try_get("root_digest")?,
+                policy_version: r.try_get("policy_version")?,
+                at: r.try_get("at")?,
+                void_reason: r.try_get("void_reason")?,
+            })
+        })
+        .collect()
+}
+
+/// A decision to record, bound to the manifest and policy version it saw.
+pub struct NewDecision<'a> {
+    pub transfer: TransferId,
+    pub user: UserId,
+    pub role: Role,
+    pub decision: &'a str,
+    pub comment: &'a str,
+    pub root_digest: &'a str,
+    pub policy_version: &'a str,
+}
+
 /// What `insert_file` found in the way.
 #[derive(Debug)]
 pub enum FileConflict {
@@ -607,6 +648,17 @@ impl Tx<'_> {
             .fetch_one(&mut *self.tx)
             .await?;
         Ok(r.try_get::<i64, _>("n")? as u64)
+    }
+
+    /// Bytes a transfer holds or has been promised (declared lengths of unfinished uploads).
+    pub async fn transfer_bytes(&mut self, transfer: TransferId) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(MAX(received, COALESCE(length, 0))), 0) FROM files WHERE transfer_id = $1",
+        )
+        .bind(transfer.to_string())
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n as u64)
     }
 
     pub async fn files(&mut self, transfer: TransferId) -> Result<Vec<FileRow>> {
@@ -709,15 +761,18 @@ impl Tx<'_> {
         project: ProjectId,
         name: &Name,
         tier: Tier,
+        policy_file: Option<&str>,
     ) -> Result<WorkspaceId> {
         let id = WorkspaceId::new();
         sqlx::query(
-            "INSERT INTO workspaces (id, project_id, name, tier, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO workspaces (id, project_id, name, tier, policy_file, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id.to_string())
         .bind(project.to_string())
         .bind(name.as_str())
         .bind(i64::from(tier))
+        .bind(policy_file)
         .bind(now())
         .execute(&mut *self.tx)
         .await?;
@@ -771,14 +826,17 @@ impl Tx<'_> {
         id: TransferId,
         root: &HexDigest,
         expected_root: Option<&HexDigest>,
+        policy_version: &HexDigest,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE transfers SET sealed_at = $2, root_digest = $3, expected_root_digest = $4 WHERE id = $1",
+            "UPDATE transfers SET sealed_at = $2, root_digest = $3, expected_root_digest = $4, \
+             policy_version = $5 WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(now())
         .bind(root.as_str())
         .bind(expected_root.map(|d| d.as_str().to_owned()))
+        .bind(policy_version.as_str())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -948,27 +1006,20 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub async fn insert_decision(
-        &mut self,
-        transfer: TransferId,
-        user: UserId,
-        role: Role,
-        decision: &str,
-        comment: &str,
-        root_digest: &str,
-    ) -> Result<()> {
+    pub async fn insert_decision(&mut self, d: NewDecision<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO decisions (id, transfer_id, user_id, role, decision, comment, root_digest, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO decisions (id, transfer_id, user_id, role, decision, comment, root_digest, \
+             at, policy_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(uuid::Uuid::new_v4().to_string())
-        .bind(transfer.to_string())
-        .bind(user.to_string())
-        .bind(role.as_str())
-        .bind(decision)
-        .bind(comment)
-        .bind(root_digest)
+        .bind(d.transfer.to_string())
+        .bind(d.user.to_string())
+        .bind(d.role.as_str())
+        .bind(d.decision)
+        .bind(d.comment)
+        .bind(d.root_digest)
         .bind(now())
+        .bind(d.policy_version)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

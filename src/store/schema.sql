@@ -19,6 +19,12 @@ CREATE TABLE IF NOT EXISTS project_members (
     project_id TEXT NOT NULL REFERENCES projects(id),
     user_id TEXT NOT NULL REFERENCES users(id),
     role TEXT NOT NULL,
+    -- `active`, or `pending` until the Dataset Provider Representative counter-approves
+    -- (a Researcher joining a project with a tier 3+ workspace, paper 11.6).
+    state TEXT NOT NULL DEFAULT 'active',
+    added_by TEXT,
+    added_at TEXT,
+    approved_by TEXT,
     PRIMARY KEY (project_id, user_id, role)
 );
 CREATE TABLE IF NOT EXISTS workspaces (
@@ -26,6 +32,8 @@ CREATE TABLE IF NOT EXISTS workspaces (
     project_id TEXT NOT NULL REFERENCES projects(id),
     name TEXT NOT NULL,
     tier INTEGER NOT NULL,
+    -- A policy file overriding the tier's default; NULL for the default.
+    policy_file TEXT,
     created_at TEXT NOT NULL,
     UNIQUE (project_id, name)
 );
@@ -43,7 +51,9 @@ CREATE TABLE IF NOT EXISTS transfers (
     root_digest TEXT,
     expected_root_digest TEXT,
     release_location TEXT,
-    released_at TEXT
+    released_at TEXT,
+    -- SHA-256 of the policy file in force when the transfer was sealed.
+    policy_version TEXT
 );
 CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state);
 CREATE TABLE IF NOT EXISTS upload_tokens (
@@ -93,7 +103,22 @@ CREATE TABLE IF NOT EXISTS decisions (
     decision TEXT NOT NULL,
     comment TEXT NOT NULL,
     root_digest TEXT NOT NULL,
-    at TEXT NOT NULL
+    policy_version TEXT NOT NULL DEFAULT '',
+    at TEXT NOT NULL,
+    -- Why the decision no longer counts (the transfer was returned, say); NULL while it does.
+    void_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_transfer ON decisions(transfer_id);
+-- Referees assigned to a transfer from the referee college (paper 10.1). At tier 3+ an
+-- assignment is `pending` until the Dataset Provider Representative counter-approves it.
+CREATE TABLE IF NOT EXISTS referee_assignments (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    state TEXT NOT NULL,
+    assigned_by TEXT NOT NULL REFERENCES users(id),
+    assigned_at TEXT NOT NULL,
+    approved_by TEXT,
+    PRIMARY KEY (transfer_id, user_id)
 );
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY,

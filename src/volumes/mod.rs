@@ -232,6 +232,37 @@ impl Volumes {
     }
 }
 
+impl Volumes {
+    /// Withdraws a published release (revocation): one rename takes the whole tree out of the
+    /// workspace's volume at once, then it is deleted (the quarantine copy stays for the
+    /// record). Returns false if nothing was published there. Safe to repeat.
+    pub async fn withdraw(&self, transfer: TransferId, dest: &ObjPath) -> Result<bool> {
+        let dest = self.released_root.join(dest.as_ref());
+        let trash = self
+            .released_root
+            .join(format!(".withdrawn/{transfer}-{}", uuid::Uuid::new_v4()));
+        tokio::task::spawn_blocking(move || -> Result<bool> {
+            if !dest.exists() {
+                return Ok(false);
+            }
+            if let Some(parent) = trash.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // Moving a folder to another parent rewrites its `..`: it must be writable.
+            set_mode(&dest, 0o755)?;
+            std::fs::rename(&dest, &trash)?;
+            if let Some(parent) = dest.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            make_writable(&trash)?;
+            std::fs::remove_dir_all(&trash)?;
+            Ok(true)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
 /// Writes one object in parts with bounded memory.
 pub struct SegmentWriter {
     upload: WriteMultipart,

@@ -67,8 +67,23 @@ pub async fn create_workspace(
     project: &str,
     name: &str,
     tier: i64,
+    policy_file: Option<&std::path::Path>,
 ) -> Result<WorkspaceId> {
     let tier = Tier::try_from(tier).map_err(Error::BadRequest)?;
+    // An override is checked now and remembered by its absolute path.
+    let policy = match policy_file {
+        Some(f) => {
+            let abs = std::fs::canonicalize(f)
+                .map_err(|e| Error::BadRequest(format!("policy file {}: {e}", f.display())))?;
+            let abs = abs.display().to_string();
+            let p = app
+                .policies
+                .for_workspace(tier, Some(&abs))
+                .map_err(|e| Error::BadRequest(e.to_string()))?;
+            Some((abs, p.version.clone()))
+        }
+        None => None,
+    };
     let name = Name::parse(name).map_err(Error::BadRequest)?;
     let p = app
         .store
@@ -86,10 +101,15 @@ pub async fn create_workspace(
         )));
     }
     let mut tx = app.store.begin().await?;
-    let id = tx.create_workspace(p.id, &name, tier).await?;
+    let id = tx
+        .create_workspace(p.id, &name, tier, policy.as_ref().map(|p| p.0.as_str()))
+        .await?;
     tx.audit(
-        AuditEvent::new(ADMIN, "workspace.created")
-            .detail(serde_json::json!({ "project": project, "workspace": name, "tier": tier })),
+        AuditEvent::new(ADMIN, "workspace.created").detail(serde_json::json!({
+            "project": project, "workspace": name, "tier": tier,
+            "policy_file": policy.as_ref().map(|p| &p.0),
+            "policy_version": policy.as_ref().map(|p| &p.1),
+        })),
     )
     .await?;
     tx.commit().await?;

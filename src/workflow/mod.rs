@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod governance;
 pub mod release;
 pub mod transfers;
 pub mod upload;

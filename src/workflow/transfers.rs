@@ -76,6 +76,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateTransfer) -> Result<T
         expected_root_digest: None,
         release_location: None,
         released_at: None,
+        policy_version: None,
     };
     let mut tx = app.store.begin().await?;
     tx.insert_transfer(&t).await?;
@@ -119,14 +120,16 @@ pub async fn issue_token(
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
-    if !t.state.accepts_uploads() {
+    // A returned transfer is reopened by its next token: the requester uploads again.
+    let reopen = t.state == TransferState::Returned;
+    if !t.state.accepts_uploads() && !reopen {
         return Err(Error::Conflict(format!(
             "transfer {id} is {}: it takes no more uploads",
             t.state
         )));
     }
-    let policy = app.policies.for_tier(ws.tier);
-    let cap = policy.upload_token.max_ttl;
+    let policy = app.policy(&ws)?;
+    let cap = policy.rules.upload_token.max_ttl;
     let ttl = match &req.ttl {
         Some(s) => {
             let ttl = humantime::parse_duration(s)
@@ -156,7 +159,7 @@ pub async fn issue_token(
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    if policy.upload_token.require_cidr && cidrs.is_empty() {
+    if policy.rules.upload_token.require_cidr && cidrs.is_empty() {
         return Err(Error::BadRequest(format!(
             "tier {} requires upload tokens to be bound to an IP range: pass --cidr",
             ws.tier.get()
@@ -164,6 +167,24 @@ pub async fn issue_token(
     }
     let (jti, token, exp) = app.keys.mint_upload(id, ttl);
     let mut tx = app.store.begin().await?;
+    if reopen {
+        let why = format!(
+            "reopened by {} after it was returned; waiting for a new upload",
+            user.name
+        );
+        if !tx
+            .set_state(id, TransferState::Returned, TransferState::Open, &why)
+            .await?
+        {
+            return Err(Error::Conflict(
+                "the transfer changed state meanwhile; look again".into(),
+            ));
+        }
+        tx.void_decisions(id, "the transfer was reopened for a new upload")
+            .await?;
+        tx.audit(AuditEvent::new(who.actor(), "transfer.reopened").transfer(id))
+            .await?;
+    }
     let replaced = tx
         .revoke_upload_tokens(id, "replaced by a newer token")
         .await?;
@@ -298,6 +319,7 @@ pub async fn seal(
         }
     }
     let bytes: u64 = entries.iter().map(|e| e.size).sum();
+    let policy = app.policy(&ws)?;
     if !tx
         .set_state(
             id,
@@ -311,18 +333,21 @@ pub async fn seal(
             "the transfer changed state while sealing; look again".into(),
         ));
     }
-    tx.set_sealed(id, &root, expected_root.as_ref()).await?;
+    tx.set_sealed(id, &root, expected_root.as_ref(), &policy.version)
+        .await?;
     tx.revoke_upload_tokens(id, "transfer sealed").await?;
     tx.audit(
         AuditEvent::new(who.actor(), "transfer.sealed")
             .transfer(id)
-            .detail(
-                serde_json::json!({ "root_digest": root, "files": entries.len(), "bytes": bytes }),
-            ),
+            .detail(serde_json::json!({
+                "root_digest": root, "files": entries.len(), "bytes": bytes,
+                "policy_version": policy.version, "policy_file": policy.file,
+            })),
     )
     .await?;
     // Sealing and what follows it commit together: a crash cannot leave a transfer sealed
     // with nobody to move it on, nor lose a digest mismatch found here.
+    let mut approved = false;
     if !mismatches.is_empty() {
         let why = mismatches.join("; ");
         block_in(
@@ -334,9 +359,12 @@ pub async fn seal(
         )
         .await?;
     } else {
-        scan_in(&mut tx, id).await?;
+        approved = scan_in(app, &mut tx, &t, &ws).await?;
     }
     tx.commit().await?;
+    if approved {
+        app.jobs.notify_one();
+    }
     Ok(access::load(app, id).await?.0)
 }
 
@@ -442,29 +470,29 @@ async fn block_in(
 }
 
 /// Scanning: a pass-through until the scanning pipeline exists. It still takes both steps so
-/// the states and audit events are the ones the pipeline will produce.
-async fn scan_in(tx: &mut crate::store::Tx<'_>, id: TransferId) -> Result<()> {
-    let steps = [
-        (
+/// the states and audit events are the ones the pipeline will produce; review then begins.
+/// Returns true if the policy asked no approvals and the transfer is approved.
+async fn scan_in(
+    app: &App,
+    tx: &mut crate::store::Tx<'_>,
+    t: &Transfer,
+    ws: &Workspace,
+) -> Result<bool> {
+    let id = t.id;
+    if !tx
+        .set_state(
+            id,
             TransferState::Sealed,
             TransferState::Scanning,
             "scanning",
-            "transfer.scanning",
-        ),
-        (
-            TransferState::Scanning,
-            TransferState::InReview,
-            "waiting for the workspace's Investigator to approve (no scanners are configured yet)",
-            "transfer.in_review",
-        ),
-    ];
-    for (from, to, reason, action) in steps {
-        if tx.set_state(id, from, to, reason).await? {
-            tx.audit(AuditEvent::new("system", action).transfer(id))
-                .await?;
-        }
+        )
+        .await?
+    {
+        return Ok(false);
     }
-    Ok(())
+    tx.audit(AuditEvent::new("system", "transfer.scanning").transfer(id))
+        .await?;
+    super::governance::enter_review(app, tx, t, ws, TransferState::Scanning).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -517,85 +545,6 @@ pub async fn confirm_root(
                     .detail(serde_json::json!({ "root_digest": root })),
             )
             .await?;
-    }
-    Ok(access::load(app, id).await?.0)
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct DecisionRequest {
-    #[serde(default)]
-    pub comment: String,
-    /// The root digest the reviewer saw; refused with 409 if the manifest is not that one.
-    pub root_digest: Option<String>,
-}
-
-/// The minimal rule for now: the workspace's Investigator approves or rejects; the uploader
-/// never decides on their own transfer.
-pub async fn decide(
-    app: &App,
-    who: &Principal,
-    id: TransferId,
-    approve: bool,
-    req: DecisionRequest,
-) -> Result<Transfer> {
-    let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
-    let role = access::require_role(app, user, &ws, &[Role::Investigator]).await?;
-    if user.id == t.uploader_id {
-        return Err(Error::Forbidden(format!(
-            "{} uploaded this transfer and cannot decide on it",
-            user.name
-        )));
-    }
-    // Whoever held an upload token could have written into the transfer: same rule.
-    if app.store.token_issuers(id).await?.contains(&user.id) {
-        return Err(Error::Forbidden(format!(
-            "{} issued this transfer's upload token, so could have written into it, and cannot decide on it",
-            user.name
-        )));
-    }
-    let event = if approve {
-        Event::Approve
-    } else {
-        Event::Reject
-    };
-    let next = t
-        .state
-        .on(event)
-        .map_err(|e| Error::Conflict(format!("cannot decide now: {e}")))?;
-    let root = t.root_digest.clone().unwrap_or_default();
-    if let Some(seen) = &req.root_digest {
-        if seen.trim().to_ascii_lowercase() != root {
-            return Err(Error::Conflict(format!(
-                "the manifest changed: you reviewed root digest {seen}, it is now {root}"
-            )));
-        }
-    }
-    let word = if approve { "approve" } else { "reject" };
-    let reason = if approve {
-        format!("approved by {} ({role}); releasing", user.name)
-    } else {
-        format!("rejected by {} ({role}): {}", user.name, req.comment)
-    };
-    let mut tx = app.store.begin().await?;
-    if !tx.set_state(id, t.state, next, &reason).await? {
-        return Err(Error::Conflict(
-            "the transfer changed state meanwhile; look again".into(),
-        ));
-    }
-    tx.insert_decision(id, user.id, role, word, &req.comment, &root)
-        .await?;
-    tx.audit(
-        AuditEvent::new(who.actor(), format!("transfer.{}", next.as_str()))
-            .transfer(id)
-            .detail(
-                serde_json::json!({ "role": role, "comment": req.comment, "root_digest": root }),
-            ),
-    )
-    .await?;
-    tx.commit().await?;
-    if approve {
-        app.jobs.notify_one();
     }
     Ok(access::load(app, id).await?.0)
 }
@@ -675,6 +624,12 @@ pub struct TransferView {
     pub sealed_at: Option<String>,
     pub root_digest: Option<String>,
     pub expected_root_digest: Option<String>,
+    /// SHA-256 of the policy file in force when the transfer was sealed.
+    pub policy_version: Option<String>,
+    /// The policy in force now: its file and version (they differ from `policy_version` if
+    /// an operator changed the policy since the seal; approvals bound to the old one are void).
+    pub policy: PolicyView,
+    pub referees: Vec<super::governance::RefereeView>,
     pub file_count: usize,
     pub total_bytes: u64,
     pub files: Vec<super::upload::FileReceipt>,
@@ -686,13 +641,24 @@ pub struct TransferView {
 }
 
 #[derive(Debug, Serialize)]
+pub struct PolicyView {
+    pub file: String,
+    pub version: String,
+}
+
+#[derive(Debug, Serialize)]
 pub struct DecisionView {
     pub user: String,
     pub role: String,
     pub decision: String,
     pub comment: String,
     pub root_digest: String,
+    pub policy_version: String,
     pub at: String,
+    /// Whether it still counts towards the release.
+    pub counts: bool,
+    /// Why it no longer counts.
+    pub void_reason: Option<String>,
 }
 
 /// One role whose approval the transfer still waits for.
@@ -721,6 +687,9 @@ pub struct ReleaseView {
 
 async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView> {
     let files = app.store.files(t.id).await?;
+    let policy = app.policy(ws)?;
+    let awaiting = super::governance::awaiting(app, &t, ws).await?;
+    let referees = super::governance::referees(app, t.id).await?;
     let name = |id| async move {
         Ok::<_, Error>(
             app.store
@@ -742,8 +711,14 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
         created_at: t.created_at,
         updated_at: t.updated_at,
         sealed_at: t.sealed_at,
-        root_digest: t.root_digest,
+        root_digest: t.root_digest.clone(),
         expected_root_digest: t.expected_root_digest,
+        policy_version: t.policy_version,
+        policy: PolicyView {
+            file: policy.file.clone(),
+            version: policy.version.to_string(),
+        },
+        referees,
         file_count: files.len(),
         total_bytes: files.iter().map(|f| f.received).sum(),
         files: files.iter().map(Into::into).collect(),
@@ -752,16 +727,26 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
             .decisions(t.id)
             .await?
             .into_iter()
-            .map(|d| DecisionView {
-                user: d.user,
-                role: d.role,
-                decision: d.decision,
-                comment: d.comment,
-                root_digest: d.root_digest,
-                at: d.at,
+            .map(|d| {
+                let void = super::governance::void_reason(
+                    &d,
+                    t.root_digest.as_deref(),
+                    policy.version.as_str(),
+                );
+                DecisionView {
+                    counts: d.decision == "approve" && void.is_none(),
+                    void_reason: void,
+                    user: d.user,
+                    role: d.role,
+                    decision: d.decision,
+                    comment: d.comment,
+                    root_digest: d.root_digest,
+                    policy_version: d.policy_version,
+                    at: d.at,
+                }
             })
             .collect(),
-        awaiting: Vec::new(),
+        awaiting,
         incidents: app
             .store
             .incidents(Some(t.id))
@@ -792,8 +777,15 @@ pub async fn view(app: &App, id: TransferId) -> Result<TransferView> {
 pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<TransferView> {
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
-    if user.id != t.uploader_id {
-        access::require_member(app, user, &ws).await?;
+    if user.id != t.uploader_id
+        && super::governance::held_roles(app, user, &t, &ws)
+            .await?
+            .is_empty()
+    {
+        return Err(Error::Forbidden(format!(
+            "{} has no role in project {} and is not a referee of this transfer",
+            user.name, ws.project_name
+        )));
     }
     view_of(app, t, &ws).await
 }
@@ -824,7 +816,17 @@ pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<Mani
         Principal::Upload { .. } => {
             who.upload_for(id)?;
         }
-        Principal::Staff(user) => access::require_member(app, user, &ws).await?,
+        Principal::Staff(user) => {
+            if super::governance::held_roles(app, user, &t, &ws)
+                .await?
+                .is_empty()
+            {
+                return Err(Error::Forbidden(format!(
+                    "{} has no role in project {} and is not a referee of this transfer",
+                    user.name, ws.project_name
+                )));
+            }
+        }
     }
     let files = app.store.files(id).await?;
     Ok(ManifestView {
@@ -846,18 +848,22 @@ pub async fn read_content(
 )> {
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
-    access::require_role(
-        app,
-        user,
-        &ws,
-        &[
-            Role::Investigator,
-            Role::ProjectManager,
-            Role::Referee,
-            Role::ProgrammeManager,
-        ],
-    )
-    .await?;
+    let held = super::governance::held_roles(app, user, &t, &ws).await?;
+    const REVIEWERS: [Role; 5] = [
+        Role::Investigator,
+        Role::ProjectManager,
+        Role::Referee,
+        Role::ProgrammeManager,
+        Role::Provider,
+    ];
+    if !REVIEWERS.iter().any(|r| held.contains(r)) {
+        return Err(Error::Forbidden(format!(
+            "{} may not read this transfer's content: reviewers are the project's {}, and its \
+             assigned referees",
+            user.name,
+            "investigators, project managers and provider representatives, Programme Managers"
+        )));
+    }
     let path = RelPath::parse(raw_path)?;
     let file = app
         .store

@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::domain::*;
 use crate::hashing::{ChunkChecksum, HashState, StreamHasher};
-use crate::store::{now, FileConflict, FileRow, Transfer};
+use crate::store::{now, FileConflict, FileRow, Transfer, Workspace};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
@@ -180,16 +180,39 @@ async fn token_still_live(tx: &mut crate::store::Tx<'_>, who: &Principal) -> Res
     Ok(())
 }
 
+/// Size and count limits: the settings', tightened by the workspace's policy.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    file: u64,
+    files: u64,
+    total: u64,
+}
+
+fn limits(app: &App, ws: &Workspace) -> Result<Limits> {
+    let p = app.policy(ws)?;
+    Ok(Limits {
+        file: app
+            .settings
+            .limits
+            .max_file_size
+            .min(p.rules.limits.max_file_size),
+        files: app.settings.limits.max_files.min(p.rules.limits.max_files),
+        total: p.rules.limits.max_transfer_size,
+    })
+}
+
 /// Reserves a path in the transfer for a new file.
 async fn reserve(
     app: &App,
     transfer: &Transfer,
+    ws: &Workspace,
     path: &RelPath,
     length: Option<u64>,
     expected: Option<&HexDigest>,
 ) -> Result<FileRow> {
+    let limits = limits(app, ws)?;
     if let Some(len) = length {
-        check_size(app, len)?;
+        check_size(limits, len)?;
     }
     let row = FileRow {
         id: FileId::new(),
@@ -206,10 +229,17 @@ async fn reserve(
     let mut tx = app.store.begin().await?;
     // Under the write lock, so a seal cannot slip in between this check and the insert.
     still_open(&mut tx, transfer.id).await?;
-    let max = app.settings.limits.max_files;
+    let max = limits.files;
     if tx.file_count(transfer.id).await? >= max {
         return Err(Error::TooLarge(format!(
             "a transfer holds at most {max} files"
+        )));
+    }
+    let total = tx.transfer_bytes(transfer.id).await? + length.unwrap_or(0);
+    if total > limits.total {
+        return Err(Error::TooLarge(format!(
+            "a transfer holds at most {} bytes; this file would bring it to {total}",
+            limits.total
         )));
     }
     match tx.insert_file(&row, path).await? {
@@ -230,8 +260,8 @@ async fn reserve(
     Ok(row)
 }
 
-fn check_size(app: &App, len: u64) -> Result<()> {
-    let max = app.settings.limits.max_file_size;
+fn check_size(limits: Limits, len: u64) -> Result<()> {
+    let max = limits.file;
     if len > max {
         return Err(Error::TooLarge(format!(
             "file of {len} bytes is over the limit of {max} bytes"
@@ -289,19 +319,20 @@ where
     E: std::fmt::Display,
 {
     who.upload_for(transfer_id)?;
-    let (t, _) = super::access::load(app, transfer_id).await?;
+    let (t, ws) = super::access::load(app, transfer_id).await?;
     require_open(&t)?;
     let path = RelPath::parse(raw_path)?;
+    let limits = limits(app, &ws)?;
     if let Some(len) = declared_len {
-        check_size(app, len)?;
+        check_size(limits, len)?;
     }
-    let file = reserve(app, &t, &path, None, expected.as_ref()).await?;
+    let file = reserve(app, &t, &ws, &path, declared_len, expected.as_ref()).await?;
     // Held until the PUT ends, so a DELETE of the same path waits instead of racing it.
     let slot = app.uploads.slot(file.id);
     let _writing = slot.lock().await;
     let mut writer = app.volumes.segment_writer(t.id, file.id, 0).await?;
     let mut hasher = StreamHasher::resume(HashState::new());
-    let limit = app.settings.limits.max_file_size;
+    let limit = limits.file;
     let end = pump(body, &mut writer, &mut hasher, &mut None, limit).await;
     let state = hasher.finish().await?;
     let failure = match end {
@@ -389,12 +420,13 @@ pub async fn create_upload(
     new: NewUpload,
 ) -> Result<FileRow> {
     who.upload_for(transfer_id)?;
-    let (t, _) = super::access::load(app, transfer_id).await?;
+    let (t, ws) = super::access::load(app, transfer_id).await?;
     require_open(&t)?;
     let path = RelPath::parse(&new.path)?;
     let file = reserve(
         app,
         &t,
+        &ws,
         &path,
         Some(new.length),
         new.expected_sha256.as_ref(),

@@ -131,10 +131,10 @@ impl TestApp {
         admin::add_member(a, "other", "outsider", Role::Investigator)
             .await
             .unwrap();
-        admin::create_workspace(a, "proj", "ws", tier)
+        admin::create_workspace(a, "proj", "ws", tier, None)
             .await
             .unwrap();
-        admin::create_workspace(a, "other", "ws", tier)
+        admin::create_workspace(a, "other", "ws", tier, None)
             .await
             .unwrap();
         People {

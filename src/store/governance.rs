@@ -1,0 +1,272 @@
+//! Governance tables: project membership (with counter-approval), the referees assigned to a
+//! transfer, and the decisions taken on it.
+
+use super::{decisions_on, now, parse, Decision, Result, Store, Tx};
+use crate::domain::*;
+use sqlx::Row;
+
+/// One role one user holds (or waits to hold) in a project.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: UserId,
+    pub user: String,
+    pub role: Role,
+    /// `active`, or `pending` counter-approval.
+    pub state: String,
+    pub added_by: Option<String>,
+    pub approved_by: Option<String>,
+}
+
+/// A referee assigned to a transfer.
+#[derive(Debug, Clone)]
+pub struct RefereeRow {
+    pub user_id: UserId,
+    pub user: String,
+    /// `active`, or `pending` counter-approval.
+    pub state: String,
+    pub assigned_by: String,
+    pub approved_by: Option<String>,
+}
+
+impl Store {
+    /// Every membership of a project, pending ones included.
+    pub async fn members(&self, project: ProjectId) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, u.name, m.role, m.state, a.name AS added_by, b.name AS approved_by \
+             FROM project_members m JOIN users u ON u.id = m.user_id \
+             LEFT JOIN users a ON a.id = m.added_by LEFT JOIN users b ON b.id = m.approved_by \
+             WHERE m.project_id = $1 ORDER BY u.name, m.role",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    user_id: parse("project_members", r.try_get("user_id")?)?,
+                    user: r.try_get("name")?,
+                    role: parse("project_members", r.try_get("role")?)?,
+                    state: r.try_get("state")?,
+                    added_by: r.try_get("added_by")?,
+                    approved_by: r.try_get("approved_by")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `user` has any membership of `project`, pending included.
+    pub async fn is_member(&self, project: ProjectId, user: UserId) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 FROM project_members WHERE project_id = $1 AND user_id = $2")
+                .bind(project.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Names of users holding a system-wide role (the referee college, Programme Managers).
+    pub async fn users_with_role(&self, role: Role) -> Result<Vec<(UserId, String)>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.name FROM users u JOIN user_roles r ON r.user_id = u.id \
+             WHERE r.role = $1 ORDER BY u.name",
+        )
+        .bind(role.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((parse("users", r.try_get("id")?)?, r.try_get("name")?)))
+            .collect()
+    }
+
+    /// The highest tier among a project's workspaces.
+    pub async fn project_max_tier(&self, project: ProjectId) -> Result<Option<Tier>> {
+        let t: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(tier) FROM workspaces WHERE project_id = $1")
+                .bind(project.to_string())
+                .fetch_one(&self.pool)
+                .await?;
+        t.map(|t| Tier::try_from(t).map_err(super::corrupt("workspaces")))
+            .transpose()
+    }
+
+    /// Override policy files named by workspaces, with the tier each must declare.
+    pub async fn workspace_policy_files(&self) -> Result<Vec<(String, Tier)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT policy_file, tier FROM workspaces WHERE policy_file IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("policy_file")?,
+                    Tier::try_from(r.try_get::<i64, _>("tier")?)
+                        .map_err(super::corrupt("workspaces"))?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn referees(&self, transfer: TransferId) -> Result<Vec<RefereeRow>> {
+        let rows = sqlx::query(
+            "SELECT r.user_id, u.name, r.state, a.name AS assigned_by, b.name AS approved_by \
+             FROM referee_assignments r JOIN users u ON u.id = r.user_id \
+             JOIN users a ON a.id = r.assigned_by LEFT JOIN users b ON b.id = r.approved_by \
+             WHERE r.transfer_id = $1 ORDER BY r.assigned_at",
+        )
+        .bind(transfer.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RefereeRow {
+                    user_id: parse("referee_assignments", r.try_get("user_id")?)?,
+                    user: r.try_get("name")?,
+                    state: r.try_get("state")?,
+                    assigned_by: r.try_get("assigned_by")?,
+                    approved_by: r.try_get("approved_by")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `user` is a referee on any transfer of `project` that is still under way.
+    pub async fn referee_in_project(&self, project: ProjectId, user: UserId) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM referee_assignments r JOIN transfers t ON t.id = r.transfer_id \
+             JOIN workspaces w ON w.id = t.workspace_id WHERE w.project_id = $1 AND r.user_id = $2 \
+             AND t.state NOT IN ('released', 'rejected', 'cancelled', 'expired', 'revoked') LIMIT 1",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+}
+
+impl Tx<'_> {
+    /// The transfer's decisions, read under the write lock.
+    pub async fn decisions(&mut self, transfer: TransferId) -> Result<Vec<Decision>> {
+        decisions_on(&mut self.tx, transfer).await
+    }
+
+    /// Adds a membership; false if that user already holds (or waits for) that role.
+    pub async fn insert_member(
+        &mut self,
+        project: ProjectId,
+        user: UserId,
+        role: Role,
+        pending: bool,
+        added_by: Option<UserId>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO project_members (project_id, user_id, role, state, added_by, added_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .bind(if pending { "pending" } else { "active" })
+        .bind(added_by.map(|u| u.to_string()))
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Counter-approves a pending membership; false if there was none.
+    pub async fn approve_member(
+        &mut self,
+        project: ProjectId,
+        user: UserId,
+        role: Role,
+        by: UserId,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE project_members SET state = 'active', approved_by = $4 \
+             WHERE project_id = $1 AND user_id = $2 AND role = $3 AND state = 'pending'",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .bind(by.to_string())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Assigns a referee; false if already assigned.
+    pub async fn assign_referee(
+        &mut self,
+        transfer: TransferId,
+        user: UserId,
+        pending: bool,
+        by: UserId,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO referee_assignments (transfer_id, user_id, state, assigned_by, assigned_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(transfer.to_string())
+        .bind(user.to_string())
+        .bind(if pending { "pending" } else { "active" })
+        .bind(by.to_string())
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Counter-approves a pending referee assignment; false if there was none.
+    pub async fn approve_referee(
+        &mut self,
+        transfer: TransferId,
+        user: UserId,
+        by: UserId,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE referee_assignments SET state = 'active', approved_by = $3 \
+             WHERE transfer_id = $1 AND user_id = $2 AND state = 'pending'",
+        )
+        .bind(transfer.to_string())
+        .bind(user.to_string())
+        .bind(by.to_string())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Voids every decision of a transfer that still counts; returns how many.
+    pub async fn void_decisions(&mut self, transfer: TransferId, reason: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE decisions SET void_reason = $2 WHERE transfer_id = $1 AND void_reason IS NULL",
+        )
+        .bind(transfer.to_string())
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Updates the state reason without changing the state (an approval that is not the last).
+    pub async fn set_reason(
+        &mut self,
+        id: TransferId,
+        state: TransferState,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE transfers SET state_reason = $3, updated_at = $4 WHERE id = $1 AND state = $2",
+        )
+        .bind(id.to_string())
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

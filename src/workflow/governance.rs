@@ -1,0 +1,978 @@
+//! Governance (Turing paper, sections 2, 8, 10 and 11): who may join a project, who reviews a
+//! transfer, how decisions add up to a release, and how a release is withdrawn.
+//!
+//! The rules that always hold, whatever a policy says:
+//! - the uploader (the requester) never decides, and neither does anyone who issued the
+//!   transfer's upload token (they could have written into it);
+//! - one person counts once per transfer, whatever roles they hold;
+//! - a Referee is never a member of the project;
+//! - nobody decides in a role they do not hold for that project (a Referee must be assigned
+//!   to the transfer, and counter-approved at tier 3+);
+//! - an approval is bound to the manifest root digest and the policy version it saw: change
+//!   either and it no longer counts. Returning a transfer voids every approval.
+
+use super::access::{self, Principal};
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::state::Event;
+use crate::domain::*;
+use crate::policy::Policy;
+use crate::store::{Decision, Transfer, Tx, User, Workspace};
+use crate::volumes::Volumes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use super::transfers::Awaiting;
+
+/// What a reviewer decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    /// Final.
+    Reject,
+    /// Back to the requester with comments; a new upload token reopens it, and every
+    /// approval given so far is void.
+    Return,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+            Verdict::Return => "return",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// The role the reviewer decides in. May be left out when they hold exactly one of the
+    /// roles the policy asks for.
+    #[serde(rename = "as")]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub comment: String,
+    /// The manifest root digest the reviewer saw; 409 if the manifest is no longer that one.
+    pub root_digest: Option<String>,
+    /// The policy version the reviewer saw; 409 if the policy changed since.
+    pub policy_version: Option<String>,
+}
+
+/// Decisions that still count: approvals, not void, bound to this root and policy version.
+fn counting<'a>(
+    decisions: &'a [Decision],
+    root: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'a Decision> + 'a {
+    decisions.iter().filter(move |d| {
+        d.decision == "approve"
+            && d.void_reason.is_none()
+            && d.root_digest == root
+            && d.policy_version == version
+    })
+}
+
+/// Why a decision no longer counts, if it does not (for display).
+pub fn void_reason(d: &Decision, root: Option<&str>, version: &str) -> Option<String> {
+    if let Some(r) = &d.void_reason {
+        return Some(r.clone());
+    }
+    if Some(d.root_digest.as_str()) != root {
+        return Some("the manifest changed since".into());
+    }
+    if d.policy_version != version {
+        return Some("the policy changed since".into());
+    }
+    None
+}
+
+/// The approvals still missing: `(role, how many more)`, in policy order.
+fn missing(policy: &Policy, t: &Transfer, decisions: &[Decision]) -> Vec<(Role, u32)> {
+    let root = t.root_digest.as_deref().unwrap_or("");
+    let version = policy.version.as_str();
+    let mut have: BTreeMap<&str, u32> = BTreeMap::new();
+    for d in counting(decisions, root, version) {
+        *have.entry(d.role.as_str()).or_default() += 1;
+    }
+    policy
+        .approvals(t.kind)
+        .iter()
+        .filter_map(|(role, want)| {
+            let got = have.get(role.as_str()).copied().unwrap_or(0);
+            (got < *want).then_some((*role, want - got))
+        })
+        .collect()
+}
+
+/// Everyone who could give each missing approval.
+pub async fn awaiting(app: &App, t: &Transfer, ws: &Workspace) -> Result<Vec<Awaiting>> {
+    if !matches!(
+        t.state,
+        TransferState::Sealed
+            | TransferState::Scanning
+            | TransferState::ScanError
+            | TransferState::InReview
+    ) {
+        return Ok(Vec::new());
+    }
+    let policy = app.policy(ws)?;
+    let decisions = app.store.decisions(t.id).await?;
+    let root = t.root_digest.as_deref().unwrap_or("");
+    let counted: Vec<UserId> = counting(&decisions, root, policy.version.as_str())
+        .map(|d| d.user_id)
+        .collect();
+    let barred = barred(app, t).await?;
+    let members = app.store.members(ws.project_id).await?;
+    let mut out = Vec::new();
+    for (role, needed) in missing(&policy, t, &decisions) {
+        let candidates: Vec<(UserId, String)> = match role {
+            Role::Referee => app
+                .store
+                .referees(t.id)
+                .await?
+                .into_iter()
+                .filter(|r| r.state == "active")
+                .map(|r| (r.user_id, r.user))
+                .collect(),
+            Role::ProgrammeManager | Role::SystemManager => app.store.users_with_role(role).await?,
+            _ => members
+                .iter()
+                .filter(|m| m.role == role && m.state == "active")
+                .map(|m| (m.user_id, m.user.clone()))
+                .collect(),
+        };
+        out.push(Awaiting {
+            role,
+            needed,
+            from: candidates
+                .into_iter()
+                .filter(|(id, _)| !barred.contains(id) && !counted.contains(id))
+                .map(|(_, name)| name)
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// The uploader and everyone who issued the transfer's upload token.
+async fn barred(app: &App, t: &Transfer) -> Result<Vec<UserId>> {
+    let mut v = app.store.token_issuers(t.id).await?;
+    v.push(t.uploader_id);
+    Ok(v)
+}
+
+/// A state reason naming what review waits for.
+fn waiting_reason(missing: &[(Role, u32)]) -> String {
+    let parts: Vec<String> = missing
+        .iter()
+        .map(|(r, n)| format!("{n} {r}{}", if *n > 1 { "s" } else { "" }))
+        .collect();
+    format!("waiting for approval from {}", parts.join(" and "))
+}
+
+/// Review begins (after clean scans): the reason names who is awaited; a policy that asks no
+/// approvals for this kind approves at once. Returns true if the transfer is now approved.
+pub(super) async fn enter_review(
+    app: &App,
+    tx: &mut Tx<'_>,
+    t: &Transfer,
+    ws: &Workspace,
+    from: TransferState,
+) -> Result<bool> {
+    let id = t.id;
+    let policy = app.policy(ws)?;
+    let missing = missing(&policy, t, &[]);
+    let reason = if missing.is_empty() {
+        "scans are clean".to_owned()
+    } else {
+        waiting_reason(&missing)
+    };
+    if !tx
+        .set_state(id, from, TransferState::InReview, &reason)
+        .await?
+    {
+        return Ok(false);
+    }
+    tx.audit(
+        AuditEvent::new("system", "transfer.in_review")
+            .transfer(id)
+            .detail(serde_json::json!({
+                "awaiting": missing.iter().map(|(r, n)| serde_json::json!({"role": r, "needed": n})).collect::<Vec<_>>(),
+                "policy_version": policy.version,
+            })),
+    )
+    .await?;
+    if missing.is_empty() {
+        let why = format!(
+            "the tier {} policy asks no approval for {} beyond clean scans; releasing",
+            ws.tier.get(),
+            t.kind
+        );
+        tx.set_state(id, TransferState::InReview, TransferState::Approved, &why)
+            .await?;
+        tx.audit(
+            AuditEvent::new("system", "transfer.approved")
+                .transfer(id)
+                .detail(serde_json::json!({ "reason": why })),
+        )
+        .await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The roles `user` holds for this transfer: their active roles in the project, the
+/// system-wide Programme and System Manager roles, and Referee if they are an assigned (and,
+/// where needed, counter-approved) referee of it who is not a member of the project.
+pub(super) async fn held_roles(
+    app: &App,
+    user: &User,
+    t: &Transfer,
+    ws: &Workspace,
+) -> Result<Vec<Role>> {
+    let mut roles = access::roles_in(app, user, ws).await?;
+    if app
+        .store
+        .referees(t.id)
+        .await?
+        .iter()
+        .any(|r| r.user_id == user.id && r.state == "active")
+        && !app.store.is_member(ws.project_id, user.id).await?
+    {
+        roles.push(Role::Referee);
+    }
+    Ok(roles)
+}
+
+fn role_list(roles: &[Role]) -> String {
+    if roles.is_empty() {
+        return "none".into();
+    }
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Approve, reject or return a transfer in review.
+pub async fn decide(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    verdict: Verdict,
+    req: DecisionRequest,
+) -> Result<Transfer> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    let held = held_roles(app, user, &t, &ws).await?;
+    if held.is_empty() && req.role != Some(Role::Referee) {
+        return Err(Error::Forbidden(format!(
+            "{} has no role in project {} and is not a referee of this transfer",
+            user.name, ws.project_name
+        )));
+    }
+    let policy = app.policy(&ws)?;
+    let asked: Vec<Role> = policy.approvals(t.kind).iter().map(|(r, _)| *r).collect();
+    let role = match req.role {
+        Some(r) if held.contains(&r) => r,
+        Some(Role::Referee) => {
+            let pending = app
+                .store
+                .referees(t.id)
+                .await?
+                .iter()
+                .any(|r| r.user_id == user.id && r.state == "pending");
+            return Err(Error::Forbidden(if pending {
+                format!(
+                    "{} is assigned as referee but awaits the Dataset Provider \
+                     Representative's counter-approval (tier 3+)",
+                    user.name
+                )
+            } else {
+                format!("{} is not an assigned referee of this transfer", user.name)
+            }));
+        }
+        Some(r) => {
+            return Err(Error::Forbidden(format!(
+                "{} does not hold the {r} role in project {}; they hold: {}",
+                user.name,
+                ws.project_name,
+                role_list(&held)
+            )))
+        }
+        None => {
+            let both: Vec<Role> = asked.iter().copied().filter(|r| held.contains(r)).collect();
+            match both.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(Error::Forbidden(format!(
+                    "{} holds none of the roles the policy asks to decide on a {} transfer ({})",
+                    user.name,
+                    t.kind,
+                    role_list(&asked)
+                )))
+                }
+                _ => {
+                    return Err(Error::BadRequest(format!(
+                        "say which role you decide in (`as`): you hold {}",
+                        role_list(&both)
+                    )))
+                }
+            }
+        }
+    };
+    if !asked.contains(&role) {
+        return Err(Error::Forbidden(format!(
+            "the tier {} policy does not ask a {role} to decide on a {} transfer; it asks: {}",
+            ws.tier.get(),
+            t.kind,
+            role_list(&asked)
+        )));
+    }
+    if user.id == t.uploader_id {
+        return Err(Error::Forbidden(format!(
+            "{} requested this transfer (uploaded it) and never decides on it",
+            user.name
+        )));
+    }
+    // Whoever held an upload token could have written into the transfer: same rule.
+    if app.store.token_issuers(id).await?.contains(&user.id) {
+        return Err(Error::Forbidden(format!(
+            "{} issued this transfer's upload token, so could have written into it, and cannot decide on it",
+            user.name
+        )));
+    }
+    if role == Role::Referee && app.store.is_member(ws.project_id, user.id).await? {
+        return Err(Error::Forbidden(format!(
+            "a Referee is never a member of the project, and {} is a member of {}",
+            user.name, ws.project_name
+        )));
+    }
+    if verdict != Verdict::Approve && req.comment.trim().is_empty() {
+        return Err(Error::BadRequest(format!(
+            "say why: to {} a transfer, give a comment for the requester",
+            verdict.as_str()
+        )));
+    }
+    let event = match verdict {
+        Verdict::Approve => Event::Approve,
+        Verdict::Reject => Event::Reject,
+        Verdict::Return => Event::Return,
+    };
+    t.state
+        .on(event)
+        .map_err(|e| Error::Conflict(format!("cannot decide now: {e}")))?;
+    let root = t.root_digest.clone().unwrap_or_default();
+    if let Some(seen) = &req.root_digest {
+        if seen.trim().to_ascii_lowercase() != root {
+            return Err(Error::Conflict(format!(
+                "the manifest changed: you reviewed root digest {seen}, it is now {root}"
+            )));
+        }
+    }
+    let version = policy.version.as_str().to_owned();
+    if let Some(seen) = &req.policy_version {
+        if seen.trim().to_ascii_lowercase() != version {
+            return Err(Error::Conflict(format!(
+                "the policy changed: you saw version {seen}, it is now {version}"
+            )));
+        }
+    }
+    let mut tx = app.store.begin().await?;
+    if tx.transfer_state(id).await? != Some(TransferState::InReview) {
+        return Err(Error::Conflict(
+            "the transfer changed state meanwhile; look again".into(),
+        ));
+    }
+    let decisions = tx.decisions(id).await?;
+    if verdict == Verdict::Approve {
+        if let Some(d) = counting(&decisions, &root, &version).find(|d| d.user_id == user.id) {
+            return Err(Error::Conflict(format!(
+                "{} already approved this transfer as {}: one person counts once per transfer",
+                user.name, d.role
+            )));
+        }
+        if !missing(&policy, &t, &decisions)
+            .iter()
+            .any(|(r, _)| *r == role)
+        {
+            return Err(Error::Conflict(format!(
+                "the {role} approvals the policy asks for are already in"
+            )));
+        }
+    }
+    tx.insert_decision(crate::store::NewDecision {
+        transfer: id,
+        user: user.id,
+        role,
+        decision: verdict.as_str(),
+        comment: &req.comment,
+        root_digest: &root,
+        policy_version: &version,
+    })
+    .await?;
+    let detail = serde_json::json!({
+        "role": role, "decision": verdict.as_str(), "comment": req.comment,
+        "root_digest": root, "policy_version": version,
+    });
+    let mut approved = false;
+    match verdict {
+        Verdict::Approve => {
+            let decisions = tx.decisions(id).await?;
+            let still = missing(&policy, &t, &decisions);
+            if still.is_empty() {
+                let names: Vec<String> = counting(&decisions, &root, &version)
+                    .map(|d| format!("{} ({})", d.user, d.role))
+                    .collect();
+                let why = format!("approved by {}; releasing", names.join(", "));
+                tx.set_state(id, TransferState::InReview, TransferState::Approved, &why)
+                    .await?;
+                tx.audit(
+                    AuditEvent::new(who.actor(), "transfer.approved")
+                        .transfer(id)
+                        .detail(detail),
+                )
+                .await?;
+                approved = true;
+            } else {
+                let why = format!(
+                    "approved by {} ({role}); {}",
+                    user.name,
+                    waiting_reason(&still)
+                );
+                tx.set_reason(id, TransferState::InReview, &why).await?;
+                tx.audit(
+                    AuditEvent::new(who.actor(), "transfer.approval")
+                        .transfer(id)
+                        .detail(detail),
+                )
+                .await?;
+            }
+        }
+        Verdict::Reject => {
+            let why = format!("rejected by {} ({role}): {}", user.name, req.comment);
+            tx.set_state(id, TransferState::InReview, TransferState::Rejected, &why)
+                .await?;
+            tx.audit(
+                AuditEvent::new(who.actor(), "transfer.rejected")
+                    .transfer(id)
+                    .detail(detail),
+            )
+            .await?;
+        }
+        Verdict::Return => {
+            let why = format!(
+                "returned to the requester by {} ({role}): {}; a new upload token reopens it",
+                user.name, req.comment
+            );
+            tx.set_state(id, TransferState::InReview, TransferState::Returned, &why)
+                .await?;
+            let voided = tx
+                .void_decisions(id, &format!("the transfer was returned by {}", user.name))
+                .await?;
+            tx.audit(
+                AuditEvent::new(who.actor(), "transfer.returned")
+                    .transfer(id)
+                    .detail(serde_json::json!({
+                        "role": role, "comment": req.comment, "root_digest": root,
+                        "policy_version": version, "voided": voided,
+                    })),
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    if approved {
+        app.jobs.notify_one();
+    }
+    Ok(access::load(app, id).await?.0)
+}
+
+/// A referee as `transfer show` lists them.
+#[derive(Debug, Serialize)]
+pub struct RefereeView {
+    pub user: String,
+    /// `active`, or `pending` the Dataset Provider Representative's counter-approval.
+    pub state: String,
+    pub assigned_by: String,
+    pub approved_by: Option<String>,
+}
+
+pub async fn referees(app: &App, id: TransferId) -> Result<Vec<RefereeView>> {
+    Ok(app
+        .store
+        .referees(id)
+        .await?
+        .into_iter()
+        .map(|r| RefereeView {
+            user: r.user,
+            state: r.state,
+            assigned_by: r.assigned_by,
+            approved_by: r.approved_by,
+        })
+        .collect())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRef {
+    pub user: String,
+}
+
+async fn user_named(app: &App, name: &str) -> Result<User> {
+    app.store
+        .user_by_name(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user {name}")))
+}
+
+/// A Project Manager (or a Programme Manager) assigns a Referee from the referee college (or
+/// a Programme Manager as fallback) to a transfer. At tier 3+ the assignment waits for the
+/// Dataset Provider Representative's counter-approval.
+pub async fn assign_referee(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: UserRef,
+) -> Result<Vec<RefereeView>> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    access::require_role(
+        app,
+        user,
+        &ws,
+        &[Role::ProjectManager, Role::ProgrammeManager],
+    )
+    .await?;
+    let referee = user_named(app, &req.user).await?;
+    if !referee
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::Referee | Role::ProgrammeManager))
+    {
+        return Err(Error::Conflict(format!(
+            "{} is not in the referee college (role referee) and is not a Programme Manager",
+            referee.name
+        )));
+    }
+    if app.store.is_member(ws.project_id, referee.id).await? {
+        return Err(Error::Conflict(format!(
+            "a Referee is never a member of the project, and {} is a member of {}",
+            referee.name, ws.project_name
+        )));
+    }
+    if barred(app, &t).await?.contains(&referee.id) {
+        return Err(Error::Conflict(format!(
+            "{} uploaded this transfer or issued its token, so cannot referee it",
+            referee.name
+        )));
+    }
+    if matches!(
+        t.state,
+        TransferState::Approved
+            | TransferState::Released
+            | TransferState::Rejected
+            | TransferState::Blocked
+            | TransferState::Cancelled
+            | TransferState::Expired
+            | TransferState::Revoked
+    ) {
+        return Err(Error::Conflict(format!(
+            "transfer {id} is {}: its review is over",
+            t.state
+        )));
+    }
+    let pending = ws.tier.get() >= 3;
+    let mut tx = app.store.begin().await?;
+    if !tx.assign_referee(id, referee.id, pending, user.id).await? {
+        return Err(Error::Conflict(format!(
+            "{} is already a referee of this transfer",
+            referee.name
+        )));
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "transfer.referee_assigned")
+            .transfer(id)
+            .detail(
+                serde_json::json!({ "referee": referee.name, "pending_counter_approval": pending }),
+            ),
+    )
+    .await?;
+    tx.commit().await?;
+    referees(app, id).await
+}
+
+/// The project's Dataset Provider Representative counter-approves a referee (tier 3+).
+pub async fn approve_referee(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: UserRef,
+) -> Result<Vec<RefereeView>> {
+    let user = who.staff()?;
+    let (_, ws) = access::load(app, id).await?;
+    require_member_role(app, user, &ws.project_id, &ws.project_name, Role::Provider).await?;
+    let referee = user_named(app, &req.user).await?;
+    let mut tx = app.store.begin().await?;
+    if !tx.approve_referee(id, referee.id, user.id).await? {
+        return Err(Error::NotFound(format!(
+            "{} is not a referee of this transfer awaiting counter-approval",
+            referee.name
+        )));
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "transfer.referee_approved")
+            .transfer(id)
+            .detail(serde_json::json!({ "referee": referee.name })),
+    )
+    .await?;
+    tx.commit().await?;
+    referees(app, id).await
+}
+
+/// 403 unless `user` holds `role` (active) in the project.
+async fn require_member_role(
+    app: &App,
+    user: &User,
+    project: &ProjectId,
+    project_name: &str,
+    role: Role,
+) -> Result<()> {
+    if app
+        .store
+        .member_roles(*project, user.id)
+        .await?
+        .contains(&role)
+    {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "{} needs the {role} role in project {project_name}",
+            user.name
+        )))
+    }
+}
+
+/// A released transfer is withdrawn: its files leave the read-only volume at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub reason: String,
+}
+
+pub async fn revoke(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: RevokeRequest,
+) -> Result<Transfer> {
+    let user = who.staff()?;
+    let (t, ws) = access::load(app, id).await?;
+    let role = access::require_role(
+        app,
+        user,
+        &ws,
+        &[
+            Role::ProjectManager,
+            Role::Investigator,
+            Role::Provider,
+            Role::ProgrammeManager,
+        ],
+    )
+    .await?;
+    if req.reason.trim().is_empty() {
+        return Err(Error::BadRequest(
+            "say why the release is revoked (`reason`)".into(),
+        ));
+    }
+    t.state
+        .on(Event::Revoke)
+        .map_err(|e| Error::Conflict(format!("cannot revoke: {e}")))?;
+    let dest = Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id);
+    // Withdraw first: a crash after this leaves a `released` transfer with nothing published,
+    // and revoking again finishes the job; never the other way round.
+    let withdrawn = app.volumes.withdraw(t.id, &dest).await?;
+    let why = format!("revoked by {} ({role}): {}", user.name, req.reason.trim());
+    let mut tx = app.store.begin().await?;
+    if !tx
+        .set_state(id, TransferState::Released, TransferState::Revoked, &why)
+        .await?
+    {
+        return Err(Error::Conflict(
+            "the transfer changed state meanwhile; look again".into(),
+        ));
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "transfer.revoked")
+            .transfer(id)
+            .detail(serde_json::json!({
+                "role": role, "reason": req.reason.trim(), "withdrawn": withdrawn,
+                "location": app.volumes.location(&dest).display().to_string(),
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(access::load(app, id).await?.0)
+}
+
+// ---- users and membership (paper, section 8 and 11.6) ---------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    /// System-wide roles: `referee` puts them in the referee college, `provider` makes them a
+    /// Dataset Provider Representative who may be named as an uploader.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+/// Only a Programme Manager adds users to the system.
+pub async fn add_user(app: &App, who: &Principal, req: NewUser) -> Result<UserView> {
+    let user = who.staff()?;
+    if !user.roles.contains(&Role::ProgrammeManager) {
+        return Err(Error::Forbidden(
+            "only a Programme Manager adds users to the system".into(),
+        ));
+    }
+    if req.roles.contains(&Role::SystemManager) {
+        return Err(Error::BadRequest(
+            "System Managers are added with `airlock admin user add` on the server".into(),
+        ));
+    }
+    let name = Name::parse(&req.name).map_err(Error::BadRequest)?;
+    if app.store.user_by_name(name.as_str()).await?.is_some() {
+        return Err(Error::Conflict(format!("user {name} already exists")));
+    }
+    let mut tx = app.store.begin().await?;
+    tx.create_user(&name, &req.roles).await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "user.created")
+            .detail(serde_json::json!({ "user": name, "roles": req.roles })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(UserView {
+        name: name.to_string(),
+        roles: req.roles,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    pub name: String,
+}
+
+/// A Programme Manager creates a project.
+pub async fn create_project(app: &App, who: &Principal, req: NewProject) -> Result<String> {
+    let user = who.staff()?;
+    if !user.roles.contains(&Role::ProgrammeManager) {
+        return Err(Error::Forbidden(
+            "only a Programme Manager creates projects".into(),
+        ));
+    }
+    let name = Name::parse(&req.name).map_err(Error::BadRequest)?;
+    if app.store.project_by_name(name.as_str()).await?.is_some() {
+        return Err(Error::Conflict(format!("project {name} already exists")));
+    }
+    let mut tx = app.store.begin().await?;
+    tx.create_project(&name).await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "project.created")
+            .detail(serde_json::json!({ "project": name })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(name.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    pub user: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub user: String,
+    pub role: Role,
+    /// `active`, or `pending` the Dataset Provider Representative's counter-approval.
+    pub state: String,
+    pub added_by: Option<String>,
+    pub approved_by: Option<String>,
+}
+
+/// The roles a person can hold inside one project.
+const PROJECT_ROLES: [Role; 4] = [
+    Role::ProjectManager,
+    Role::Investigator,
+    Role::Researcher,
+    Role::Provider,
+];
+
+async fn project(app: &App, name: &str) -> Result<crate::store::Project> {
+    app.store
+        .project_by_name(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no project {name}")))
+}
+
+/// A Project Manager of the project (or a Programme Manager) adds an existing user. A
+/// Researcher joining a project with a tier 3+ workspace waits for the Dataset Provider
+/// Representative's counter-approval (paper 11.6).
+pub async fn add_member(
+    app: &App,
+    who: &Principal,
+    project_name: &str,
+    req: MemberRequest,
+) -> Result<MemberView> {
+    let user = who.staff()?;
+    let p = project(app, project_name).await?;
+    let is_pm = app
+        .store
+        .member_roles(p.id, user.id)
+        .await?
+        .contains(&Role::ProjectManager);
+    if !is_pm && !user.roles.contains(&Role::ProgrammeManager) {
+        return Err(Error::Forbidden(format!(
+            "only a Project Manager of {} (or a Programme Manager) adds its members",
+            p.name
+        )));
+    }
+    if req.role == Role::Referee {
+        return Err(Error::BadRequest(
+            "a Referee is never a member of the project: assign one to a transfer instead \
+             (`airlock referee assign`)"
+                .into(),
+        ));
+    }
+    if !PROJECT_ROLES.contains(&req.role) {
+        return Err(Error::BadRequest(format!(
+            "{} is a system-wide role, not a project role; project roles are {}",
+            req.role,
+            role_list(&PROJECT_ROLES)
+        )));
+    }
+    let member = app.store.user_by_name(&req.user).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no user {}: a Programme Manager adds users to the system first",
+            req.user
+        ))
+    })?;
+    if app.store.referee_in_project(p.id, member.id).await? {
+        return Err(Error::Conflict(format!(
+            "{} referees a transfer of {} that is still under way, and a Referee is never a \
+             member of the project",
+            member.name, p.name
+        )));
+    }
+    let pending = req.role == Role::Researcher
+        && app
+            .store
+            .project_max_tier(p.id)
+            .await?
+            .is_some_and(|t| t.get() >= 3);
+    let mut tx = app.store.begin().await?;
+    if !tx
+        .insert_member(p.id, member.id, req.role, pending, Some(user.id))
+        .await?
+    {
+        return Err(Error::Conflict(format!(
+            "{} already holds (or awaits) the {} role in {}",
+            member.name, req.role, p.name
+        )));
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "member.added").detail(serde_json::json!({
+            "project": p.name, "user": member.name, "role": req.role,
+            "pending_counter_approval": pending,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(MemberView {
+        user: member.name,
+        role: req.role,
+        state: if pending { "pending" } else { "active" }.into(),
+        added_by: Some(user.name.clone()),
+        approved_by: None,
+    })
+}
+
+/// The project's Dataset Provider Representative counter-approves a pending member.
+pub async fn approve_member(
+    app: &App,
+    who: &Principal,
+    project_name: &str,
+    req: MemberRequest,
+) -> Result<MemberView> {
+    let user = who.staff()?;
+    let p = project(app, project_name).await?;
+    require_member_role(app, user, &p.id, &p.name, Role::Provider).await?;
+    let member = user_named(app, &req.user).await?;
+    let mut tx = app.store.begin().await?;
+    if !tx
+        .approve_member(p.id, member.id, req.role, user.id)
+        .await?
+    {
+        return Err(Error::NotFound(format!(
+            "{} has no {} role in {} awaiting counter-approval",
+            member.name, req.role, p.name
+        )));
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "member.approved").detail(serde_json::json!({
+            "project": p.name, "user": member.name, "role": req.role,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(MemberView {
+        user: member.name,
+        role: req.role,
+        state: "active".into(),
+        added_by: None,
+        approved_by: Some(user.name.clone()),
+    })
+}
+
+/// A project's members, for its members and Programme/System Managers.
+pub async fn members(app: &App, who: &Principal, project_name: &str) -> Result<Vec<MemberView>> {
+    let user = who.staff()?;
+    let p = project(app, project_name).await?;
+    let global = user
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::ProgrammeManager | Role::SystemManager));
+    if !global && app.store.member_roles(p.id, user.id).await?.is_empty() {
+        return Err(Error::Forbidden(format!(
+            "{} has no role in project {}",
+            user.name, p.name
+        )));
+    }
+    Ok(app
+        .store
+        .members(p.id)
+        .await?
+        .into_iter()
+        .map(|m| MemberView {
+            user: m.user,
+            role: m.role,
+            state: m.state,
+            added_by: m.added_by,
+            approved_by: m.approved_by,
+        })
+        .collect())
+}
