@@ -1,0 +1,617 @@
+//! The authorization matrix: every API route, called by every kind of caller, against the
+//! exact set of callers allowed to use it.
+//!
+//! Callers: no token; an expired token; forged tokens (wrong key, `alg: none`, a real token
+//! whose claims were changed); the transfer's own upload token and another transfer's; and a
+//! person in each role, including a member of another project. Someone allowed may still get a
+//! 4xx for the state the transfer is in (409, 404); someone not allowed gets exactly 401
+//! (credentials not valid) or 403 (valid, but not for this).
+
+mod common;
+
+use airlock::auth::{Claims, TokenKind};
+use airlock::domain::Role;
+use airlock::workflow::admin;
+use base64::Engine;
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
+
+const BAD_CREDENTIALS: [&str; 5] = [
+    "none",
+    "expired",
+    "forged-key",
+    "alg-none",
+    "changed-claims",
+];
+const STAFF: [&str; 10] = [
+    "pm", "inv", "res", "prov", "provrep", "ref", "college", "progm", "sysm", "outsider",
+];
+const UPLOADS: [&str; 2] = ["upload", "upload-other"];
+
+/// Transfers in the states the routes need, in a workspace at tier 2.
+struct Fixture {
+    /// Open, with a file and an unfinished tus upload; `upload` is its token.
+    open: String,
+    tus: String,
+    /// In review, with `ref` assigned as its Referee.
+    review: String,
+    review_root: String,
+    /// Released (built only for the routes that need it).
+    released: String,
+    tokens: HashMap<&'static str, String>,
+}
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+async fn people(t: &TestApp) -> HashMap<&'static str, String> {
+    let p = t.bootstrap(2).await;
+    let a = &t.app;
+    for (name, roles) in [
+        ("provrep", &[Role::Provider][..]),
+        ("ref", &[Role::Referee]),
+        ("college", &[Role::Referee]),
+        ("progm", &[Role::ProgrammeManager]),
+        ("sysm", &[Role::SystemManager]),
+    ] {
+        admin::add_user(a, name, roles).await.unwrap();
+    }
+    admin::add_member(a, "proj", "provrep", Role::Provider)
+        .await
+        .unwrap();
+    let mut tok = HashMap::from([
+        ("pm", p.pm),
+        ("inv", p.inv),
+        ("prov", p.prov),
+        ("res", p.researcher),
+        ("outsider", p.outsider),
+    ]);
+    for name in ["provrep", "ref", "college", "progm", "sysm"] {
+        tok.insert(name, admin::staff_token(a, name, None).await.unwrap());
+    }
+    // Credentials that must not work.
+    let key = std::fs::read(t.data_dir().join("keys/jwt.key")).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let pm_id = a.store.user_by_name("pm").await.unwrap().unwrap().id;
+    let claims = |exp: i64| Claims {
+        iss: "airlock".into(),
+        typ: TokenKind::Staff,
+        sub: pm_id.to_string(),
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: now - 100,
+        exp,
+    };
+    let sign = |c: &Claims, secret: &[u8]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            c,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    tok.insert("expired", sign(&claims(now - 10), &key));
+    tok.insert(
+        "forged-key",
+        sign(&claims(now + 3600), b"not the server's key"),
+    );
+    tok.insert(
+        "alg-none",
+        format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT"}"#),
+            b64(&serde_json::to_vec(&claims(now + 3600)).unwrap())
+        ),
+    );
+    // The pm's real token, with its subject changed to the Programme Manager.
+    let progm_id = a.store.user_by_name("progm").await.unwrap().unwrap().id;
+    let real = tok["pm"].clone();
+    let parts: Vec<&str> = real.split('.').collect();
+    let mut payload: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .unwrap(),
+    )
+    .unwrap();
+    payload["sub"] = json!(progm_id.to_string());
+    tok.insert(
+        "changed-claims",
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&serde_json::to_vec(&payload).unwrap()),
+            parts[2]
+        ),
+    );
+    tok
+}
+
+async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, released: bool) -> Fixture {
+    let pm = &people["pm"];
+    let mut tokens = people.clone();
+    let open = t.open_transfer(pm, "data-ingress", "prov").await;
+    let up = t.upload_token(pm, &open, Value::Null).await;
+    assert_eq!(
+        t.put(&up, &open, "a.txt", b"hello".to_vec()).await.0,
+        StatusCode::CREATED
+    );
+    let r = t
+        .tus_create(&up, &open)
+        .header("Upload-Length", "5")
+        .header("Upload-Metadata", tus_meta("b.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tus = r.headers()["location"].to_str().unwrap().to_owned();
+    let tus = if tus.starts_with("http") {
+        tus
+    } else {
+        format!("{}{tus}", t.url)
+    };
+    tokens.insert("upload", up);
+
+    let other = t.open_transfer(pm, "data-ingress", "prov").await;
+    tokens.insert(
+        "upload-other",
+        t.upload_token(pm, &other, Value::Null).await,
+    );
+
+    let review = sealed(t, pm, &people["inv"], false).await;
+    let review_root = t.show(pm, &review).await["root_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let released = if released {
+        let id = sealed(t, pm, &people["inv"], true).await;
+        let (s, v) = t
+            .post_json(
+                &people["ref"],
+                &format!("/transfers/{id}/approve"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        t.wait_for_state(pm, &id, "released").await;
+        id
+    } else {
+        String::new()
+    };
+    Fixture {
+        open,
+        tus,
+        review,
+        review_root,
+        released,
+        tokens,
+    }
+}
+
+/// A sealed transfer with `ref` assigned; approved by the Investigator if `approve`.
+async fn sealed(t: &TestApp, pm: &str, inv: &str, approve: bool) -> String {
+    let id = t.open_transfer(pm, "data-ingress", "prov").await;
+    let up = t.upload_token(pm, &id, Value::Null).await;
+    assert_eq!(
+        t.put(&up, &id, "f.txt", b"data".to_vec()).await.0,
+        StatusCode::CREATED
+    );
+    let (s, _) = t
+        .post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t
+        .post_json(
+            pm,
+            &format!("/transfers/{id}/referees"),
+            json!({ "user": "ref" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    if approve {
+        let (s, _) = t
+            .post_json(inv, &format!("/transfers/{id}/approve"), Value::Null)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    id
+}
+
+/// Which transfer a route acts on, and what it sends.
+#[derive(Clone, Copy)]
+enum On {
+    None,
+    Open,
+    Review,
+    Released,
+    Tus,
+}
+
+struct RouteCase {
+    method: &'static str,
+    /// As in `server::api_routes()`.
+    pattern: &'static str,
+    on: On,
+    body: fn(&Fixture, &str) -> Option<Value>,
+    allowed: &'static [&'static str],
+    /// The allowed call kills the upload token (or makes the next call meaningless): build a
+    /// fresh fixture for each caller.
+    fresh: bool,
+}
+
+fn no_body(_: &Fixture, _: &str) -> Option<Value> {
+    None
+}
+
+const PUBLIC: &[&str] = &["*"];
+const ANY_STAFF: &[&str] = &[
+    "pm", "inv", "res", "prov", "provrep", "ref", "college", "progm", "sysm", "outsider",
+];
+const PROJECT_READERS: &[&str] = &["pm", "inv", "res", "provrep", "progm", "sysm"];
+const DECIDERS: &[&str] = &["inv", "ref"];
+
+fn cases() -> Vec<RouteCase> {
+    let c = |method, pattern, on, body, allowed, fresh| RouteCase {
+        method,
+        pattern,
+        on,
+        body,
+        allowed,
+        fresh,
+    };
+    vec![
+        c("get", "/api/v1/me", On::None, no_body, ANY_STAFF, false),
+        c(
+            "post",
+            "/api/v1/transfers",
+            On::None,
+            |_, _| {
+                Some(json!({ "workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov" }))
+            },
+            &["pm"],
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/transfers",
+            On::None,
+            no_body,
+            PROJECT_READERS,
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/transfers/{id}",
+            On::Review,
+            no_body,
+            &[
+                "pm", "inv", "res", "prov", "provrep", "ref", "progm", "sysm",
+            ],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/tokens",
+            On::Open,
+            |_, _| Some(json!({})),
+            &["pm"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/tokens/revoke",
+            On::Open,
+            no_body,
+            &["pm"],
+            true,
+        ),
+        c(
+            "get",
+            "/api/v1/transfers/{id}/manifest",
+            On::Open,
+            no_body,
+            &[
+                "upload", "pm", "inv", "res", "prov", "provrep", "progm", "sysm",
+            ],
+            false,
+        ),
+        c(
+            "put",
+            "/api/v1/transfers/{id}/files/{path}",
+            On::Open,
+            no_body,
+            &["upload"],
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/transfers/{id}/files/{path}",
+            On::Review,
+            no_body,
+            &["pm", "inv", "provrep", "ref", "progm"],
+            false,
+        ),
+        c(
+            "delete",
+            "/api/v1/transfers/{id}/files/{path}",
+            On::Open,
+            no_body,
+            &["upload"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/seal",
+            On::Open,
+            no_body,
+            &["upload", "pm"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/confirm",
+            On::Review,
+            |f, _| Some(json!({ "root_digest": f.review_root })),
+            &["prov"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/approve",
+            On::Review,
+            |_, _| Some(json!({ "comment": "ok" })),
+            DECIDERS,
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/reject",
+            On::Review,
+            |_, _| Some(json!({ "comment": "no" })),
+            DECIDERS,
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/return",
+            On::Review,
+            |_, _| Some(json!({ "comment": "fix it" })),
+            DECIDERS,
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/cancel",
+            On::Open,
+            no_body,
+            &["pm"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/revoke",
+            On::Released,
+            |_, _| Some(json!({ "reason": "consent withdrawn" })),
+            &["pm", "inv", "provrep", "progm"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/referees",
+            On::Review,
+            |_, _| Some(json!({ "user": "college" })),
+            &["pm", "progm"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/referees/approve",
+            On::Review,
+            |_, _| Some(json!({ "user": "ref" })),
+            &["provrep"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/users",
+            On::None,
+            |_, who| Some(json!({ "name": format!("new-{who}"), "roles": [] })),
+            &["progm"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/projects",
+            On::None,
+            |_, who| Some(json!({ "name": format!("p-{who}") })),
+            &["progm"],
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/projects/{project}/members",
+            On::None,
+            no_body,
+            PROJECT_READERS,
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/projects/{project}/members",
+            On::None,
+            |_, _| Some(json!({ "user": "college", "role": "investigator" })),
+            &["pm", "progm"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/projects/{project}/members/approve",
+            On::None,
+            |_, _| Some(json!({ "user": "res", "role": "researcher" })),
+            &["provrep"],
+            false,
+        ),
+        c(
+            "options",
+            "/api/v1/transfers/{id}/tus",
+            On::Open,
+            no_body,
+            PUBLIC,
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/tus",
+            On::Open,
+            no_body,
+            &["upload"],
+            false,
+        ),
+        c(
+            "head",
+            "/api/v1/transfers/{id}/tus/{upload}",
+            On::Tus,
+            no_body,
+            &["upload"],
+            false,
+        ),
+        c(
+            "patch",
+            "/api/v1/transfers/{id}/tus/{upload}",
+            On::Tus,
+            no_body,
+            &["upload"],
+            false,
+        ),
+        c(
+            "delete",
+            "/api/v1/transfers/{id}/tus/{upload}",
+            On::Tus,
+            no_body,
+            &["upload"],
+            true,
+        ),
+        c("get", "/healthz", On::None, no_body, PUBLIC, false),
+        c("get", "/readyz", On::None, no_body, PUBLIC, false),
+        c("get", "/openapi.json", On::None, no_body, PUBLIC, false),
+    ]
+}
+
+async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -> StatusCode {
+    let id = match case.on {
+        On::Open | On::Tus => &f.open,
+        On::Review => &f.review,
+        On::Released => &f.released,
+        On::None => "",
+    };
+    let url = match case.on {
+        On::Tus => f.tus.clone(),
+        _ => {
+            let path = case
+                .pattern
+                .replace("{id}", id)
+                .replace("{project}", "proj")
+                .replace(
+                    "{path}",
+                    match case.on {
+                        On::Review => "f.txt",
+                        _ if case.method == "put" => "new/{n}.txt",
+                        _ => "a.txt",
+                    },
+                )
+                .replace("{n}", &n.to_string());
+            let q = if case.pattern == "/api/v1/transfers" && case.method == "get" {
+                "?workspace=proj/ws"
+            } else {
+                ""
+            };
+            format!("{}{path}{q}", t.url)
+        }
+    };
+    let method = Method::from_bytes(case.method.to_uppercase().as_bytes()).unwrap();
+    let mut req = reqwest::Client::new().request(method, &url);
+    if who != "none" {
+        req = req.bearer_auth(&f.tokens[who]);
+    }
+    if case.pattern.contains("/tus") {
+        req = req.header("Tus-Resumable", "1.0.0");
+        if case.method == "post" {
+            req = req
+                .header("Upload-Length", "3")
+                .header("Upload-Metadata", tus_meta(&format!("tus/{n}.txt")));
+        }
+        if case.method == "patch" {
+            req = req
+                .header("Upload-Offset", "0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .body("hel");
+        }
+    } else if case.method == "put" {
+        req = req.body("xyz");
+    } else if let Some(body) = (case.body)(f, who) {
+        req = req.json(&body);
+    }
+    req.send().await.unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_admits_exactly_its_callers() {
+    let t = TestApp::spawn().await;
+    let people = people(&t).await;
+    let table = cases();
+
+    // The table covers every route the server has, once.
+    let routes: BTreeSet<(String, String)> = airlock::server::api_routes()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p))
+        .collect();
+    let covered: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|c| (c.method.to_string(), c.pattern.to_string()))
+        .collect();
+    assert_eq!(covered, routes, "the matrix and the route table differ");
+    assert_eq!(covered.len(), table.len(), "a route is listed twice");
+
+    let callers: Vec<&str> = BAD_CREDENTIALS
+        .iter()
+        .chain(UPLOADS.iter())
+        .chain(STAFF.iter())
+        .copied()
+        .collect();
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for case in &table {
+        let needs_release = matches!(case.on, On::Released);
+        let mut f = fixture(&t, &people, needs_release).await;
+        for who in &callers {
+            if case.fresh {
+                f = fixture(&t, &people, needs_release).await;
+            }
+            n += 1;
+            let status = call(&t, &f, case, who, n).await;
+            let public = case.allowed == PUBLIC;
+            let allowed = public || case.allowed.contains(who);
+            let ok = if allowed {
+                status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN
+            } else if BAD_CREDENTIALS.contains(who) {
+                status == StatusCode::UNAUTHORIZED
+            } else {
+                status == StatusCode::FORBIDDEN
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{} {} as {who}: {status} (allowed: {allowed})",
+                    case.method, case.pattern
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    t.stop().await;
+}
