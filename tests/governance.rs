@@ -882,3 +882,74 @@ async fn a_bad_policy_folder_stops_the_service_naming_the_file_and_the_key() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_programme_manager_stands_in_as_referee_when_the_college_has_nobody() {
+    let t = TestApp::spawn().await;
+    let c = crew(&t, 2).await;
+    let id = sealed(&t, &c, "data-ingress", "prov", b"x").await;
+    // progm is a member (Investigator) of the project, so cannot referee it; progm2 can.
+    let (s, v) = t
+        .post_json(
+            c.t("pm"),
+            &format!("/transfers/{id}/referees"),
+            json!({ "user": "progm" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assign(&t, &c, &id, "progm2").await;
+    let (s, v) = decide(&t, c.t("progm2"), &id, "approve", "referee", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["decisions"][0]["role"], "referee");
+    assert_eq!(awaited(&v), vec!["investigator"]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_limits_file_size_file_count_and_transfer_size() {
+    let t = TestApp::spawn().await;
+    let c = crew(&t, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small.toml");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tier2.toml"),
+    )
+    .unwrap()
+    .replace("max_file_size = \"1 TiB\"", "max_file_size = \"10 B\"")
+    .replace("max_files = 1000000", "max_files = 3")
+    .replace(
+        "max_transfer_size = \"10 TiB\"",
+        "max_transfer_size = \"25 B\"",
+    );
+    std::fs::write(&file, text).unwrap();
+    admin::create_workspace(&t.app, "proj", "small", 2, Some(&file))
+        .await
+        .unwrap();
+    let (_, v) = t
+        .post_json(
+            c.t("pm"),
+            "/transfers",
+            json!({ "workspace": "proj/small", "kind": "data-ingress", "uploader": "prov" }),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let up = t.upload_token(c.t("pm"), &id, Value::Null).await;
+    let (s, v) = t.put(&up, &id, "big", vec![0; 11]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    for (name, n) in [("a", 10), ("b", 10)] {
+        let (s, v) = t.put(&up, &id, name, vec![1; n]).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    // 20 bytes in; 10 more would pass the transfer's 25.
+    let (s, v) = t.put(&up, &id, "c", vec![2; 10]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("25"), "{v}");
+    let (s, v) = t.put(&up, &id, "c", vec![2; 5]).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = t.put(&up, &id, "d", vec![3; 1]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("3 files"), "{v}");
+    let v = t.show(c.t("pm"), &id).await;
+    assert_eq!(v["file_count"], 3);
+    t.stop().await;
+}
