@@ -14,7 +14,65 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub limits: LimitSettings,
     pub policy: PolicySettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Where every transition is POSTed. Empty (the default) turns notifications off. In an
+    /// environment variable, a comma-separated list.
+    #[serde(deserialize_with = "string_list")]
+    pub urls: Vec<String>,
+    /// The HMAC-SHA256 key bodies are signed with; required when `urls` is set.
+    pub secret: String,
+    /// How long one delivery may take. Default `10s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Deliveries tried before one is marked failed. Default 8.
+    pub max_attempts: u32,
+    /// Wait after the first failure, doubled after each (with jitter). Default `1s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts. Default `10m`.
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff_max: Duration,
+    /// How often the outbox is looked at. Default `500ms`.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: String::new(),
+            timeout: Duration::from_secs(10),
+            max_attempts: 8,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Raw::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -192,12 +250,31 @@ impl Settings {
                 }
             }
         }
-        toml::Value::Table(table)
+        let s: Settings = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid {
                 path: file.map(Path::to_owned),
                 message: e.to_string(),
-            })
+            })?;
+        let bad = |message: String| ConfigError::Invalid {
+            path: file.map(Path::to_owned),
+            message,
+        };
+        if !s.webhooks.urls.is_empty() && s.webhooks.secret.len() < 16 {
+            return Err(bad(
+                "`webhooks.secret` must be set (16 characters or more) when `webhooks.urls` is"
+                    .into(),
+            ));
+        }
+        for u in &s.webhooks.urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(bad(format!("`webhooks.urls`: `{u}` is not an http(s) URL")));
+            }
+        }
+        if s.webhooks.max_attempts == 0 {
+            return Err(bad("`webhooks.max_attempts` must be at least 1".into()));
+        }
+        Ok(s)
     }
 }
 

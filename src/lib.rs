@@ -9,6 +9,7 @@
 //! - [`workflow`]: open, upload, seal, decide, release, expire: the only code that changes
 //!   state, and the only writer of audit events.
 //! - [`domain`]: ids, roles, kinds, the state machine, checked relative paths, manifests.
+//! - [`notify`]: signed webhooks for every transition, fed from the audit log.
 //! - [`policy`]: per-tier policies from `policies/`.
 //! - [`hashing`]: streaming SHA-256 + BLAKE3, off the async threads.
 //! - [`volumes`]: quarantine and released volumes over `object_store`.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod hashing;
+pub mod notify;
 pub mod policy;
 pub mod server;
 pub mod store;

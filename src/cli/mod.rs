@@ -50,6 +50,9 @@ pub enum Command {
     /// The hash-chained audit log, read from the data directory (no server needed).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Webhook deliveries, read from the data directory (no server needed).
+    #[command(subcommand)]
+    Webhooks(WebhookCommand),
     /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
     #[command(subcommand)]
     Transfer(TransferCommand),
@@ -110,6 +113,20 @@ pub enum AuditCommand {
         #[arg(long)]
         transfer: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// List deliveries, newest first, with attempts and the last error.
+    List {
+        /// pending, delivered or failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a failed delivery again.
+    Retry { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -332,6 +349,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(s).await?;
             audit(&app, cmd).await
         }
+        Command::Webhooks(cmd) => {
+            let s = settings(&cli)?;
+            let app = App::open(s).await?;
+            webhooks(&app, cmd).await
+        }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
         Command::Referee(cmd) => client::referee(&cli.server, cmd).await,
         Command::Member(cmd) => client::member(&cli.server, cmd).await,
@@ -391,6 +413,40 @@ async fn audit(app: &App, cmd: &AuditCommand) -> anyhow::Result<()> {
                     r.seq, r.at, r.action, r.actor, r.detail
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+async fn webhooks(app: &App, cmd: &WebhookCommand) -> anyhow::Result<()> {
+    match cmd {
+        WebhookCommand::List { state, json } => {
+            if let Some(s) = state {
+                if !["pending", "delivered", "failed"].contains(&s.as_str()) {
+                    anyhow::bail!("--state must be pending, delivered or failed, not `{s}`");
+                }
+            }
+            let ds = app.store.deliveries(state.as_deref()).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&ds)?);
+            } else {
+                for d in ds {
+                    println!(
+                        "{}  {:<9} {:>2} attempt(s)  seq {:<6} {:<28} {}  {}",
+                        d.id,
+                        d.state,
+                        d.attempts,
+                        d.audit_seq,
+                        d.event,
+                        d.url,
+                        d.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        WebhookCommand::Retry { id } => {
+            crate::notify::retry(app, id).await?;
+            println!("{id}: queued again");
         }
     }
     Ok(())

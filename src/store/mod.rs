@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod governance;
+mod webhooks;
 pub use governance::{Member, RefereeRow};
+pub use webhooks::{AuditRow, Delivery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -139,3 +139,27 @@ CREATE TABLE IF NOT EXISTS audit_events (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_transfer ON audit_events(transfer_id);
+-- Webhook outbox, fed from the audit log: `webhook_cursor` is the last audit seq looked at.
+CREATE TABLE IF NOT EXISTS webhook_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    audit_seq INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    transfer_id TEXT,
+    -- The exact body that is signed and sent.
+    payload TEXT NOT NULL,
+    -- `pending`, `delivered` or `failed` (after the last attempt; `webhooks retry` resets it).
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    -- Unix milliseconds.
+    next_attempt_at INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    delivered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS webhook_due ON webhook_deliveries(state, next_attempt_at);

@@ -1,0 +1,312 @@
+//! Signed webhooks: every transition of a transfer (and every membership change) is POSTed to
+//! the configured URLs, with its context: workspace, transfer, requester, what is awaited and
+//! from whom.
+//!
+//! The source is the audit log. Each change already writes its audit event in the same
+//! transaction as the change itself, so the notifier tails `audit_events` by sequence number
+//! and copies the events it cares about into an outbox (`webhook_deliveries`), advancing its
+//! cursor in the same transaction: nothing committed is missed, nothing is sent twice by one
+//! process, and a restart carries on where it stopped. On first start with webhooks on, the
+//! cursor begins at the end of the log (no flood of history).
+//!
+//! Delivery: a POST with `content-type: application/json` and these headers:
+//! - `airlock-event`: the event, such as `transfer.in_review`;
+//! - `airlock-delivery`: the delivery id (retries keep it; receivers de-duplicate on it);
+//! - `airlock-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+//!
+//! A receiver recomputes the HMAC over the timestamp, a dot and the raw body, compares in
+//! constant time, and refuses old timestamps (replays). Any 2xx is success; anything else is
+//! retried with exponential backoff and jitter up to `max_attempts`, then marked `failed`,
+//! logged, and written to the audit log as `webhook.failed`. `airlock webhooks list` shows
+//! deliveries and their last error; `airlock webhooks retry ID` sends a failed one again.
+//! Deliveries are sent oldest first, but a retried one may arrive after newer ones: order by
+//! `seq` in the body, not by arrival.
+
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::store::{AuditRow, Delivery};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Audit actions that are notified: state changes and decisions (`transfer.`), membership
+/// (`member.`) and incidents (`incident.`). Token uses and content reads are not.
+pub const NOTIFIED: [&str; 3] = ["transfer.", "member.", "incident."];
+
+/// `t=<t>,v1=<hex>`: the `airlock-signature` header for `body` sent at `t`.
+pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks an `airlock-signature` header: the HMAC matches and `t` is within `tolerance` of
+/// `now`.
+pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance: i64) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1 = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    if (now - t).abs() > tolerance {
+        return false;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&v1).is_ok()
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failures: `initial · 2^(n-1)`,
+/// capped at `max`, without jitter.
+pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
+    initial.saturating_mul(factor).min(max)
+}
+
+fn notified(action: &str) -> bool {
+    NOTIFIED.iter().any(|p| action.starts_with(p))
+}
+
+/// The body of one event: the event itself and the transfer's context now.
+async fn payload(app: &App, id: &str, e: &AuditRow) -> Value {
+    let transfer = match e.transfer_id.as_deref().map(str::parse) {
+        Some(Ok(tid)) => match crate::workflow::transfers::view(app, tid).await {
+            Ok(v) => json!({
+                "id": v.id, "kind": v.kind, "workspace": v.workspace, "tier": v.tier,
+                "state": v.state, "state_reason": v.state_reason,
+                "requester": v.uploader, "created_by": v.created_by,
+                "root_digest": v.root_digest, "policy_version": v.policy_version,
+                "awaiting": v.awaiting, "referees": v.referees, "decisions": v.decisions,
+                "file_count": v.file_count, "total_bytes": v.total_bytes,
+            }),
+            Err(err) => {
+                tracing::warn!(transfer = ?e.transfer_id, error = %err, "webhook without transfer context");
+                Value::Null
+            }
+        },
+        _ => Value::Null,
+    };
+    json!({
+        "id": id,
+        "event": e.action,
+        "seq": e.seq,
+        "at": e.at,
+        "actor": e.actor,
+        "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
+        "transfer": transfer,
+    })
+}
+
+/// Copies new audit events into the outbox. Returns how many deliveries were queued.
+pub async fn enqueue(app: &App) -> anyhow::Result<usize> {
+    let urls = &app.settings.webhooks.urls;
+    if urls.is_empty() {
+        return Ok(0);
+    }
+    let cursor = match app.store.webhook_cursor().await? {
+        Some(c) => c,
+        None => {
+            let last = app.store.last_audit_seq().await?;
+            let mut tx = app.store.begin().await?;
+            tx.set_webhook_cursor(last).await?;
+            tx.commit().await?;
+            last
+        }
+    };
+    let events = app.store.audit_after(cursor, 200).await?;
+    let Some(last) = events.last().map(|e| e.seq) else {
+        return Ok(0);
+    };
+    // Bodies are built before the write lock is taken (they read the store).
+    let mut rows = Vec::new();
+    for e in events.iter().filter(|e| notified(&e.action)) {
+        for url in urls {
+            let id = uuid::Uuid::new_v4().to_string();
+            let body = payload(app, &id, e).await.to_string();
+            rows.push((id, e, url, body));
+        }
+    }
+    let mut tx = app.store.begin().await?;
+    for (id, e, url, body) in &rows {
+        tx.insert_delivery(id, e.seq, url, &e.action, e.transfer_id.as_deref(), body)
+            .await?;
+    }
+    tx.set_webhook_cursor(last).await?;
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// Sends one delivery; returns the status, or the error text.
+async fn send(app: &App, http: &reqwest::Client, d: &Delivery) -> Result<u16, String> {
+    let t = chrono::Utc::now().timestamp();
+    let sig = sign(
+        app.settings.webhooks.secret.as_bytes(),
+        t,
+        d.payload.as_bytes(),
+    );
+    let resp = http
+        .post(&d.url)
+        .header("content-type", "application/json")
+        .header("airlock-event", &d.event)
+        .header("airlock-delivery", &d.id)
+        .header("airlock-signature", sig)
+        .body(d.payload.clone())
+        .send()
+        .await
+        .map_err(|e| format!("cannot deliver: {e}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        let text = resp.text().await.unwrap_or_default();
+        let text: String = text.chars().take(200).collect();
+        Err(format!("receiver answered {status}: {text}"))
+    }
+}
+
+/// Sends every due delivery once. Returns how many were attempted.
+pub async fn deliver_due(app: &App, http: &reqwest::Client) -> anyhow::Result<usize> {
+    let cfg = &app.settings.webhooks;
+    let now = chrono::Utc::now().timestamp_millis();
+    let due = app.store.due_deliveries(now, 50).await?;
+    for d in &due {
+        match send(app, http, d).await {
+            Ok(status) => {
+                app.store
+                    .record_attempt(&d.id, "delivered", Some(status), None, 0)
+                    .await?;
+            }
+            Err(error) => {
+                let attempts = d.attempts as u32 + 1;
+                let status = error
+                    .strip_prefix("receiver answered ")
+                    .and_then(|s| s.get(..3))
+                    .and_then(|s| s.parse::<u16>().ok());
+                if attempts >= cfg.max_attempts {
+                    tracing::warn!(delivery = %d.id, url = %d.url, event = %d.event, %error, attempts, "webhook failed");
+                    app.store
+                        .record_attempt(&d.id, "failed", status, Some(&error), 0)
+                        .await?;
+                    app.store
+                        .audit(AuditEvent::new("system", "webhook.failed").detail(json!({
+                            "delivery": d.id, "url": d.url, "event": d.event,
+                            "seq": d.audit_seq, "attempts": attempts, "error": error,
+                        })))
+                        .await?;
+                } else {
+                    let wait = backoff(cfg.backoff_initial, cfg.backoff_max, attempts);
+                    // Up to a quarter more, so many receivers failing at once do not retry
+                    // in lockstep.
+                    let jitter = rand::random::<f64>() * 0.25;
+                    let wait_ms = (wait.as_millis() as f64 * (1.0 + jitter)) as i64;
+                    tracing::info!(delivery = %d.id, url = %d.url, %error, attempts, wait_ms, "webhook will be retried");
+                    app.store
+                        .record_attempt(&d.id, "pending", status, Some(&error), now + wait_ms)
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(due.len())
+}
+
+/// Puts a failed delivery back in the queue (audited).
+pub async fn retry(app: &App, id: &str) -> anyhow::Result<()> {
+    let mut tx = app.store.begin().await?;
+    if !tx.retry_delivery(id).await? {
+        anyhow::bail!("no failed delivery {id}");
+    }
+    tx.audit(AuditEvent::new("admin-cli", "webhook.retried").detail(json!({ "delivery": id })))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Queues and sends webhooks until `stop` turns true.
+pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if app.settings.webhooks.urls.is_empty() {
+        return;
+    }
+    let http = match reqwest::Client::builder()
+        .timeout(app.settings.webhooks.timeout)
+        .build()
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client; webhooks are off");
+            return;
+        }
+    };
+    loop {
+        if let Err(e) = enqueue(&app).await {
+            tracing::warn!(error = %e, "cannot queue webhooks");
+        }
+        if let Err(e) = deliver_due(&app, &http).await {
+            tracing::warn!(error = %e, "cannot deliver webhooks");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(app.settings.webhooks.poll_interval) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_catch_changes_and_replays() {
+        let body = br#"{"event":"transfer.sealed"}"#;
+        let h = sign(b"0123456789abcdef", 1000, body);
+        assert!(h.starts_with("t=1000,v1="));
+        assert!(verify(b"0123456789abcdef", &h, body, 1010, 300));
+        assert!(!verify(b"0123456789abcdeX", &h, body, 1010, 300));
+        assert!(!verify(
+            b"0123456789abcdef",
+            &h,
+            br#"{"event":"transfer.sealeD"}"#,
+            1010,
+            300
+        ));
+        assert!(
+            !verify(b"0123456789abcdef", &h, body, 2000, 300),
+            "replayed"
+        );
+        assert!(!verify(b"0123456789abcdef", "v1=00", body, 1000, 300));
+    }
+
+    #[test]
+    fn backoff_doubles_and_stops_at_the_cap() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(s(1), s(600), 1), s(1));
+        assert_eq!(backoff(s(1), s(600), 2), s(2));
+        assert_eq!(backoff(s(1), s(600), 4), s(8));
+        assert_eq!(backoff(s(1), s(600), 40), s(600));
+    }
+
+    #[test]
+    fn only_transitions_are_notified() {
+        assert!(notified("transfer.in_review"));
+        assert!(notified("member.added"));
+        assert!(!notified("token.used"));
+        assert!(!notified("content.read"));
+        assert!(!notified("webhook.failed"));
+    }
+}
