@@ -953,3 +953,31 @@ async fn a_policy_limits_file_size_file_count_and_transfer_size() {
     assert_eq!(v["file_count"], 3);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_is_released_without_the_approvals_the_policy_asks() {
+    let t = TestApp::spawn().await;
+    let c = crew(&t, 2).await;
+    let id = sealed(&t, &c, "data-ingress", "prov", b"guarded").await;
+    let (s, v) = decide(&t, c.t("inv"), &id, "approve", "investigator", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Someone with database access marks it approved without the Referee's approval.
+    sqlx::query("UPDATE transfers SET state = 'approved' WHERE id = $1")
+        .bind(&id)
+        .execute(t.app.store.pool())
+        .await
+        .unwrap();
+    t.app.jobs.notify_one();
+    let v = t.wait_for_state(c.t("pm"), &id, "in_review").await;
+    assert!(
+        v["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer satisfy the policy"),
+        "{v}"
+    );
+    assert_eq!(v["release"], Value::Null, "{v}");
+    assert_eq!(awaited(&v), vec!["referee"]);
+    assert!(!t.data_dir().join("volumes/proj/ws/data").join(&id).exists());
+    t.stop().await;
+}

@@ -96,6 +96,7 @@ impl TransferState {
             (S::Returned, E::Cancel) => S::Cancelled,
             (S::Approved, E::Release) => S::Released,
             (S::Approved, E::Block) => S::Blocked,
+            (S::Approved, E::Recheck) => S::InReview,
             (S::Released, E::Revoke) => S::Revoked,
             (from, event) => return Err(TransitionError { from, event }),
         };
@@ -119,6 +120,8 @@ pub enum Event {
     Return,
     /// A returned transfer takes a new upload token.
     Reopen,
+    /// Approved, but the approvals no longer satisfy the policy: back to review.
+    Recheck,
     Release,
     Revoke,
 }

@@ -224,6 +224,42 @@ pub(super) async fn enter_review(
     Ok(false)
 }
 
+/// Invariant 3, checked again just before any byte is released: the approvals recorded
+/// against this exact root digest and the policy in force now satisfy that policy. If not (the
+/// policy was changed after the approval, or the database was edited), the transfer goes back
+/// to review with the reason, and nothing is released. Returns true if release may go ahead.
+pub async fn recheck_before_release(app: &App, t: &Transfer) -> Result<bool> {
+    let (_, ws) = access::load(app, t.id).await?;
+    let policy = app.policy(&ws)?;
+    let mut tx = app.store.begin().await?;
+    let decisions = tx.decisions(t.id).await?;
+    let still = missing(&policy, t, &decisions);
+    if still.is_empty() {
+        return Ok(true);
+    }
+    let why = format!(
+        "not released: the approvals on record no longer satisfy the policy; {}",
+        waiting_reason(&still)
+    );
+    if tx
+        .set_state(t.id, TransferState::Approved, TransferState::InReview, &why)
+        .await?
+    {
+        tx.audit(
+            AuditEvent::new("system", "transfer.in_review")
+                .transfer(t.id)
+                .detail(serde_json::json!({
+                    "reason": why, "policy_version": policy.version,
+                    "awaiting": still.iter().map(|(r, n)| serde_json::json!({"role": r, "needed": n})).collect::<Vec<_>>(),
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(transfer = %t.id, "{why}");
+    }
+    Ok(false)
+}
+
 /// The roles `user` holds for this transfer: their active roles in the project, the
 /// system-wide Programme and System Manager roles, and Referee if they are an assigned (and,
 /// where needed, counter-approved) referee of it who is not a member of the project.

@@ -23,6 +23,14 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
         match app.store.transfers_in_state(TransferState::Approved).await {
             Ok(ts) => {
                 for t in ts {
+                    match super::governance::recheck_before_release(&app, &t).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::error!(transfer = %t.id, error = %e, "cannot check approvals");
+                            continue;
+                        }
+                    }
                     if let Err(e) = release(&app, &t).await {
                         tracing::error!(transfer = %t.id, error = %e, "release failed; will retry");
                         note_failure(&app, &t, &e).await;
