@@ -260,6 +260,23 @@ pub async fn recheck_before_release(app: &App, t: &Transfer) -> Result<bool> {
     Ok(false)
 }
 
+/// 403 unless `user` may see the transfer (its metadata, not content): its uploader, anyone
+/// with a role in the project, or an assigned referee.
+pub(super) async fn require_viewer(
+    app: &App,
+    user: &User,
+    t: &Transfer,
+    ws: &Workspace,
+) -> Result<()> {
+    if user.id == t.uploader_id || !held_roles(app, user, t, ws).await?.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Forbidden(format!(
+        "{} has no role in project {} and is not a referee of this transfer",
+        user.name, ws.project_name
+    )))
+}
+
 /// The roles `user` holds for this transfer: their active roles in the project, the
 /// system-wide Programme and System Manager roles, and Referee if they are an assigned (and,
 /// where needed, counter-approved) referee of it who is not a member of the project.

@@ -777,16 +777,7 @@ pub async fn view(app: &App, id: TransferId) -> Result<TransferView> {
 pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<TransferView> {
     let user = who.staff()?;
     let (t, ws) = access::load(app, id).await?;
-    if user.id != t.uploader_id
-        && super::governance::held_roles(app, user, &t, &ws)
-            .await?
-            .is_empty()
-    {
-        return Err(Error::Forbidden(format!(
-            "{} has no role in project {} and is not a referee of this transfer",
-            user.name, ws.project_name
-        )));
-    }
+    super::governance::require_viewer(app, user, &t, &ws).await?;
     view_of(app, t, &ws).await
 }
 
@@ -816,18 +807,7 @@ pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<Mani
         Principal::Upload { .. } => {
             who.upload_for(id)?;
         }
-        Principal::Staff(user) => {
-            if user.id != t.uploader_id
-                && super::governance::held_roles(app, user, &t, &ws)
-                    .await?
-                    .is_empty()
-            {
-                return Err(Error::Forbidden(format!(
-                    "{} has no role in project {} and is not a referee of this transfer",
-                    user.name, ws.project_name
-                )));
-            }
-        }
+        Principal::Staff(user) => super::governance::require_viewer(app, user, &t, &ws).await?,
     }
     let files = app.store.files(id).await?;
     Ok(ManifestView {
