@@ -54,7 +54,7 @@ pub async fn add_member(app: &App, project: &str, user: &str, role: Role) -> Res
     let mut tx = app.store.begin().await?;
     tx.add_member(p.id, u.id, role).await?;
     tx.audit(
-        AuditEvent::new(ADMIN, "member.added")
+        AuditEvent::new(ADMIN, "project.member_added")
             .detail(serde_json::json!({ "project": project, "user": user, "role": role })),
     )
     .await?;
