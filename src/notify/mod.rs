@@ -37,11 +37,19 @@ pub const NOTIFIED: [&str; 3] = ["transfer.", "member.", "incident."];
 
 /// `t=<t>,v1=<hex>`: the `airlock-signature` header for `body` sent at `t`.
 pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
+    format!(
+        "t={t},v1={}",
+        hex::encode(mac(secret, t, body).finalize().into_bytes())
+    )
+}
+
+/// HMAC-SHA256 over `"<t>.<body>"`.
+fn mac(secret: &[u8], t: i64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
 /// Checks an `airlock-signature` header: the HMAC matches and `t` is within `tolerance` of
@@ -62,11 +70,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance: i64
     if (now - t).abs() > tolerance {
         return false;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&v1).is_ok()
+    mac(secret, t, body).verify_slice(&v1).is_ok()
 }
 
 /// The wait before attempt `attempts + 1`, after `attempts` failures: `initial · 2^(n-1)`,
@@ -80,9 +84,9 @@ fn notified(action: &str) -> bool {
     NOTIFIED.iter().any(|p| action.starts_with(p))
 }
 
-/// The body of one event: the event itself and the transfer's context now.
-async fn payload(app: &App, id: &str, e: &AuditRow) -> Value {
-    let transfer = match e.transfer_id.as_deref().map(str::parse) {
+/// The transfer's context now, for an event's body.
+async fn context(app: &App, e: &AuditRow) -> Value {
+    match e.transfer_id.as_deref().map(str::parse) {
         Some(Ok(tid)) => match crate::workflow::transfers::view(app, tid).await {
             Ok(v) => json!({
                 "id": v.id, "kind": v.kind, "workspace": v.workspace, "tier": v.tier,
@@ -98,7 +102,11 @@ async fn payload(app: &App, id: &str, e: &AuditRow) -> Value {
             }
         },
         _ => Value::Null,
-    };
+    }
+}
+
+/// The body of one delivery: its id, the event and the transfer's context.
+fn payload(id: &str, e: &AuditRow, transfer: &Value) -> String {
     json!({
         "id": id,
         "event": e.action,
@@ -108,6 +116,7 @@ async fn payload(app: &App, id: &str, e: &AuditRow) -> Value {
         "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
         "transfer": transfer,
     })
+    .to_string()
 }
 
 /// Copies new audit events into the outbox. Returns how many deliveries were queued.
@@ -133,9 +142,10 @@ pub async fn enqueue(app: &App) -> anyhow::Result<usize> {
     // Bodies are built before the write lock is taken (they read the store).
     let mut rows = Vec::new();
     for e in events.iter().filter(|e| notified(&e.action)) {
+        let transfer = context(app, e).await;
         for url in urls {
             let id = uuid::Uuid::new_v4().to_string();
-            let body = payload(app, &id, e).await.to_string();
+            let body = payload(&id, e, &transfer);
             rows.push((id, e, url, body));
         }
     }
@@ -149,8 +159,13 @@ pub async fn enqueue(app: &App) -> anyhow::Result<usize> {
     Ok(rows.len())
 }
 
-/// Sends one delivery; returns the status, or the error text.
-async fn send(app: &App, http: &reqwest::Client, d: &Delivery) -> Result<u16, String> {
+/// Sends one delivery; returns the status, or the receiver's status (if it answered) and
+/// what went wrong.
+async fn send(
+    app: &App,
+    http: &reqwest::Client,
+    d: &Delivery,
+) -> Result<u16, (Option<u16>, String)> {
     let t = chrono::Utc::now().timestamp();
     let sig = sign(
         app.settings.webhooks.secret.as_bytes(),
@@ -166,14 +181,17 @@ async fn send(app: &App, http: &reqwest::Client, d: &Delivery) -> Result<u16, St
         .body(d.payload.clone())
         .send()
         .await
-        .map_err(|e| format!("cannot deliver: {e}"))?;
+        .map_err(|e| (None, format!("cannot deliver: {e}")))?;
     let status = resp.status();
     if status.is_success() {
         Ok(status.as_u16())
     } else {
         let text = resp.text().await.unwrap_or_default();
         let text: String = text.chars().take(200).collect();
-        Err(format!("receiver answered {status}: {text}"))
+        Err((
+            Some(status.as_u16()),
+            format!("receiver answered {status}: {text}"),
+        ))
     }
 }
 
@@ -189,12 +207,8 @@ pub async fn deliver_due(app: &App, http: &reqwest::Client) -> anyhow::Result<us
                     .record_attempt(&d.id, "delivered", Some(status), None, 0)
                     .await?;
             }
-            Err(error) => {
+            Err((status, error)) => {
                 let attempts = d.attempts as u32 + 1;
-                let status = error
-                    .strip_prefix("receiver answered ")
-                    .and_then(|s| s.get(..3))
-                    .and_then(|s| s.parse::<u16>().ok());
                 if attempts >= cfg.max_attempts {
                     tracing::warn!(delivery = %d.id, url = %d.url, event = %d.event, %error, attempts, "webhook failed");
                     app.store

@@ -746,18 +746,6 @@ impl Tx<'_> {
         Ok(id)
     }
 
-    pub async fn add_member(&mut self, project: ProjectId, user: UserId, role: Role) -> Result<()> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)",
-        )
-        .bind(project.to_string())
-        .bind(user.to_string())
-        .bind(role.as_str())
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
     pub async fn create_workspace(
         &mut self,
         project: ProjectId,

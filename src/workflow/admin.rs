@@ -10,6 +10,16 @@ use std::time::Duration;
 const ADMIN: &str = "admin-cli";
 
 pub async fn add_user(app: &App, name: &str, roles: &[Role]) -> Result<UserId> {
+    create_user_as(app, ADMIN, name, roles).await
+}
+
+/// Creates a user, audited as done by `actor`: the one path for `airlock admin` and the API.
+pub(super) async fn create_user_as(
+    app: &App,
+    actor: &str,
+    name: &str,
+    roles: &[Role],
+) -> Result<UserId> {
     let name = Name::parse(name).map_err(Error::BadRequest)?;
     if app.store.user_by_name(name.as_str()).await?.is_some() {
         return Err(Error::Conflict(format!("user {name} already exists")));
@@ -17,7 +27,7 @@ pub async fn add_user(app: &App, name: &str, roles: &[Role]) -> Result<UserId> {
     let mut tx = app.store.begin().await?;
     let id = tx.create_user(&name, roles).await?;
     tx.audit(
-        AuditEvent::new(ADMIN, "user.created")
+        AuditEvent::new(actor, "user.created")
             .detail(serde_json::json!({ "user": name, "roles": roles })),
     )
     .await?;
@@ -26,6 +36,11 @@ pub async fn add_user(app: &App, name: &str, roles: &[Role]) -> Result<UserId> {
 }
 
 pub async fn create_project(app: &App, name: &str) -> Result<ProjectId> {
+    create_project_as(app, ADMIN, name).await
+}
+
+/// Creates a project, audited as done by `actor`.
+pub(super) async fn create_project_as(app: &App, actor: &str, name: &str) -> Result<ProjectId> {
     let name = Name::parse(name).map_err(Error::BadRequest)?;
     if app.store.project_by_name(name.as_str()).await?.is_some() {
         return Err(Error::Conflict(format!("project {name} already exists")));
@@ -33,7 +48,7 @@ pub async fn create_project(app: &App, name: &str) -> Result<ProjectId> {
     let mut tx = app.store.begin().await?;
     let id = tx.create_project(&name).await?;
     tx.audit(
-        AuditEvent::new(ADMIN, "project.created").detail(serde_json::json!({ "project": name })),
+        AuditEvent::new(actor, "project.created").detail(serde_json::json!({ "project": name })),
     )
     .await?;
     tx.commit().await?;
@@ -52,7 +67,7 @@ pub async fn add_member(app: &App, project: &str, user: &str, role: Role) -> Res
         .await?
         .ok_or_else(|| Error::NotFound(format!("no user {user}")))?;
     let mut tx = app.store.begin().await?;
-    tx.add_member(p.id, u.id, role).await?;
+    tx.insert_member(p.id, u.id, role, false, None).await?;
     tx.audit(
         AuditEvent::new(ADMIN, "project.member_added")
             .detail(serde_json::json!({ "project": project, "user": user, "role": role })),

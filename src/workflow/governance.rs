@@ -108,7 +108,13 @@ fn missing(policy: &Policy, t: &Transfer, decisions: &[Decision]) -> Vec<(Role, 
 }
 
 /// Everyone who could give each missing approval.
-pub async fn awaiting(app: &App, t: &Transfer, ws: &Workspace) -> Result<Vec<Awaiting>> {
+pub async fn awaiting(
+    app: &App,
+    t: &Transfer,
+    ws: &Workspace,
+    policy: &Policy,
+    decisions: &[Decision],
+) -> Result<Vec<Awaiting>> {
     if !matches!(
         t.state,
         TransferState::Sealed
@@ -118,16 +124,14 @@ pub async fn awaiting(app: &App, t: &Transfer, ws: &Workspace) -> Result<Vec<Awa
     ) {
         return Ok(Vec::new());
     }
-    let policy = app.policy(ws)?;
-    let decisions = app.store.decisions(t.id).await?;
     let root = t.root_digest.as_deref().unwrap_or("");
-    let counted: Vec<UserId> = counting(&decisions, root, policy.version.as_str())
+    let counted: Vec<UserId> = counting(decisions, root, policy.version.as_str())
         .map(|d| d.user_id)
         .collect();
     let barred = barred(app, t).await?;
     let members = app.store.members(ws.project_id).await?;
     let mut out = Vec::new();
-    for (role, needed) in missing(&policy, t, &decisions) {
+    for (role, needed) in missing(policy, t, decisions) {
         let candidates: Vec<(UserId, String)> = match role {
             Role::Referee => app
                 .store
@@ -803,20 +807,9 @@ pub async fn add_user(app: &App, who: &Principal, req: NewUser) -> Result<UserVi
             "System Managers are added with `airlock admin user add` on the server".into(),
         ));
     }
-    let name = Name::parse(&req.name).map_err(Error::BadRequest)?;
-    if app.store.user_by_name(name.as_str()).await?.is_some() {
-        return Err(Error::Conflict(format!("user {name} already exists")));
-    }
-    let mut tx = app.store.begin().await?;
-    tx.create_user(&name, &req.roles).await?;
-    tx.audit(
-        AuditEvent::new(who.actor(), "user.created")
-            .detail(serde_json::json!({ "user": name, "roles": req.roles })),
-    )
-    .await?;
-    tx.commit().await?;
+    super::admin::create_user_as(app, &who.actor(), &req.name, &req.roles).await?;
     Ok(UserView {
-        name: name.to_string(),
+        name: req.name,
         roles: req.roles,
     })
 }
@@ -835,19 +828,8 @@ pub async fn create_project(app: &App, who: &Principal, req: NewProject) -> Resu
             "only a Programme Manager creates projects".into(),
         ));
     }
-    let name = Name::parse(&req.name).map_err(Error::BadRequest)?;
-    if app.store.project_by_name(name.as_str()).await?.is_some() {
-        return Err(Error::Conflict(format!("project {name} already exists")));
-    }
-    let mut tx = app.store.begin().await?;
-    tx.create_project(&name).await?;
-    tx.audit(
-        AuditEvent::new(who.actor(), "project.created")
-            .detail(serde_json::json!({ "project": name })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(name.to_string())
+    super::admin::create_project_as(app, &who.actor(), &req.name).await?;
+    Ok(req.name)
 }
 
 #[derive(Debug, Deserialize)]

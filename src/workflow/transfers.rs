@@ -688,7 +688,8 @@ pub struct ReleaseView {
 async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView> {
     let files = app.store.files(t.id).await?;
     let policy = app.policy(ws)?;
-    let awaiting = super::governance::awaiting(app, &t, ws).await?;
+    let decisions = app.store.decisions(t.id).await?;
+    let awaiting = super::governance::awaiting(app, &t, ws, &policy, &decisions).await?;
     let referees = super::governance::referees(app, t.id).await?;
     let name = |id| async move {
         Ok::<_, Error>(
@@ -722,10 +723,7 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
         file_count: files.len(),
         total_bytes: files.iter().map(|f| f.received).sum(),
         files: files.iter().map(Into::into).collect(),
-        decisions: app
-            .store
-            .decisions(t.id)
-            .await?
+        decisions: decisions
             .into_iter()
             .map(|d| {
                 let void = super::governance::void_reason(
