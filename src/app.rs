@@ -24,6 +24,10 @@ pub struct App {
     pub uploads: UploadLocks,
     /// Wakes the background worker (release, expiry) when there is work now.
     pub jobs: tokio::sync::Notify,
+    /// The configured scanners (scanners/).
+    pub scanners: Arc<crate::scan::Scanners>,
+    /// Wakes the scan worker when a transfer is sealed.
+    pub scan_jobs: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,8 @@ pub enum StartError {
     Token(#[from] crate::auth::TokenError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Scanner(#[from] crate::scan::ScannerConfigError),
 }
 
 impl App {
@@ -54,7 +60,11 @@ impl App {
         let store = Store::open_sqlite(&dir.join("airlock.db")).await?;
         let volumes = Volumes::local(&dir)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
-        let policies = Policies::load(settings.policy.dir.as_deref())?;
+        let scanners = Arc::new(crate::scan::Scanners::load(
+            settings.scanning.dir.as_deref(),
+            settings.scanning.clamd.as_deref(),
+        )?);
+        let policies = Policies::load(settings.policy.dir.as_deref(), scanners.clone())?;
         // Every override a workspace points to is checked now, so a bad file stops the start.
         for (file, tier) in store.workspace_policy_files().await? {
             policies.for_workspace(tier, Some(&file))?;
@@ -67,6 +77,8 @@ impl App {
             policies,
             uploads: UploadLocks::default(),
             jobs: tokio::sync::Notify::new(),
+            scanners,
+            scan_jobs: tokio::sync::Notify::new(),
         }))
     }
 }

@@ -15,7 +15,36 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub policy: PolicySettings,
     pub webhooks: WebhookSettings,
+    pub scanning: ScanSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanSettings {
+    /// A folder of scanner files to use instead of the compiled-in scanners/ (every `*.toml`
+    /// in it is loaded). Default: none.
+    pub dir: Option<PathBuf>,
+    /// clamd's address (`host:port` or a socket path), overriding scanners/clamav.toml.
+    pub clamd: Option<String>,
+    /// Wait before a transfer in `scan_error` is scanned again, doubled after each failure.
+    /// Default `2s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_initial: Duration,
+    /// Longest wait between scan attempts. Default `5m`.
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            clamd: None,
+            retry_initial: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

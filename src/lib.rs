@@ -29,6 +29,7 @@ pub mod domain;
 pub mod hashing;
 pub mod notify;
 pub mod policy;
+pub mod scan;
 pub mod server;
 pub mod store;
 pub mod telemetry;

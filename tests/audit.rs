@@ -56,6 +56,7 @@ async fn audit_verify_names_the_first_tampered_event() {
     t.put(&tok, &id, "a.bin", bytes(1000, 1)).await;
     t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
+    t.scans_done(&id).await;
     t.post_json(
         &people.inv,
         &format!("/transfers/{id}/approve"),

@@ -201,6 +201,7 @@ async fn sealed(t: &TestApp, pm: &str, inv: &str, approve: bool) -> String {
         .post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK);
+    t.scans_done(&id).await;
     let (s, _) = t
         .post_json(
             pm,

@@ -82,6 +82,7 @@ async fn upload_and_seal(t: &TestApp, up: &str, id: &str, path: &str, content: &
         .post_json(up, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    t.scans_done(id).await;
 }
 
 async fn decide(

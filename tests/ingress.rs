@@ -82,7 +82,9 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
         .args(["seal", "--token", &token])
         .output()
         .unwrap());
-    assert!(sealed.starts_with("in_review"), "{sealed}");
+    // Scanning starts at once, in the background; review follows clean scans.
+    assert!(sealed.starts_with("scanning"), "{sealed}");
+    t.scans_done(&id).await;
 
     // The sealed manifest: every file, digests equal to sha256sum and b3sum of the originals.
     let v: Value = serde_json::from_str(&ok(
@@ -267,7 +269,9 @@ async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident()
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["state"], "in_review");
+    assert_eq!(v["state"], "scanning");
+    t.scans_done(&id).await;
+    assert_eq!(t.show(&people.pm, &id).await["state"], "in_review");
 
     // A digest sent with the upload that does not match blocks the transfer at seal.
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
@@ -287,6 +291,7 @@ async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident()
     let (_, v) = t
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
+    t.scans_done(&id).await;
     assert_eq!(v["state"], "blocked");
     let full = t.show(&people.pm, &id).await;
     assert!(
@@ -309,6 +314,7 @@ async fn provider_digests_are_confirmed_and_a_mismatch_blocks_with_an_incident()
             serde_json::json!({ "expected_root_digest": "0".repeat(64) }),
         )
         .await;
+    t.scans_done(&id).await;
     assert_eq!(v["state"], "blocked");
     let (s, _) = t
         .post_json(
@@ -330,6 +336,7 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
     let (s, v) = t
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
+    t.scans_done(&id).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["error"].as_str().unwrap().contains("empty"));
 
@@ -345,6 +352,7 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
     let (s, v) = t
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
+    t.scans_done(&id).await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(v["error"].as_str().unwrap().contains("part.bin"), "{v}");
     let (s, v) = t.put(&tok, &id, "whole.bin", b"x".to_vec()).await;
@@ -364,6 +372,7 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    t.scans_done(&id).await;
 
     // A decision against a digest other than the sealed one is refused.
     let (s, _) = t
@@ -488,6 +497,7 @@ async fn the_provider_confirms_the_root_digest_after_seal_and_a_wrong_one_blocks
         let (_, v) = t
             .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
             .await;
+        t.scans_done(&id).await;
         roots.push((id, v["root_digest"].as_str().unwrap().to_owned()));
     }
     let (good, root) = &roots[0];
@@ -671,6 +681,7 @@ async fn the_token_issuer_cannot_approve_even_as_investigator() {
     t.put(&tok, &id, "a.bin", b"a".to_vec()).await;
     t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
+    t.scans_done(&id).await;
     let (s, v) = t
         .post_json(&people.pm, &format!("/transfers/{id}/approve"), Value::Null)
         .await;
@@ -698,6 +709,7 @@ async fn a_release_published_but_not_recorded_is_verified_and_accepted_or_blocke
         t.put(&tok, &id, "d/a.bin", bytes(10_000, n)).await;
         t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
             .await;
+        t.scans_done(&id).await;
         t.post_json(
             &people.inv,
             &format!("/transfers/{id}/approve"),

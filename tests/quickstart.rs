@@ -124,7 +124,29 @@ fn the_readme_quickstart_works_with_the_binary_alone() {
     );
     assert!(printed.contains("cohort/visits/2026.csv"), "{printed}");
     let sealed = airlock(&data, &url, None, cwd, &["seal", "--token", &upload]);
-    assert!(sealed.starts_with("in_review"), "{sealed}");
+    assert!(sealed.starts_with("scanning"), "{sealed}");
+    // `transfer seal --wait` is for staff; the README has the provider look with `show`.
+    let mut v = Value::Null;
+    for _ in 0..300 {
+        v = serde_json::from_str(&airlock(
+            &data,
+            &url,
+            Some(&pat),
+            cwd,
+            &["transfer", "show", &id, "--json"],
+        ))
+        .unwrap();
+        if v["state"] != "scanning" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(v["state"], "in_review", "{v}");
+    let shown = airlock(&data, &url, Some(&pat), cwd, &["transfer", "show", &id]);
+    assert!(
+        shown.contains("scans      6 clean, 0 infected, 0 unscannable, 0 error"),
+        "{shown}"
+    );
     // Tier 2 asks an Investigator and a Referee from the college.
     airlock(
         &data,

@@ -123,6 +123,7 @@ async fn a_token_dies_at_seal_and_is_refused_everywhere_after() {
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK);
+    t.scans_done(&id).await;
     let (s, v) = t.put(&tok, &id, "b.bin", b"more".to_vec()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     assert!(v["error"].as_str().unwrap().contains("sealed"), "{v}");
@@ -189,6 +190,7 @@ async fn a_token_only_works_on_its_own_transfer_and_from_its_ip_ranges() {
     let (s, _) = t
         .post_json(&tok_a, &format!("/transfers/{b}/seal"), Value::Null)
         .await;
+    t.scans_done(&b).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(
         t.app.store.files(b.parse().unwrap()).await.unwrap().len(),
@@ -576,6 +578,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
     // ...and at review: only the Investigator decides.
     t.post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
+    t.scans_done(&id).await;
     for (name, token) in [
         ("pm", &p.pm),
         ("res", &p.researcher),

@@ -170,6 +170,7 @@ async fn interrupted_upload_resumes(restart: bool) {
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK);
+    t.scans_done(&id).await;
     t.post_json(
         &people.inv,
         &format!("/transfers/{id}/approve"),
@@ -373,6 +374,7 @@ async fn creation_with_upload_refuses_cleanly_and_the_upload_url_dies_at_seal() 
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK);
+    t.scans_done(&id).await;
     for m in [
         reqwest::Method::HEAD,
         reqwest::Method::PATCH,

@@ -118,6 +118,7 @@ async fn release_one(t: &TestApp, p: &People) -> String {
         .post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK);
+    t.scans_done(&id).await;
     let (s, v) = t
         .post_json(
             &p.inv,
@@ -216,6 +217,7 @@ async fn an_event_awaiting_someone_names_them() {
     t.put(&up, &id, "a", b"x".to_vec()).await;
     t.post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
+    t.scans_done(&id).await;
     let (s, _) = t
         .post_json(
             &p.pm,

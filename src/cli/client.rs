@@ -144,12 +144,29 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
                 }
             }
         }
-        TransferCommand::Seal { id, confirm } => {
+        TransferCommand::Seal { id, confirm, wait } => {
             print_state(
                 auth(http.post(api(server, &format!("/transfers/{id}/seal"))))
                     .json(&confirm_body(confirm)?),
             )
             .await?;
+            if *wait {
+                loop {
+                    let v: Value = send(auth(http.get(api(server, &format!("/transfers/{id}")))))
+                        .await?
+                        .json()
+                        .await?;
+                    let state = v["state"].as_str().unwrap_or_default();
+                    if !matches!(state, "sealed" | "scanning") {
+                        println!(
+                            "{state}: {}",
+                            v["state_reason"].as_str().unwrap_or_default()
+                        );
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
         }
         TransferCommand::Approve(d) => decide(&http, &token, server, "approve", d).await?,
         TransferCommand::Reject(d) => decide(&http, &token, server, "reject", d).await?,
@@ -214,6 +231,7 @@ async fn decide(
             .bearer_auth(token)
             .json(&serde_json::json!({
                 "as": d.role, "comment": d.comment, "root_digest": root, "policy_version": version,
+                "acknowledge_unscannable": d.acknowledge_unscannable,
             })),
     )
     .await
@@ -393,6 +411,48 @@ fn print_transfer(v: &Value) {
             f["sha256"].as_str().unwrap_or("(incomplete)"),
             f["size"],
             f["path"].as_str().unwrap_or_default()
+        );
+    }
+    let c = &v["scans"]["counts"];
+    println!(
+        "scans      {} clean, {} infected, {} unscannable, {} error{}",
+        c["clean"],
+        c["infected"],
+        c["unscannable"],
+        c["error"],
+        if v["scans"]["ack_required"] == true {
+            " (a Referee must acknowledge the unscannable files when approving)"
+        } else {
+            ""
+        }
+    );
+    for s in v["scans"]["verdicts"].as_array().into_iter().flatten() {
+        if s["verdict"] == "clean" {
+            continue;
+        }
+        let member = s["member"]
+            .as_str()
+            .map(|m| format!("!{m}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<11} {}{member}: {} ({} {}{})",
+            s["verdict"].as_str().unwrap_or_default(),
+            s["path"].as_str().unwrap_or_default(),
+            s["detail"].as_str().unwrap_or_default(),
+            s["scanner"].as_str().unwrap_or_default(),
+            s["scanner_version"].as_str().unwrap_or_default(),
+            s["db_version"]
+                .as_str()
+                .map(|d| format!(", database {d}"))
+                .unwrap_or_default(),
+        );
+    }
+    for i in v["incidents"].as_array().into_iter().flatten() {
+        println!(
+            "incident   {} ({}): {}",
+            i["kind"].as_str().unwrap_or_default(),
+            i["state"].as_str().unwrap_or_default(),
+            i["detail"].as_str().unwrap_or_default()
         );
     }
     for d in v["decisions"].as_array().into_iter().flatten() {

@@ -224,6 +224,9 @@ pub enum TransferCommand {
         id: String,
         #[command(flatten)]
         confirm: Confirm,
+        /// Wait until the scans are done, then print the state they led to.
+        #[arg(long)]
+        wait: bool,
     },
     /// Confirm, as the uploader, the root digest of a sealed transfer.
     Confirm {
@@ -260,6 +263,10 @@ pub struct Decide {
     /// (with its policy version); either changing before the decision lands gives 409.
     #[arg(long)]
     pub root_digest: Option<String>,
+    /// As a Referee approving a transfer with files no scanner could scan (too large for
+    /// clamd, encrypted): acknowledge them, on the record.
+    #[arg(long)]
+    pub acknowledge_unscannable: bool,
 }
 
 #[derive(Subcommand, Debug)]

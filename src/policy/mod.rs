@@ -53,8 +53,35 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scanning {
-    /// Scanners every file must pass before review.
+    /// Scanners every file must pass before review (file names in scanners/).
     pub required: Vec<String>,
+    /// What a file no scanner could scan (over clamd's StreamMaxLength, an encrypted archive)
+    /// does: `block` the transfer (the default when left out), or `acknowledge`: review goes
+    /// on, and a Referee must acknowledge the unscannable files, on the record, when approving.
+    #[serde(default)]
+    pub unscannable: Unscannable,
+    /// File types denied or allowed, per transfer kind (`data-ingress`, …): MIME types or
+    /// groups from scanners/filetype.toml. Checked by the `filetype` scanner.
+    #[serde(default)]
+    pub filetype: BTreeMap<String, TypeLists>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unscannable {
+    #[default]
+    Block,
+    Acknowledge,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeLists {
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Empty: everything not denied is allowed.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,9 +110,6 @@ pub const APPROVER_ROLES: [Role; 5] = [
     Role::ProjectManager,
     Role::Provider,
 ];
-
-/// Scanners a policy may require. The scanning pipeline adds command scanners from scanners/.
-pub const KNOWN_SCANNERS: [&str; 3] = ["clamav", "filetype", "archive"];
 
 /// A checked policy with where it came from and its version.
 #[derive(Debug, Clone)]
@@ -154,14 +178,24 @@ impl Policy {
                 "is smaller than limits.max_file_size".into(),
             ));
         }
-        for s in &rules.scanning.required {
-            if !KNOWN_SCANNERS.contains(&s.as_str()) {
+        // Whether each scanner is configured is checked against scanners/ (Policies::load).
+        for (i, s) in rules.scanning.required.iter().enumerate() {
+            if rules.scanning.required[..i].contains(s) {
+                return Err(err("scanning.required", format!("`{s}` is listed twice")));
+            }
+        }
+        for kind in rules.scanning.filetype.keys() {
+            if ![
+                "data-ingress",
+                "software-ingress",
+                "egress",
+                "return-to-provider",
+            ]
+            .contains(&kind.as_str())
+            {
                 return Err(err(
-                    "scanning.required",
-                    format!(
-                        "unknown scanner `{s}`: expected one of {}",
-                        KNOWN_SCANNERS.join(", ")
-                    ),
+                    "scanning.filetype",
+                    format!("`{kind}` is not a transfer kind"),
                 ));
             }
         }
@@ -321,12 +355,17 @@ pub struct PolicyError {
 #[derive(Debug)]
 pub struct Policies {
     by_tier: Vec<Arc<Policy>>,
+    /// The configured scanners, which every policy's `[scanning]` is checked against.
+    scanners: Arc<crate::scan::Scanners>,
     overrides: RwLock<HashMap<PathBuf, Arc<Policy>>>,
 }
 
 impl Policies {
     /// The compiled-in defaults, or the tier files in `dir` when given.
-    pub fn load(dir: Option<&Path>) -> Result<Self, PolicyError> {
+    pub fn load(
+        dir: Option<&Path>,
+        scanners: Arc<crate::scan::Scanners>,
+    ) -> Result<Self, PolicyError> {
         let mut by_tier = Vec::new();
         for (i, (file, text)) in DEFAULTS.iter().enumerate() {
             let tier = Tier::try_from(i as i64).expect("0..=4");
@@ -334,16 +373,19 @@ impl Policies {
                 Some(d) => Policy::load(&d.join(format!("tier{i}.toml")), Some(tier))?,
                 None => Policy::parse(file, text, Some(tier))?,
             };
+            scanners.check_policy(&p)?;
             by_tier.push(Arc::new(p));
         }
         Ok(Self {
             by_tier,
+            scanners,
             overrides: RwLock::new(HashMap::new()),
         })
     }
 
     pub fn defaults() -> Result<Self, PolicyError> {
-        Self::load(None)
+        let scanners = crate::scan::Scanners::load(None, None).expect("compiled-in scanners");
+        Self::load(None, Arc::new(scanners))
     }
 
     pub fn for_tier(&self, tier: Tier) -> &Arc<Policy> {
@@ -365,6 +407,7 @@ impl Policies {
             return Ok(p.clone());
         }
         let p = Arc::new(Policy::load(&path, Some(tier))?);
+        self.scanners.check_policy(&p)?;
         self.overrides
             .write()
             .expect("poisoned")
@@ -432,8 +475,20 @@ mod tests {
         assert_eq!(e.key, "approvals.data-ingress.system-manager", "{e}");
         let e = with("referee = 1", "wizard = 1").unwrap_err();
         assert!(e.to_string().contains("unknown role `wizard`"), "{e}");
-        let e = with("\"archive\"", "\"magic\"").unwrap_err();
+        let e = with("\"archive\"", "\"clamav\"").unwrap_err();
         assert_eq!(e.key, "scanning.required", "{e}");
+        // A scanner nobody configured is refused against scanners/.
+        let scanners = crate::scan::Scanners::load(None, None).unwrap();
+        let p = with("\"archive\"", "\"magic\"").unwrap();
+        let e = scanners.check_policy(&p).unwrap_err();
+        assert!(e.to_string().contains("no scanner `magic`"), "{e}");
+        let p = with(
+            "[approvals.egress]",
+            "[scanning.filetype.egress]\ndeny = [\"programs\"]\n[approvals.egress]",
+        )
+        .unwrap();
+        let e = scanners.check_policy(&p).unwrap_err();
+        assert_eq!(e.key, "scanning.filetype.egress.deny", "{e}");
         let e = with("tier = 2", "tier = 3").unwrap_err();
         assert_eq!(e.key, "tier", "{e}");
         let e = with("max_ttl = \"24h\"", "max_ttl = \"0s\"").unwrap_err();

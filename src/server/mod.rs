@@ -162,6 +162,10 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let notifier = tokio::spawn(crate::notify::worker(app.clone(), stop_rx.clone()));
+    let scanner = tokio::spawn(crate::workflow::scanning::worker(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let grace = app.settings.server.shutdown_grace;
     let service = router(AppState(app)).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop_for_server = stop_rx.clone();
@@ -187,6 +191,7 @@ pub async fn run(
     signal.abort();
     let _ = worker.await;
     let _ = notifier.await;
+    let _ = scanner.await;
     result
 }
 

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod governance;
+mod scans;
+pub use scans::{ScanJob, VerdictRow};
 mod webhooks;
 pub use governance::{Member, RefereeRow};
 pub use webhooks::{AuditRow, Delivery};
@@ -84,6 +86,9 @@ pub struct Transfer {
     pub released_at: Option<String>,
     /// The policy version (its file's SHA-256) in force when the transfer was sealed.
     pub policy_version: Option<String>,
+    /// Scanning left files unscannable and the policy lets review go on: a Referee must
+    /// acknowledge them when approving.
+    pub ack_required: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +128,8 @@ pub struct Decision {
     pub at: String,
     /// Why it no longer counts; `None` while it does.
     pub void_reason: Option<String>,
+    /// Unscannable files acknowledged with this approval (JSON list), or "".
+    pub acknowledged: String,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +182,7 @@ fn transfer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Transfer> {
         release_location: r.try_get("release_location")?,
         released_at: r.try_get("released_at")?,
         policy_version: r.try_get("policy_version")?,
+        ack_required: r.try_get::<i64, _>("ack_required")? != 0,
     })
 }
 
@@ -558,7 +566,7 @@ async fn record_segment(
 
 const DECISION_SELECT: &str =
     "SELECT d.user_id, u.name, d.role, d.decision, d.comment, d.root_digest, d.policy_version, \
-     d.at, d.void_reason FROM decisions d JOIN users u ON u.id = d.user_id \
+     d.at, d.void_reason, d.acknowledged FROM decisions d JOIN users u ON u.id = d.user_id \
      WHERE d.transfer_id = $1 ORDER BY d.at, d.rowid";
 
 /// A transfer's decisions, oldest first, on whatever connection is given.
@@ -582,6 +590,7 @@ async fn decisions_on(
                 policy_version: r.try_get("policy_version")?,
                 at: r.try_get("at")?,
                 void_reason: r.try_get("void_reason")?,
+                acknowledged: r.try_get("acknowledged")?,
             })
         })
         .collect()
@@ -596,6 +605,8 @@ pub struct NewDecision<'a> {
     pub comment: &'a str,
     pub root_digest: &'a str,
     pub policy_version: &'a str,
+    /// Unscannable files a Referee acknowledges with this approval (JSON list), or "".
+    pub acknowledged: &'a str,
 }
 
 /// What `insert_file` found in the way.
@@ -999,7 +1010,7 @@ impl Tx<'_> {
     pub async fn insert_decision(&mut self, d: NewDecision<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO decisions (id, transfer_id, user_id, role, decision, comment, root_digest, \
-             at, policy_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             at, policy_version, acknowledged) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(d.transfer.to_string())
@@ -1010,6 +1021,7 @@ impl Tx<'_> {
         .bind(d.root_digest)
         .bind(now())
         .bind(d.policy_version)
+        .bind(d.acknowledged)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -53,7 +53,10 @@ CREATE TABLE IF NOT EXISTS transfers (
     release_location TEXT,
     released_at TEXT,
     -- SHA-256 of the policy file in force when the transfer was sealed.
-    policy_version TEXT
+    policy_version TEXT,
+    -- 1 when scanning left files unscannable and the policy lets review go on: a Referee must
+    -- acknowledge them, on the record, when approving.
+    ack_required INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state);
 CREATE TABLE IF NOT EXISTS upload_tokens (
@@ -106,7 +109,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     policy_version TEXT NOT NULL DEFAULT '',
     at TEXT NOT NULL,
     -- Why the decision no longer counts (the transfer was returned, say); NULL while it does.
-    void_reason TEXT
+    void_reason TEXT,
+    -- The unscannable files a Referee acknowledged with this approval (JSON list), or ''.
+    acknowledged TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS decisions_transfer ON decisions(transfer_id);
 -- Referees assigned to a transfer from the referee college (paper 10.1). At tier 3+ an
@@ -163,3 +168,30 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS webhook_due ON webhook_deliveries(state, next_attempt_at);
+
+-- One verdict per file (or archive member) and scanner, from the transfer's latest scan. Each is
+-- pinned to the digest of the bytes scanned and to the scanner's and its database's versions.
+CREATE TABLE IF NOT EXISTS scan_verdicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    file_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    -- The member's path inside the file when it came out of an archive ("inner.zip!a.txt").
+    member TEXT NOT NULL DEFAULT '',
+    scanner TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    -- The signature or finding name, or why it was unscannable, or the error.
+    detail TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    scanner_version TEXT NOT NULL,
+    db_version TEXT NOT NULL,
+    scanned_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scan_verdicts_transfer ON scan_verdicts(transfer_id);
+-- Transfers whose scan failed (a scanner down or timing out), and when to try again.
+CREATE TABLE IF NOT EXISTS scan_jobs (
+    transfer_id TEXT PRIMARY KEY REFERENCES transfers(id),
+    attempts INTEGER NOT NULL,
+    retry_at INTEGER NOT NULL,
+    last_error TEXT NOT NULL
+);

@@ -81,6 +81,20 @@ impl Volumes {
         ObjPath::from(format!("transfers/{transfer}/{file}/{seq:010}"))
     }
 
+    /// Where segment `seq` of a file lies on disk (the local backend).
+    pub fn segment_path(&self, transfer: TransferId, file: FileId, seq: u64) -> PathBuf {
+        self.quarantine_root
+            .join(Self::segment_key(transfer, file, seq).as_ref())
+    }
+
+    /// Scratch space for scanning a transfer (joined files, expanded archive members). It lies
+    /// inside the quarantine volume: what is in it is as untrusted as the uploads.
+    pub fn scratch_dir(&self, transfer: TransferId) -> PathBuf {
+        self.quarantine_root
+            .join(".scratch")
+            .join(transfer.to_string())
+    }
+
     /// Starts writing segment `seq` of a file.
     pub async fn segment_writer(
         &self,

@@ -59,6 +59,9 @@ pub struct DecisionRequest {
     pub root_digest: Option<String>,
     /// The policy version the reviewer saw; 409 if the policy changed since.
     pub policy_version: Option<String>,
+    /// A Referee approving a transfer with unscannable files acknowledges them, on the record.
+    #[serde(default)]
+    pub acknowledge_unscannable: bool,
 }
 
 /// Decisions that still count: approvals, not void, bound to this root and policy version.
@@ -89,6 +92,16 @@ pub fn void_reason(d: &Decision, root: Option<&str>, version: &str) -> Option<St
     None
 }
 
+/// The approvals a transfer needs: its policy's for its kind, plus a Referee's when scanning
+/// left files unscannable and the policy lets review go on with an acknowledgment.
+pub fn required(policy: &Policy, t: &Transfer) -> Vec<(Role, u32)> {
+    let mut v = policy.approvals(t.kind).to_vec();
+    if t.ack_required && !v.iter().any(|(r, _)| *r == Role::Referee) {
+        v.push((Role::Referee, 1));
+    }
+    v
+}
+
 /// The approvals still missing: `(role, how many more)`, in policy order.
 fn missing(policy: &Policy, t: &Transfer, decisions: &[Decision]) -> Vec<(Role, u32)> {
     let root = t.root_digest.as_deref().unwrap_or("");
@@ -97,8 +110,7 @@ fn missing(policy: &Policy, t: &Transfer, decisions: &[Decision]) -> Vec<(Role, 
     for d in counting(decisions, root, version) {
         *have.entry(d.role.as_str()).or_default() += 1;
     }
-    policy
-        .approvals(t.kind)
+    required(policy, t)
         .iter()
         .filter_map(|(role, want)| {
             let got = have.get(role.as_str()).copied().unwrap_or(0);
@@ -333,7 +345,7 @@ pub async fn decide(
         )));
     }
     let policy = app.policy(&ws)?;
-    let asked: Vec<Role> = policy.approvals(t.kind).iter().map(|(r, _)| *r).collect();
+    let asked: Vec<Role> = required(&policy, &t).iter().map(|(r, _)| *r).collect();
     let role = match req.role {
         Some(r) if held.contains(&r) => r,
         Some(Role::Referee) => {
@@ -439,6 +451,41 @@ pub async fn decide(
             )));
         }
     }
+    let acknowledged = if verdict == Verdict::Approve && role == Role::Referee && t.ack_required {
+        let list: Vec<String> = app
+            .store
+            .verdicts(id)
+            .await?
+            .into_iter()
+            .filter(|v| v.verdict == "unscannable")
+            .map(|v| {
+                let at = if v.member.is_empty() {
+                    v.path
+                } else {
+                    format!("{}!{}", v.path, v.member)
+                };
+                format!("{at}: {}", v.detail)
+            })
+            .collect();
+        if !req.acknowledge_unscannable {
+            return Err(Error::BadRequest(format!(
+                "{} file(s) could not be scanned ({}): a Referee approving this transfer \
+                 acknowledges them (`acknowledge_unscannable`, or --acknowledge-unscannable)",
+                list.len(),
+                list.join("; ")
+            )));
+        }
+        serde_json::to_string(&list).unwrap_or_default()
+    } else {
+        if req.acknowledge_unscannable {
+            return Err(Error::BadRequest(
+                "nothing to acknowledge: only a Referee approving a transfer with unscannable \
+                 files acknowledges them"
+                    .into(),
+            ));
+        }
+        String::new()
+    };
     let mut tx = app.store.begin().await?;
     if tx.transfer_state(id).await? != Some(TransferState::InReview) {
         return Err(Error::Conflict(
@@ -470,12 +517,17 @@ pub async fn decide(
         comment: &req.comment,
         root_digest: &root,
         policy_version: &version,
+        acknowledged: &acknowledged,
     })
     .await?;
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "role": role, "decision": verdict.as_str(), "comment": req.comment,
         "root_digest": root, "policy_version": version,
     });
+    if !acknowledged.is_empty() {
+        detail["acknowledged_unscannable"] =
+            serde_json::from_str(&acknowledged).unwrap_or_default();
+    }
     let mut approved = false;
     match verdict {
         Verdict::Approve => {

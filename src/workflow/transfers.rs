@@ -8,6 +8,7 @@ use crate::domain::state::Event;
 use crate::domain::*;
 use crate::store::{now, unix_now, FileRow, Transfer, Workspace};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +78,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateTransfer) -> Result<T
         release_location: None,
         released_at: None,
         policy_version: None,
+        ack_required: false,
     };
     let mut tx = app.store.begin().await?;
     tx.insert_transfer(&t).await?;
@@ -347,7 +349,7 @@ pub async fn seal(
     .await?;
     // Sealing and what follows it commit together: a crash cannot leave a transfer sealed
     // with nobody to move it on, nor lose a digest mismatch found here.
-    let mut approved = false;
+    let mut scanning = false;
     if !mismatches.is_empty() {
         let why = mismatches.join("; ");
         block_in(
@@ -359,11 +361,11 @@ pub async fn seal(
         )
         .await?;
     } else {
-        approved = scan_in(app, &mut tx, &t, &ws).await?;
+        scanning = scan_in(&mut tx, &t).await?;
     }
     tx.commit().await?;
-    if approved {
-        app.jobs.notify_one();
+    if scanning {
+        app.scan_jobs.notify_one();
     }
     Ok(access::load(app, id).await?.0)
 }
@@ -445,7 +447,7 @@ pub async fn block(
     Ok(done)
 }
 
-async fn block_in(
+pub(super) async fn block_in(
     tx: &mut crate::store::Tx<'_>,
     id: TransferId,
     from: TransferState,
@@ -469,15 +471,9 @@ async fn block_in(
     Ok(true)
 }
 
-/// Scanning: a pass-through until the scanning pipeline exists. It still takes both steps so
-/// the states and audit events are the ones the pipeline will produce; review then begins.
-/// Returns true if the policy asked no approvals and the transfer is approved.
-async fn scan_in(
-    app: &App,
-    tx: &mut crate::store::Tx<'_>,
-    t: &Transfer,
-    ws: &Workspace,
-) -> Result<bool> {
+/// Scanning begins: the scan worker (`workflow::scanning`) picks the transfer up once this
+/// commits. Returns false if the transfer was no longer sealed.
+async fn scan_in(tx: &mut crate::store::Tx<'_>, t: &Transfer) -> Result<bool> {
     let id = t.id;
     if !tx
         .set_state(
@@ -492,7 +488,7 @@ async fn scan_in(
     }
     tx.audit(AuditEvent::new("system", "transfer.scanning").transfer(id))
         .await?;
-    super::governance::enter_review(app, tx, t, ws, TransferState::Scanning).await
+    Ok(true)
 }
 
 #[derive(Debug, Deserialize)]
@@ -637,7 +633,18 @@ pub struct TransferView {
     /// The approvals still required before release, and who could give them.
     pub awaiting: Vec<Awaiting>,
     pub incidents: Vec<IncidentView>,
+    /// What the scanners said about every file (and archive member).
+    pub scans: ScansView,
     pub release: Option<ReleaseView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScansView {
+    /// Verdicts of the latest scan, by kind.
+    pub counts: BTreeMap<String, usize>,
+    /// Files could not be scanned and a Referee must acknowledge them when approving.
+    pub ack_required: bool,
+    pub verdicts: Vec<crate::store::VerdictRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -659,6 +666,9 @@ pub struct DecisionView {
     pub counts: bool,
     /// Why it no longer counts.
     pub void_reason: Option<String>,
+    /// Unscannable files a Referee acknowledged with this approval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged_unscannable: Vec<String>,
 }
 
 /// One role whose approval the transfer still waits for.
@@ -741,6 +751,8 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
                     root_digest: d.root_digest,
                     policy_version: d.policy_version,
                     at: d.at,
+                    acknowledged_unscannable: serde_json::from_str(&d.acknowledged)
+                        .unwrap_or_default(),
                 }
             })
             .collect(),
@@ -757,6 +769,21 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
                 created_at: i.created_at,
             })
             .collect(),
+        scans: {
+            let verdicts = app.store.verdicts(t.id).await?;
+            let mut counts = BTreeMap::new();
+            for k in ["clean", "infected", "unscannable", "error"] {
+                counts.insert(
+                    k.to_owned(),
+                    verdicts.iter().filter(|v| v.verdict == k).count(),
+                );
+            }
+            ScansView {
+                counts,
+                ack_required: t.ack_required,
+                verdicts,
+            }
+        },
         release: t.release_location.map(|location| ReleaseView {
             location,
             released_at: t.released_at,

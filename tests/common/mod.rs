@@ -34,6 +34,9 @@ pub struct People {
 pub fn settings(dir: &Path) -> Settings {
     let mut s = Settings::default();
     s.storage.data_dir = dir.to_owned();
+    s.scanning.clamd = Some(shared_clamd().to_owned());
+    s.scanning.retry_initial = Duration::from_millis(200);
+    s.scanning.retry_max = Duration::from_secs(2);
     s.server.sweep_interval = Duration::from_millis(200);
     s.server.shutdown_grace = Duration::from_secs(10);
     s
@@ -264,6 +267,39 @@ impl TestApp {
         );
     }
 
+    /// Polls until the scans of a sealed transfer are done (its state is no longer `sealed`
+    /// or `scanning`) and returns its view; panics after 30 s.
+    pub async fn scanned(&self, token: &str, id: &str) -> Value {
+        for _ in 0..300 {
+            let v = self.show(token, id).await;
+            if v["state"] != "sealed" && v["state"] != "scanning" {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "transfer {id} is still scanning: {}",
+            self.show(token, id).await
+        );
+    }
+
+    /// Waits (reading the database, so no token is needed) until the scans of a sealed
+    /// transfer are done; panics after 30 s.
+    pub async fn scans_done(&self, id: &str) {
+        let tid: airlock::domain::TransferId = id.parse().unwrap();
+        for _ in 0..300 {
+            let st = self.app.store.transfer(tid).await.unwrap().unwrap().state;
+            if !matches!(
+                st,
+                airlock::domain::TransferState::Sealed | airlock::domain::TransferState::Scanning
+            ) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("transfer {id} is still scanning");
+    }
+
     /// Runs the `airlock` binary against this server and data directory.
     pub fn cli(&self, token: Option<&str>, args: &[&str]) -> std::process::Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
@@ -334,6 +370,7 @@ pub fn serve_binary(data: &Path) -> (std::process::Child, String) {
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("AIRLOCK__SCANNING__CLAMD", shared_clamd())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -357,4 +394,188 @@ pub fn tus_meta(path: &str) -> String {
         "relativePath {}",
         base64::engine::general_purpose::STANDARD.encode(path)
     )
+}
+
+/// A real clamd (Debian's clamav-daemon) on a free port in its own temporary directory, with
+/// the repository's clamd.conf.template and a database holding only scanners/test.hdb (EICAR
+/// by MD5 and size; no signature download is possible on the test machines).
+pub struct Clamd {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn clamd_binary() -> &'static str {
+    for p in ["/usr/sbin/clamd", "/usr/bin/clamd"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("clamd not found: ./scripts/test.sh installs Debian's clamav-daemon");
+}
+
+/// Writes a clamd config for `port` under `dir` (database in `dir/db`); returns its path.
+fn clamd_config(dir: &Path, port: u16, stream_max: &str) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    if !db.join("test.hdb").exists() {
+        std::fs::copy(repo.join("scanners/test.hdb"), db.join("test.hdb")).unwrap();
+    }
+    let conf = std::fs::read_to_string(repo.join("scanners/clamd.conf.template"))
+        .unwrap()
+        .replace("@PORT@", &port.to_string())
+        .replace("@DATABASE_DIR@", db.to_str().unwrap())
+        .replace("@LOG_FILE@", dir.join("clamd.log").to_str().unwrap())
+        .replace("@STREAM_MAX_LENGTH@", stream_max);
+    let path = dir.join("clamd.conf");
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+/// Waits until clamd answers PING on `port`.
+pub fn wait_clamd(port: u16, log: &Path) {
+    use std::io::{Read, Write};
+    for _ in 0..300 {
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = c.write_all(b"zPING\0");
+            let mut buf = Vec::new();
+            let _ = c.read_to_end(&mut buf);
+            if buf.starts_with(b"PONG") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "clamd on port {port} never answered PING: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+impl Clamd {
+    /// Starts a clamd of this test's own (one it may stop and restart).
+    pub fn start() -> Clamd {
+        Self::start_with("100M")
+    }
+
+    /// Starts a clamd whose StreamMaxLength (and MaxFileSize) is `stream_max` ("1M").
+    pub fn start_with(stream_max: &str) -> Clamd {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        clamd_config(dir.path(), port, stream_max);
+        let mut c = Clamd {
+            port,
+            dir,
+            child: None,
+        };
+        c.restart();
+        c
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn db_dir(&self) -> PathBuf {
+        self.dir.path().join("db")
+    }
+
+    /// Kills clamd (as a crash would) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts clamd again on the same port, database and config.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(clamd_binary())
+            .arg("-c")
+            .arg(self.dir.path().join("clamd.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start clamd");
+        self.child = Some(child);
+        wait_clamd(self.port, &self.dir.path().join("clamd.log"));
+    }
+
+    /// A scanners/ folder like the repository's, with clamav.toml pointing at this clamd and
+    /// its database folder, and `stream_max_length` set.
+    pub fn scanners_dir(&self, stream_max_length: &str) -> PathBuf {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("scanners");
+        let out = self.dir.path().join("scanners");
+        std::fs::create_dir_all(&out).unwrap();
+        for f in ["filetype.toml", "archive.toml", "secrets.toml"] {
+            std::fs::copy(repo.join(f), out.join(f)).unwrap();
+        }
+        let clam = std::fs::read_to_string(repo.join("clamav.toml"))
+            .unwrap()
+            .replace(
+                "address = \"127.0.0.1:3310\"",
+                &format!("address = \"{}\"", self.addr()),
+            )
+            .replace(
+                "stream_max_length = \"100 MiB\"",
+                &format!("stream_max_length = \"{stream_max_length}\""),
+            )
+            .replace(
+                "# database_dir = \"/var/lib/clamav\"",
+                &format!(
+                    "database_dir = \"{}\"\nreload_settle = \"1s\"",
+                    self.db_dir().display()
+                ),
+            );
+        std::fs::write(out.join("clamav.toml"), clam).unwrap();
+        out
+    }
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One clamd shared by every test of this test binary, started on first use. It is started
+/// under a shell that kills it once this process's end of its stdin closes, so it never
+/// outlives the test run.
+pub fn shared_clamd() -> &'static str {
+    type Guard = std::sync::Mutex<(std::process::Child, std::process::ChildStdin)>;
+    static ADDR: std::sync::OnceLock<(String, Guard)> = std::sync::OnceLock::new();
+    &ADDR
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            let port = free_port();
+            let conf = clamd_config(&dir, port, "100M");
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "{} -c '{}' >/dev/null 2>&1 & pid=$!; cat >/dev/null; kill $pid; wait $pid; rm -rf '{}'",
+                    clamd_binary(),
+                    conf.display(),
+                    dir.display()
+                ))
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("start clamd");
+            let stdin = child.stdin.take().unwrap();
+            wait_clamd(port, &dir.join("clamd.log"));
+            (
+                format!("127.0.0.1:{port}"),
+                std::sync::Mutex::new((child, stdin)),
+            )
+        })
+        .0
 }

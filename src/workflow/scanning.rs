@@ -1,0 +1,536 @@
+//! The scanning pipeline: after seal, every file of a transfer goes through every scanner its
+//! policy requires, archives are opened and their members scanned too, and the verdicts decide
+//! what happens next:
+//! - all clean: review begins (`in_review`);
+//! - anything infected (a signature, a denied file type, a zip bomb): `blocked`, with an incident;
+//! - a file no scanner could scan (over clamd's StreamMaxLength, encrypted): the policy says
+//!   `block`, or `acknowledge`: review goes on and a Referee must acknowledge it when approving;
+//! - a scanner that did not answer: `scan_error`, retried with backoff. Never a pass.
+//!
+//! A background worker does it, several files at once. A transfer left `scanning` by a crash is
+//! simply scanned again. When clamd's signature database changes, transfers still in review are
+//! scanned again and blocked if something is found now.
+
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::*;
+use crate::policy::{Policy, Unscannable};
+use crate::scan::{archive, Outcome, Scanner, Target, VerdictKind, Versions};
+use crate::store::{FileRow, Transfer, VerdictRow};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Runs until `shutdown` changes: scans sealed transfers, retries failed scans, and scans
+/// transfers in review again when the signature database changes.
+pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut reloaded: Option<String> = None;
+    loop {
+        tokio::select! {
+            r = run_once(&app, &mut reloaded) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "scan sweep failed");
+                }
+            }
+            // A scan cut short leaves the transfer `scanning`: the next start scans it again.
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            _ = app.scan_jobs.notified() => {}
+            _ = tokio::time::sleep(app.settings.server.sweep_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn run_once(app: &App, reloaded: &mut Option<String>) -> Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    for id in app.store.due_scan_retries(now).await? {
+        let mut tx = app.store.begin().await?;
+        let attempt = tx.scan_attempts(id).await? + 1;
+        if tx
+            .set_state(
+                id,
+                TransferState::ScanError,
+                TransferState::Scanning,
+                &format!("scanning (attempt {attempt})"),
+            )
+            .await?
+        {
+            tx.audit(
+                AuditEvent::new("system", "transfer.scanning")
+                    .transfer(id)
+                    .detail(serde_json::json!({ "attempt": attempt })),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    for t in app
+        .store
+        .transfers_in_state(TransferState::Scanning)
+        .await?
+    {
+        scan_and_record(app, &t, false).await?;
+    }
+    watch_signatures(app, reloaded).await
+}
+
+/// Scans again, with the new signatures, every transfer in review whose ClamAV verdicts were
+/// given by another database. When airlock can read clamd's database folder and sees it
+/// change, it asks clamd to reload first and gives it `reload_settle` to do so.
+async fn watch_signatures(app: &App, reloaded: &mut Option<String>) -> Result<()> {
+    let Some(clam) = app.scanners.clamav.clone() else {
+        return Ok(());
+    };
+    let Ok(mut v) = clam.versions().await else {
+        return Ok(()); // clamd down: scans in progress will say so.
+    };
+    if app
+        .store
+        .stale_reviews(clam.name(), &v.database)
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    if clam.database_dir.is_some() && reloaded.as_deref() != Some(v.database.as_str()) {
+        tracing::info!(database = %v.database, "signature database changed; asking clamd to reload");
+        if let Err(e) = clam.reload().await {
+            tracing::warn!(error = %e, "clamd reload failed");
+            return Ok(());
+        }
+        tokio::time::sleep(clam.reload_settle).await;
+        *reloaded = Some(v.database.clone());
+        match clam.versions().await {
+            Ok(now) => v = now,
+            Err(_) => return Ok(()),
+        }
+    }
+    for id in app.store.stale_reviews(clam.name(), &v.database).await? {
+        if let Some(t) = app.store.transfer(id).await? {
+            tracing::info!(transfer = %id, "signatures changed; scanning again");
+            scan_and_record(app, &t, true).await?;
+        }
+    }
+    Ok(())
+}
+
+type ScanResult = std::result::Result<Vec<VerdictRow>, (String, String)>;
+
+/// Everything one scan needs.
+struct Ctx<'a> {
+    scanners: Vec<(Arc<dyn Scanner>, Versions)>,
+    archive: Option<(String, archive::Limits)>,
+    kind: TransferKind,
+    policy: &'a Policy,
+    scratch: PathBuf,
+}
+
+/// Scans a transfer and records what was found. `rescan`: the transfer is in review already
+/// (the signature database changed); otherwise it is `scanning`.
+pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()> {
+    let ws = app
+        .store
+        .workspace(t.workspace_id)
+        .await?
+        .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
+    let policy = app.policy(&ws)?;
+    let scratch = app.volumes.scratch_dir(t.id);
+    let outcome = scan_transfer(app, t, &policy, &scratch).await;
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    let rows = match outcome {
+        Ok(rows) => rows,
+        Err(e) => vec![VerdictRow {
+            file_id: FileId::new(),
+            path: String::new(),
+            member: String::new(),
+            scanner: e.0,
+            verdict: VerdictKind::Error.as_str().into(),
+            detail: e.1,
+            sha256: String::new(),
+            scanner_version: String::new(),
+            db_version: String::new(),
+            scanned_at: crate::store::now(),
+        }],
+    };
+    record(app, t, &ws, &policy, rows, rescan).await
+}
+
+/// Runs every required scanner over every file. `Err((scanner, why))` when a scanner cannot
+/// even say its version (it is down).
+async fn scan_transfer(
+    app: &App,
+    t: &Transfer,
+    policy: &Policy,
+    scratch: &Path,
+) -> std::result::Result<Vec<VerdictRow>, (String, String)> {
+    let _ = tokio::fs::remove_dir_all(scratch).await;
+    tokio::fs::create_dir_all(scratch)
+        .await
+        .map_err(|e| ("airlock".to_owned(), format!("scratch space: {e}")))?;
+    let mut scanners = Vec::new();
+    let mut archive = None;
+    for name in &policy.rules.scanning.required {
+        if app.scanners.is_archive(name) {
+            archive = app.scanners.archive.clone();
+        } else if let Some(s) = app.scanners.get(name) {
+            let v = s.versions().await.map_err(|e| (name.clone(), e))?;
+            scanners.push((s, v));
+        } else {
+            return Err((name.clone(), "not configured in scanners/".into()));
+        }
+    }
+    let ctx = Ctx {
+        scanners,
+        archive,
+        kind: t.kind,
+        policy,
+        scratch: scratch.to_owned(),
+    };
+    let files = app
+        .store
+        .files(t.id)
+        .await
+        .map_err(|e| ("airlock".to_owned(), e.to_string()))?;
+    let ctx = &ctx;
+    let mut jobs: Vec<BoxFuture<'_, ScanResult>> = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        jobs.push(scan_file(app, ctx, i, f).boxed());
+    }
+    let results: Vec<ScanResult> = futures::stream::iter(jobs)
+        .buffer_unordered(app.scanners.concurrency.max(1))
+        .collect()
+        .await;
+    let mut rows = Vec::new();
+    for r in results {
+        rows.extend(r?);
+    }
+    rows.sort_by(|a, b| (&a.path, &a.member, &a.scanner).cmp(&(&b.path, &b.member, &b.scanner)));
+    Ok(rows)
+}
+
+/// Scans one uploaded file, and whatever archives it holds.
+async fn scan_file(
+    app: &App,
+    ctx: &Ctx<'_>,
+    i: usize,
+    f: &FileRow,
+) -> std::result::Result<Vec<VerdictRow>, (String, String)> {
+    let path = file_path(app, f, &ctx.scratch, i)
+        .await
+        .map_err(|e| ("airlock".to_owned(), format!("{}: {e}", f.path)))?;
+    let mut budget = archive::Budget::new(f.received);
+    let sha = f.sha256.clone().unwrap_or_default();
+    Ok(scan_tree(ctx, f, String::new(), path, f.received, sha, 0, &mut budget).await)
+}
+
+/// A path holding the file's bytes: its one segment where it has one, else the segments
+/// joined in the scratch space.
+async fn file_path(app: &App, f: &FileRow, scratch: &Path, i: usize) -> std::io::Result<PathBuf> {
+    let n = app
+        .store
+        .segments(f.id)
+        .await
+        .map_err(std::io::Error::other)?
+        .len();
+    if n == 1 {
+        return Ok(app.volumes.segment_path(f.transfer_id, f.id, 0));
+    }
+    let joined = scratch.join(format!("f{i:07}"));
+    let mut out = tokio::fs::File::create(&joined).await?;
+    let mut stream = app.volumes.read_file(f.transfer_id, f.id, n);
+    use tokio::io::AsyncWriteExt;
+    while let Some(chunk) = stream.next().await {
+        out.write_all(&chunk.map_err(std::io::Error::other)?)
+            .await?;
+    }
+    out.flush().await?;
+    Ok(joined)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_tree<'a>(
+    ctx: &'a Ctx<'a>,
+    file: &'a FileRow,
+    member: String,
+    path: PathBuf,
+    size: u64,
+    sha256: String,
+    depth: u32,
+    budget: &'a mut archive::Budget,
+) -> BoxFuture<'a, Vec<VerdictRow>> {
+    async move {
+        let mut rows = Vec::new();
+        let row = |scanner: &str, v: &Versions, r: std::result::Result<Outcome, String>| {
+            let (verdict, detail) = match r {
+                Ok(Outcome::Clean) => (VerdictKind::Clean, String::new()),
+                Ok(Outcome::Infected(n)) => (VerdictKind::Infected, n),
+                Ok(Outcome::Unscannable(w)) => (VerdictKind::Unscannable, w),
+                Err(e) => (VerdictKind::Error, e),
+            };
+            VerdictRow {
+                file_id: file.id,
+                path: file.path.clone(),
+                member: member.clone(),
+                scanner: scanner.to_owned(),
+                verdict: verdict.as_str().to_owned(),
+                detail,
+                sha256: sha256.clone(),
+                scanner_version: v.scanner.clone(),
+                db_version: v.database.clone(),
+                scanned_at: crate::store::now(),
+            }
+        };
+        for (s, v) in &ctx.scanners {
+            let target = Target {
+                path: &path,
+                size,
+                kind: ctx.kind,
+                rules: &ctx.policy.rules.scanning,
+            };
+            let r = s.scan(&target).await;
+            rows.push(row(s.name(), v, r));
+        }
+        let Some((aname, limits)) = &ctx.archive else {
+            return rows;
+        };
+        let v = Versions {
+            scanner: "airlock-archive (zip 9, tar 0.4)".into(),
+            database: String::new(),
+        };
+        let p = path.clone();
+        let format = match tokio::task::spawn_blocking(move || archive::detect(&p)).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                rows.push(row(aname, &v, Err(format!("cannot read: {e}"))));
+                return rows;
+            }
+            Err(e) => {
+                rows.push(row(aname, &v, Err(e.to_string())));
+                return rows;
+            }
+        };
+        let Some(format) = format else {
+            rows.push(row(aname, &v, Ok(Outcome::Clean)));
+            return rows;
+        };
+        if depth + 1 > limits.max_depth {
+            rows.push(row(
+                aname,
+                &v,
+                Ok(Outcome::Infected(format!(
+                    "Airlock.Archive.Bomb: archives nested deeper than {} (archive.max_depth)",
+                    limits.max_depth
+                ))),
+            ));
+            return rows;
+        }
+        let dir = ctx
+            .scratch
+            .join(format!("x{}", uuid::Uuid::new_v4().simple()));
+        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+            rows.push(row(aname, &v, Err(format!("scratch space: {e}"))));
+            return rows;
+        }
+        let (p, d, l, mut b) = (path.clone(), dir.clone(), *limits, *budget);
+        let expanded = tokio::task::spawn_blocking(move || {
+            let r = archive::expand(&p, format, &d, &mut b, &l);
+            (r, b)
+        })
+        .await;
+        let members = match expanded {
+            Err(e) => Err(archive::Expand::Io(std::io::Error::other(e))),
+            Ok((r, b)) => {
+                *budget = b;
+                r
+            }
+        };
+        match members {
+            Ok(members) => {
+                rows.push(row(aname, &v, Ok(Outcome::Clean)));
+                for m in members {
+                    let name = if member.is_empty() {
+                        m.name.clone()
+                    } else {
+                        format!("{member}!{}", m.name)
+                    };
+                    let sub =
+                        scan_tree(ctx, file, name, m.path, m.size, m.sha256, depth + 1, budget)
+                            .await;
+                    rows.extend(sub);
+                }
+            }
+            Err(archive::Expand::Bomb(w)) => rows.push(row(
+                aname,
+                &v,
+                Ok(Outcome::Infected(format!(
+                    "Airlock.Archive.Bomb: {} {w}",
+                    format.as_str()
+                ))),
+            )),
+            Err(archive::Expand::Encrypted(w)) => rows.push(row(
+                aname,
+                &v,
+                Ok(Outcome::Unscannable(format!("encrypted: {w}"))),
+            )),
+            Err(archive::Expand::Corrupt(w)) => rows.push(row(
+                aname,
+                &v,
+                Ok(Outcome::Unscannable(format!("corrupt: {w}"))),
+            )),
+            Err(archive::Expand::Io(e)) => rows.push(row(aname, &v, Err(e.to_string()))),
+        }
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        rows
+    }
+    .boxed()
+}
+
+fn label(v: &VerdictRow) -> String {
+    if v.member.is_empty() {
+        v.path.clone()
+    } else {
+        format!("{}!{}", v.path, v.member)
+    }
+}
+
+/// A short list of findings for a state reason.
+fn summary(rows: &[&VerdictRow]) -> String {
+    let mut parts: Vec<String> = rows
+        .iter()
+        .take(3)
+        .map(|v| format!("{}: {} ({})", label(v), v.detail, v.scanner))
+        .collect();
+    if rows.len() > 3 {
+        parts.push(format!("and {} more", rows.len() - 3));
+    }
+    parts.join("; ")
+}
+
+/// Records a scan's verdicts and moves the transfer on.
+async fn record(
+    app: &App,
+    t: &Transfer,
+    ws: &crate::store::Workspace,
+    policy: &Policy,
+    rows: Vec<VerdictRow>,
+    rescan: bool,
+) -> Result<()> {
+    let id = t.id;
+    let of = |k: VerdictKind| -> Vec<&VerdictRow> {
+        rows.iter().filter(|v| v.verdict == k.as_str()).collect()
+    };
+    let (infected, unscannable, errors) = (
+        of(VerdictKind::Infected),
+        of(VerdictKind::Unscannable),
+        of(VerdictKind::Error),
+    );
+    let from = if rescan {
+        TransferState::InReview
+    } else {
+        TransferState::Scanning
+    };
+    if rescan && infected.is_empty() && !errors.is_empty() {
+        // The old verdicts stand until a scan with the new signatures completes.
+        tracing::warn!(transfer = %id, error = %summary(&errors), "rescan failed; will retry");
+        return Ok(());
+    }
+    let mut tx = app.store.begin().await?;
+    if tx.transfer_state(id).await? != Some(from) {
+        return Ok(()); // Cancelled or decided meanwhile: this scan no longer matters.
+    }
+    tx.replace_verdicts(id, &rows).await?;
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(
+        serde_json::to_vec(&rows).unwrap_or_default(),
+    ));
+    let count = |k: VerdictKind| rows.iter().filter(|v| v.verdict == k.as_str()).count();
+    let mut scanners: Vec<serde_json::Value> = Vec::new();
+    for v in &rows {
+        let j = serde_json::json!({"name": v.scanner, "version": v.scanner_version, "database": v.db_version});
+        if !scanners.contains(&j) {
+            scanners.push(j);
+        }
+    }
+    let findings: Vec<serde_json::Value> = rows
+        .iter()
+        .filter(|v| v.verdict != VerdictKind::Clean.as_str())
+        .take(100)
+        .map(|v| {
+            serde_json::json!({
+                "path": v.path, "member": v.member, "scanner": v.scanner,
+                "verdict": v.verdict, "detail": v.detail, "sha256": v.sha256,
+            })
+        })
+        .collect();
+    tx.audit(
+        AuditEvent::new("system", "transfer.scanned")
+            .transfer(id)
+            .detail(serde_json::json!({
+                "rescan": rescan,
+                "verdicts": {
+                    "clean": count(VerdictKind::Clean), "infected": count(VerdictKind::Infected),
+                    "unscannable": count(VerdictKind::Unscannable), "error": count(VerdictKind::Error),
+                },
+                "findings": findings,
+                "scanners": scanners,
+                "verdicts_sha256": digest,
+            })),
+    )
+    .await?;
+    let mut approved = false;
+    if !infected.is_empty() {
+        super::transfers::block_in(&mut tx, id, from, "scan", &summary(&infected)).await?;
+        tx.scan_done(id).await?;
+    } else if !errors.is_empty() {
+        let attempts = tx.scan_attempts(id).await? + 1;
+        let s = &app.settings.scanning;
+        let delay = s
+            .retry_initial
+            .saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32)
+            .min(s.retry_max);
+        let retry_at = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
+        let why = summary(&errors);
+        tx.scan_failed(id, retry_at, &why).await?;
+        let reason = format!(
+            "scan_error: {why}; attempt {attempts}, next try in {}",
+            humantime::format_duration(std::time::Duration::from_secs(delay.as_secs().max(1)))
+        );
+        tx.set_state(id, from, TransferState::ScanError, &reason)
+            .await?;
+        tx.audit(
+            AuditEvent::new("system", "transfer.scan_error")
+                .transfer(id)
+                .detail(serde_json::json!({
+                    "error": why, "attempt": attempts, "retry_in_ms": delay.as_millis() as u64,
+                })),
+        )
+        .await?;
+        tracing::warn!(transfer = %id, "{reason}");
+    } else if !unscannable.is_empty() && policy.rules.scanning.unscannable == Unscannable::Block {
+        let why = format!(
+            "could not be scanned, and the policy blocks what cannot be scanned: {}",
+            summary(&unscannable)
+        );
+        super::transfers::block_in(&mut tx, id, from, "scan", &why).await?;
+        tx.scan_done(id).await?;
+    } else {
+        tx.scan_done(id).await?;
+        let mut t = t.clone();
+        if !unscannable.is_empty() && !t.ack_required {
+            tx.set_ack_required(id, true).await?;
+            t.ack_required = true;
+        }
+        if !rescan {
+            approved = super::governance::enter_review(app, &mut tx, &t, ws, from).await?;
+        }
+    }
+    tx.commit().await?;
+    if approved {
+        app.jobs.notify_one();
+    }
+    Ok(())
+}
