@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 #   curl        - the plain streaming PUT client
 #   python3-tuspy - a third-party tus 1.0.0 client (run with Debian's /usr/bin/python3)
 #   b3sum, coreutils (sha256sum) - reference digests
+#   clamav-daemon (clamd), clamdscan - the real ClamAV the scanning tests start on a free port
+#     with a one-signature database (scanners/test.hdb); nothing is downloaded
 need_pkgs=()
+[ -x /usr/sbin/clamd ] || command -v clamd >/dev/null || need_pkgs+=(clamav-daemon)
+command -v clamdscan >/dev/null || need_pkgs+=(clamdscan)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v b3sum >/dev/null || need_pkgs+=(b3sum)
 /usr/bin/python3 -c 'import tusclient' 2>/dev/null || need_pkgs+=(python3-tuspy)
@@ -20,10 +24,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
 fi
-for tool in curl b3sum sha256sum; do
+for tool in curl b3sum sha256sum md5sum clamdscan; do
   command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import tusclient' || { echo "python3-tuspy is required" >&2; exit 1; }
+[ -x /usr/sbin/clamd ] || command -v clamd >/dev/null || { echo "clamd (clamav-daemon) is required" >&2; exit 1; }
+# The Debian package may start its own clamd and freshclam services where systemd runs; the
+# tests never use them (each test clamd has its own port and database).
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

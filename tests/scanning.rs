@@ -659,3 +659,51 @@ async fn an_encrypted_archive_is_unscannable() {
     assert_eq!(v["scans"]["ack_required"], true, "{v}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archives_nested_past_the_depth_limit_are_a_finding() {
+    // The repository's scanners with archive.max_depth = 1: a zip inside a tar is too deep.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("scanners");
+    for f in ["clamav.toml", "filetype.toml", "secrets.toml"] {
+        std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("archive.toml"),
+        std::fs::read_to_string(repo.join("archive.toml"))
+            .unwrap()
+            .replace("max_depth = 4", "max_depth = 1"),
+    )
+    .unwrap();
+    let scanners = dir.path().to_owned();
+    let t = TestApp::spawn_with(|s| s.scanning.dir = Some(scanners)).await;
+    let p = t.bootstrap(2).await;
+    let out = dir.path().join("outer.tar");
+    python(
+        "import sys, zipfile, tarfile, io\n\
+         b = io.BytesIO()\n\
+         with zipfile.ZipFile(b, 'w') as z: z.writestr('a.txt', 'harmless')\n\
+         data = b.getvalue()\n\
+         with tarfile.open(sys.argv[1], 'w') as t:\n\
+         \x20   i = tarfile.TarInfo('inner.zip'); i.size = len(data)\n\
+         \x20   t.addfile(i, io.BytesIO(data))\n",
+        &[&out],
+    );
+    let id = scan(
+        &t,
+        &p.pm,
+        "proj/ws",
+        &[("nested.tar", std::fs::read(&out).unwrap())],
+    )
+    .await;
+    let v = t.show(&p.pm, &id).await;
+    assert_eq!(v["state"], "blocked", "{v}");
+    let found = verdicts(&v, "infected");
+    assert_eq!(found.len(), 1, "{v}");
+    assert_eq!(found[0]["member"], "inner.zip");
+    assert!(found[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("nested deeper than 1 (archive.max_depth)"));
+    t.stop().await;
+}

@@ -53,6 +53,22 @@ pub enum Command {
     /// Webhook deliveries, read from the data directory (no server needed).
     #[command(subcommand)]
     Webhooks(WebhookCommand),
+    /// Scan local files with the configured scanners (scanners/, or `[scanning] dir`), as the
+    /// pipeline would: to check a clamd setup, or a file before sending it. Exits 1 if any
+    /// verdict is not clean. No server or data directory needed.
+    Scan {
+        /// Scanners to run (default: every configured one but the archive inspector).
+        #[arg(long = "scanner")]
+        scanners: Vec<String>,
+        /// Files scanned at once (default: clamav.toml's concurrency).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Print only a summary line (files, bytes, seconds, MiB/s).
+        #[arg(long)]
+        quiet: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
     #[command(subcommand)]
     Transfer(TransferCommand),
@@ -361,6 +377,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(s).await?;
             webhooks(&app, cmd).await
         }
+        Command::Scan {
+            scanners,
+            concurrency,
+            quiet,
+            files,
+        } => {
+            let s = settings(&cli)?;
+            scan_files(&s, scanners, *concurrency, *quiet, files).await
+        }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
         Command::Referee(cmd) => client::referee(&cli.server, cmd).await,
         Command::Member(cmd) => client::member(&cli.server, cmd).await,
@@ -490,6 +515,92 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
             let t = a::staff_token(app, user, ttl.map(Into::into)).await?;
             println!("{t}");
         }
+    }
+    Ok(())
+}
+
+/// `airlock scan`: runs scanners over local files, several at once.
+async fn scan_files(
+    s: &Settings,
+    names: &[String],
+    concurrency: Option<usize>,
+    quiet: bool,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    use crate::scan::{Outcome, Scanner, Target};
+    use futures::StreamExt;
+    let reg = crate::scan::Scanners::load(s.scanning.dir.as_deref(), s.scanning.clamd.as_deref())?;
+    let names: Vec<String> = if names.is_empty() {
+        reg.names()
+            .into_iter()
+            .filter(|n| !reg.is_archive(n))
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    let mut scanners: Vec<std::sync::Arc<dyn Scanner>> = Vec::new();
+    for n in &names {
+        scanners.push(reg.get(n).ok_or_else(|| {
+            anyhow::anyhow!("no scanner `{n}` (configured: {})", reg.names().join(", "))
+        })?);
+    }
+    let rules = crate::policy::Scanning {
+        required: names.clone(),
+        unscannable: Default::default(),
+        filetype: Default::default(),
+    };
+    let n = concurrency.unwrap_or(reg.concurrency).max(1);
+    let started = std::time::Instant::now();
+    let rules = &rules;
+    let scanners = &scanners;
+    let jobs: Vec<_> = files
+        .iter()
+        .map(|f| async move {
+            let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+            let mut out = Vec::new();
+            for sc in scanners {
+                let t = Target {
+                    path: f,
+                    size,
+                    kind: crate::domain::TransferKind::DataIngress,
+                    rules,
+                };
+                out.push((sc.name().to_owned(), sc.scan(&t).await));
+            }
+            (f, size, out)
+        })
+        .collect();
+    let results: Vec<_> = futures::stream::iter(jobs)
+        .buffer_unordered(n)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let mut bad = 0;
+    let mut bytes = 0u64;
+    for (f, size, out) in &results {
+        bytes += size;
+        for (name, r) in out {
+            let line = match r {
+                Ok(Outcome::Clean) => "clean".to_owned(),
+                Ok(Outcome::Infected(n)) => format!("infected: {n}"),
+                Ok(Outcome::Unscannable(w)) => format!("unscannable: {w}"),
+                Err(e) => format!("error: {e}"),
+            };
+            if !matches!(r, Ok(Outcome::Clean)) {
+                bad += 1;
+            }
+            if !quiet {
+                println!("{}: {name}: {line}", f.display());
+            }
+        }
+    }
+    println!(
+        "{} files, {bytes} bytes, {secs:.3} s, {:.1} MiB/s, concurrency {n}",
+        results.len(),
+        bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+    );
+    if bad > 0 {
+        anyhow::bail!("{bad} verdict(s) not clean");
     }
     Ok(())
 }

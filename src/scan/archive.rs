@@ -342,7 +342,127 @@ fn expand_tar<R: Read>(
         if !(kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse()) {
             continue;
         }
-        out.push(write_member(name, &mut entry, dir, budget, limits)?);
+        let want = entry.size();
+        let m = write_member(name, &mut entry, dir, budget, limits)?;
+        if m.size != want {
+            return Err(Expand::Corrupt(format!(
+                "member {} is cut short: {} of {want} bytes",
+                m.name, m.size
+            )));
+        }
+        out.push(m);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(members: &[(&str, Vec<u8>)]) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut b = tar::Builder::new(f.reopen().unwrap());
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            // Raw name bytes: the builder itself refuses `..`, a hostile archive does not.
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, &data[..]).unwrap();
+        }
+        b.finish().unwrap();
+        f
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_depth: 3,
+            max_members: 100,
+            max_expanded_size: 10 << 20,
+            max_ratio: 100,
+            ratio_applies_above: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn members_are_written_under_numbered_names_with_their_digests() {
+        let f = tar_of(&[
+            ("../../etc/passwd", b"root".to_vec()),
+            ("a/b.txt", b"hi".to_vec()),
+        ]);
+        assert_eq!(detect(f.path()).unwrap(), Some(Format::Tar));
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Budget::new(f.as_file().metadata().unwrap().len());
+        let m = expand(f.path(), Format::Tar, dir.path(), &mut b, &limits()).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].name, "../../etc/passwd");
+        // Written inside the scratch folder whatever the member's name says.
+        assert!(m[0].path.starts_with(dir.path()));
+        assert_eq!(std::fs::read(&m[0].path).unwrap(), b"root");
+        assert_eq!(m[1].sha256, hex::encode(sha2::Sha256::digest(b"hi")));
+        assert_eq!((b.members, b.expanded), (2, 6));
+    }
+
+    #[test]
+    fn member_count_and_expanded_size_are_limited() {
+        let many: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("f{i}"), vec![1u8])).collect();
+        let many: Vec<(&str, Vec<u8>)> =
+            many.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+        let f = tar_of(&many);
+        let dir = tempfile::tempdir().unwrap();
+        let l = Limits {
+            max_members: 3,
+            ..limits()
+        };
+        let mut b = Budget::new(10_000);
+        match expand(f.path(), Format::Tar, dir.path(), &mut b, &l) {
+            Err(Expand::Bomb(w)) => assert!(w.contains("more than 3 members"), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        let f = tar_of(&[("big", vec![7u8; 3 << 20])]);
+        let l = Limits {
+            max_expanded_size: 2 << 20,
+            max_ratio: 1_000_000,
+            ..limits()
+        };
+        let mut b = Budget::new(3 << 20);
+        match expand(f.path(), Format::Tar, dir.path(), &mut b, &l) {
+            Err(Expand::Bomb(w)) => assert!(w.contains("max_expanded_size"), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        // The budget is shared: what was expanded before counts.
+        let f = tar_of(&[("small", vec![7u8; 1 << 20])]);
+        let mut b = Budget {
+            outer_size: 100 << 20,
+            members: 0,
+            expanded: (2 << 20) - 10,
+        };
+        assert!(matches!(
+            expand(f.path(), Format::Tar, dir.path(), &mut b, &l),
+            Err(Expand::Bomb(_))
+        ));
+    }
+
+    #[test]
+    fn a_damaged_archive_is_corrupt_not_clean() {
+        let f = tar_of(&[("a", vec![1u8; 4096])]);
+        let mut bytes = std::fs::read(f.path()).unwrap();
+        bytes.truncate(1024);
+        let g = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(g.path(), &bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Budget::new(1024);
+        assert!(matches!(
+            expand(g.path(), Format::Tar, dir.path(), &mut b, &limits()),
+            Err(Expand::Corrupt(_))
+        ));
+        let z = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(z.path(), b"PK\x03\x04 not really a zip").unwrap();
+        assert!(matches!(
+            expand(z.path(), Format::Zip, dir.path(), &mut b, &limits()),
+            Err(Expand::Corrupt(_))
+        ));
+    }
 }

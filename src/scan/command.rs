@@ -183,3 +183,72 @@ impl Scanner for CommandScanner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanner(toml_text: &str) -> CommandScanner {
+        CommandScanner::new("t", toml::from_str(toml_text).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_path_scanner_gets_the_path_and_its_exit_code_is_the_verdict() {
+        let s = scanner(
+            "command = [\"grep\", \"-q\", \"FORBIDDEN\", \"{path}\"]\ninput = \"path\"\n\
+             clean_exit_codes = [1]\ninfected_exit_codes = [0]\nfinding = \"F\"\ntimeout = \"10s\"\n",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let rules = crate::policy::Scanning {
+            required: vec![],
+            unscannable: Default::default(),
+            filetype: Default::default(),
+        };
+        let mut out = Vec::new();
+        for (name, body) in [("bad", "x FORBIDDEN y"), ("good", "fine")] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            let t = Target {
+                path: &p,
+                size: body.len() as u64,
+                kind: crate::domain::TransferKind::DataIngress,
+                rules: &rules,
+            };
+            out.push(s.scan(&t).await);
+        }
+        assert_eq!(out[0], Ok(Outcome::Infected("F".into())));
+        assert_eq!(out[1], Ok(Outcome::Clean));
+        // A missing file makes grep exit 2: neither clean nor infected, so an error.
+        let p = dir.path().join("missing");
+        let t = Target {
+            path: &p,
+            size: 0,
+            kind: crate::domain::TransferKind::DataIngress,
+            rules: &rules,
+        };
+        assert!(s.scan(&t).await.unwrap_err().contains("exited with 2"));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let bad = |t: &str| {
+            CommandScanner::new("t", toml::from_str(t).unwrap())
+                .err()
+                .unwrap()
+                .0
+        };
+        let base = "input = \"path\"\nclean_exit_codes = [0]\ninfected_exit_codes = [1]\n\
+                    finding = \"F\"\ntimeout = \"1s\"\n";
+        assert_eq!(
+            bad(&format!("command = [\"yara\", \"rules\"]\n{base}")),
+            "command"
+        );
+        assert_eq!(
+            bad(&format!(
+                "command = [\"x\", \"{{path}}\"]\n{}",
+                base.replace("[1]", "[0]")
+            )),
+            "infected_exit_codes"
+        );
+    }
+}
