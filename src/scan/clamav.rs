@@ -127,33 +127,30 @@ impl ClamAv {
 
 /// A fingerprint of a database folder: names, sizes and modification times.
 fn database_fingerprint(dir: Option<&std::path::Path>) -> Option<String> {
-    let dir = dir?;
-    {
-        use sha2::Digest;
-        let mut entries: Vec<String> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let m = e.metadata().ok()?;
-                    let mtime = m
-                        .modified()
-                        .ok()?
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .ok()?
-                        .as_nanos();
-                    Some(format!(
-                        "{}\0{}\0{mtime}",
-                        e.file_name().to_string_lossy(),
-                        m.len()
-                    ))
-                })
-                .collect(),
-            Err(e) => vec![format!("unreadable: {e}")],
-        };
-        entries.sort();
-        let d = sha2::Sha256::digest(entries.join("\n").as_bytes());
-        Some(format!("local:{}", &hex::encode(d)[..16]))
-    }
+    use sha2::Digest;
+    let mut entries: Vec<String> = match std::fs::read_dir(dir?) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                let mtime = m
+                    .modified()
+                    .ok()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_nanos();
+                Some(format!(
+                    "{}\0{}\0{mtime}",
+                    e.file_name().to_string_lossy(),
+                    m.len()
+                ))
+            })
+            .collect(),
+        Err(e) => vec![format!("unreadable: {e}")],
+    };
+    entries.sort();
+    let d = sha2::Sha256::digest(entries.join("\n").as_bytes());
+    Some(format!("local:{}", &hex::encode(d)[..16]))
 }
 
 /// Reads clamd's answer: `stream: OK`, `stream: NAME FOUND`, `… size limit exceeded. ERROR`.
