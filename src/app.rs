@@ -28,6 +28,8 @@ pub struct App {
     pub scanners: Arc<crate::scan::Scanners>,
     /// Wakes the scan worker when a transfer is sealed.
     pub scan_jobs: tokio::sync::Notify,
+    /// Integrity counters for `/metrics`.
+    pub integrity: crate::integrity::Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,7 @@ impl App {
             jobs: tokio::sync::Notify::new(),
             scanners,
             scan_jobs: tokio::sync::Notify::new(),
+            integrity: Default::default(),
         }))
     }
 }

@@ -16,7 +16,30 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub webhooks: WebhookSettings,
     pub scanning: ScanSettings,
+    pub integrity: IntegritySettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegritySettings {
+    /// Whether files at rest are re-verified on schedule. Default true.
+    pub enabled: bool,
+    /// Most bytes re-hashed per second by the scheduler; 0 means no limit. Default 0.
+    pub bytes_per_second: u64,
+    /// How often the scheduler looks for files due. Default `10s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+}
+
+impl Default for IntegritySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bytes_per_second: 0,
+            poll_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

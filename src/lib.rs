@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod hashing;
+pub mod integrity;
 pub mod notify;
 pub mod policy;
 pub mod scan;

@@ -495,6 +495,7 @@ fn cases() -> Vec<RouteCase> {
         ),
         c("get", "/healthz", On::None, no_body, PUBLIC, false),
         c("get", "/readyz", On::None, no_body, PUBLIC, false),
+        c("get", "/metrics", On::None, no_body, PUBLIC, false),
         c("get", "/openapi.json", On::None, no_body, PUBLIC, false),
     ]
 }

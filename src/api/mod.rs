@@ -68,6 +68,18 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Prometheus counters (no names, paths or ids: safe to scrape without a token).
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.integrity.render(),
+    )
+        .into_response()
+}
+
 /// Ready when the metadata store and both volumes answer.
 pub async fn readyz(State(app): State<AppState>) -> Response {
     // Details go to the log; the unauthenticated answer says only what is down.

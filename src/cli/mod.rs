@@ -69,6 +69,22 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Re-hash files at rest now against the sealed manifest: a transfer (by id: its quarantine
+    /// copy and, once released, its read-only copy), or every transfer released into a
+    /// workspace (PROJECT/WORKSPACE). Records the results and raises incidents as the
+    /// scheduler does. Exits 1 on any problem. Works on the data directory.
+    Verify {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Incidents (integrity, scan, hash confirmation) with their state, from the data directory.
+    Incidents {
+        #[arg(long)]
+        transfer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
     #[command(subcommand)]
     Transfer(TransferCommand),
@@ -386,6 +402,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&cli)?;
             scan_files(&s, scanners, *concurrency, *quiet, files).await
         }
+        Command::Verify { target, json } => {
+            let s = settings(&cli)?;
+            let app = App::open(s).await?;
+            verify(&app, target, *json).await
+        }
+        Command::Incidents { transfer, json } => {
+            let s = settings(&cli)?;
+            let app = App::open(s).await?;
+            let t = match transfer {
+                Some(t) => Some(t.parse().map_err(|e| anyhow::anyhow!("{e}"))?),
+                None => None,
+            };
+            let list = app.store.incidents(t).await?;
+            if *json {
+                let v: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "id": i.id, "transfer": i.transfer_id, "kind": i.kind,
+                            "state": i.state, "detail": i.detail, "created_at": i.created_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for i in &list {
+                    println!(
+                        "{}  {:<6} {:<18} {}  {}",
+                        i.created_at,
+                        i.state,
+                        i.kind,
+                        i.transfer_id.as_deref().unwrap_or("-"),
+                        i.detail
+                    );
+                }
+                if list.is_empty() {
+                    println!("no incidents");
+                }
+            }
+            Ok(())
+        }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
         Command::Referee(cmd) => client::referee(&cli.server, cmd).await,
         Command::Member(cmd) => client::member(&cli.server, cmd).await,
@@ -601,6 +658,64 @@ async fn scan_files(
     );
     if bad > 0 {
         anyhow::bail!("{bad} verdict(s) not clean");
+    }
+    Ok(())
+}
+
+/// `airlock verify TRANSFER | PROJECT/WORKSPACE`.
+async fn verify(app: &App, target: &str, json: bool) -> anyhow::Result<()> {
+    use crate::domain::TransferState;
+    let transfers = if let Ok(id) = target.parse::<crate::domain::TransferId>() {
+        vec![app
+            .store
+            .transfer(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no transfer {id}"))?]
+    } else {
+        let (p, w) = target.split_once('/').ok_or_else(|| {
+            anyhow::anyhow!("`{target}` is neither a transfer id nor PROJECT/WORKSPACE")
+        })?;
+        let ws = app
+            .store
+            .workspace_by_name(p, w)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no workspace {target}"))?;
+        app.store
+            .transfers_in(ws.id)
+            .await?
+            .into_iter()
+            .filter(|t| t.state == TransferState::Released)
+            .collect()
+    };
+    let mut problems = 0;
+    let mut reports = Vec::new();
+    for t in &transfers {
+        if t.root_digest.is_none() {
+            anyhow::bail!("transfer {} is not sealed: nothing to verify yet", t.id);
+        }
+        let r = crate::integrity::verify(app, t, None).await?;
+        crate::integrity::record(app, t, &r).await?;
+        problems += r.problems().count();
+        if !json {
+            let ok = r.checks.iter().filter(|c| c.result == "ok").count();
+            let bytes: u64 = r.checks.iter().map(|c| c.bytes).sum();
+            println!(
+                "transfer {} ({}): {ok} copies verified, {bytes} bytes, {} problem(s)",
+                t.id,
+                t.state,
+                r.problems().count()
+            );
+            for c in r.problems() {
+                println!("  {:<10} {}", c.result, c.detail);
+            }
+        }
+        reports.push(r);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    if problems > 0 {
+        anyhow::bail!("{problems} problem(s) found");
     }
     Ok(())
 }

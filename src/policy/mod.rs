@@ -199,10 +199,10 @@ impl Policy {
                 ));
             }
         }
-        if rules.integrity.reverify_interval < Duration::from_secs(60) {
+        if rules.integrity.reverify_interval < Duration::from_secs(1) {
             return Err(err(
                 "integrity.reverify_interval",
-                "must be at least 1m".into(),
+                "must be at least 1s".into(),
             ));
         }
         let mut approvals = HashMap::new();

@@ -116,6 +116,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("delete", TUS_UPLOAD, tus_route(delete(tus::terminate))),
         ("get", "/healthz", get(api::healthz)),
         ("get", "/readyz", get(api::readyz)),
+        ("get", "/metrics", get(api::metrics)),
         ("get", "/openapi.json", get(api::openapi)),
     ]
 }
@@ -166,6 +167,10 @@ pub async fn run(
         app.clone(),
         stop_rx.clone(),
     ));
+    let fixity = tokio::spawn(crate::integrity::scheduler::worker(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let grace = app.settings.server.shutdown_grace;
     let service = router(AppState(app)).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop_for_server = stop_rx.clone();
@@ -192,6 +197,7 @@ pub async fn run(
     let _ = worker.await;
     let _ = notifier.await;
     let _ = scanner.await;
+    let _ = fixity.await;
     result
 }
 

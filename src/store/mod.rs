@@ -16,8 +16,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod fixity;
 mod governance;
 mod scans;
+pub use fixity::FixityRow;
 pub use scans::{ScanJob, VerdictRow};
 mod webhooks;
 pub use governance::{Member, RefereeRow};

@@ -195,3 +195,13 @@ CREATE TABLE IF NOT EXISTS scan_jobs (
     retry_at INTEGER NOT NULL,
     last_error TEXT NOT NULL
 );
+-- Fixity: when each file at rest was last re-hashed, where, and what was found.
+CREATE TABLE IF NOT EXISTS fixity (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    location TEXT NOT NULL,
+    path TEXT NOT NULL,
+    verified_at INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, location, path)
+);

@@ -1,0 +1,437 @@
+//! Fixity: every file at rest, in quarantine and in the released volumes, is re-hashed against
+//! the sealed manifest (paper 4.3.2: "regularly automatically re-verify the integrity of the
+//! dataset, and alert Programme and Project Managers").
+//!
+//! Hashing is the one engine of `crate::hashing`'s digests, run here on the blocking pool:
+//! files are hashed in parallel across cores (rayon), and within a large file SHA-256 (one
+//! thread, the CPU's SHA extensions through `sha2`) runs beside BLAKE3 (all cores, memory-mapped,
+//! `update_mmap_rayon`). A changed, missing or unexpected file is an incident: audited (and so
+//! sent to the webhooks), counted in `/metrics`, a pending transfer is blocked and a released
+//! one flagged.
+
+pub mod scheduler;
+
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::*;
+use crate::hashing::Digests;
+use crate::store::{FixityRow, Transfer};
+use rayon::prelude::*;
+use sha2::Digest;
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Where a copy lies.
+pub const QUARANTINE: &str = "quarantine";
+pub const RELEASED: &str = "released";
+
+/// One file's check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub location: &'static str,
+    pub path: String,
+    /// `ok`, `changed`, `missing` or `unexpected`.
+    pub result: &'static str,
+    pub detail: String,
+    pub bytes: u64,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub transfer: TransferId,
+    pub state: TransferState,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn problems(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.result != "ok")
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// (kind, location) → incidents raised since start.
+    incidents: Mutex<BTreeMap<(String, String), u64>>,
+    files: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = String::new();
+        s.push_str("# HELP airlock_integrity_incidents_total Files found changed, missing or unexpected at rest.\n");
+        s.push_str("# TYPE airlock_integrity_incidents_total counter\n");
+        let m = self.incidents.lock().expect("poisoned");
+        for kind in ["changed", "missing", "unexpected"] {
+            for loc in [QUARANTINE, RELEASED] {
+                let n = m
+                    .get(&(kind.to_owned(), loc.to_owned()))
+                    .copied()
+                    .unwrap_or(0);
+                s.push_str(&format!(
+                    "airlock_integrity_incidents_total{{kind=\"{kind}\",location=\"{loc}\"}} {n}\n"
+                ));
+            }
+        }
+        s.push_str("# HELP airlock_integrity_files_verified_total Files re-hashed.\n");
+        s.push_str("# TYPE airlock_integrity_files_verified_total counter\n");
+        s.push_str(&format!(
+            "airlock_integrity_files_verified_total {}\n",
+            self.files.load(Relaxed)
+        ));
+        s.push_str("# HELP airlock_integrity_bytes_verified_total Bytes re-hashed.\n");
+        s.push_str("# TYPE airlock_integrity_bytes_verified_total counter\n");
+        s.push_str(&format!(
+            "airlock_integrity_bytes_verified_total {}\n",
+            self.bytes.load(Relaxed)
+        ));
+        s
+    }
+
+    fn count(&self, report: &Report) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for c in &report.checks {
+            if c.result != "unexpected" && c.result != "missing" {
+                self.files.fetch_add(1, Relaxed);
+                self.bytes.fetch_add(c.bytes, Relaxed);
+            }
+        }
+    }
+
+    fn incident(&self, kind: &str, location: &str) {
+        *self
+            .incidents
+            .lock()
+            .expect("poisoned")
+            .entry((kind.to_owned(), location.to_owned()))
+            .or_default() += 1;
+    }
+}
+
+/// Files at or above this size get BLAKE3 across all cores, memory-mapped.
+const RAYON_ABOVE: u64 = 4 << 20;
+
+/// Both digests of the concatenation of `paths` (a file's segments, or one released file).
+pub fn hash_paths(paths: &[PathBuf]) -> std::io::Result<Digests> {
+    let mut size = 0u64;
+    for p in paths {
+        size += std::fs::metadata(p)?.len();
+    }
+    std::thread::scope(|s| {
+        let sha = s.spawn(|| -> std::io::Result<sha2::Sha256> {
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            for p in paths {
+                let mut f = std::fs::File::open(p)?;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            Ok(h)
+        });
+        let mut b3 = blake3::Hasher::new();
+        for p in paths {
+            if std::fs::metadata(p)?.len() >= RAYON_ABOVE {
+                b3.update_mmap_rayon(p)?;
+            } else {
+                b3.update_reader(std::fs::File::open(p)?)?;
+            }
+        }
+        let sha = sha
+            .join()
+            .map_err(|_| std::io::Error::other("hash thread panicked"))??;
+        Ok(Digests {
+            size,
+            sha256: HexDigest::from_bytes(&sha.finalize().into()),
+            blake3: HexDigest::from_bytes(b3.finalize().as_bytes()),
+        })
+    })
+}
+
+/// One file to check: where its bytes are and what the manifest says.
+struct Job {
+    location: &'static str,
+    path: String,
+    parts: Vec<PathBuf>,
+    want: ManifestEntry,
+}
+
+fn check(job: &Job) -> Check {
+    let c = |result: &'static str, detail: String, bytes: u64| Check {
+        location: job.location,
+        path: job.path.clone(),
+        result,
+        detail,
+        bytes,
+    };
+    if let Some(p) = job.parts.iter().find(|p| !p.exists()) {
+        return c(
+            "missing",
+            format!("{} {} is missing ({})", job.location, job.path, p.display()),
+            0,
+        );
+    }
+    match hash_paths(&job.parts) {
+        Err(e) => c(
+            "missing",
+            format!("{} {} cannot be read: {e}", job.location, job.path),
+            0,
+        ),
+        Ok(d)
+            if d.size == job.want.size
+                && d.sha256 == job.want.sha256
+                && d.blake3 == job.want.blake3 =>
+        {
+            c("ok", String::new(), d.size)
+        }
+        Ok(d) => c(
+            "changed",
+            format!(
+                "{} {} changed: sha256 {} ({} bytes), the manifest says {} ({} bytes)",
+                job.location, job.path, d.sha256, d.size, job.want.sha256, job.want.size
+            ),
+            d.size,
+        ),
+    }
+}
+
+/// Every regular file under `root`, as paths relative to it.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(_) => {
+                    if let Ok(rel) = p.strip_prefix(root) {
+                        out.push(rel.to_string_lossy().into_owned());
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Re-hashes a transfer's files at rest. `only`: the (location, path) pairs to hash (the
+/// scheduler's due files); `None`: everything. Unexpected files are always looked for.
+pub async fn verify(
+    app: &App,
+    t: &Transfer,
+    only: Option<HashSet<(String, String)>>,
+) -> crate::workflow::Result<Report> {
+    let files = app.store.files(t.id).await?;
+    let manifest = crate::workflow::transfers::manifest(&files)?;
+    let mut jobs = Vec::new();
+    let mut known_ids = HashSet::new();
+    let mut segments = BTreeMap::new();
+    for (f, want) in files.iter().zip(&manifest) {
+        known_ids.insert(f.id.to_string());
+        let n = app.store.segments(f.id).await?.len() as u64;
+        segments.insert(f.id.to_string(), n);
+        let parts = (0..n)
+            .map(|s| app.volumes.segment_path(t.id, f.id, s))
+            .collect();
+        jobs.push(Job {
+            location: QUARANTINE,
+            path: f.path.clone(),
+            parts,
+            want: want.clone(),
+        });
+    }
+    let released = match (&t.state, &t.release_location) {
+        (TransferState::Released, Some(loc)) => Some(PathBuf::from(loc)),
+        _ => None,
+    };
+    if let Some(root) = &released {
+        for want in &manifest {
+            jobs.push(Job {
+                location: RELEASED,
+                path: want.path.clone(),
+                parts: vec![root.join(&want.path)],
+                want: want.clone(),
+            });
+        }
+    }
+    if let Some(only) = &only {
+        jobs.retain(|j| only.contains(&(j.location.to_owned(), j.path.clone())));
+    }
+    let qdir = app.volumes.segment_path(t.id, FileId::new(), 0);
+    let qdir = qdir
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let listed: HashSet<String> = manifest.iter().map(|m| m.path.clone()).collect();
+    let checks = tokio::task::spawn_blocking(move || {
+        let mut checks: Vec<Check> = jobs.par_iter().map(check).collect();
+        // Anything in the transfer's quarantine folder that is not one of its segments.
+        for rel in walk(&qdir) {
+            let mut it = rel.splitn(2, '/');
+            let (id, seg) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            let expected = known_ids.contains(id)
+                && seg
+                    .parse::<u64>()
+                    .is_ok_and(|s| s < segments.get(id).copied().unwrap_or(0));
+            if !expected {
+                checks.push(Check {
+                    location: QUARANTINE,
+                    path: rel.clone(),
+                    result: "unexpected",
+                    detail: format!("quarantine holds an unexpected file {rel}"),
+                    bytes: 0,
+                });
+            }
+        }
+        if let Some(root) = released {
+            for rel in walk(&root) {
+                if !listed.contains(&rel) {
+                    checks.push(Check {
+                        location: RELEASED,
+                        path: rel.clone(),
+                        result: "unexpected",
+                        detail: format!("released {rel} is not in the manifest"),
+                        bytes: 0,
+                    });
+                }
+            }
+        }
+        checks
+    })
+    .await
+    .map_err(|e| crate::workflow::Error::Internal(e.to_string()))?;
+    Ok(Report {
+        transfer: t.id,
+        state: t.state,
+        checks,
+    })
+}
+
+/// Records a verification: each file's last-verified time and result, and an incident for each
+/// problem not already open (audited as `incident.integrity`, which the webhooks send, naming
+/// the project's Programme and Project Managers). A pending transfer with a problem in
+/// quarantine is blocked; a released one with a problem is flagged in its state reason.
+pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    app.integrity.count(report);
+    let mut fresh = Vec::new();
+    for c in report.problems() {
+        if !app.store.open_incident(t.id, &c.detail).await? {
+            fresh.push(c);
+        }
+    }
+    let notify = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        alert_list(app, t).await?
+    };
+    let mut tx = app.store.begin().await?;
+    for c in &report.checks {
+        tx.record_fixity(
+            t.id,
+            &FixityRow {
+                location: c.location.to_owned(),
+                path: c.path.clone(),
+                verified_at: now,
+                result: c.result.to_owned(),
+                detail: c.detail.clone(),
+            },
+        )
+        .await?;
+    }
+    for c in &fresh {
+        tx.insert_incident(Some(t.id), "integrity", &c.detail)
+            .await?;
+        tx.audit(
+            AuditEvent::new("system", "incident.integrity")
+                .transfer(t.id)
+                .detail(serde_json::json!({
+                    "location": c.location, "path": c.path, "problem": c.result,
+                    "detail": c.detail, "notify": notify,
+                })),
+        )
+        .await?;
+        app.integrity.incident(c.result, c.location);
+    }
+    if !fresh.is_empty() {
+        let why = fresh
+            .iter()
+            .map(|c| c.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let state = tx.transfer_state(t.id).await?;
+        match state {
+            Some(
+                s @ (TransferState::Sealed
+                | TransferState::Scanning
+                | TransferState::ScanError
+                | TransferState::InReview
+                | TransferState::Approved),
+            ) => {
+                let reason = format!("blocked: integrity failure: {why}");
+                if tx
+                    .set_state(t.id, s, TransferState::Blocked, &reason)
+                    .await?
+                {
+                    tx.audit(
+                        AuditEvent::new("system", "transfer.blocked")
+                            .transfer(t.id)
+                            .detail(serde_json::json!({ "kind": "integrity", "reason": why })),
+                    )
+                    .await?;
+                }
+            }
+            Some(TransferState::Released) => {
+                let reason = format!("released; INTEGRITY INCIDENT: {why}");
+                tx.set_state(
+                    t.id,
+                    TransferState::Released,
+                    TransferState::Released,
+                    &reason,
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        tracing::warn!(transfer = %t.id, "integrity incident: {why}");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The project's Programme and Project Managers, whom an integrity alert is for.
+async fn alert_list(app: &App, t: &Transfer) -> crate::workflow::Result<Vec<String>> {
+    let mut out: Vec<String> = app
+        .store
+        .users_with_role(Role::ProgrammeManager)
+        .await?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    if let Some(ws) = app.store.workspace(t.workspace_id).await? {
+        for m in app.store.members(ws.project_id).await? {
+            if m.role == Role::ProjectManager && m.state == "active" && !out.contains(&m.user) {
+                out.push(m.user);
+            }
+        }
+    }
+    Ok(out)
+}
