@@ -32,6 +32,10 @@ done
 # The Debian package may start its own clamd and freshclam services where systemd runs; the
 # tests never use them (each test clamd has its own port and database).
 
+# PyPI's bagit (bagit.py) validates the BagIt export; the integrity tests run `python3 -m bagit`.
+python3 -c 'import bagit' 2>/dev/null || python3 -m pip install --quiet bagit
+python3 -c 'import bagit' || { echo "python bagit is required" >&2; exit 1; }
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets --no-fail-fast "$@"

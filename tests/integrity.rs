@@ -331,3 +331,62 @@ async fn a_restart_in_the_middle_of_a_pass_resumes_it() {
     t.stop().await;
     drop(data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_released_transfer_exports_a_bag_that_bagit_validates() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(1).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    let files = [
+        ("cohort/visits.csv", bytes(70_000, 1)),
+        ("cohort/notes/readme.txt", b"hello\n".to_vec()),
+    ];
+    for (path, b) in &files {
+        assert_eq!(
+            t.put(&up, &id, path, b.clone()).await.0,
+            StatusCode::CREATED
+        );
+    }
+    t.post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    t.wait_for_state(&p.pm, &id, "in_review").await;
+    // Not released yet: refused with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let bag = dir.path().join("bag");
+    let out = t.cli(None, &["bag", &id, "--output", bag.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only a released transfer"));
+    t.post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
+        .await;
+    t.wait_for_state(&p.pm, &id, "released").await;
+    let out = t.cli(None, &["bag", &id, "--output", bag.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // bagit.py (PyPI bagit) accepts it...
+    run(std::process::Command::new("python3")
+        .args(["-m", "bagit", "--validate"])
+        .arg(&bag));
+    let info = std::fs::read_to_string(bag.join("bag-info.txt")).unwrap();
+    assert!(info.contains("Payload-Oxum: 70006.2"), "{info}");
+    // ...and so does sha256sum -c against the manifest.
+    let said = run(std::process::Command::new("sha256sum")
+        .args(["-c", "manifest-sha256.txt"])
+        .current_dir(&bag));
+    assert!(said.contains("data/cohort/visits.csv: OK"), "{said}");
+    // One flipped byte and bagit.py rejects it.
+    let f = bag.join("data/cohort/visits.csv");
+    let mut b = std::fs::read(&f).unwrap();
+    b[10] ^= 1;
+    std::fs::write(&f, &b).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "bagit", "--validate"])
+        .arg(&bag)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("visits.csv"),
+        "{out:?}"
+    );
+    t.stop().await;
+}

@@ -78,6 +78,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a released transfer as a BagIt bag (RFC 8493) into OUTPUT: its files under
+    /// data/, with manifest-sha256.txt (also `sha256sum -c`-able), bag-info.txt
+    /// (Payload-Oxum) and tagmanifest-sha256.txt. Works on the data directory.
+    Bag {
+        id: String,
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Incidents (integrity, scan, hash confirmation) with their state, from the data directory.
     Incidents {
         #[arg(long)]
@@ -406,6 +414,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&cli)?;
             let app = App::open(s).await?;
             verify(&app, target, *json).await
+        }
+        Command::Bag { id, output } => {
+            let s = settings(&cli)?;
+            let app = App::open(s).await?;
+            let id = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (bytes, n) = crate::integrity::bag::export(&app, id, output).await?;
+            println!(
+                "bag written to {}: {n} files, {bytes} bytes",
+                output.display()
+            );
+            Ok(())
         }
         Command::Incidents { transfer, json } => {
             let s = settings(&cli)?;

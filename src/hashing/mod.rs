@@ -4,6 +4,10 @@
 //! buffer to two blocking workers, one per digest, so both digests are computed in parallel
 //! with each other and with the I/O that moves the same bytes. `sha2` picks the CPU's SHA
 //! extensions at run time (cpufeatures) where they exist.
+//!
+//! Files at rest are hashed by [`hash_paths`] on a blocking thread: SHA-256 on one thread while
+//! BLAKE3 runs on all cores over the memory-mapped file (rayon); callers hash many files in
+//! parallel with rayon.
 
 use crate::domain::HexDigest;
 use bytes::Bytes;
@@ -149,6 +153,50 @@ pub fn hash_reader(mut r: impl std::io::Read) -> std::io::Result<Digests> {
         st.update(&buf[..n]);
     }
     Ok(st.finish())
+}
+
+/// Files at or above this size get BLAKE3 across all cores, memory-mapped.
+const RAYON_ABOVE: u64 = 4 << 20;
+
+/// Both digests of the concatenation of `paths` (a file's segments, or one released file).
+pub fn hash_paths(paths: &[std::path::PathBuf]) -> std::io::Result<Digests> {
+    let mut size = 0u64;
+    for p in paths {
+        size += std::fs::metadata(p)?.len();
+    }
+    std::thread::scope(|s| {
+        let sha = s.spawn(|| -> std::io::Result<Sha256> {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            for p in paths {
+                let mut f = std::fs::File::open(p)?;
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            Ok(h)
+        });
+        let mut b3 = blake3::Hasher::new();
+        for p in paths {
+            if std::fs::metadata(p)?.len() >= RAYON_ABOVE {
+                b3.update_mmap_rayon(p)?;
+            } else {
+                b3.update_reader(std::fs::File::open(p)?)?;
+            }
+        }
+        let sha = sha
+            .join()
+            .map_err(|_| std::io::Error::other("hash thread panicked"))??;
+        Ok(Digests {
+            size,
+            sha256: HexDigest::from_bytes(&sha.finalize().into()),
+            blake3: HexDigest::from_bytes(b3.finalize().as_bytes()),
+        })
+    })
 }
 
 /// The per-chunk checksum of the tus checksum extension.

@@ -9,17 +9,15 @@
 //! sent to the webhooks), counted in `/metrics`, a pending transfer is blocked and a released
 //! one flagged.
 
+pub mod bag;
 pub mod scheduler;
 
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::domain::*;
-use crate::hashing::Digests;
 use crate::store::{FixityRow, Transfer};
 use rayon::prelude::*;
-use sha2::Digest;
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -115,50 +113,6 @@ impl Metrics {
     }
 }
 
-/// Files at or above this size get BLAKE3 across all cores, memory-mapped.
-const RAYON_ABOVE: u64 = 4 << 20;
-
-/// Both digests of the concatenation of `paths` (a file's segments, or one released file).
-pub fn hash_paths(paths: &[PathBuf]) -> std::io::Result<Digests> {
-    let mut size = 0u64;
-    for p in paths {
-        size += std::fs::metadata(p)?.len();
-    }
-    std::thread::scope(|s| {
-        let sha = s.spawn(|| -> std::io::Result<sha2::Sha256> {
-            let mut h = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            for p in paths {
-                let mut f = std::fs::File::open(p)?;
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-            }
-            Ok(h)
-        });
-        let mut b3 = blake3::Hasher::new();
-        for p in paths {
-            if std::fs::metadata(p)?.len() >= RAYON_ABOVE {
-                b3.update_mmap_rayon(p)?;
-            } else {
-                b3.update_reader(std::fs::File::open(p)?)?;
-            }
-        }
-        let sha = sha
-            .join()
-            .map_err(|_| std::io::Error::other("hash thread panicked"))??;
-        Ok(Digests {
-            size,
-            sha256: HexDigest::from_bytes(&sha.finalize().into()),
-            blake3: HexDigest::from_bytes(b3.finalize().as_bytes()),
-        })
-    })
-}
-
 /// One file to check: where its bytes are and what the manifest says.
 struct Job {
     location: &'static str,
@@ -182,7 +136,7 @@ fn check(job: &Job) -> Check {
             0,
         );
     }
-    match hash_paths(&job.parts) {
+    match crate::hashing::hash_paths(&job.parts) {
         Err(e) => c(
             "missing",
             format!("{} {} cannot be read: {e}", job.location, job.path),
