@@ -390,3 +390,34 @@ async fn a_released_transfer_exports_a_bag_that_bagit_validates() {
     );
     t.stop().await;
 }
+
+#[test]
+fn airlock_hash_agrees_with_sha256sum_and_b3sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = write(dir.path(), "d/small.bin", &bytes(1000, 1));
+    let big = write(dir.path(), "d/big.bin", &bytes(6 << 20, 2));
+    let empty = write(dir.path(), "d/empty", b"");
+    let air = |digest: &str| {
+        run(std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args(["hash", "--digest", digest])
+            .arg(dir.path().join("d")))
+    };
+    let both = air("both");
+    for f in [&small, &big, &empty] {
+        let line = both
+            .lines()
+            .find(|l| l.ends_with(f.to_str().unwrap()))
+            .unwrap();
+        let parts: Vec<&str> = line.split("  ").collect();
+        assert_eq!(parts[0], digest_with("sha256sum", f));
+        assert_eq!(parts[1], digest_with("b3sum", f));
+        assert_eq!(parts[2], std::fs::metadata(f).unwrap().len().to_string());
+    }
+    // Each alone is in the format its checker reads back.
+    let sums = dir.path().join("SHA256SUMS");
+    std::fs::write(&sums, air("sha256")).unwrap();
+    run(std::process::Command::new("sha256sum").arg("-c").arg(&sums));
+    let b3 = dir.path().join("B3SUMS");
+    std::fs::write(&b3, air("blake3")).unwrap();
+    run(std::process::Command::new("b3sum").arg("-c").arg(&b3));
+}

@@ -160,6 +160,20 @@ const RAYON_ABOVE: u64 = 4 << 20;
 
 /// Both digests of the concatenation of `paths` (a file's segments, or one released file).
 pub fn hash_paths(paths: &[std::path::PathBuf]) -> std::io::Result<Digests> {
+    if let [one] = paths {
+        // The common case, one file: open once, size it from the open file (fstat), and hash
+        // a small one in one read on this thread: a thread or a memory map per file would cost
+        // more than the hashing.
+        let mut f = std::fs::File::open(one)?;
+        let len = f.metadata()?.len();
+        if len < RAYON_ABOVE {
+            let mut buf = Vec::with_capacity(len as usize + 1);
+            std::io::Read::read_to_end(&mut f, &mut buf)?;
+            let mut st = HashState::new();
+            st.update(&buf);
+            return Ok(st.finish());
+        }
+    }
     let mut size = 0u64;
     for p in paths {
         size += std::fs::metadata(p)?.len();
@@ -197,6 +211,32 @@ pub fn hash_paths(paths: &[std::path::PathBuf]) -> std::io::Result<Digests> {
             blake3: HexDigest::from_bytes(b3.finalize().as_bytes()),
         })
     })
+}
+
+/// One digest of a file at rest, for measuring each alone (`airlock hash --digest`).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<HexDigest> {
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(HexDigest::from_bytes(&h.finalize().into()))
+}
+
+/// BLAKE3 of a file at rest: all cores over the memory-mapped file when it is large.
+pub fn blake3_file(path: &std::path::Path) -> std::io::Result<HexDigest> {
+    let mut b3 = blake3::Hasher::new();
+    if std::fs::metadata(path)?.len() >= RAYON_ABOVE {
+        b3.update_mmap_rayon(path)?;
+    } else {
+        b3.update_reader(std::fs::File::open(path)?)?;
+    }
+    Ok(HexDigest::from_bytes(b3.finalize().as_bytes()))
 }
 
 /// The per-chunk checksum of the tus checksum extension.
