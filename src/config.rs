@@ -30,6 +30,16 @@ pub struct IntegritySettings {
     /// How often the scheduler looks for files due. Default `10s`.
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: Duration,
+    /// An SMTP relay (`host:port`) integrity alerts are also emailed through. Default: none.
+    pub smtp: Option<String>,
+    /// The alert's sender address.
+    pub mail_from: String,
+    /// Addresses every alert goes to (a managers' list, say).
+    #[serde(deserialize_with = "string_list")]
+    pub mail_to: Vec<String>,
+    /// When set, the project's Programme and Project Managers are also mailed as
+    /// `USER@mail_domain`.
+    pub mail_domain: Option<String>,
 }
 
 impl Default for IntegritySettings {
@@ -38,6 +48,10 @@ impl Default for IntegritySettings {
             enabled: true,
             bytes_per_second: 0,
             poll_interval: Duration::from_secs(10),
+            smtp: None,
+            mail_from: "airlock@localhost.localdomain".into(),
+            mail_to: Vec::new(),
+            mail_domain: None,
         }
     }
 }

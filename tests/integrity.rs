@@ -243,7 +243,42 @@ async fn a_flipped_deleted_or_added_released_file_is_detected_by_the_next_pass()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flipped_byte_in_quarantine_blocks_a_pending_transfer() {
-    let t = TestApp::spawn_with(|s| s.integrity.poll_interval = Duration::from_millis(200)).await;
+    // A real SMTP server (Python's smtpd, printing what it receives) for the email alert.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mail_dir = tempfile::tempdir().unwrap();
+    let mail_log = mail_dir.path().join("mail.txt");
+    let mut smtpd = std::process::Command::new("python3")
+        .args([
+            "-u",
+            "-W",
+            "ignore",
+            "-m",
+            "smtpd",
+            "-n",
+            "-c",
+            "DebuggingServer",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::fs::File::create(&mail_log).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = TestApp::spawn_with(|s| {
+        s.integrity.poll_interval = Duration::from_millis(200);
+        s.integrity.smtp = Some(format!("127.0.0.1:{port}"));
+        s.integrity.mail_to = vec!["security@example.org".into()];
+        s.integrity.mail_domain = Some("example.org".into());
+    })
+    .await;
     let p = t.bootstrap(1).await;
     let pol = fast_policy(t.data_dir(), "1s");
     admin::create_workspace(&t.app, "proj", "fast", 1, Some(&pol))
@@ -270,6 +305,31 @@ async fn a_flipped_byte_in_quarantine_blocks_a_pending_transfer() {
         .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
+    // The alert email reached the SMTP server, for the list and the project's managers.
+    let mut mail = String::new();
+    for _ in 0..100 {
+        mail = std::fs::read_to_string(&mail_log).unwrap_or_default();
+        if mail.contains("Check now with") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = smtpd.kill();
+    let _ = smtpd.wait();
+    assert!(
+        mail.contains(&format!(
+            "Subject: [airlock] integrity incident in proj/fast, transfer {id}"
+        )),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("security@example.org, pm@example.org"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("- quarantine a.bin changed: sha256"),
+        "{mail}"
+    );
     t.stop().await;
 }
 

@@ -368,7 +368,48 @@ pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow
         tracing::warn!(transfer = %t.id, "integrity incident: {why}");
     }
     tx.commit().await?;
+    if !fresh.is_empty() {
+        mail(app, t, &fresh, &notify).await;
+    }
     Ok(())
+}
+
+/// Emails an alert when `[integrity] smtp` is set. A failure is logged; the incident stands
+/// (and went to the webhooks) either way.
+async fn mail(app: &App, t: &Transfer, fresh: &[&Check], notify: &[String]) {
+    let s = &app.settings.integrity;
+    let Some(server) = &s.smtp else {
+        return;
+    };
+    let mut to = s.mail_to.clone();
+    if let Some(domain) = &s.mail_domain {
+        to.extend(notify.iter().map(|u| format!("{u}@{domain}")));
+    }
+    let ws = app
+        .store
+        .workspace(t.workspace_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|w| format!("{}/{}", w.project_name, w.name))
+        .unwrap_or_default();
+    let mut body = format!(
+        "airlock found {} integrity problem(s) in transfer {} (workspace {ws}).\n\n",
+        fresh.len(),
+        t.id
+    );
+    for c in fresh {
+        body.push_str(&format!("- {}\n", c.detail));
+    }
+    body.push_str(&format!(
+        "\nFor: {}\nCheck now with `airlock verify {}`; list with `airlock incidents`.\n",
+        notify.join(", "),
+        t.id
+    ));
+    let subject = format!("[airlock] integrity incident in {ws}, transfer {}", t.id);
+    if let Err(e) = crate::notify::mail::send(server, &s.mail_from, &to, &subject, &body).await {
+        tracing::warn!(transfer = %t.id, error = %e, "integrity alert email failed");
+    }
 }
 
 /// The project's Programme and Project Managers, whom an integrity alert is for.

@@ -22,6 +22,8 @@
 //! Deliveries are sent oldest first, but a retried one may arrive after newer ones: order by
 //! `seq` in the body, not by arrival.
 
+pub mod mail;
+
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::store::{AuditRow, Delivery};
