@@ -77,7 +77,7 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
         }
     }
     // Only these succeed: the token's own sizes and digests, its tus offsets, and the public
-    // service endpoints, none of which carry content.
+    // service endpoints (health, counters, the API description), none of which carry content.
     allowed.sort();
     assert_eq!(
         allowed,
@@ -85,6 +85,7 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
             "/api/v1/transfers/{id}/manifest",
             "/api/v1/transfers/{id}/tus/{upload}",
             "/healthz",
+            "/metrics",
             "/openapi.json",
             "/readyz"
         ]

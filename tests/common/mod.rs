@@ -533,7 +533,7 @@ impl Clamd {
             .replace(
                 "# database_dir = \"/var/lib/clamav\"",
                 &format!(
-                    "database_dir = \"{}\"\nreload_settle = \"1s\"",
+                    "database_dir = \"{}\"\nreload_settle = \"3s\"",
                     self.db_dir().display()
                 ),
             );
