@@ -390,7 +390,10 @@ fn scan_tree<'a>(
 }
 
 fn label(v: &VerdictRow) -> String {
-    if v.member.is_empty() {
+    if v.path.is_empty() {
+        // The scanner failed before any file (it could not even say its version).
+        "every file".to_owned()
+    } else if v.member.is_empty() {
         v.path.clone()
     } else {
         format!("{}!{}", v.path, v.member)
