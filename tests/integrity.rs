@@ -238,6 +238,47 @@ async fn a_flipped_deleted_or_added_released_file_is_detected_by_the_next_pass()
     assert!(out.status.success());
     let listed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listed.matches("integrity").count(), 3, "{listed}");
+    // Resolving one is audited; the problem is still there, so the next pass raises it again.
+    let missing = t
+        .app
+        .store
+        .incidents(Some(id.parse().unwrap()))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.detail.contains("d/b.csv is missing"))
+        .unwrap();
+    let out = t.cli(None, &["incidents", "--resolve", &missing.id]);
+    assert!(!out.status.success(), "a comment is required");
+    let out = t.cli(
+        None,
+        &[
+            "incidents",
+            "--resolve",
+            &missing.id,
+            "--comment",
+            "restored from backup",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = t.cli(
+        None,
+        &["incidents", "--resolve", &missing.id, "--comment", "again"],
+    );
+    assert!(!out.status.success(), "resolved twice");
+    let found = wait_incidents(&t, &id, 4).await;
+    assert_eq!(
+        found
+            .iter()
+            .filter(|d| d.contains("d/b.csv is missing"))
+            .count(),
+        2,
+        "{found:?}"
+    );
+    let records = t.app.store.audit_records().await.unwrap();
+    assert!(records
+        .iter()
+        .any(|r| r.action == "incident.resolved" && r.detail.contains("restored from backup")));
     t.stop().await;
 }
 

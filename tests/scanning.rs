@@ -628,6 +628,28 @@ async fn command_scanners_give_verdicts_by_exit_code_and_are_killed_past_their_t
             .contains("sleep did not finish within 1s and was killed"),
         "{v}"
     );
+    // A scan that cannot complete does not hold the transfer forever: the PM cancels it
+    // (nobody else may), and the retries stop.
+    let (s, _) = t
+        .post_json(&p.inv, &format!("/transfers/{id}/cancel"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // (Retries move it through `scanning` and back; it is cancelled from `scan_error`.)
+    let mut cancelled = Value::Null;
+    for _ in 0..50 {
+        t.wait_for_state(&p.pm, &id, "scan_error").await;
+        let (s, v) = t
+            .post_json(&p.pm, &format!("/transfers/{id}/cancel"), Value::Null)
+            .await;
+        if s == StatusCode::OK {
+            cancelled = v;
+            break;
+        }
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    }
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(t.show(&p.pm, &id).await["state"], "cancelled");
     t.stop().await;
 }
 

@@ -100,11 +100,17 @@ pub enum Command {
         paths: Vec<PathBuf>,
     },
     /// Incidents (integrity, scan, hash confirmation) with their state, from the data directory.
+    /// `--resolve ID --comment TEXT` marks one handled (audited); if the problem is still
+    /// there, the next check raises it again.
     Incidents {
         #[arg(long)]
         transfer: Option<String>,
         #[arg(long)]
         json: bool,
+        #[arg(long, requires = "comment")]
+        resolve: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
     },
     /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
     #[command(subcommand)]
@@ -294,7 +300,7 @@ pub enum TransferCommand {
     /// Return a transfer to its requester for changes; say what in --comment. Every approval
     /// given so far is void; a new upload token reopens it.
     Return(Decide),
-    /// Cancel a transfer that is not sealed (or was returned).
+    /// Cancel a transfer that is not sealed, was returned, or is stuck in scan_error.
     Cancel { id: String },
     /// Withdraw a released transfer from the workspace's read-only volume.
     Revoke {
@@ -444,9 +450,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
             paths,
         } => hash(digest, *quiet, paths).await,
-        Command::Incidents { transfer, json } => {
+        Command::Incidents {
+            transfer,
+            json,
+            resolve,
+            comment,
+        } => {
             let s = settings(&cli)?;
             let app = App::open(s).await?;
+            if let Some(id) = resolve {
+                let comment = comment.as_deref().unwrap_or_default().trim();
+                if comment.is_empty() {
+                    anyhow::bail!("say how it was handled: --comment TEXT");
+                }
+                let mut tx = app.store.begin().await?;
+                let Some(t) = tx.resolve_incident(id).await? else {
+                    anyhow::bail!("no open incident {id} (see `airlock incidents`)");
+                };
+                let mut ev = crate::audit::AuditEvent::new("admin-cli", "incident.resolved")
+                    .detail(serde_json::json!({ "incident": id, "comment": comment }));
+                if let Some(t) = t.and_then(|t| t.parse::<crate::domain::TransferId>().ok()) {
+                    ev = ev.transfer(t);
+                }
+                tx.audit(ev).await?;
+                tx.commit().await?;
+                println!("incident {id} resolved");
+                return Ok(());
+            }
             let t = match transfer {
                 Some(t) => Some(t.parse().map_err(|e| anyhow::anyhow!("{e}"))?),
                 None => None,
@@ -466,7 +496,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 for i in &list {
                     println!(
-                        "{}  {:<6} {:<18} {}  {}",
+                        "{}  {}  {:<8} {:<18} {}  {}",
+                        i.id,
                         i.created_at,
                         i.state,
                         i.kind,

@@ -28,7 +28,7 @@ pub enum TransferState {
     Returned,
     /// Malware, integrity or hash-confirmation failure.
     Blocked,
-    /// Cancelled before seal.
+    /// Cancelled before seal, after a return, or while its scan could not complete.
     Cancelled,
     /// The upload token ran out before seal.
     Expired,
@@ -86,6 +86,9 @@ impl TransferState {
             (S::Open, E::Expire) => S::Expired,
             (S::Sealed, E::StartScan) => S::Scanning,
             (S::ScanError, E::StartScan) => S::Scanning,
+            // A scan that cannot complete (a scanner that always fails) must not hold the
+            // transfer forever: its Project Manager may cancel it.
+            (S::ScanError, E::Cancel) => S::Cancelled,
             (S::Scanning, E::ScanClean) => S::InReview,
             (S::Scanning, E::ScanFailed) => S::ScanError,
             (S::Sealed | S::Scanning | S::ScanError | S::InReview, E::Block) => S::Blocked,

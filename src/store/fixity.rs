@@ -77,6 +77,19 @@ impl Store {
 }
 
 impl Tx<'_> {
+    /// Marks an open incident resolved; returns its transfer, or `None` if no open incident
+    /// has that id.
+    pub async fn resolve_incident(&mut self, id: &str) -> Result<Option<Option<String>>> {
+        let t: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE incidents SET state = 'resolved' WHERE id = $1 AND state = 'open' \
+             RETURNING transfer_id",
+        )
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(t)
+    }
+
     pub async fn record_fixity(&mut self, transfer: TransferId, row: &FixityRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO fixity (transfer_id, location, path, verified_at, result, detail) \
