@@ -33,6 +33,15 @@ async fn scan(t: &TestApp, pm: &str, workspace: &str, files: &[(&str, Vec<u8>)])
     id
 }
 
+/// A server whose scanners are read from `dir` (clamav.toml there names its own clamd).
+async fn with_scanners(dir: std::path::PathBuf) -> TestApp {
+    TestApp::spawn_with(|s| {
+        s.scanning.dir = Some(dir);
+        s.scanning.clamd = None;
+    })
+    .await
+}
+
 async fn open(t: &TestApp, pm: &str, workspace: &str) -> String {
     let (s, v) = t
         .post_json(
@@ -382,11 +391,7 @@ async fn an_oversize_file_is_unscannable_never_clean() {
     // clamd accepts at most 1 MiB per stream; airlock is told so in its scanners/ folder.
     let clamd = Clamd::start_with("1M");
     let scanners = clamd.scanners_dir("1 MiB");
-    let t = TestApp::spawn_with(|s| {
-        s.scanning.dir = Some(scanners);
-        s.scanning.clamd = None;
-    })
-    .await;
+    let t = with_scanners(scanners).await;
     let p = t.bootstrap(1).await;
     admin::add_user(&t.app, "ref", &[Role::Referee])
         .await
@@ -487,11 +492,7 @@ async fn a_file_over_clamds_own_limit_is_unscannable_even_if_airlock_is_misconfi
     // airlock believes clamd takes 100 MiB; clamd takes 1 MiB. clamd's answer still wins.
     let clamd = Clamd::start_with("1M");
     let scanners = clamd.scanners_dir("100 MiB");
-    let t = TestApp::spawn_with(|s| {
-        s.scanning.dir = Some(scanners);
-        s.scanning.clamd = None;
-    })
-    .await;
+    let t = with_scanners(scanners).await;
     let p = t.bootstrap(1).await;
     let id = scan(&t, &p.pm, "proj/ws", &[("big.bin", bytes(3 << 20, 3))]).await;
     let v = t.show(&p.pm, &id).await;
@@ -511,11 +512,7 @@ async fn a_file_over_clamds_own_limit_is_unscannable_even_if_airlock_is_misconfi
 async fn a_new_signature_rescans_transfers_awaiting_review() {
     let clamd = Clamd::start();
     let scanners = clamd.scanners_dir("100 MiB");
-    let t = TestApp::spawn_with(|s| {
-        s.scanning.dir = Some(scanners);
-        s.scanning.clamd = None;
-    })
-    .await;
+    let t = with_scanners(scanners).await;
     let p = t.bootstrap(1).await;
     let novel = b"a sample nobody has a signature for yet\n".to_vec();
     let id = scan(&t, &p.pm, "proj/ws", &[("sample.txt", novel.clone())]).await;
@@ -556,17 +553,7 @@ async fn a_new_signature_rescans_transfers_awaiting_review() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn command_scanners_give_verdicts_by_exit_code_and_are_killed_past_their_timeout() {
     let t0 = TestApp::spawn().await;
-    let dir = t0.data_dir().join("scanners");
-    std::fs::create_dir_all(&dir).unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("scanners");
-    for f in [
-        "clamav.toml",
-        "filetype.toml",
-        "archive.toml",
-        "secrets.toml",
-    ] {
-        std::fs::copy(repo.join(f), dir.join(f)).unwrap();
-    }
+    let dir = repo_scanners(&t0.data_dir().join("scanners"));
     // A scanner that never finishes in time.
     std::fs::write(
         dir.join("slow.toml"),
@@ -687,13 +674,10 @@ async fn an_encrypted_archive_is_unscannable() {
 async fn archives_nested_past_the_depth_limit_are_a_finding() {
     // The repository's scanners with archive.max_depth = 1: a zip inside a tar is too deep.
     let dir = tempfile::tempdir().unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("scanners");
-    for f in ["clamav.toml", "filetype.toml", "secrets.toml"] {
-        std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
-    }
+    let archive = repo_scanners(dir.path()).join("archive.toml");
     std::fs::write(
-        dir.path().join("archive.toml"),
-        std::fs::read_to_string(repo.join("archive.toml"))
+        &archive,
+        std::fs::read_to_string(&archive)
             .unwrap()
             .replace("max_depth = 4", "max_depth = 1"),
     )

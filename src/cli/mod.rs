@@ -671,8 +671,7 @@ async fn scan_files(
     }
     let rules = crate::policy::Scanning {
         required: names.clone(),
-        unscannable: Default::default(),
-        filetype: Default::default(),
+        ..Default::default()
     };
     let n = concurrency.unwrap_or(reg.concurrency).max(1);
     let started = std::time::Instant::now();

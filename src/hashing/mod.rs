@@ -158,6 +158,33 @@ pub fn hash_reader(mut r: impl std::io::Read) -> std::io::Result<Digests> {
 /// Files at or above this size get BLAKE3 across all cores, memory-mapped.
 const RAYON_ABOVE: u64 = 4 << 20;
 
+/// Feeds files, in order, to a SHA-256 with a 1 MiB buffer.
+fn sha256_of(paths: &[std::path::PathBuf]) -> std::io::Result<Sha256> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        let mut f = std::fs::File::open(p)?;
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h)
+}
+
+/// Feeds a file to BLAKE3: all cores over the memory-mapped file when it is large.
+fn blake3_update(b3: &mut blake3::Hasher, path: &std::path::Path) -> std::io::Result<()> {
+    if std::fs::metadata(path)?.len() >= RAYON_ABOVE {
+        b3.update_mmap_rayon(path)?;
+    } else {
+        b3.update_reader(std::fs::File::open(path)?)?;
+    }
+    Ok(())
+}
+
 /// Both digests of the concatenation of `paths` (a file's segments, or one released file).
 pub fn hash_paths(paths: &[std::path::PathBuf]) -> std::io::Result<Digests> {
     if let [one] = paths {
@@ -178,29 +205,12 @@ pub fn hash_paths(paths: &[std::path::PathBuf]) -> std::io::Result<Digests> {
     for p in paths {
         size += std::fs::metadata(p)?.len();
     }
+    // SHA-256 on one thread while BLAKE3 uses the others.
     std::thread::scope(|s| {
-        let sha = s.spawn(|| -> std::io::Result<Sha256> {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            for p in paths {
-                let mut f = std::fs::File::open(p)?;
-                loop {
-                    let n = std::io::Read::read(&mut f, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-            }
-            Ok(h)
-        });
+        let sha = s.spawn(|| sha256_of(paths));
         let mut b3 = blake3::Hasher::new();
         for p in paths {
-            if std::fs::metadata(p)?.len() >= RAYON_ABOVE {
-                b3.update_mmap_rayon(p)?;
-            } else {
-                b3.update_reader(std::fs::File::open(p)?)?;
-            }
+            blake3_update(&mut b3, p)?;
         }
         let sha = sha
             .join()
@@ -215,27 +225,14 @@ pub fn hash_paths(paths: &[std::path::PathBuf]) -> std::io::Result<Digests> {
 
 /// One digest of a file at rest, for measuring each alone (`airlock hash --digest`).
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<HexDigest> {
-    let mut h = Sha256::new();
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    let h = sha256_of(&[path.to_owned()])?;
     Ok(HexDigest::from_bytes(&h.finalize().into()))
 }
 
-/// BLAKE3 of a file at rest: all cores over the memory-mapped file when it is large.
+/// BLAKE3 of a file at rest.
 pub fn blake3_file(path: &std::path::Path) -> std::io::Result<HexDigest> {
     let mut b3 = blake3::Hasher::new();
-    if std::fs::metadata(path)?.len() >= RAYON_ABOVE {
-        b3.update_mmap_rayon(path)?;
-    } else {
-        b3.update_reader(std::fs::File::open(path)?)?;
-    }
+    blake3_update(&mut b3, path)?;
     Ok(HexDigest::from_bytes(b3.finalize().as_bytes()))
 }
 

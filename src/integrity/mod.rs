@@ -228,12 +228,7 @@ pub async fn verify(
     if let Some(only) = &only {
         jobs.retain(|j| only.contains(&(j.location.to_owned(), j.path.clone())));
     }
-    let qdir = app.volumes.segment_path(t.id, FileId::new(), 0);
-    let qdir = qdir
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_owned)
-        .unwrap_or_default();
+    let qdir = app.volumes.transfer_dir(t.id);
     let listed: HashSet<String> = manifest.iter().map(|m| m.path.clone()).collect();
     let checks = tokio::task::spawn_blocking(move || {
         let mut checks: Vec<Check> = jobs.par_iter().map(check).collect();
@@ -340,18 +335,8 @@ pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow
                 | TransferState::InReview
                 | TransferState::Approved),
             ) => {
-                let reason = format!("blocked: integrity failure: {why}");
-                if tx
-                    .set_state(t.id, s, TransferState::Blocked, &reason)
-                    .await?
-                {
-                    tx.audit(
-                        AuditEvent::new("system", "transfer.blocked")
-                            .transfer(t.id)
-                            .detail(serde_json::json!({ "kind": "integrity", "reason": why })),
-                    )
+                crate::workflow::transfers::mark_blocked(&mut tx, t.id, s, "integrity", &why)
                     .await?;
-                }
             }
             Some(TransferState::Released) => {
                 let reason = format!("released; INTEGRITY INCIDENT: {why}");

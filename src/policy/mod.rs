@@ -50,7 +50,7 @@ pub struct Limits {
     pub max_transfer_size: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scanning {
     /// Scanners every file must pass before review (file names in scanners/).
@@ -131,16 +131,7 @@ impl Policy {
             key: key.to_owned(),
             message,
         };
-        let rules: Rules = toml::from_str(text).map_err(|e| {
-            // toml names unknown and missing keys in its message; keep its first line short.
-            let msg = e.message().to_owned();
-            let key = e
-                .span()
-                .and_then(|s| text.get(s))
-                .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_owned())
-                .unwrap_or_default();
-            err(&key, msg)
-        })?;
+        let rules: Rules = parse_toml(text).map_err(|(key, msg)| err(&key, msg))?;
         let tier = Tier::try_from(rules.tier).map_err(|m| err("tier", m))?;
         if let Some(want) = expect_tier {
             if tier != want {
@@ -274,12 +265,29 @@ impl Policy {
     }
 }
 
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Parses a TOML file into `T`; on failure, the key the error points at and toml's message
+/// (which names unknown and missing keys).
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, (String, String)> {
+    toml::from_str(text).map_err(|e| {
+        let key = e
+            .span()
+            .and_then(|s| text.get(s))
+            .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_owned())
+            .unwrap_or_default();
+        (key, e.message().to_owned())
+    })
+}
+
+/// Reads a humantime duration ("24h") from TOML.
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
-fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+/// Reads a human size ("100 MiB") or a number from TOML.
+pub(crate) fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

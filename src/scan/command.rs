@@ -199,11 +199,7 @@ mod tests {
              clean_exit_codes = [1]\ninfected_exit_codes = [0]\nfinding = \"F\"\ntimeout = \"10s\"\n",
         );
         let dir = tempfile::tempdir().unwrap();
-        let rules = crate::policy::Scanning {
-            required: vec![],
-            unscannable: Default::default(),
-            filetype: Default::default(),
-        };
+        let rules = crate::policy::Scanning::default();
         let mut out = Vec::new();
         for (name, body) in [("bad", "x FORBIDDEN y"), ("good", "fine")] {
             let p = dir.path().join(name);

@@ -203,14 +203,8 @@ impl Scanners {
                     "a scanner's file name is its name: lowercase letters, digits and '-'".into(),
                 ));
             }
-            let parsed: ScannerFile = toml::from_str(&text).map_err(|e| {
-                let key = e
-                    .span()
-                    .and_then(|s| text.get(s))
-                    .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_owned())
-                    .unwrap_or_default();
-                err(&key, e.message().to_owned())
-            })?;
+            let parsed: ScannerFile =
+                crate::policy::parse_toml(&text).map_err(|(key, msg)| err(&key, msg))?;
             match parsed {
                 ScannerFile::Clamav(mut c) => {
                     if let Some(a) = clamd {
@@ -299,23 +293,4 @@ impl Scanners {
     }
 }
 
-/// Reads a human size ("100 MiB") or a number from TOML.
-pub(crate) fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        N(u64),
-        S(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::N(n) => Ok(n),
-        Raw::S(s) => crate::policy::parse_size(&s).map_err(serde::de::Error::custom),
-    }
-}
-
-pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<std::time::Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-}
+pub(crate) use crate::policy::{duration, size};

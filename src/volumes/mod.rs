@@ -87,6 +87,11 @@ impl Volumes {
             .join(Self::segment_key(transfer, file, seq).as_ref())
     }
 
+    /// The quarantine folder of a transfer on disk: one folder per file, its segments inside.
+    pub fn transfer_dir(&self, transfer: TransferId) -> PathBuf {
+        self.quarantine_root.join(format!("transfers/{transfer}"))
+    }
+
     /// Scratch space for scanning a transfer (joined files, expanded archive members). It lies
     /// inside the quarantine volume: what is in it is as untrusted as the uploads.
     pub fn scratch_dir(&self, transfer: TransferId) -> PathBuf {

@@ -450,7 +450,6 @@ async fn record(
     let digest = hex::encode(sha2::Sha256::digest(
         serde_json::to_vec(&rows).unwrap_or_default(),
     ));
-    let count = |k: VerdictKind| rows.iter().filter(|v| v.verdict == k.as_str()).count();
     let mut scanners: Vec<serde_json::Value> = Vec::new();
     for v in &rows {
         let j = serde_json::json!({"name": v.scanner, "version": v.scanner_version, "database": v.db_version});
@@ -475,8 +474,8 @@ async fn record(
             .detail(serde_json::json!({
                 "rescan": rescan,
                 "verdicts": {
-                    "clean": count(VerdictKind::Clean), "infected": count(VerdictKind::Infected),
-                    "unscannable": count(VerdictKind::Unscannable), "error": count(VerdictKind::Error),
+                    "clean": of(VerdictKind::Clean).len(), "infected": infected.len(),
+                    "unscannable": unscannable.len(), "error": errors.len(),
                 },
                 "findings": findings,
                 "scanners": scanners,

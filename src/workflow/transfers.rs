@@ -454,6 +454,23 @@ pub(super) async fn block_in(
     kind: &str,
     why: &str,
 ) -> Result<bool> {
+    if !mark_blocked(tx, id, from, kind, why).await? {
+        return Ok(false);
+    }
+    tx.insert_incident(Some(id), kind, why).await?;
+    Ok(true)
+}
+
+/// Moves a transfer from `from` to `blocked` with the reason, audited, without recording an
+/// incident (for callers that record their own, one per problem). False if it was no longer
+/// in `from`.
+pub(crate) async fn mark_blocked(
+    tx: &mut crate::store::Tx<'_>,
+    id: TransferId,
+    from: TransferState,
+    kind: &str,
+    why: &str,
+) -> Result<bool> {
     let reason = format!("blocked: {kind} failure: {why}");
     if !tx
         .set_state(id, from, TransferState::Blocked, &reason)
@@ -461,7 +478,6 @@ pub(super) async fn block_in(
     {
         return Ok(false);
     }
-    tx.insert_incident(Some(id), kind, why).await?;
     tx.audit(
         AuditEvent::new("system", "transfer.blocked")
             .transfer(id)

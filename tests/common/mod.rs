@@ -267,22 +267,6 @@ impl TestApp {
         );
     }
 
-    /// Polls until the scans of a sealed transfer are done (its state is no longer `sealed`
-    /// or `scanning`) and returns its view; panics after 30 s.
-    pub async fn scanned(&self, token: &str, id: &str) -> Value {
-        for _ in 0..300 {
-            let v = self.show(token, id).await;
-            if v["state"] != "sealed" && v["state"] != "scanning" {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "transfer {id} is still scanning: {}",
-            self.show(token, id).await
-        );
-    }
-
     /// Waits (reading the database, so no token is needed) until the scans of a sealed
     /// transfer are done; panics after 30 s.
     pub async fn scans_done(&self, id: &str) {
@@ -514,13 +498,8 @@ impl Clamd {
     /// A scanners/ folder like the repository's, with clamav.toml pointing at this clamd and
     /// its database folder, and `stream_max_length` set.
     pub fn scanners_dir(&self, stream_max_length: &str) -> PathBuf {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("scanners");
-        let out = self.dir.path().join("scanners");
-        std::fs::create_dir_all(&out).unwrap();
-        for f in ["filetype.toml", "archive.toml", "secrets.toml"] {
-            std::fs::copy(repo.join(f), out.join(f)).unwrap();
-        }
-        let clam = std::fs::read_to_string(repo.join("clamav.toml"))
+        let out = repo_scanners(&self.dir.path().join("scanners"));
+        let clam = std::fs::read_to_string(out.join("clamav.toml"))
             .unwrap()
             .replace(
                 "address = \"127.0.0.1:3310\"",
@@ -540,6 +519,19 @@ impl Clamd {
         std::fs::write(out.join("clamav.toml"), clam).unwrap();
         out
     }
+}
+
+/// A copy of the repository's scanners/*.toml in `dir` (created), to edit for a test.
+pub fn repo_scanners(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("scanners");
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(&repo).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dir.to_owned()
 }
 
 impl Drop for Clamd {
