@@ -4,7 +4,7 @@ use crate::domain::TransferId;
 use crate::server::error::ApiError;
 use crate::server::AppState;
 use crate::workflow::access::{self, Principal};
-use crate::workflow::{governance, transfers, upload, Error};
+use crate::workflow::{governance, membership, transfers, upload, Error};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -369,8 +369,8 @@ pub async fn add_user(
     State(app): State<AppState>,
     Caller(who): Caller,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<governance::UserView>)> {
-    let u = governance::add_user(&app, &who, json_body(&body)?).await?;
+) -> ApiResult<(StatusCode, Json<membership::UserView>)> {
+    let u = membership::add_user(&app, &who, json_body(&body)?).await?;
     Ok((StatusCode::CREATED, Json(u)))
 }
 
@@ -379,7 +379,7 @@ pub async fn create_project(
     Caller(who): Caller,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let name = governance::create_project(&app, &who, json_body(&body)?).await?;
+    let name = membership::create_project(&app, &who, json_body(&body)?).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "name": name })),
@@ -390,8 +390,8 @@ pub async fn members(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(project): Path<String>,
-) -> ApiResult<Json<Vec<governance::MemberView>>> {
-    Ok(Json(governance::members(&app, &who, &project).await?))
+) -> ApiResult<Json<Vec<membership::MemberView>>> {
+    Ok(Json(membership::members(&app, &who, &project).await?))
 }
 
 pub async fn add_member(
@@ -399,8 +399,8 @@ pub async fn add_member(
     Caller(who): Caller,
     Path(project): Path<String>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<governance::MemberView>)> {
-    let m = governance::add_member(&app, &who, &project, json_body(&body)?).await?;
+) -> ApiResult<(StatusCode, Json<membership::MemberView>)> {
+    let m = membership::add_member(&app, &who, &project, json_body(&body)?).await?;
     Ok((StatusCode::CREATED, Json(m)))
 }
 
@@ -409,9 +409,46 @@ pub async fn approve_member(
     Caller(who): Caller,
     Path(project): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<governance::MemberView>> {
+) -> ApiResult<Json<membership::MemberView>> {
     Ok(Json(
-        governance::approve_member(&app, &who, &project, json_body(&body)?).await?,
+        membership::approve_member(&app, &who, &project, json_body(&body)?).await?,
+    ))
+}
+
+pub async fn remove_member(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<membership::Removed>> {
+    Ok(Json(
+        membership::remove_member(&app, &who, &project, json_body(&body)?).await?,
+    ))
+}
+
+pub async fn disable_user(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<membership::Disabled>> {
+    let req = if body.is_empty() {
+        membership::DisableUser::default()
+    } else {
+        json_body(&body)?
+    };
+    Ok(Json(
+        membership::disable_user(&app, &who, &user, req).await?,
+    ))
+}
+
+pub async fn revoke_staff_tokens(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    body: Bytes,
+) -> ApiResult<Json<membership::TokensRevoked>> {
+    Ok(Json(
+        membership::revoke_staff_tokens(&app, &who, json_body(&body)?).await?,
     ))
 }
 

@@ -1,8 +1,8 @@
 //! Client commands: talk to a running server over its JSON API.
 
 use super::{
-    Confirm, Decide, MemberCommand, ProjectApiCommand, RefereeCommand, TransferCommand,
-    UserApiCommand,
+    Confirm, Decide, MemberCommand, ProjectApiCommand, RefereeCommand, TokenApiCommand,
+    TransferCommand, UserApiCommand,
 };
 use crate::auth::peek_claims;
 use anyhow::{anyhow, bail, Context};
@@ -301,6 +301,31 @@ pub async fn member(server: &str, cmd: &MemberCommand) -> anyhow::Result<()> {
             .await?;
             print(&v);
         }
+        MemberCommand::Remove {
+            project,
+            user,
+            role,
+            reason,
+        } => {
+            let v: Value = send(
+                http.post(api(server, &format!("/projects/{project}/members/remove")))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "user": user, "role": role, "reason": reason })),
+            )
+            .await?
+            .json()
+            .await?;
+            let roles: Vec<&str> = v["roles"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "removed {} ({}) from {project}; approvals voided on {} transfer(s)",
+                v["user"].as_str().unwrap_or_default(),
+                roles.join(", "),
+                v["voided_on"].as_array().map_or(0, |a| a.len())
+            );
+        }
         MemberCommand::List { project, json } => {
             let v: Value = send(
                 http.get(api(server, &format!("/projects/{project}/members")))
@@ -320,7 +345,27 @@ pub async fn member(server: &str, cmd: &MemberCommand) -> anyhow::Result<()> {
 }
 
 pub async fn user(server: &str, cmd: &UserApiCommand) -> anyhow::Result<()> {
-    let UserApiCommand::Add { name, roles } = cmd;
+    let (name, roles) = match cmd {
+        UserApiCommand::Add { name, roles } => (name, roles),
+        UserApiCommand::Disable { name, reason } => {
+            let v: Value = send(
+                Client::new()
+                    .post(api(server, &format!("/users/{name}/disable")))
+                    .bearer_auth(staff_token()?)
+                    .json(&serde_json::json!({ "reason": reason })),
+            )
+            .await?
+            .json()
+            .await?;
+            println!(
+                "{} disabled: {} staff token(s) revoked, approvals voided on {} transfer(s)",
+                v["user"].as_str().unwrap_or_default(),
+                v["tokens_revoked"],
+                v["voided_on"].as_array().map_or(0, |a| a.len())
+            );
+            return Ok(());
+        }
+    };
     let v: Value = send(
         Client::new()
             .post(api(server, "/users"))
@@ -331,6 +376,25 @@ pub async fn user(server: &str, cmd: &UserApiCommand) -> anyhow::Result<()> {
     .json()
     .await?;
     println!("{}", v["name"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+pub async fn token(server: &str, cmd: &TokenApiCommand) -> anyhow::Result<()> {
+    let TokenApiCommand::Revoke { id, user } = cmd;
+    let v: Value = send(
+        Client::new()
+            .post(api(server, "/tokens/revoke"))
+            .bearer_auth(staff_token()?)
+            .json(&serde_json::json!({ "id": id, "user": user })),
+    )
+    .await?
+    .json()
+    .await?;
+    let n = v["revoked"].as_array().map_or(0, |a| a.len());
+    println!(
+        "revoked {n} staff token(s) of {}",
+        v["user"].as_str().unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -127,6 +127,9 @@ pub enum Command {
     /// Projects, through the server (needs AIRLOCK_TOKEN of a Programme Manager).
     #[command(subcommand)]
     Project(ProjectApiCommand),
+    /// Staff tokens, through the server (needs AIRLOCK_TOKEN).
+    #[command(subcommand)]
+    Token(TokenApiCommand),
     /// Upload files and folders with an upload token; paths are kept relative to the
     /// current directory.
     Upload {
@@ -199,6 +202,17 @@ pub enum AdminCommand {
     /// Workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Export one file of a transfer, in any state (a blocked transfer's malware included),
+    /// for forensics: audited as `content.forensic_export` with the reason. Written to --out
+    /// (created, never overwritten), mode 0600.
+    ForensicExport {
+        transfer: String,
+        path: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
     /// Print a staff token for USER.
     Token {
         user: String,
@@ -215,6 +229,12 @@ pub enum UserCommand {
         name: String,
         #[arg(long = "role", required = true)]
         roles: Vec<Role>,
+    },
+    /// Disable a user, a System Manager included: every token of theirs stops working.
+    Disable {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -359,6 +379,28 @@ pub enum MemberCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a member from a project: one role, or every role (Project Manager; a
+    /// provider needs a Programme Manager). Their approvals not yet released are void.
+    Remove {
+        project: String,
+        user: String,
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenApiCommand {
+    /// Revoke staff tokens: one by its id, or every token of `--user` (your own, or anyone's
+    /// as a Programme Manager).
+    Revoke {
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -368,6 +410,12 @@ pub enum UserApiCommand {
         name: String,
         #[arg(long = "role")]
         roles: Vec<Role>,
+    },
+    /// Disable a user (Programme Manager): every token of theirs stops working at once.
+    Disable {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -516,6 +564,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Member(cmd) => client::member(&cli.server, cmd).await,
         Command::User(cmd) => client::user(&cli.server, cmd).await,
         Command::Project(cmd) => client::project(&cli.server, cmd).await,
+        Command::Token(cmd) => client::token(&cli.server, cmd).await,
         Command::Upload { token, paths } => client::upload(&cli.server, token, paths).await,
         Command::Seal { token, confirm } => {
             client::seal_with_token(&cli.server, token, confirm).await
@@ -612,6 +661,10 @@ async fn webhooks(app: &App, cmd: &WebhookCommand) -> anyhow::Result<()> {
 async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
     use crate::workflow::admin as a;
     match cmd {
+        AdminCommand::User(UserCommand::Disable { name, reason }) => {
+            a::disable_user(app, name, reason).await?;
+            println!("{name} disabled");
+        }
         AdminCommand::User(UserCommand::Add { name, roles }) => {
             let id = a::add_user(app, name, roles).await?;
             println!("{id}");
@@ -639,6 +692,38 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Token { user, ttl } => {
             let t = a::staff_token(app, user, ttl.map(Into::into)).await?;
             println!("{t}");
+        }
+        AdminCommand::ForensicExport {
+            transfer,
+            path,
+            out,
+            reason,
+        } => {
+            use futures::StreamExt;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let id = transfer
+                .parse()
+                .map_err(|_| anyhow::anyhow!("no transfer {transfer}"))?;
+            let (file, mut stream) =
+                crate::workflow::transfers::forensic_export(app, id, path, reason).await?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            while let Some(chunk) = stream.next().await {
+                f.write_all(&chunk?)?;
+            }
+            f.sync_all()?;
+            println!(
+                "{} ({} bytes, sha256 {}) written to {}",
+                file.path,
+                file.received,
+                file.sha256.as_deref().unwrap_or("-"),
+                out.display()
+            );
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //!
 //! Nothing here does I/O; everything is parsed once at the edge ("parse, don't validate").
 
+pub mod duties;
 pub mod path;
 pub mod state;
 

@@ -93,6 +93,16 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             post(api::approve_referee),
         ),
         ("post", "/api/v1/users", post(api::add_user)),
+        (
+            "post",
+            "/api/v1/users/{user}/disable",
+            post(api::disable_user),
+        ),
+        (
+            "post",
+            "/api/v1/tokens/revoke",
+            post(api::revoke_staff_tokens),
+        ),
         ("post", "/api/v1/projects", post(api::create_project)),
         (
             "get",
@@ -108,6 +118,11 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             "post",
             "/api/v1/projects/{project}/members/approve",
             post(api::approve_member),
+        ),
+        (
+            "post",
+            "/api/v1/projects/{project}/members/remove",
+            post(api::remove_member),
         ),
         ("options", TUS, tus_route(options(tus::options))),
         ("post", TUS, tus_route(post(tus::create))),

@@ -269,4 +269,147 @@ impl Tx<'_> {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Removes `user`'s membership of `project`: one role, or every role. Returns the roles
+    /// removed.
+    pub async fn remove_member(
+        &mut self,
+        project: ProjectId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<Vec<Role>> {
+        let rows = sqlx::query(
+            "DELETE FROM project_members WHERE project_id = $1 AND user_id = $2 \
+             AND ($3 IS NULL OR role = $3) RETURNING role",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .bind(role.map(|r| r.as_str()))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| parse("project_members", r.try_get("role")?))
+            .collect()
+    }
+
+    /// Voids `user`'s decisions that still count on transfers not yet released (in `project`
+    /// only, or everywhere; in `role` only, or any); returns the transfers touched.
+    pub async fn void_decisions_of(
+        &mut self,
+        user: UserId,
+        project: Option<ProjectId>,
+        role: Option<Role>,
+        reason: &str,
+    ) -> Result<Vec<TransferId>> {
+        let rows = sqlx::query(
+            "UPDATE decisions SET void_reason = $3 WHERE user_id = $1 AND void_reason IS NULL \
+             AND ($4 IS NULL OR role = $4) AND transfer_id IN (SELECT t.id FROM transfers t JOIN workspaces w \
+               ON w.id = t.workspace_id WHERE ($2 IS NULL OR w.project_id = $2) \
+               AND t.state NOT IN ('released', 'revoked')) \
+             RETURNING transfer_id",
+        )
+        .bind(user.to_string())
+        .bind(project.map(|p| p.to_string()))
+        .bind(reason)
+        .bind(role.map(|r| r.as_str()))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut ids: Vec<TransferId> = rows
+            .iter()
+            .map(|r| parse("decisions", r.try_get("transfer_id")?))
+            .collect::<Result<_>>()?;
+        ids.sort_by_key(|t| t.to_string());
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Marks a user disabled; false if they already were.
+    pub async fn disable_user(&mut self, user: UserId, by: &str, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO user_disabled (user_id, disabled_by, reason, at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(user.to_string())
+        .bind(by)
+        .bind(reason)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes staff tokens: one by id, or all of a user's. Returns the ids revoked now.
+    pub async fn revoke_staff_tokens(
+        &mut self,
+        user: UserId,
+        only: Option<TokenId>,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE staff_tokens SET revoked_at = $3 WHERE user_id = $1 \
+             AND ($2 IS NULL OR id = $2) AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(user.to_string())
+        .bind(only.map(|t| t.to_string()))
+        .bind(now())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// The user who added a membership (for the counter-approval check), if it exists.
+    pub async fn member_added_by(
+        &mut self,
+        project: ProjectId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Option<Option<UserId>>> {
+        let row = sqlx::query(
+            "SELECT added_by FROM project_members WHERE project_id = $1 AND user_id = $2 \
+             AND role = $3",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            r.try_get::<Option<String>, _>("added_by")?
+                .map(|s| parse("project_members", &s))
+                .transpose()
+        })
+        .transpose()
+    }
+
+    /// The user who assigned a referee (for the counter-approval check), if assigned.
+    pub async fn referee_assigned_by(
+        &mut self,
+        transfer: TransferId,
+        user: UserId,
+    ) -> Result<Option<UserId>> {
+        let row = sqlx::query(
+            "SELECT assigned_by FROM referee_assignments WHERE transfer_id = $1 AND user_id = $2",
+        )
+        .bind(transfer.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| parse("referee_assignments", r.try_get("assigned_by")?))
+            .transpose()
+    }
+
+    /// Every role `user` holds or awaits in `project`, read under the write lock.
+    pub async fn all_member_roles(
+        &mut self,
+        project: ProjectId,
+        user: UserId,
+    ) -> Result<Vec<Role>> {
+        sqlx::query("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
+            .bind(project.to_string())
+            .bind(user.to_string())
+            .fetch_all(&mut *self.tx)
+            .await?
+            .iter()
+            .map(|r| parse("project_members", r.try_get("role")?))
+            .collect()
+    }
 }

@@ -51,6 +51,8 @@ pub struct User {
     pub id: UserId,
     pub name: String,
     pub roles: Vec<Role>,
+    /// Disabled by a Programme Manager (`airlock user disable`): none of their tokens work.
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -282,10 +284,16 @@ impl Store {
             .iter()
             .map(|r| parse("user_roles", r.try_get("role")?))
             .collect::<Result<Vec<Role>>>()?;
+        let disabled = sqlx::query("SELECT 1 FROM user_disabled WHERE user_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
         Ok(User {
             id,
             name: r.try_get("name")?,
             roles,
+            disabled,
         })
     }
 
@@ -462,6 +470,16 @@ impl Store {
     }
 
     /// Whether a staff token id is known and not revoked.
+    /// The user a staff token was minted for, if it exists.
+    pub async fn staff_token_owner(&self, id: TokenId) -> Result<Option<UserId>> {
+        sqlx::query("SELECT user_id FROM staff_tokens WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| parse("staff_tokens", r.try_get("user_id")?))
+            .transpose()
+    }
+
     pub async fn staff_token_live(&self, id: TokenId) -> Result<bool> {
         let row = sqlx::query("SELECT revoked_at FROM staff_tokens WHERE id = $1")
             .bind(id.to_string())

@@ -10,6 +10,14 @@ CREATE TABLE IF NOT EXISTS user_roles (
     role TEXT NOT NULL,
     PRIMARY KEY (user_id, role)
 );
+-- Users cut off by a Programme Manager: every token of theirs is refused from the next request.
+-- A table of its own (not a column) so that a data directory made before it upgrades in place.
+CREATE TABLE IF NOT EXISTS user_disabled (
+    user_id TEXT PRIMARY KEY REFERENCES users(id),
+    disabled_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,

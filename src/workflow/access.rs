@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::auth::{TokenError, TokenKind};
 use crate::domain::*;
-use crate::store::{Transfer, User, Workspace};
+use crate::store::{Project, Transfer, User, Workspace};
 use std::net::IpAddr;
 
 /// The authenticated caller.
@@ -111,6 +111,12 @@ pub async fn authenticate(
                 app.store.user(user_id).await?.ok_or_else(|| {
                     Error::Unauthenticated("token's user no longer exists".into())
                 })?;
+            if user.disabled {
+                return Err(Error::Unauthenticated(format!(
+                    "user {} has been disabled",
+                    user.name
+                )));
+            }
             Ok(Principal::Staff(user))
         }
         TokenKind::Upload => {
@@ -140,6 +146,14 @@ pub async fn authenticate(
             let transfer = app.store.transfer(row.transfer_id).await?.ok_or_else(|| {
                 Error::Unauthenticated("token's transfer no longer exists".into())
             })?;
+            if app
+                .store
+                .user(transfer.uploader_id)
+                .await?
+                .is_none_or(|u| u.disabled)
+            {
+                return refuse("the transfer's uploader has been disabled".into()).await;
+            }
             if !transfer.state.accepts_uploads() {
                 return refuse(format!(
                     "the transfer is {}: its upload token is no longer accepted",
@@ -185,6 +199,43 @@ pub async fn load(app: &App, id: TransferId) -> Result<(Transfer, Workspace)> {
     Ok((t, w))
 }
 
+/// A transfer with its workspace, for someone who may see it: its uploader, anyone with a role
+/// in the project (or a Programme/System Manager), or a referee assigned to it. Anyone else
+/// gets the same 404 as for a transfer that does not exist, naming no project.
+pub async fn load_for(app: &App, user: &User, id: TransferId) -> Result<(Transfer, Workspace)> {
+    let (t, ws) = load(app, id).await.map_err(|_| no_transfer(id))?;
+    if user.id == t.uploader_id
+        || !roles_in(app, user, &ws).await?.is_empty()
+        || app
+            .store
+            .referees(id)
+            .await?
+            .iter()
+            .any(|r| r.user_id == user.id)
+    {
+        Ok((t, ws))
+    } else {
+        Err(no_transfer(id))
+    }
+}
+
+/// [`load_for`] for a person; an upload token loads the transfer and is checked against it
+/// by the caller ([`Principal::upload_for`]).
+pub async fn load_as(app: &App, who: &Principal, id: TransferId) -> Result<(Transfer, Workspace)> {
+    match who {
+        Principal::Staff(user) => load_for(app, user, id).await,
+        Principal::Upload { .. } => load(app, id).await,
+    }
+}
+
+/// A workspace by its `PROJECT/WORKSPACE` path, for someone with a role in the project (or a
+/// Programme/System Manager); 404 for everyone else, as for one that does not exist.
+pub async fn visible_workspace(app: &App, user: &User, path: &str) -> Result<Workspace> {
+    let ws = super::transfers::workspace_by_path(app, path).await?;
+    require_member(app, user, &ws).await?;
+    Ok(ws)
+}
+
 /// The roles `user` holds for `ws`'s project; a Programme or System Manager sees every project.
 pub async fn roles_in(app: &App, user: &User, ws: &Workspace) -> Result<Vec<Role>> {
     let mut roles = app.store.member_roles(ws.project_id, user.id).await?;
@@ -196,8 +247,9 @@ pub async fn roles_in(app: &App, user: &User, ws: &Workspace) -> Result<Vec<Role
     Ok(roles)
 }
 
-/// 403 unless `user` holds one of `allowed` for the workspace's project. The transfer is
-/// named only after this check passes, so a stranger learns nothing from the message.
+/// 403 unless `user` holds one of `allowed` for the workspace's project. Callers reach this
+/// only through [`load_for`] or [`visible_workspace`], so a stranger has had a 404 already and
+/// learns nothing from this message.
 pub async fn require_role(
     app: &App,
     user: &User,
@@ -223,12 +275,74 @@ pub async fn require_role(
         })
 }
 
-/// Anyone with a role in the project (or a Programme/System Manager) may see a transfer.
+/// Anyone with a role in the project (or a Programme/System Manager) may see a workspace;
+/// anyone else is told it does not exist.
 pub async fn require_member(app: &App, user: &User, ws: &Workspace) -> Result<()> {
     if roles_in(app, user, ws).await?.is_empty() {
-        return Err(Error::Forbidden(
-            "you have no role in this transfer's project".into(),
-        ));
+        return Err(no_workspace(&format!("{}/{}", ws.project_name, ws.name)));
+    }
+    Ok(())
+}
+
+/// The one answer for a project that does not exist and one the caller has no role in.
+pub fn no_project(name: &str) -> Error {
+    Error::NotFound(format!("no project {name}"))
+}
+
+/// The one answer for a workspace that does not exist and one the caller has no role in.
+pub fn no_workspace(path: &str) -> Error {
+    Error::NotFound(format!("no workspace {path}"))
+}
+
+/// The one answer for a transfer that does not exist and one the caller may not see.
+pub fn no_transfer(id: TransferId) -> Error {
+    Error::NotFound(format!("no transfer {id}"))
+}
+
+/// A project by name, for someone with a role (active or pending) in it or a Programme or
+/// System Manager; 404 for everyone else, worded as for a project that does not exist.
+pub async fn visible_project(app: &App, user: &User, name: &str) -> Result<Project> {
+    let p = app
+        .store
+        .project_by_name(name)
+        .await?
+        .ok_or_else(|| no_project(name))?;
+    let global = user
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::ProgrammeManager | Role::SystemManager));
+    if global || app.store.is_member(p.id, user.id).await? {
+        Ok(p)
+    } else {
+        Err(no_project(name))
+    }
+}
+
+/// 403 unless `user` may counter-approve in project `p`: the active Dataset Provider
+/// Representative who does not also hold the power to appoint (a Project Manager of the
+/// project or a Programme Manager). Grants refuse that combination; this also refuses it
+/// where it predates the rule.
+pub async fn require_counter_approver(app: &App, user: &User, p: &Project) -> Result<()> {
+    let roles = app.store.member_roles(p.id, user.id).await?;
+    if !roles.contains(&Role::Provider) {
+        return Err(Error::Forbidden(format!(
+            "{} needs the provider role in project {} to counter-approve",
+            user.name, p.name
+        )));
+    }
+    if let Some(why) = crate::domain::duties::conflict(
+        &roles
+            .iter()
+            .copied()
+            .filter(|r| *r != Role::Provider)
+            .collect::<Vec<_>>(),
+        &user.roles,
+        Role::Provider,
+    ) {
+        return Err(Error::Forbidden(format!(
+            "{} may not counter-approve: {} {why}",
+            user.name, user.name
+        )));
     }
     Ok(())
 }

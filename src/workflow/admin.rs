@@ -66,14 +66,14 @@ pub async fn add_member(app: &App, project: &str, user: &str, role: Role) -> Res
         .user_by_name(user)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no user {user}")))?;
-    let mut tx = app.store.begin().await?;
-    tx.insert_member(p.id, u.id, role, false, None).await?;
-    tx.audit(
-        AuditEvent::new(ADMIN, "project.member_added")
-            .detail(serde_json::json!({ "project": project, "user": user, "role": role })),
-    )
-    .await?;
-    tx.commit().await?;
+    super::membership::grant(app, super::membership::Granter::Admin(ADMIN), &p, &u, role).await?;
+    Ok(())
+}
+
+/// Disables a user from the server (any user, a System Manager included).
+pub async fn disable_user(app: &App, user: &str, reason: &str) -> Result<()> {
+    let u = super::membership::user_named(app, user).await?;
+    super::membership::disable_as(app, ADMIN, &u, reason).await?;
     Ok(())
 }
 
@@ -138,6 +138,11 @@ pub async fn staff_token(app: &App, user: &str, ttl: Option<Duration>) -> Result
         .user_by_name(user)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no user {user}")))?;
+    if u.disabled {
+        return Err(Error::Conflict(format!(
+            "{user} is disabled: no token is minted for them"
+        )));
+    }
     let ttl = ttl.unwrap_or(app.settings.tokens.staff_default_ttl);
     let (jti, token, exp) = app.keys.mint_staff(u.id, ttl);
     let mut tx = app.store.begin().await?;

@@ -336,7 +336,7 @@ pub async fn decide(
     req: DecisionRequest,
 ) -> Result<Transfer> {
     let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_for(app, user, id).await?;
     let held = held_roles(app, user, &t, &ws).await?;
     if held.is_empty() && req.role != Some(Role::Referee) {
         return Err(Error::Forbidden(format!(
@@ -649,7 +649,7 @@ pub async fn assign_referee(
     req: UserRef,
 ) -> Result<Vec<RefereeView>> {
     let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_for(app, user, id).await?;
     access::require_role(
         app,
         user,
@@ -715,7 +715,8 @@ pub async fn assign_referee(
     referees(app, id).await
 }
 
-/// The project's Dataset Provider Representative counter-approves a referee (tier 3+).
+/// The project's Dataset Provider Representative counter-approves a referee (tier 3+): never
+/// the person who assigned them, never the referee, never someone who can also assign.
 pub async fn approve_referee(
     app: &App,
     who: &Principal,
@@ -723,10 +724,18 @@ pub async fn approve_referee(
     req: UserRef,
 ) -> Result<Vec<RefereeView>> {
     let user = who.staff()?;
-    let (_, ws) = access::load(app, id).await?;
-    require_member_role(app, user, &ws.project_id, &ws.project_name, Role::Provider).await?;
+    let (_, ws) = access::load_for(app, user, id).await?;
+    let project = crate::store::Project {
+        id: ws.project_id,
+        name: ws.project_name.clone(),
+    };
+    access::require_counter_approver(app, user, &project).await?;
     let referee = user_named(app, &req.user).await?;
     let mut tx = app.store.begin().await?;
+    if let Some(assigned_by) = tx.referee_assigned_by(id, referee.id).await? {
+        crate::domain::duties::may_counter_approve(user.id, referee.id, Some(assigned_by))
+            .map_err(|why| Error::Forbidden(format!("{} may not do this: {why}", user.name)))?;
+    }
     if !tx.approve_referee(id, referee.id, user.id).await? {
         return Err(Error::NotFound(format!(
             "{} is not a referee of this transfer awaiting counter-approval",
@@ -743,29 +752,6 @@ pub async fn approve_referee(
     referees(app, id).await
 }
 
-/// 403 unless `user` holds `role` (active) in the project.
-async fn require_member_role(
-    app: &App,
-    user: &User,
-    project: &ProjectId,
-    project_name: &str,
-    role: Role,
-) -> Result<()> {
-    if app
-        .store
-        .member_roles(*project, user.id)
-        .await?
-        .contains(&role)
-    {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(format!(
-            "{} needs the {role} role in project {project_name}",
-            user.name
-        )))
-    }
-}
-
 /// A released transfer is withdrawn: its files leave the read-only volume at once.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -780,7 +766,7 @@ pub async fn revoke(
     req: RevokeRequest,
 ) -> Result<Transfer> {
     let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_for(app, user, id).await?;
     let role = access::require_role(
         app,
         user,
@@ -826,240 +812,4 @@ pub async fn revoke(
     .await?;
     tx.commit().await?;
     Ok(access::load(app, id).await?.0)
-}
-
-// ---- users and membership (paper, section 8 and 11.6) ---------------------------------------
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    pub name: String,
-    /// System-wide roles: `referee` puts them in the referee college, `provider` makes them a
-    /// Dataset Provider Representative who may be named as an uploader.
-    #[serde(default)]
-    pub roles: Vec<Role>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct UserView {
-    pub name: String,
-    pub roles: Vec<Role>,
-}
-
-/// Only a Programme Manager adds users to the system.
-pub async fn add_user(app: &App, who: &Principal, req: NewUser) -> Result<UserView> {
-    let user = who.staff()?;
-    if !user.roles.contains(&Role::ProgrammeManager) {
-        return Err(Error::Forbidden(
-            "only a Programme Manager adds users to the system".into(),
-        ));
-    }
-    if req.roles.contains(&Role::SystemManager) {
-        return Err(Error::BadRequest(
-            "System Managers are added with `airlock admin user add` on the server".into(),
-        ));
-    }
-    super::admin::create_user_as(app, &who.actor(), &req.name, &req.roles).await?;
-    Ok(UserView {
-        name: req.name,
-        roles: req.roles,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewProject {
-    pub name: String,
-}
-
-/// A Programme Manager creates a project.
-pub async fn create_project(app: &App, who: &Principal, req: NewProject) -> Result<String> {
-    let user = who.staff()?;
-    if !user.roles.contains(&Role::ProgrammeManager) {
-        return Err(Error::Forbidden(
-            "only a Programme Manager creates projects".into(),
-        ));
-    }
-    super::admin::create_project_as(app, &who.actor(), &req.name).await?;
-    Ok(req.name)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemberRequest {
-    pub user: String,
-    pub role: Role,
-}
-
-#[derive(Debug, Serialize)]
-pub struct MemberView {
-    pub user: String,
-    pub role: Role,
-    /// `active`, or `pending` the Dataset Provider Representative's counter-approval.
-    pub state: String,
-    pub added_by: Option<String>,
-    pub approved_by: Option<String>,
-}
-
-/// The roles a person can hold inside one project.
-const PROJECT_ROLES: [Role; 4] = [
-    Role::ProjectManager,
-    Role::Investigator,
-    Role::Researcher,
-    Role::Provider,
-];
-
-async fn project(app: &App, name: &str) -> Result<crate::store::Project> {
-    app.store
-        .project_by_name(name)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no project {name}")))
-}
-
-/// A Project Manager of the project (or a Programme Manager) adds an existing user. A
-/// Researcher joining a project with a tier 3+ workspace waits for the Dataset Provider
-/// Representative's counter-approval (paper 11.6).
-pub async fn add_member(
-    app: &App,
-    who: &Principal,
-    project_name: &str,
-    req: MemberRequest,
-) -> Result<MemberView> {
-    let user = who.staff()?;
-    let p = project(app, project_name).await?;
-    let is_pm = app
-        .store
-        .member_roles(p.id, user.id)
-        .await?
-        .contains(&Role::ProjectManager);
-    if !is_pm && !user.roles.contains(&Role::ProgrammeManager) {
-        return Err(Error::Forbidden(format!(
-            "only a Project Manager of {} (or a Programme Manager) adds its members",
-            p.name
-        )));
-    }
-    if req.role == Role::Referee {
-        return Err(Error::BadRequest(
-            "a Referee is never a member of the project: assign one to a transfer instead \
-             (`airlock referee assign`)"
-                .into(),
-        ));
-    }
-    if !PROJECT_ROLES.contains(&req.role) {
-        return Err(Error::BadRequest(format!(
-            "{} is a system-wide role, not a project role; project roles are {}",
-            req.role,
-            role_list(&PROJECT_ROLES)
-        )));
-    }
-    let member = app.store.user_by_name(&req.user).await?.ok_or_else(|| {
-        Error::NotFound(format!(
-            "no user {}: a Programme Manager adds users to the system first",
-            req.user
-        ))
-    })?;
-    if app.store.referee_in_project(p.id, member.id).await? {
-        return Err(Error::Conflict(format!(
-            "{} referees a transfer of {} that is still under way, and a Referee is never a \
-             member of the project",
-            member.name, p.name
-        )));
-    }
-    let pending = req.role == Role::Researcher
-        && app
-            .store
-            .project_max_tier(p.id)
-            .await?
-            .is_some_and(|t| t.get() >= 3);
-    let mut tx = app.store.begin().await?;
-    if !tx
-        .insert_member(p.id, member.id, req.role, pending, Some(user.id))
-        .await?
-    {
-        return Err(Error::Conflict(format!(
-            "{} already holds (or awaits) the {} role in {}",
-            member.name, req.role, p.name
-        )));
-    }
-    tx.audit(
-        AuditEvent::new(who.actor(), "member.added").detail(serde_json::json!({
-            "project": p.name, "user": member.name, "role": req.role,
-            "pending_counter_approval": pending,
-        })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(MemberView {
-        user: member.name,
-        role: req.role,
-        state: if pending { "pending" } else { "active" }.into(),
-        added_by: Some(user.name.clone()),
-        approved_by: None,
-    })
-}
-
-/// The project's Dataset Provider Representative counter-approves a pending member.
-pub async fn approve_member(
-    app: &App,
-    who: &Principal,
-    project_name: &str,
-    req: MemberRequest,
-) -> Result<MemberView> {
-    let user = who.staff()?;
-    let p = project(app, project_name).await?;
-    require_member_role(app, user, &p.id, &p.name, Role::Provider).await?;
-    let member = user_named(app, &req.user).await?;
-    let mut tx = app.store.begin().await?;
-    if !tx
-        .approve_member(p.id, member.id, req.role, user.id)
-        .await?
-    {
-        return Err(Error::NotFound(format!(
-            "{} has no {} role in {} awaiting counter-approval",
-            member.name, req.role, p.name
-        )));
-    }
-    tx.audit(
-        AuditEvent::new(who.actor(), "member.approved").detail(serde_json::json!({
-            "project": p.name, "user": member.name, "role": req.role,
-        })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(MemberView {
-        user: member.name,
-        role: req.role,
-        state: "active".into(),
-        added_by: None,
-        approved_by: Some(user.name.clone()),
-    })
-}
-
-/// A project's members, for its members and Programme/System Managers.
-pub async fn members(app: &App, who: &Principal, project_name: &str) -> Result<Vec<MemberView>> {
-    let user = who.staff()?;
-    let p = project(app, project_name).await?;
-    let global = user
-        .roles
-        .iter()
-        .any(|r| matches!(r, Role::ProgrammeManager | Role::SystemManager));
-    if !global && app.store.member_roles(p.id, user.id).await?.is_empty() {
-        return Err(Error::Forbidden(format!(
-            "{} has no role in project {}",
-            user.name, p.name
-        )));
-    }
-    Ok(app
-        .store
-        .members(p.id)
-        .await?
-        .into_iter()
-        .map(|m| MemberView {
-            user: m.user,
-            role: m.role,
-            state: m.state,
-            added_by: m.added_by,
-            approved_by: m.approved_by,
-        })
-        .collect())
 }

@@ -29,13 +29,13 @@ pub async fn workspace_by_path(app: &App, path: &str) -> Result<Workspace> {
     app.store
         .workspace_by_name(p, w)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no workspace {path}")))
+        .ok_or_else(|| access::no_workspace(path))
 }
 
 /// A Project Manager opens a transfer into a workspace.
 pub async fn create(app: &App, who: &Principal, req: CreateTransfer) -> Result<Transfer> {
     let user = who.staff()?;
-    let ws = workspace_by_path(app, &req.workspace).await?;
+    let ws = access::visible_workspace(app, user, &req.workspace).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
     let uploader = app
         .store
@@ -120,7 +120,7 @@ pub async fn issue_token(
     req: TokenRequest,
 ) -> Result<IssuedToken> {
     let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_for(app, user, id).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
     // A returned transfer is reopened by its next token: the requester uploads again.
     let reopen = t.state == TransferState::Returned;
@@ -215,7 +215,7 @@ pub async fn issue_token(
 /// one; the transfer stays open for a later token. Returns how many tokens were revoked.
 pub async fn revoke_tokens(app: &App, who: &Principal, id: TransferId) -> Result<u64> {
     let user = who.staff()?;
-    let (_, ws) = access::load(app, id).await?;
+    let (_, ws) = access::load_for(app, user, id).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
     let mut tx = app.store.begin().await?;
     let n = tx
@@ -266,7 +266,7 @@ pub async fn seal(
     id: TransferId,
     req: SealRequest,
 ) -> Result<Transfer> {
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_as(app, who, id).await?;
     match who {
         Principal::Upload { .. } => {
             who.upload_for(id)?;
@@ -522,7 +522,7 @@ pub async fn confirm_root(
     req: ConfirmRequest,
 ) -> Result<Transfer> {
     let user = who.staff()?;
-    let (t, _) = access::load(app, id).await?;
+    let (t, _) = access::load_for(app, user, id).await?;
     if user.id != t.uploader_id {
         return Err(Error::Forbidden(
             "only the transfer's uploader confirms its root digest".into(),
@@ -564,7 +564,7 @@ pub async fn confirm_root(
 /// A Project Manager cancels a transfer before it is sealed.
 pub async fn cancel(app: &App, who: &Principal, id: TransferId) -> Result<Transfer> {
     let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_for(app, user, id).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
     t.state
         .on(Event::Cancel)
@@ -817,7 +817,7 @@ pub async fn view(app: &App, id: TransferId) -> Result<TransferView> {
 /// (metadata, not content).
 pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<TransferView> {
     let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_for(app, user, id).await?;
     super::governance::require_viewer(app, user, &t, &ws).await?;
     view_of(app, t, &ws).await
 }
@@ -825,8 +825,7 @@ pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<Transfer
 /// Transfers of a workspace, for its members.
 pub async fn list(app: &App, who: &Principal, workspace: &str) -> Result<Vec<TransferView>> {
     let user = who.staff()?;
-    let ws = workspace_by_path(app, workspace).await?;
-    access::require_member(app, user, &ws).await?;
+    let ws = access::visible_workspace(app, user, workspace).await?;
     let mut out = Vec::new();
     for t in app.store.transfers_in(ws.id).await? {
         out.push(view_of(app, t, &ws).await?);
@@ -843,7 +842,7 @@ pub struct ManifestView {
 }
 
 pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<ManifestView> {
-    let (t, ws) = access::load(app, id).await?;
+    let (t, ws) = access::load_as(app, who, id).await?;
     match who {
         Principal::Upload { .. } => {
             who.upload_for(id)?;
@@ -858,7 +857,58 @@ pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<Mani
     })
 }
 
-/// A reviewer reads a file's content. Recorded in the audit log.
+/// The states in which a transfer's content is there to be reviewed: sealed and scanned clean
+/// (or with unscannable files the policy lets through), and not yet released. Before that it
+/// is unscanned; a blocked transfer may hold malware; after it, the workspace has the copy.
+pub const REVIEWABLE: [TransferState; 2] = [TransferState::InReview, TransferState::Approved];
+
+/// Who may read content: the project's Investigators, Project Managers and Dataset Provider
+/// Representatives, the transfer's assigned (and counter-approved) referees, and a Programme
+/// Manager only where they have a role in the project or the policy asks one to approve this
+/// transfer. A role held system-wide gives no right to read a project's data.
+pub async fn may_read_content(
+    app: &App,
+    user: &crate::store::User,
+    t: &Transfer,
+    ws: &Workspace,
+) -> Result<()> {
+    let member = app.store.member_roles(ws.project_id, user.id).await?;
+    let held = super::governance::held_roles(app, user, t, ws).await?;
+    let reviews = member.iter().any(|r| {
+        matches!(
+            r,
+            Role::Investigator | Role::ProjectManager | Role::Provider
+        )
+    }) || held.contains(&Role::Referee)
+        || (user.roles.contains(&Role::ProgrammeManager)
+            && super::governance::required(&*app.policy(ws)?, t)
+                .iter()
+                .any(|(r, _)| *r == Role::ProgrammeManager));
+    if !reviews {
+        return Err(Error::Forbidden(format!(
+            "{} may not read this transfer's content: reviewers are the project's \
+             investigators, project managers and provider representatives, its assigned \
+             referees, and a Programme Manager where the policy asks one to approve",
+            user.name
+        )));
+    }
+    if !REVIEWABLE.contains(&t.state) {
+        return Err(Error::Conflict(format!(
+            "the transfer is {}: content is read only while it is in review or approved{}",
+            t.state,
+            if t.state == TransferState::Blocked {
+                "; a blocked transfer's files are exported only by the System Manager \
+                 (`airlock admin forensic-export`)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// A reviewer reads a file's content, in a state where there is something to review.
+/// Recorded in the audit log.
 pub async fn read_content(
     app: &App,
     who: &Principal,
@@ -869,23 +919,51 @@ pub async fn read_content(
     futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
 )> {
     let user = who.staff()?;
-    let (t, ws) = access::load(app, id).await?;
-    let held = super::governance::held_roles(app, user, &t, &ws).await?;
-    const REVIEWERS: [Role; 5] = [
-        Role::Investigator,
-        Role::ProjectManager,
-        Role::Referee,
-        Role::ProgrammeManager,
-        Role::Provider,
-    ];
-    if !REVIEWERS.iter().any(|r| held.contains(r)) {
-        return Err(Error::Forbidden(format!(
-            "{} may not read this transfer's content: reviewers are the project's {}, and its \
-             assigned referees",
-            user.name,
-            "investigators, project managers and provider representatives, Programme Managers"
-        )));
+    let (t, ws) = access::load_for(app, user, id).await?;
+    may_read_content(app, user, &t, &ws).await?;
+    content_stream(app, &who.actor(), "content.read", &t, raw_path, "").await
+}
+
+/// The System Manager's explicit, audited forensic export of a file, in any state (a
+/// blocked transfer's malware included), from the server (`airlock admin forensic-export`).
+pub async fn forensic_export(
+    app: &App,
+    id: TransferId,
+    raw_path: &str,
+    reason: &str,
+) -> Result<(
+    FileRow,
+    futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
+)> {
+    if reason.trim().is_empty() {
+        return Err(Error::BadRequest(
+            "say why the file is exported (`--reason`)".into(),
+        ));
     }
+    let (t, _) = access::load(app, id).await?;
+    content_stream(
+        app,
+        "admin-cli",
+        "content.forensic_export",
+        &t,
+        raw_path,
+        reason.trim(),
+    )
+    .await
+}
+
+async fn content_stream(
+    app: &App,
+    actor: &str,
+    action: &str,
+    t: &Transfer,
+    raw_path: &str,
+    reason: &str,
+) -> Result<(
+    FileRow,
+    futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
+)> {
+    let id = t.id;
     let path = RelPath::parse(raw_path)?;
     let file = app
         .store
@@ -894,12 +972,12 @@ pub async fn read_content(
         .filter(|f| f.complete)
         .ok_or_else(|| Error::NotFound(format!("no complete file `{path}` in this transfer")))?;
     let n = app.store.segments(file.id).await?.len();
+    let mut detail = serde_json::json!({ "path": file.path, "state": t.state });
+    if !reason.is_empty() {
+        detail["reason"] = serde_json::json!(reason);
+    }
     app.store
-        .audit(
-            AuditEvent::new(who.actor(), "content.read")
-                .transfer(id)
-                .detail(serde_json::json!({ "path": file.path })),
-        )
+        .audit(AuditEvent::new(actor, action).transfer(id).detail(detail))
         .await?;
     let stream = app.volumes.read_file(t.id, file.id, n);
     Ok((file, stream))
