@@ -5,7 +5,8 @@
 //! whose claims were changed); the transfer's own upload token and another transfer's; and a
 //! person in each role, including a member of another project. Someone allowed may still get a
 //! 4xx for the state the transfer is in (409, 404); someone not allowed gets exactly 401
-//! (credentials not valid) or 403 (valid, but not for this).
+//! (credentials not valid), 403 (valid, but not for this), or 404 when they have no role in
+//! the project at all (they are not told that it, or its transfer, exists).
 
 mod common;
 
@@ -60,6 +61,16 @@ async fn people(t: &TestApp) -> HashMap<&'static str, String> {
         admin::add_user(a, name, roles).await.unwrap();
     }
     admin::add_member(a, "proj", "provrep", Role::Provider)
+        .await
+        .unwrap();
+    // Someone to disable, and a role to remove (the routes that cut people off).
+    admin::add_user(a, "victim", &[Role::Investigator])
+        .await
+        .unwrap();
+    admin::add_user(a, "extra", &[Role::Investigator])
+        .await
+        .unwrap();
+    admin::add_member(a, "proj", "extra", Role::Investigator)
         .await
         .unwrap();
     let mut tok = HashMap::from([
@@ -330,7 +341,9 @@ fn cases() -> Vec<RouteCase> {
             "/api/v1/transfers/{id}/files/{path}",
             On::Review,
             no_body,
-            &["pm", "inv", "provrep", "ref", "progm"],
+            // Not the Programme Manager: no role in the project, and the tier 2 policy asks
+            // none to approve.
+            &["pm", "inv", "provrep", "ref"],
             false,
         ),
         c(
@@ -423,6 +436,22 @@ fn cases() -> Vec<RouteCase> {
         ),
         c(
             "post",
+            "/api/v1/users/{user}/disable",
+            On::None,
+            |_, _| Some(json!({ "reason": "left the institution" })),
+            &["progm"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/tokens/revoke",
+            On::None,
+            |_, _| Some(json!({ "user": "victim" })),
+            &["progm"],
+            false,
+        ),
+        c(
+            "post",
             "/api/v1/projects",
             On::None,
             |_, who| Some(json!({ "name": format!("p-{who}") })),
@@ -451,6 +480,14 @@ fn cases() -> Vec<RouteCase> {
             On::None,
             |_, _| Some(json!({ "user": "res", "role": "researcher" })),
             &["provrep"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/projects/{project}/members/remove",
+            On::None,
+            |_, _| Some(json!({ "user": "extra", "role": "investigator" })),
+            &["pm", "progm"],
             false,
         ),
         c(
@@ -500,6 +537,27 @@ fn cases() -> Vec<RouteCase> {
     ]
 }
 
+/// Whether a staff caller may know that what `case` acts on exists: anyone for system-wide
+/// routes; for a project or workspace, its members and the Programme and System Managers; for a
+/// transfer, those and its uploader (`prov`) and, once assigned, its referee (`ref`).
+fn sees(case: &RouteCase, who: &str) -> bool {
+    const PROJECT: &[&str] = &["pm", "inv", "res", "provrep", "progm", "sysm", "extra"];
+    let scoped = case.pattern.contains("{project}")
+        || case.pattern == "/api/v1/transfers"
+        || case.pattern.contains("{id}");
+    // Upload-only routes refuse every staff token alike, transfer or no transfer.
+    if !scoped || case.allowed == ["upload"] {
+        return true;
+    }
+    // pm's call before theirs made `college` a referee of the transfer.
+    if who == "college" && case.pattern.ends_with("/referees") {
+        return true;
+    }
+    PROJECT.contains(&who)
+        || (case.pattern.contains("{id}")
+            && (who == "prov" || (who == "ref" && matches!(case.on, On::Review | On::Released))))
+}
+
 async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -> StatusCode {
     let id = match case.on {
         On::Open | On::Tus => &f.open,
@@ -514,6 +572,7 @@ async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -
                 .pattern
                 .replace("{id}", id)
                 .replace("{project}", "proj")
+                .replace("{user}", "victim")
                 .replace(
                     "{path}",
                     match case.on {
@@ -598,8 +657,12 @@ async fn every_route_admits_exactly_its_callers() {
                 status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN
             } else if BAD_CREDENTIALS.contains(who) {
                 status == StatusCode::UNAUTHORIZED
-            } else {
+            } else if UPLOADS.contains(who) || sees(case, who) {
                 status == StatusCode::FORBIDDEN
+            } else {
+                // Someone with no role in the project is told it (or the transfer) does not
+                // exist, exactly as for one that does not.
+                status == StatusCode::NOT_FOUND
             };
             if !ok {
                 wrong.push(format!(

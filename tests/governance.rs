@@ -393,7 +393,14 @@ async fn separation_of_duties_rules_are_each_refused() {
         ("ref2", "referee"), // in the college, but not assigned to this transfer
     ] {
         let (s, v) = decide(&t, c.t(who), &id, "approve", role, "").await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{who} as {role}: {v}");
+        // A stranger to the project (or a referee not assigned) is not told the transfer
+        // exists.
+        let expect = if matches!(who, "outsider" | "ref2") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(s, expect, "{who} as {role}: {v}");
     }
     // A role the policy does not ask for does not decide.
     let (s, v) = decide(&t, c.t("pm"), &id, "approve", "project-manager", "").await;
@@ -572,7 +579,7 @@ async fn users_and_members_are_added_by_the_right_people() {
     );
     assert_eq!(
         add("outsider", "rita", "researcher").await.0,
-        StatusCode::FORBIDDEN
+        StatusCode::NOT_FOUND
     );
     assert_eq!(
         add("pm", "nobody", "researcher").await.0,
@@ -607,9 +614,11 @@ async fn users_and_members_are_added_by_the_right_people() {
             .await
         }
     };
-    for who in ["pm", "inv", "prov", "progm2"] {
+    for who in ["pm", "inv", "progm2"] {
         assert_eq!(approve(who).await.0, StatusCode::FORBIDDEN, "{who}");
     }
+    // prov holds no role in the project: it is not even told the project exists.
+    assert_eq!(approve("prov").await.0, StatusCode::NOT_FOUND);
     let (s, v) = approve("provrep").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(approve("provrep").await.0, StatusCode::NOT_FOUND);
@@ -632,7 +641,7 @@ async fn users_and_members_are_added_by_the_right_people() {
         .iter()
         .any(|m| m["role"] == "researcher" && m["approved_by"] == "provrep"));
     let (s, _) = t.get_json(c.t("outsider"), "/projects/proj/members").await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Tier 2 and below: a Researcher is active at once.
     let t2 = TestApp::spawn().await;
@@ -676,11 +685,12 @@ async fn revocation_withdraws_a_release_and_says_who_and_why() {
         }
     };
     for who in ["res", "outsider", "ref1", "prov"] {
-        assert_eq!(
-            revoke(who, "because").await.0,
-            StatusCode::FORBIDDEN,
-            "{who}"
-        );
+        let expect = if matches!(who, "outsider" | "ref1") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(revoke(who, "because").await.0, expect, "{who}");
     }
     assert_eq!(revoke("inv", "  ").await.0, StatusCode::BAD_REQUEST);
     assert!(

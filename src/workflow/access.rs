@@ -232,7 +232,9 @@ pub async fn load_as(app: &App, who: &Principal, id: TransferId) -> Result<(Tran
 /// Programme/System Manager); 404 for everyone else, as for one that does not exist.
 pub async fn visible_workspace(app: &App, user: &User, path: &str) -> Result<Workspace> {
     let ws = super::transfers::workspace_by_path(app, path).await?;
-    require_member(app, user, &ws).await?;
+    visible_project(app, user, &ws.project_name)
+        .await
+        .map_err(|_| no_workspace(path))?;
     Ok(ws)
 }
 
@@ -275,11 +277,14 @@ pub async fn require_role(
         })
 }
 
-/// Anyone with a role in the project (or a Programme/System Manager) may see a workspace;
-/// anyone else is told it does not exist.
+/// Anyone with an active role in the project (or a Programme/System Manager) may see a
+/// workspace's transfers; a pending member is told to wait.
 pub async fn require_member(app: &App, user: &User, ws: &Workspace) -> Result<()> {
     if roles_in(app, user, ws).await?.is_empty() {
-        return Err(no_workspace(&format!("{}/{}", ws.project_name, ws.name)));
+        return Err(Error::Forbidden(format!(
+            "{} has no active role in project {} yet",
+            user.name, ws.project_name
+        )));
     }
     Ok(())
 }

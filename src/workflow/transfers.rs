@@ -826,6 +826,7 @@ pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<Transfer
 pub async fn list(app: &App, who: &Principal, workspace: &str) -> Result<Vec<TransferView>> {
     let user = who.staff()?;
     let ws = access::visible_workspace(app, user, workspace).await?;
+    access::require_member(app, user, &ws).await?;
     let mut out = Vec::new();
     for t in app.store.transfers_in(ws.id).await? {
         out.push(view_of(app, t, &ws).await?);
