@@ -124,9 +124,14 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     assert_eq!(v["root_digest"], digest_with("sha256sum", &manifest_file));
 
     // The uploader cannot approve; the Investigator can.
+    let uploader_token = if uploader == "prov" {
+        &people.prov
+    } else {
+        &people.researcher
+    };
     let (status, _) = t
         .post_json(
-            &people.prov,
+            uploader_token,
             &format!("/transfers/{id}/approve"),
             Value::Null,
         )
@@ -383,7 +388,7 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    // Someone outside the project cannot decide, or even look.
+    // Someone outside the project cannot decide, or even learn that the transfer exists.
     let (s, _) = t
         .post_json(
             &people.outsider,
@@ -391,11 +396,11 @@ async fn sealing_refuses_unfinished_or_empty_transfers_and_approval_checks_the_d
             Value::Null,
         )
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = t
         .get_json(&people.outsider, &format!("/transfers/{id}"))
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // Rejection is final.
     let (s, v) = t
         .post_json(

@@ -94,7 +94,21 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
     assert_eq!(m["files"][0]["path"], "dir/secret.txt");
     assert_eq!(m["files"][0]["size"], SECRET.len());
 
-    // Staff reviewers can read content, and that read is audited.
+    // Staff reviewers can read content once it is sealed and in review (never while open and
+    // unscanned), and that read is audited.
+    let r = t
+        .http
+        .get(t.api(&format!("/transfers/{id}/files/dir/secret.txt")))
+        .bearer_auth(&people.inv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let (s, _) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.wait_for_state(&people.pm, &id, "in_review").await;
     let r = t
         .http
         .get(t.api(&format!("/transfers/{id}/files/dir/secret.txt")))
@@ -462,7 +476,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
             "POST",
             "/transfers".into(),
             create.clone(),
-            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
         ),
         (
             "inv",
@@ -478,7 +492,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
             "POST",
             format!("/transfers/{id}/tokens"),
             Value::Null,
-            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
         ),
         (
             "inv",
@@ -502,7 +516,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
             "POST",
             format!("/transfers/{id}/cancel"),
             Value::Null,
-            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
         ),
         (
             "inv",
@@ -518,7 +532,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
             "GET",
             "/transfers?workspace=proj/ws".into(),
             Value::Null,
-            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
         ),
         (
             "res",
@@ -534,7 +548,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
             "GET",
             format!("/transfers/{id}/files/a.bin"),
             Value::Null,
-            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
         ),
         (
             "prov",
@@ -550,7 +564,7 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
             "GET",
             format!("/transfers/{id}/manifest"),
             Value::Null,
-            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
         ),
     ]
     .into_iter()
@@ -590,7 +604,12 @@ async fn each_staff_action_is_refused_to_the_roles_that_do_not_hold_it() {
             let (s, v) = t
                 .post_json(token, &format!("/transfers/{id}/{verb}"), Value::Null)
                 .await;
-            assert_eq!(s, StatusCode::FORBIDDEN, "{name} {verb}: {v}");
+            let want = if name == "outsider" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(s, want, "{name} {verb}: {v}");
         }
     }
     assert_eq!(t.show(&p.pm, &id).await["state"], "in_review");

@@ -390,3 +390,49 @@ async fn without_urls_nothing_is_queued_and_a_secret_is_required_with_them() {
     .unwrap();
     assert_eq!(s.webhooks.urls, vec!["http://a/h", "https://b/h"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutting_a_person_off_arrives_as_signed_webhooks() {
+    let (rx, url) = Receiver::start(0).await;
+    let t = with_hook(&url, 3).await;
+    let p = t.bootstrap(1).await;
+    airlock::workflow::admin::add_user(&t.app, "progm", &[airlock::domain::Role::ProgrammeManager])
+        .await
+        .unwrap();
+    let progm = airlock::workflow::admin::staff_token(&t.app, "progm", None)
+        .await
+        .unwrap();
+    let (s, _) = t
+        .post_json(
+            &p.pm,
+            "/projects/proj/members/remove",
+            json!({ "user": "res", "reason": "moved on" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t
+        .post_json(&progm, "/tokens/revoke", json!({ "user": "inv" }))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t
+        .post_json(&progm, "/users/inv/disable", json!({ "reason": "left" }))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let want = ["member.removed", "user.tokens_revoked", "user.disabled"];
+    let hits = rx
+        .until("the three cut-off events", |h| {
+            want.iter()
+                .all(|w| h.iter().any(|x| event(x)["event"] == *w))
+        })
+        .await;
+    for w in want {
+        let h = hits.iter().find(|x| event(x)["event"] == w).unwrap();
+        assert!(signed(h, SECRET), "{w} unsigned");
+    }
+    let removed = hits
+        .iter()
+        .find(|x| event(x)["event"] == "member.removed")
+        .unwrap();
+    assert_eq!(event(removed)["detail"]["user"], "res");
+    t.stop().await;
+}

@@ -34,9 +34,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Audit actions that are notified: state changes and decisions (`transfer.`), membership
-/// (`member.`), incidents (`incident.`) and people cut off or added (`user.`: `user.created`,
-/// `user.disabled`, `user.tokens_revoked`). Token uses and content reads are not.
-pub const NOTIFIED: [&str; 4] = ["transfer.", "member.", "incident.", "user."];
+/// (`member.`), incidents (`incident.`) and people cut off (`user.disabled`,
+/// `user.tokens_revoked`). Token uses, content reads and bootstrap steps are not.
+pub const NOTIFIED: [&str; 5] = [
+    "transfer.",
+    "member.",
+    "incident.",
+    "user.disabled",
+    "user.tokens_revoked",
+];
 
 /// `t=<t>,v1=<hex>`: the `airlock-signature` header for `body` sent at `t`.
 pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
