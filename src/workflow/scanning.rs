@@ -298,11 +298,11 @@ fn scan_tree<'a>(
             return rows;
         };
         let v = Versions {
-            scanner: "airlock-archive (zip 9, tar 0.4)".into(),
+            scanner: ARCHIVE_VERSION.into(),
             database: String::new(),
         };
-        let p = path.clone();
-        let format = match tokio::task::spawn_blocking(move || archive::detect(&p)).await {
+        let (p, l) = (path.clone(), *limits);
+        let found = match tokio::task::spawn_blocking(move || archive::detect(&p, &l)).await {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 rows.push(row(aname, &v, Err(format!("cannot read: {e}"))));
@@ -313,81 +313,106 @@ fn scan_tree<'a>(
                 return rows;
             }
         };
-        let Some(format) = format else {
+        if found.is_empty() {
             rows.push(row(aname, &v, Ok(Outcome::Clean)));
             return rows;
-        };
-        if depth + 1 > limits.max_depth {
-            rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Infected(format!(
-                    "Airlock.Archive.Bomb: archives nested deeper than {} (archive.max_depth)",
-                    limits.max_depth
-                ))),
-            ));
-            return rows;
         }
-        let dir = ctx
-            .scratch
-            .join(format!("x{}", uuid::Uuid::new_v4().simple()));
-        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            rows.push(row(aname, &v, Err(format!("scratch space: {e}"))));
-            return rows;
-        }
-        let (p, d, l, mut b) = (path.clone(), dir.clone(), *limits, *budget);
-        let expanded = tokio::task::spawn_blocking(move || {
-            let r = archive::expand(&p, format, &d, &mut b, &l);
-            (r, b)
-        })
-        .await;
-        let members = match expanded {
-            Err(e) => Err(archive::Expand::Io(std::io::Error::other(e))),
-            Ok((r, b)) => {
-                *budget = b;
-                r
-            }
-        };
-        match members {
-            Ok(members) => {
-                rows.push(row(aname, &v, Ok(Outcome::Clean)));
-                for m in members {
-                    let name = if member.is_empty() {
-                        m.name.clone()
-                    } else {
-                        format!("{member}!{}", m.name)
-                    };
-                    let sub =
-                        scan_tree(ctx, file, name, m.path, m.size, m.sha256, depth + 1, budget)
-                            .await;
-                    rows.extend(sub);
+        // A file may be several things at once (a tar with a zip appended): each is opened.
+        for f in found {
+            let format = match f {
+                archive::Found::Open(format) => format,
+                archive::Found::Unsupported(what) => {
+                    rows.push(row(
+                        aname,
+                        &v,
+                        Ok(Outcome::Unscannable(format!(
+                            "unsupported: a {what}, which the archive scanner cannot open"
+                        ))),
+                    ));
+                    continue;
                 }
+            };
+            if depth + 1 > limits.max_depth {
+                rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Infected(format!(
+                        "Airlock.Archive.Bomb: archives nested deeper than {} (archive.max_depth)",
+                        limits.max_depth
+                    ))),
+                ));
+                continue;
             }
-            Err(archive::Expand::Bomb(w)) => rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Infected(format!(
-                    "Airlock.Archive.Bomb: {} {w}",
-                    format.as_str()
-                ))),
-            )),
-            Err(archive::Expand::Encrypted(w)) => rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Unscannable(format!("encrypted: {w}"))),
-            )),
-            Err(archive::Expand::Corrupt(w)) => rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Unscannable(format!("corrupt: {w}"))),
-            )),
-            Err(archive::Expand::Io(e)) => rows.push(row(aname, &v, Err(e.to_string()))),
+            let dir = ctx
+                .scratch
+                .join(format!("x{}", uuid::Uuid::new_v4().simple()));
+            if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+                rows.push(row(aname, &v, Err(format!("scratch space: {e}"))));
+                continue;
+            }
+            let (p, d, l, mut b) = (path.clone(), dir.clone(), *limits, *budget);
+            let expanded = tokio::task::spawn_blocking(move || {
+                let r = archive::expand(&p, format, &d, &mut b, &l);
+                (r, b)
+            })
+            .await;
+            let members = match expanded {
+                Err(e) => Err(archive::Expand::Io(std::io::Error::other(e))),
+                Ok((r, b)) => {
+                    *budget = b;
+                    r
+                }
+            };
+            let what = format.as_str();
+            match members {
+                Ok(members) => {
+                    rows.push(row(aname, &v, Ok(Outcome::Clean)));
+                    for m in members {
+                        let name = if member.is_empty() {
+                            m.name.clone()
+                        } else {
+                            format!("{member}!{}", m.name)
+                        };
+                        let sub =
+                            scan_tree(ctx, file, name, m.path, m.size, m.sha256, depth + 1, budget)
+                                .await;
+                        rows.extend(sub);
+                    }
+                }
+                Err(archive::Expand::Bomb(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Infected(format!(
+                        "Airlock.Archive.Bomb: {what} {w}"
+                    ))),
+                )),
+                Err(archive::Expand::Encrypted(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Unscannable(format!("encrypted: {w}"))),
+                )),
+                Err(archive::Expand::Corrupt(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Unscannable(format!("corrupt: {what}: {w}"))),
+                )),
+                Err(archive::Expand::Unsupported(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Unscannable(format!("unsupported: {what}: {w}"))),
+                )),
+                Err(archive::Expand::Io(e)) => rows.push(row(aname, &v, Err(e.to_string()))),
+            }
+            let _ = tokio::fs::remove_dir_all(&dir).await;
         }
-        let _ = tokio::fs::remove_dir_all(&dir).await;
         rows
     }
     .boxed()
 }
+
+/// The archive scanner's version, as recorded with its verdicts.
+const ARCHIVE_VERSION: &str =
+    "airlock-archive 2 (zip 9, tar 0.4, flate2 1, bzip2 0.6, lzma-rust2 0.25, ruzstd 0.9)";
 
 fn label(v: &VerdictRow) -> String {
     if v.path.is_empty() {
