@@ -456,20 +456,24 @@ async fn record(
         of(VerdictKind::Unscannable),
         of(VerdictKind::Error),
     );
-    let from = if rescan {
-        TransferState::InReview
-    } else {
-        TransferState::Scanning
-    };
     if rescan && infected.is_empty() && !errors.is_empty() {
-        // The old verdicts stand until a scan with the new signatures completes.
+        // The old verdicts stand until a scan with the new signatures completes (and the
+        // release waits for that: `verdicts_current`).
         tracing::warn!(transfer = %id, error = %summary(&errors), "rescan failed; will retry");
         return Ok(());
     }
     let mut tx = app.store.begin().await?;
-    if tx.transfer_state(id).await? != Some(from) {
-        return Ok(()); // Cancelled or decided meanwhile: this scan no longer matters.
-    }
+    // A rescan begins in review, and review may move on while it runs: its findings still
+    // stop a release that has not happened (approved) and flag one that has (released).
+    let from = match (rescan, tx.transfer_state(id).await?) {
+        (false, Some(TransferState::Scanning)) => TransferState::Scanning,
+        (
+            true,
+            Some(s @ (TransferState::InReview | TransferState::Approved | TransferState::Released)),
+        ) => s,
+        // Cancelled, rejected, returned, blocked or revoked meanwhile: nothing left to stop.
+        _ => return Ok(()),
+    };
     tx.replace_verdicts(id, &rows).await?;
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(
@@ -509,7 +513,23 @@ async fn record(
     )
     .await?;
     let mut approved = false;
-    if !infected.is_empty() {
+    let blocks_unscannable = policy.rules.scanning.unscannable == Unscannable::Block;
+    if from == TransferState::Released {
+        let found = if !infected.is_empty() {
+            summary(&infected)
+        } else if !unscannable.is_empty() && blocks_unscannable {
+            format!(
+                "could not be scanned, and the policy blocks what cannot be scanned: {}",
+                summary(&unscannable)
+            )
+        } else {
+            String::new()
+        };
+        if !found.is_empty() {
+            flag_released(&mut tx, id, &found, &findings).await?;
+        }
+        tx.scan_done(id).await?;
+    } else if !infected.is_empty() {
         super::transfers::block_in(&mut tx, id, from, "scan", &summary(&infected)).await?;
         tx.scan_done(id).await?;
     } else if !errors.is_empty() {
@@ -537,7 +557,7 @@ async fn record(
         )
         .await?;
         tracing::warn!(transfer = %id, "{reason}");
-    } else if !unscannable.is_empty() && policy.rules.scanning.unscannable == Unscannable::Block {
+    } else if !unscannable.is_empty() && blocks_unscannable {
         let why = format!(
             "could not be scanned, and the policy blocks what cannot be scanned: {}",
             summary(&unscannable)
@@ -553,6 +573,9 @@ async fn record(
         }
         if !rescan {
             approved = super::governance::enter_review(app, &mut tx, &t, ws, from).await?;
+        } else {
+            // Clean with the new signatures: an approved release waiting for this may go.
+            approved = from == TransferState::Approved;
         }
     }
     tx.commit().await?;
@@ -560,4 +583,75 @@ async fn record(
         app.jobs.notify_one();
     }
     Ok(())
+}
+
+/// A rescan found something in a transfer already released: the release is flagged (its
+/// state reason says so, on every view), an incident is opened, and the audit event
+/// `incident.scan` carries the findings to the webhooks. The files stay where they are: taking
+/// them back is `revoke`, a person's decision.
+async fn flag_released(
+    tx: &mut crate::store::Tx<'_>,
+    id: TransferId,
+    why: &str,
+    findings: &[serde_json::Value],
+) -> Result<()> {
+    tx.insert_incident(Some(id), "scan", why).await?;
+    tx.set_state(
+        id,
+        TransferState::Released,
+        TransferState::Released,
+        &format!("released; SCAN FINDING after release: {why}"),
+    )
+    .await?;
+    tx.audit(
+        AuditEvent::new("system", "incident.scan")
+            .transfer(id)
+            .detail(serde_json::json!({ "reason": why, "findings": findings })),
+    )
+    .await?;
+    tracing::warn!(transfer = %id, "scan finding after release: {why}");
+    Ok(())
+}
+
+/// Whether a transfer's ClamAV verdicts were given by the signature database in use now.
+/// The release worker asks just before releasing: while they are not (new signatures came
+/// and the rescan has not finished, or clamd cannot say which database it has), the release
+/// waits, so a rescan's finding is never beaten by the release it should stop. A transfer
+/// without ClamAV verdicts (its policy does not require it) is not held.
+pub async fn verdicts_current(app: &App, t: &Transfer) -> Result<bool> {
+    let Some(clam) = app.scanners.clamav.clone() else {
+        return Ok(true);
+    };
+    if !app.store.has_verdicts_by(t.id, clam.name()).await? {
+        return Ok(true);
+    }
+    let waiting = match clam.versions().await {
+        Ok(v) => {
+            if !app
+                .store
+                .has_stale_verdicts(t.id, clam.name(), &v.database)
+                .await?
+            {
+                return Ok(true);
+            }
+            app.scan_jobs.notify_one();
+            "approved; the release waits for a rescan with the new signatures"
+        }
+        Err(e) => {
+            tracing::warn!(transfer = %t.id, error = %e, "cannot tell whether the signatures changed");
+            "approved; the release waits until ClamAV can say which signatures it has"
+        }
+    };
+    if t.state_reason != waiting {
+        let mut tx = app.store.begin().await?;
+        tx.set_state(
+            t.id,
+            TransferState::Approved,
+            TransferState::Approved,
+            waiting,
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(false)
 }
