@@ -253,19 +253,12 @@ const UNSUPPORTED: &[(usize, &[u8], &str)] = &[
     (0, b"MSCF\0\0\0\0", "cabinet (CAB) archive"),
     (0, b"!<arch>\n", "ar archive (.a, .deb)"),
     (0, b"\xed\xab\xee\xdb", "RPM package"),
-    (0, b"070701", "cpio archive"),
-    (0, b"070702", "cpio archive"),
-    (0, b"070707", "cpio archive"),
-    (0, b"\xc7\x71", "cpio archive"),
-    (0, b"\x71\xc7", "cpio archive"),
     (0, b"xar!", "xar archive"),
     (0, b"hsqs", "squashfs image"),
     (0, b"sqsh", "squashfs image"),
     (0, b"\x04\x22\x4d\x18", "lz4 stream"),
     (0, b"\x02\x21\x4c\x18", "lz4 stream"),
     (0, b"\x89LZO\0\r\n\x1a\n", "lzop stream"),
-    (0, b"\x1f\x9d", "compress (.Z) stream"),
-    (0, b"\x1f\xa0", "compress (.Z) stream"),
     (0, b"MSWIM\0\0\0", "Windows image (WIM)"),
     (0x8001, b"CD001", "ISO 9660 image"),
 ];
@@ -311,6 +304,14 @@ pub fn detect(path: &Path, limits: &Limits) -> std::io::Result<Vec<Found>> {
         found.push(Found::Unsupported(what));
     } else if is_lzma_header(&head) {
         found.push(Found::Unsupported("lzma (.lzma) stream"));
+    } else if is_cpio_header(&head) {
+        found.push(Found::Unsupported("cpio archive"));
+    } else if head.len() >= 3
+        && head[0] == 0x1f
+        && head[1] == 0x9d
+        && (9..=16).contains(&(head[2] & 0x1f))
+    {
+        found.push(Found::Unsupported("compress (.Z) stream"));
     }
     if found.first() != Some(&Found::Open(Format::Zip)) && has_zip_directory(&mut f, len)? {
         found.push(Found::Open(Format::Zip));
@@ -330,6 +331,17 @@ fn is_lzma_header(b: &[u8]) -> bool {
     b.len() >= 13
         && b[..3] == [0x5d, 0x00, 0x00]
         && (b[5..13].iter().all(|c| *c == 0xff) || b[11..13] == [0, 0])
+}
+
+/// Whether `b` starts with a portable cpio header: its magic, then only hexadecimal (newc,
+/// crc) or octal (odc) digits, so a table whose first cell is "070701" is not taken for one.
+fn is_cpio_header(b: &[u8]) -> bool {
+    let digits = |len: usize, ok: fn(&u8) -> bool| b.len() >= len && b[6..len].iter().all(ok);
+    match b.get(..6) {
+        Some(b"070701") | Some(b"070702") => digits(110, u8::is_ascii_hexdigit),
+        Some(b"070707") => digits(76, |c| (b'0'..=b'7').contains(c)),
+        _ => false,
+    }
 }
 
 /// Whether `b` starts with a tar header: ustar, GNU or pre-POSIX (v7), which has no magic,
@@ -1060,6 +1072,11 @@ mod tests {
                 detect(f.path(), &limits()).unwrap(),
                 [Found::Unsupported(what)]
             );
+        }
+        // Tables that merely start like a magic number are not containers.
+        for text in [&b"070701,42,17\n070702,3,9\n"[..], b"\x1f\x9d\x00 binary"] {
+            std::fs::write(f.path(), text).unwrap();
+            assert_eq!(detect(f.path(), &limits()).unwrap(), []);
         }
         // Behind a self-extractor's stub too.
         let mut sfx = b"MZ\x90\0".to_vec();

@@ -326,7 +326,7 @@ fn scan_tree<'a>(
                         aname,
                         &v,
                         Ok(Outcome::Unscannable(format!(
-                            "unsupported: a {what}, which the archive scanner cannot open"
+                            "unsupported: {what}, which the archive scanner cannot open"
                         ))),
                     ));
                     continue;
