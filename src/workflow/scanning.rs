@@ -3,13 +3,15 @@
 //! what happens next:
 //! - all clean: review begins (`in_review`);
 //! - anything infected (a signature, a denied file type, a zip bomb): `blocked`, with an incident;
-//! - a file no scanner could scan (over clamd's StreamMaxLength, encrypted): the policy says
-//!   `block`, or `acknowledge`: review goes on and a Referee must acknowledge it when approving;
+//! - a file no scanner could scan (over clamd's StreamMaxLength, encrypted, a container the
+//!   archive scanner recognises but cannot open): the policy says `block`, or `acknowledge`:
+//!   review goes on and a Referee must acknowledge it when approving;
 //! - a scanner that did not answer: `scan_error`, retried with backoff. Never a pass.
 //!
 //! A background worker does it, several files at once. A transfer left `scanning` by a crash is
-//! simply scanned again. When clamd's signature database changes, transfers still in review are
-//! scanned again and blocked if something is found now.
+//! simply scanned again. When clamd's signature database changes, transfers in review or
+//! approved are scanned again and blocked if something is found now; meanwhile the release
+//! worker holds them ([`verdicts_current`]), and a find that ends after a release flags it.
 
 use super::{Error, Result};
 use crate::app::App;
