@@ -60,12 +60,13 @@ impl Store {
         rows.iter().map(verdict).collect()
     }
 
-    /// Transfers in `in_review` with a verdict of `scanner` pinned to another database version.
+    /// Transfers not yet released (`in_review` or `approved`) with a verdict of `scanner`
+    /// pinned to another database version.
     pub async fn stale_reviews(&self, scanner: &str, db_version: &str) -> Result<Vec<TransferId>> {
         let rows = sqlx::query(
             "SELECT DISTINCT v.transfer_id FROM scan_verdicts v JOIN transfers t \
-             ON t.id = v.transfer_id WHERE t.state = 'in_review' AND v.scanner = $1 \
-             AND v.db_version != $2",
+             ON t.id = v.transfer_id WHERE t.state IN ('in_review', 'approved') \
+             AND v.scanner = $1 AND v.db_version != $2",
         )
         .bind(scanner)
         .bind(db_version)
@@ -74,6 +75,39 @@ impl Store {
         rows.iter()
             .map(|r| super::parse("scan_verdicts", r.try_get("transfer_id")?))
             .collect()
+    }
+
+    /// Whether any of a transfer's verdicts by `scanner` was given by another database
+    /// version than `db_version`.
+    pub async fn has_stale_verdicts(
+        &self,
+        transfer: TransferId,
+        scanner: &str,
+        db_version: &str,
+    ) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM scan_verdicts WHERE transfer_id = $1 \
+             AND scanner = $2 AND db_version != $3 LIMIT 1)",
+        )
+        .bind(transfer.to_string())
+        .bind(scanner)
+        .bind(db_version)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether a transfer has any verdict by `scanner`.
+    pub async fn has_verdicts_by(&self, transfer: TransferId, scanner: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM scan_verdicts WHERE transfer_id = $1 \
+             AND scanner = $2 LIMIT 1)",
+        )
+        .bind(transfer.to_string())
+        .bind(scanner)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n > 0)
     }
 
     pub async fn scan_job(&self, transfer: TransferId) -> Result<Option<ScanJob>> {

@@ -31,6 +31,16 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
                             continue;
                         }
                     }
+                    // Invariant 3 with signatures that changed since the scan: wait for the
+                    // rescan, whose finding would otherwise lose the race to this release.
+                    match super::scanning::verdicts_current(&app, &t).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::error!(transfer = %t.id, error = %e, "cannot check scans");
+                            continue;
+                        }
+                    }
                     if let Err(e) = release(&app, &t).await {
                         tracing::error!(transfer = %t.id, error = %e, "release failed; will retry");
                         note_failure(&app, &t, &e).await;
@@ -169,6 +179,16 @@ async fn record_release(
 ) -> Result<()> {
     let location = app.volumes.location(dest).display().to_string();
     let mut tx = app.store.begin().await?;
+    if tx.transfer_state(t.id).await? != Some(TransferState::Approved) {
+        // It left `approved` while it was being copied (a rescan blocked it, say): what was
+        // just published must not stay in the workspace's volume.
+        drop(tx);
+        if app.store.transfer(t.id).await?.map(|t| t.state) != Some(TransferState::Released) {
+            app.volumes.withdraw(t.id, dest).await?;
+            tracing::warn!(transfer = %t.id, "no longer approved: the published copy was withdrawn");
+        }
+        return Ok(());
+    }
     if tx
         .set_state(
             t.id,

@@ -3,13 +3,15 @@
 //! what happens next:
 //! - all clean: review begins (`in_review`);
 //! - anything infected (a signature, a denied file type, a zip bomb): `blocked`, with an incident;
-//! - a file no scanner could scan (over clamd's StreamMaxLength, encrypted): the policy says
-//!   `block`, or `acknowledge`: review goes on and a Referee must acknowledge it when approving;
+//! - a file no scanner could scan (over clamd's StreamMaxLength, encrypted, a container the
+//!   archive scanner recognises but cannot open): the policy says `block`, or `acknowledge`:
+//!   review goes on and a Referee must acknowledge it when approving;
 //! - a scanner that did not answer: `scan_error`, retried with backoff. Never a pass.
 //!
 //! A background worker does it, several files at once. A transfer left `scanning` by a crash is
-//! simply scanned again. When clamd's signature database changes, transfers still in review are
-//! scanned again and blocked if something is found now.
+//! simply scanned again. When clamd's signature database changes, transfers in review or
+//! approved are scanned again and blocked if something is found now; meanwhile the release
+//! worker holds them ([`verdicts_current`]), and a find that ends after a release flags it.
 
 use super::{Error, Result};
 use crate::app::App;
@@ -298,11 +300,11 @@ fn scan_tree<'a>(
             return rows;
         };
         let v = Versions {
-            scanner: "airlock-archive (zip 9, tar 0.4)".into(),
+            scanner: ARCHIVE_VERSION.into(),
             database: String::new(),
         };
-        let p = path.clone();
-        let format = match tokio::task::spawn_blocking(move || archive::detect(&p)).await {
+        let (p, l) = (path.clone(), *limits);
+        let found = match tokio::task::spawn_blocking(move || archive::detect(&p, &l)).await {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 rows.push(row(aname, &v, Err(format!("cannot read: {e}"))));
@@ -313,81 +315,106 @@ fn scan_tree<'a>(
                 return rows;
             }
         };
-        let Some(format) = format else {
+        if found.is_empty() {
             rows.push(row(aname, &v, Ok(Outcome::Clean)));
             return rows;
-        };
-        if depth + 1 > limits.max_depth {
-            rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Infected(format!(
-                    "Airlock.Archive.Bomb: archives nested deeper than {} (archive.max_depth)",
-                    limits.max_depth
-                ))),
-            ));
-            return rows;
         }
-        let dir = ctx
-            .scratch
-            .join(format!("x{}", uuid::Uuid::new_v4().simple()));
-        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            rows.push(row(aname, &v, Err(format!("scratch space: {e}"))));
-            return rows;
-        }
-        let (p, d, l, mut b) = (path.clone(), dir.clone(), *limits, *budget);
-        let expanded = tokio::task::spawn_blocking(move || {
-            let r = archive::expand(&p, format, &d, &mut b, &l);
-            (r, b)
-        })
-        .await;
-        let members = match expanded {
-            Err(e) => Err(archive::Expand::Io(std::io::Error::other(e))),
-            Ok((r, b)) => {
-                *budget = b;
-                r
-            }
-        };
-        match members {
-            Ok(members) => {
-                rows.push(row(aname, &v, Ok(Outcome::Clean)));
-                for m in members {
-                    let name = if member.is_empty() {
-                        m.name.clone()
-                    } else {
-                        format!("{member}!{}", m.name)
-                    };
-                    let sub =
-                        scan_tree(ctx, file, name, m.path, m.size, m.sha256, depth + 1, budget)
-                            .await;
-                    rows.extend(sub);
+        // A file may be several things at once (a tar with a zip appended): each is opened.
+        for f in found {
+            let format = match f {
+                archive::Found::Open(format) => format,
+                archive::Found::Unsupported(what) => {
+                    rows.push(row(
+                        aname,
+                        &v,
+                        Ok(Outcome::Unscannable(format!(
+                            "unsupported: {what}, which the archive scanner cannot open"
+                        ))),
+                    ));
+                    continue;
                 }
+            };
+            if depth + 1 > limits.max_depth {
+                rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Infected(format!(
+                        "Airlock.Archive.Bomb: archives nested deeper than {} (archive.max_depth)",
+                        limits.max_depth
+                    ))),
+                ));
+                continue;
             }
-            Err(archive::Expand::Bomb(w)) => rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Infected(format!(
-                    "Airlock.Archive.Bomb: {} {w}",
-                    format.as_str()
-                ))),
-            )),
-            Err(archive::Expand::Encrypted(w)) => rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Unscannable(format!("encrypted: {w}"))),
-            )),
-            Err(archive::Expand::Corrupt(w)) => rows.push(row(
-                aname,
-                &v,
-                Ok(Outcome::Unscannable(format!("corrupt: {w}"))),
-            )),
-            Err(archive::Expand::Io(e)) => rows.push(row(aname, &v, Err(e.to_string()))),
+            let dir = ctx
+                .scratch
+                .join(format!("x{}", uuid::Uuid::new_v4().simple()));
+            if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+                rows.push(row(aname, &v, Err(format!("scratch space: {e}"))));
+                continue;
+            }
+            let (p, d, l, mut b) = (path.clone(), dir.clone(), *limits, *budget);
+            let expanded = tokio::task::spawn_blocking(move || {
+                let r = archive::expand(&p, format, &d, &mut b, &l);
+                (r, b)
+            })
+            .await;
+            let members = match expanded {
+                Err(e) => Err(archive::Expand::Io(std::io::Error::other(e))),
+                Ok((r, b)) => {
+                    *budget = b;
+                    r
+                }
+            };
+            let what = format.as_str();
+            match members {
+                Ok(members) => {
+                    rows.push(row(aname, &v, Ok(Outcome::Clean)));
+                    for m in members {
+                        let name = if member.is_empty() {
+                            m.name.clone()
+                        } else {
+                            format!("{member}!{}", m.name)
+                        };
+                        let sub =
+                            scan_tree(ctx, file, name, m.path, m.size, m.sha256, depth + 1, budget)
+                                .await;
+                        rows.extend(sub);
+                    }
+                }
+                Err(archive::Expand::Bomb(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Infected(format!(
+                        "Airlock.Archive.Bomb: {what} {w}"
+                    ))),
+                )),
+                Err(archive::Expand::Encrypted(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Unscannable(format!("encrypted: {w}"))),
+                )),
+                Err(archive::Expand::Corrupt(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Unscannable(format!("corrupt: {what}: {w}"))),
+                )),
+                Err(archive::Expand::Unsupported(w)) => rows.push(row(
+                    aname,
+                    &v,
+                    Ok(Outcome::Unscannable(format!("unsupported: {what}: {w}"))),
+                )),
+                Err(archive::Expand::Io(e)) => rows.push(row(aname, &v, Err(e.to_string()))),
+            }
+            let _ = tokio::fs::remove_dir_all(&dir).await;
         }
-        let _ = tokio::fs::remove_dir_all(&dir).await;
         rows
     }
     .boxed()
 }
+
+/// The archive scanner's version, as recorded with its verdicts.
+const ARCHIVE_VERSION: &str =
+    "airlock-archive 2 (zip 9, tar 0.4, flate2 1, bzip2 0.6, lzma-rust2 0.25, ruzstd 0.9)";
 
 fn label(v: &VerdictRow) -> String {
     if v.path.is_empty() {
@@ -431,20 +458,24 @@ async fn record(
         of(VerdictKind::Unscannable),
         of(VerdictKind::Error),
     );
-    let from = if rescan {
-        TransferState::InReview
-    } else {
-        TransferState::Scanning
-    };
     if rescan && infected.is_empty() && !errors.is_empty() {
-        // The old verdicts stand until a scan with the new signatures completes.
+        // The old verdicts stand until a scan with the new signatures completes (and the
+        // release waits for that: `verdicts_current`).
         tracing::warn!(transfer = %id, error = %summary(&errors), "rescan failed; will retry");
         return Ok(());
     }
     let mut tx = app.store.begin().await?;
-    if tx.transfer_state(id).await? != Some(from) {
-        return Ok(()); // Cancelled or decided meanwhile: this scan no longer matters.
-    }
+    // A rescan begins in review, and review may move on while it runs: its findings still
+    // stop a release that has not happened (approved) and flag one that has (released).
+    let from = match (rescan, tx.transfer_state(id).await?) {
+        (false, Some(TransferState::Scanning)) => TransferState::Scanning,
+        (
+            true,
+            Some(s @ (TransferState::InReview | TransferState::Approved | TransferState::Released)),
+        ) => s,
+        // Cancelled, rejected, returned, blocked or revoked meanwhile: nothing left to stop.
+        _ => return Ok(()),
+    };
     tx.replace_verdicts(id, &rows).await?;
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(
@@ -484,7 +515,23 @@ async fn record(
     )
     .await?;
     let mut approved = false;
-    if !infected.is_empty() {
+    let blocks_unscannable = policy.rules.scanning.unscannable == Unscannable::Block;
+    if from == TransferState::Released {
+        let found = if !infected.is_empty() {
+            summary(&infected)
+        } else if !unscannable.is_empty() && blocks_unscannable {
+            format!(
+                "could not be scanned, and the policy blocks what cannot be scanned: {}",
+                summary(&unscannable)
+            )
+        } else {
+            String::new()
+        };
+        if !found.is_empty() {
+            flag_released(&mut tx, id, &found, &findings).await?;
+        }
+        tx.scan_done(id).await?;
+    } else if !infected.is_empty() {
         super::transfers::block_in(&mut tx, id, from, "scan", &summary(&infected)).await?;
         tx.scan_done(id).await?;
     } else if !errors.is_empty() {
@@ -512,7 +559,7 @@ async fn record(
         )
         .await?;
         tracing::warn!(transfer = %id, "{reason}");
-    } else if !unscannable.is_empty() && policy.rules.scanning.unscannable == Unscannable::Block {
+    } else if !unscannable.is_empty() && blocks_unscannable {
         let why = format!(
             "could not be scanned, and the policy blocks what cannot be scanned: {}",
             summary(&unscannable)
@@ -528,6 +575,9 @@ async fn record(
         }
         if !rescan {
             approved = super::governance::enter_review(app, &mut tx, &t, ws, from).await?;
+        } else {
+            // Clean with the new signatures: an approved release waiting for this may go.
+            approved = from == TransferState::Approved;
         }
     }
     tx.commit().await?;
@@ -535,4 +585,75 @@ async fn record(
         app.jobs.notify_one();
     }
     Ok(())
+}
+
+/// A rescan found something in a transfer already released: the release is flagged (its
+/// state reason says so, on every view), an incident is opened, and the audit event
+/// `incident.scan` carries the findings to the webhooks. The files stay where they are: taking
+/// them back is `revoke`, a person's decision.
+async fn flag_released(
+    tx: &mut crate::store::Tx<'_>,
+    id: TransferId,
+    why: &str,
+    findings: &[serde_json::Value],
+) -> Result<()> {
+    tx.insert_incident(Some(id), "scan", why).await?;
+    tx.set_state(
+        id,
+        TransferState::Released,
+        TransferState::Released,
+        &format!("released; SCAN FINDING after release: {why}"),
+    )
+    .await?;
+    tx.audit(
+        AuditEvent::new("system", "incident.scan")
+            .transfer(id)
+            .detail(serde_json::json!({ "reason": why, "findings": findings })),
+    )
+    .await?;
+    tracing::warn!(transfer = %id, "scan finding after release: {why}");
+    Ok(())
+}
+
+/// Whether a transfer's ClamAV verdicts were given by the signature database in use now.
+/// The release worker asks just before releasing: while they are not (new signatures came
+/// and the rescan has not finished, or clamd cannot say which database it has), the release
+/// waits, so a rescan's finding is never beaten by the release it should stop. A transfer
+/// without ClamAV verdicts (its policy does not require it) is not held.
+pub async fn verdicts_current(app: &App, t: &Transfer) -> Result<bool> {
+    let Some(clam) = app.scanners.clamav.clone() else {
+        return Ok(true);
+    };
+    if !app.store.has_verdicts_by(t.id, clam.name()).await? {
+        return Ok(true);
+    }
+    let waiting = match clam.versions().await {
+        Ok(v) => {
+            if !app
+                .store
+                .has_stale_verdicts(t.id, clam.name(), &v.database)
+                .await?
+            {
+                return Ok(true);
+            }
+            app.scan_jobs.notify_one();
+            "approved; the release waits for a rescan with the new signatures"
+        }
+        Err(e) => {
+            tracing::warn!(transfer = %t.id, error = %e, "cannot tell whether the signatures changed");
+            "approved; the release waits until ClamAV can say which signatures it has"
+        }
+    };
+    if t.state_reason != waiting {
+        let mut tx = app.store.begin().await?;
+        tx.set_state(
+            t.id,
+            TransferState::Approved,
+            TransferState::Approved,
+            waiting,
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(false)
 }
