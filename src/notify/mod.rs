@@ -20,8 +20,12 @@
 //! logged, and written to the audit log as `webhook.failed`. `airlock webhooks list` shows
 //! deliveries and their last error; `airlock webhooks retry ID` sends a failed one again.
 //! Deliveries are sent oldest first, but a retried one may arrive after newer ones: order by
-//! `seq` in the body, not by arrival.
+//! `seq` in the body, not by arrival. Redirects are never followed.
+//!
+//! Besides the audit events, [`anchor`] sends `audit.anchor` deliveries: the signed head of
+//! the audit chain, to be kept by the receiver as evidence outside airlock.
 
+pub mod anchor;
 pub mod mail;
 
 use crate::app::App;
@@ -251,15 +255,22 @@ pub async fn retry(app: &App, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTP client deliveries go through. Redirects are not followed: a receiver (or whoever
+/// answers in its name) could otherwise point a signed delivery at an internal address; a
+/// 3xx is an answer like any other non-2xx, so it is retried and then failed, visibly.
+pub fn client(cfg: &crate::config::WebhookSettings) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Queues and sends webhooks until `stop` turns true.
 pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     if app.settings.webhooks.urls.is_empty() {
         return;
     }
-    let http = match reqwest::Client::builder()
-        .timeout(app.settings.webhooks.timeout)
-        .build()
-    {
+    let http = match client(&app.settings.webhooks) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook client; webhooks are off");

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod admin;
 pub mod governance;
+pub mod refusals;
 pub mod release;
 pub mod scanning;
 pub mod transfers;
