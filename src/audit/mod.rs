@@ -129,20 +129,29 @@ impl Record {
 
 /// Checks a whole chain in order; returns the sequence number of the first bad record.
 pub fn verify_chain(records: &[Record]) -> Result<(), (i64, String)> {
-    let mut prev = GENESIS.to_string();
+    let mut prev = GENESIS;
     for (i, r) in records.iter().enumerate() {
-        if r.seq != i as i64 + 1 {
-            return Err((r.seq, format!("expected sequence number {}", i + 1)));
-        }
-        if r.prev_hash != prev {
-            return Err((r.seq, "does not follow the record before it".into()));
-        }
-        if r.compute_hash() != r.hash {
-            return Err((r.seq, "its content does not match its hash".into()));
-        }
-        prev = r.hash.clone();
+        r.follows(i, prev).map_err(|why| (r.seq, why))?;
+        prev = &r.hash;
     }
     Ok(())
+}
+
+impl Record {
+    /// Whether this record sits at index `i` after a record hashed `prev`, and its content
+    /// matches its hash.
+    fn follows(&self, i: usize, prev: &str) -> Result<(), String> {
+        if self.seq != i as i64 + 1 {
+            return Err(format!("expected sequence number {}", i + 1));
+        }
+        if self.prev_hash != prev {
+            return Err("does not follow the record before it".into());
+        }
+        if self.compute_hash() != self.hash {
+            return Err("its content does not match its hash".into());
+        }
+        Ok(())
+    }
 }
 
 /// Why a chain fails [`verify`]: the first bad event (or anchor) and what is wrong with it.
@@ -176,9 +185,14 @@ pub fn verify(
     key: &ChainKey,
     anchors: &[Anchor],
 ) -> Result<Verified, Broken> {
-    verify_chain(records).map_err(|(seq, why)| Broken::Chain(seq, why))?;
     let legacy = key.legacy_events();
-    for r in records {
+    // One pass, so the first bad event is named whichever check it fails.
+    let mut prev = GENESIS;
+    for (i, r) in records.iter().enumerate() {
+        if let Err(why) = r.follows(i, prev) {
+            return Err(Broken::Chain(r.seq, why));
+        }
+        prev = &r.hash;
         match &r.mac {
             Some(mac) if key.check(&r.hash, mac) => {}
             Some(_) => {
