@@ -208,3 +208,81 @@ async fn a_webhook_redirect_to_another_address_is_not_followed() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_head_is_anchored_signed_on_schedule_and_at_shutdown() {
+    let (hits, url) = receiver(|| AxStatus::NO_CONTENT.into_response()).await;
+    let t = TestApp::spawn_with(move |s| {
+        s.webhooks.urls = vec![url];
+        s.webhooks.secret = "a-webhook-secret-of-some-length".into();
+        s.webhooks.poll_interval = Duration::from_millis(50);
+        s.audit.anchor_interval = Duration::from_millis(300);
+    })
+    .await;
+    let people = t.bootstrap(1).await;
+    let anchors = |hits: &Hits| -> Vec<Value> {
+        hits.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(h, _)| h["airlock-event"] == "audit.anchor")
+            .map(|(_, b)| serde_json::from_str::<Value>(b).unwrap()["detail"].clone())
+            .collect()
+    };
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = anchors(&hits);
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!got.is_empty(), "no scheduled anchor arrived");
+    // The receiver checks it with the published key alone.
+    let public = hex::decode(
+        std::fs::read_to_string(t.data_dir().join("keys/anchor.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let check = |a: &Value| {
+        let msg = format!(
+            "airlock-audit-anchor-v1\n{}\n{}\n{}\n",
+            a["seq"],
+            a["hash"].as_str().unwrap(),
+            a["at"].as_str().unwrap()
+        );
+        let sig = hex::decode(a["signature"].as_str().unwrap()).unwrap();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public)
+            .verify(msg.as_bytes(), &sig)
+            .is_ok()
+    };
+    assert!(check(&got[0]), "{}", got[0]);
+    let mut forged = got[0].clone();
+    forged["seq"] = (forged["seq"].as_i64().unwrap() + 1).into();
+    assert!(!check(&forged));
+    let records = t.app.store.audit_records().await.unwrap();
+    let seq = got[0]["seq"].as_i64().unwrap();
+    assert_eq!(records[seq as usize - 1].hash, got[0]["hash"].as_str().unwrap());
+
+    // More events, then a stop: the last anchor names the final head, on disk and sent.
+    t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let dir = t.stop().await;
+    let app = airlock::app::App::open(settings(dir.path())).await.unwrap();
+    let (head_seq, head_hash) = app.store.audit_head().await.unwrap();
+    let file = std::fs::read_to_string(dir.path().join("audit-anchors.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(file.lines().last().unwrap()).unwrap();
+    assert_eq!(last["seq"], head_seq);
+    assert_eq!(last["hash"], head_hash.as_str());
+    assert!(anchors(&hits).iter().any(|a| a["seq"] == head_seq && check(a)));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("audit-anchors.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    app.store.pool().close().await;
+}

@@ -11,8 +11,9 @@ use crate::audit::{anchor, Anchor};
 use serde_json::json;
 use std::sync::Arc;
 
-/// Anchors the head now, unless the latest anchor already names it. Returns the new anchor.
-pub async fn anchor_now(app: &App) -> anyhow::Result<Option<Anchor>> {
+/// Anchors the head now, unless the latest anchor already names it. Returns the new anchor
+/// and the ids of its webhook deliveries.
+pub async fn anchor_now(app: &App) -> anyhow::Result<Option<(Anchor, Vec<String>)>> {
     let file = app
         .settings
         .audit
@@ -31,6 +32,7 @@ pub async fn anchor_now(app: &App) -> anyhow::Result<Option<Anchor>> {
     let path = file.clone();
     tokio::task::spawn_blocking(move || anchor::append(&path, &to_disk)).await??;
     let urls = &app.settings.webhooks.urls;
+    let mut ids = Vec::new();
     if !urls.is_empty() {
         let mut tx = app.store.begin().await?;
         for url in urls {
@@ -47,11 +49,12 @@ pub async fn anchor_now(app: &App) -> anyhow::Result<Option<Anchor>> {
             .to_string();
             tx.insert_delivery(&id, a.seq, url, "audit.anchor", None, &body)
                 .await?;
+            ids.push(id);
         }
         tx.commit().await?;
     }
     tracing::info!(seq = a.seq, hash = %a.hash, file = %file.display(), "audit head anchored");
-    Ok(Some(a))
+    Ok(Some((a, ids)))
 }
 
 /// Anchors every `anchor_interval` until `stop` turns true. The shutdown anchor is made by
@@ -71,25 +74,38 @@ pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
     }
 }
 
-/// The last anchor, and one attempt to send what is due (the notifier has stopped by now;
-/// anything not delivered is retried at the next start).
+/// The last anchor, and one attempt to send it, bounded by the webhook timeout (the notifier
+/// has stopped by now; what is not delivered is retried at the next start).
 pub async fn at_shutdown(app: &App) {
-    match anchor_now(app).await {
-        Ok(_) => {}
+    let ids = match anchor_now(app).await {
+        Ok(Some((_, ids))) => ids,
+        Ok(None) => return,
         Err(e) => {
             tracing::error!(error = %e, "cannot anchor the audit head at shutdown");
             return;
         }
-    }
-    if app.settings.webhooks.urls.is_empty() {
+    };
+    if ids.is_empty() {
         return;
     }
-    match super::client(&app.settings.webhooks) {
-        Ok(http) => {
-            if let Err(e) = super::deliver_due(app, &http).await {
-                tracing::warn!(error = %e, "cannot deliver webhooks at shutdown");
+    let http = match super::client(&app.settings.webhooks) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client");
+            return;
+        }
+    };
+    let send = async {
+        for id in &ids {
+            if let Some(d) = app.store.delivery(id).await? {
+                super::attempt(app, &http, &d, chrono::Utc::now().timestamp_millis()).await?;
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot build the webhook client"),
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(app.settings.webhooks.timeout, send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot send the shutdown anchor"),
+        Err(_) => tracing::warn!("the shutdown anchor was not sent in time; it is retried at the next start"),
     }
 }

@@ -203,11 +203,24 @@ async fn send(
 
 /// Sends every due delivery once. Returns how many were attempted.
 pub async fn deliver_due(app: &App, http: &reqwest::Client) -> anyhow::Result<usize> {
-    let cfg = &app.settings.webhooks;
     let now = chrono::Utc::now().timestamp_millis();
     let due = app.store.due_deliveries(now, 50).await?;
     for d in &due {
-        match send(app, http, d).await {
+        attempt(app, http, d, now).await?;
+    }
+    Ok(due.len())
+}
+
+/// Sends `d` once and records the outcome: delivered, failed after the last attempt
+/// (audited), or pending again after a backoff with jitter.
+pub(crate) async fn attempt(
+    app: &App,
+    http: &reqwest::Client,
+    d: &Delivery,
+    now: i64,
+) -> anyhow::Result<()> {
+    let cfg = &app.settings.webhooks;
+    match send(app, http, d).await {
             Ok(status) => {
                 app.store
                     .record_attempt(&d.id, "delivered", Some(status), None, 0)
@@ -237,10 +250,9 @@ pub async fn deliver_due(app: &App, http: &reqwest::Client) -> anyhow::Result<us
                         .record_attempt(&d.id, "pending", status, Some(&error), now + wait_ms)
                         .await?;
                 }
-            }
         }
     }
-    Ok(due.len())
+    Ok(())
 }
 
 /// Puts a failed delivery back in the queue (audited).
