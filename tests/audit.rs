@@ -363,7 +363,9 @@ async fn deleting_events_and_recomputing_the_chain_is_caught_without_a_pinned_he
         &d,
         scratch.path(),
         "legacy-later",
-        &[&format!("UPDATE audit_events SET mac = NULL WHERE seq > {n}")],
+        &[&format!(
+            "UPDATE audit_events SET mac = NULL WHERE seq > {n}"
+        )],
     )
     .await;
     let (ok, out) = audit_cli(&d2, &["verify"]);

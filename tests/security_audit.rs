@@ -147,18 +147,22 @@ async fn a_head_heavy_client_is_not_a_synced_token_used_write_per_request() {
 struct Hits(Arc<Mutex<Vec<(HeaderMap, String)>>>);
 
 /// A receiver at `/hook` that records what it gets and answers `answer`.
-async fn receiver(answer: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static) -> (Hits, String) {
+async fn receiver(
+    answer: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> (Hits, String) {
     let hits = Hits::default();
     let app = axum::Router::new()
         .route(
             "/hook",
-            post(move |State(h): State<Hits>, headers: HeaderMap, body: String| {
-                let answer = answer.clone();
-                async move {
-                    h.0.lock().unwrap().push((headers, body));
-                    answer()
-                }
-            }),
+            post(
+                move |State(h): State<Hits>, headers: HeaderMap, body: String| {
+                    let answer = answer.clone();
+                    async move {
+                        h.0.lock().unwrap().push((headers, body));
+                        answer()
+                    }
+                },
+            ),
         )
         .with_state(hits.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -172,11 +176,7 @@ async fn a_webhook_redirect_to_another_address_is_not_followed() {
     let (internal, internal_url) = receiver(|| AxStatus::NO_CONTENT.into_response()).await;
     let target = internal_url.clone();
     let (outer, outer_url) = receiver(move || {
-        (
-            AxStatus::TEMPORARY_REDIRECT,
-            [("location", target.clone())],
-        )
-            .into_response()
+        (AxStatus::TEMPORARY_REDIRECT, [("location", target.clone())]).into_response()
     })
     .await;
     let url = outer_url.clone();
@@ -263,7 +263,10 @@ async fn the_audit_head_is_anchored_signed_on_schedule_and_at_shutdown() {
     assert!(!check(&forged));
     let records = t.app.store.audit_records().await.unwrap();
     let seq = got[0]["seq"].as_i64().unwrap();
-    assert_eq!(records[seq as usize - 1].hash, got[0]["hash"].as_str().unwrap());
+    assert_eq!(
+        records[seq as usize - 1].hash,
+        got[0]["hash"].as_str().unwrap()
+    );
 
     // More events, then a stop: the last anchor names the final head, on disk and sent.
     t.open_transfer(&people.pm, "data-ingress", "prov").await;
@@ -274,7 +277,9 @@ async fn the_audit_head_is_anchored_signed_on_schedule_and_at_shutdown() {
     let last: Value = serde_json::from_str(file.lines().last().unwrap()).unwrap();
     assert_eq!(last["seq"], head_seq);
     assert_eq!(last["hash"], head_hash.as_str());
-    assert!(anchors(&hits).iter().any(|a| a["seq"] == head_seq && check(a)));
+    assert!(anchors(&hits)
+        .iter()
+        .any(|a| a["seq"] == head_seq && check(a)));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -65,10 +65,11 @@ impl ChainKey {
         };
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let secret: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| KeyError::Corrupt {
-                    path: path.clone(),
-                    message: format!("{} bytes, expected 32", b.len()),
-                })?;
+                let secret: [u8; 32] =
+                    bytes.try_into().map_err(|b: Vec<u8>| KeyError::Corrupt {
+                        path: path.clone(),
+                        message: format!("{} bytes, expected 32", b.len()),
+                    })?;
                 let lpath = dir.join(LEGACY_FILE);
                 let legacy = match std::fs::read_to_string(&lpath) {
                     Ok(s) => s.trim().parse().map_err(|_| KeyError::Corrupt {
@@ -131,7 +132,8 @@ impl ChainKey {
     }
 
     fn hmac(&self, hash: &str) -> Hmac<Sha256> {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut m =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         m.update(b"airlock-audit-v1\n");
         m.update(hash.as_bytes());
         m

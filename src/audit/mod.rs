@@ -180,11 +180,7 @@ pub struct Verified {
 /// Checks the hash chain, the key on every record after the first `legacy` ones, and that
 /// every anchor (already signature-checked by the caller, see [`anchor::read`]) still names
 /// an event of the chain with the anchored hash.
-pub fn verify(
-    records: &[Record],
-    key: &ChainKey,
-    anchors: &[Anchor],
-) -> Result<Verified, Broken> {
+pub fn verify(records: &[Record], key: &ChainKey, anchors: &[Anchor]) -> Result<Verified, Broken> {
     let legacy = key.legacy_events();
     // One pass, so the first bad event is named whichever check it fails.
     let mut prev = GENESIS;
@@ -277,5 +273,49 @@ mod tests {
         let mut c = chain(5);
         c.swap(1, 2);
         assert!(verify_chain(&c).is_err());
+    }
+
+    fn keyed(n: i64, key: &ChainKey) -> Vec<Record> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let r = Record::seal_keyed(
+                    seq,
+                    format!("t{seq}"),
+                    AuditEvent::new("system", "x"),
+                    prev.clone(),
+                    key,
+                );
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_recomputed_chain_fails_the_key_and_a_truncated_one_the_anchor() {
+        let key = ChainKey::from_secret([7; 32], 0);
+        let c = keyed(6, &key);
+        let anchors = AnchorKey::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        let a = anchors.sign(6, &c[5].hash);
+        assert!(verify(&c, &key, std::slice::from_ref(&a)).is_ok());
+        // Recomputed without the key: consistent, but unkeyed.
+        let plain = chain(6);
+        assert!(verify_chain(&plain).is_ok());
+        assert!(matches!(verify(&plain, &key, &[]), Err(Broken::Key(1, _))));
+        // ... unless those events predate the key.
+        let legacy = ChainKey::from_secret([7; 32], 6);
+        assert_eq!(verify(&plain, &legacy, &[]).unwrap().legacy, 6);
+        let other = ChainKey::from_secret([8; 32], 0);
+        assert!(matches!(verify(&c, &other, &[]), Err(Broken::Key(1, _))));
+        // Truncated: every record fine, the anchor not met.
+        let err = verify(&c[..4], &key, std::slice::from_ref(&a))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deleted"), "{err}");
+        let mut edited = a;
+        edited.hash = c[4].hash.clone();
+        let err = verify(&c, &key, &[edited]).unwrap_err().to_string();
+        assert!(err.contains("event 6"), "{err}");
     }
 }

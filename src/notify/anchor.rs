@@ -106,6 +106,8 @@ pub async fn at_shutdown(app: &App) {
     match tokio::time::timeout(app.settings.webhooks.timeout, send).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot send the shutdown anchor"),
-        Err(_) => tracing::warn!("the shutdown anchor was not sent in time; it is retried at the next start"),
+        Err(_) => tracing::warn!(
+            "the shutdown anchor was not sent in time; it is retried at the next start"
+        ),
     }
 }

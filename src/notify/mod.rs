@@ -221,35 +221,35 @@ pub(crate) async fn attempt(
 ) -> anyhow::Result<()> {
     let cfg = &app.settings.webhooks;
     match send(app, http, d).await {
-            Ok(status) => {
+        Ok(status) => {
+            app.store
+                .record_attempt(&d.id, "delivered", Some(status), None, 0)
+                .await?;
+        }
+        Err((status, error)) => {
+            let attempts = d.attempts as u32 + 1;
+            if attempts >= cfg.max_attempts {
+                tracing::warn!(delivery = %d.id, url = %d.url, event = %d.event, %error, attempts, "webhook failed");
                 app.store
-                    .record_attempt(&d.id, "delivered", Some(status), None, 0)
+                    .record_attempt(&d.id, "failed", status, Some(&error), 0)
+                    .await?;
+                app.store
+                    .audit(AuditEvent::new("system", "webhook.failed").detail(json!({
+                        "delivery": d.id, "url": d.url, "event": d.event,
+                        "seq": d.audit_seq, "attempts": attempts, "error": error,
+                    })))
+                    .await?;
+            } else {
+                let wait = backoff(cfg.backoff_initial, cfg.backoff_max, attempts);
+                // Up to a quarter more, so many receivers failing at once do not retry
+                // in lockstep.
+                let jitter = rand::random::<f64>() * 0.25;
+                let wait_ms = (wait.as_millis() as f64 * (1.0 + jitter)) as i64;
+                tracing::info!(delivery = %d.id, url = %d.url, %error, attempts, wait_ms, "webhook will be retried");
+                app.store
+                    .record_attempt(&d.id, "pending", status, Some(&error), now + wait_ms)
                     .await?;
             }
-            Err((status, error)) => {
-                let attempts = d.attempts as u32 + 1;
-                if attempts >= cfg.max_attempts {
-                    tracing::warn!(delivery = %d.id, url = %d.url, event = %d.event, %error, attempts, "webhook failed");
-                    app.store
-                        .record_attempt(&d.id, "failed", status, Some(&error), 0)
-                        .await?;
-                    app.store
-                        .audit(AuditEvent::new("system", "webhook.failed").detail(json!({
-                            "delivery": d.id, "url": d.url, "event": d.event,
-                            "seq": d.audit_seq, "attempts": attempts, "error": error,
-                        })))
-                        .await?;
-                } else {
-                    let wait = backoff(cfg.backoff_initial, cfg.backoff_max, attempts);
-                    // Up to a quarter more, so many receivers failing at once do not retry
-                    // in lockstep.
-                    let jitter = rand::random::<f64>() * 0.25;
-                    let wait_ms = (wait.as_millis() as f64 * (1.0 + jitter)) as i64;
-                    tracing::info!(delivery = %d.id, url = %d.url, %error, attempts, wait_ms, "webhook will be retried");
-                    app.store
-                        .record_attempt(&d.id, "pending", status, Some(&error), now + wait_ms)
-                        .await?;
-                }
         }
     }
     Ok(())

@@ -2,9 +2,9 @@
 //! here; every use and every refusal of an upload token lands in the audit log, through
 //! [`refusals`] so that repeats are summarised rather than written one by one.
 
+use super::refusals::{self, TokenEvent};
 use super::{Error, Result};
 use crate::app::App;
-use super::refusals::{self, TokenEvent};
 use crate::auth::{TokenError, TokenKind};
 use crate::domain::*;
 use crate::store::{Transfer, User, Workspace};
@@ -78,8 +78,11 @@ pub async fn authenticate(
     if let Err(TokenError::Expired) = &claims {
         // The signature was checked before the expiry, so these claims are ours.
         if let Some(c) = crate::auth::peek_claims(token).filter(|c| c.typ == TokenKind::Upload) {
-            refusals::refused(app, upload_event(&c.jti, &c.sub, client, route, Some("token has expired")))
-                .await;
+            refusals::refused(
+                app,
+                upload_event(&c.jti, &c.sub, client, route, Some("token has expired")),
+            )
+            .await;
         }
     }
     let claims = claims.map_err(|e| match e {

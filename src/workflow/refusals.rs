@@ -342,8 +342,12 @@ mod tests {
         let t = TokenEvents::new(10);
         let written = (0..500)
             .filter(|i| {
-                t.note(&ev("a", &format!("10.0.{}.{}", i / 250, i % 250), "HEAD /x"))
-                    .is_some()
+                t.note(&ev(
+                    "a",
+                    &format!("10.0.{}.{}", i / 250, i % 250),
+                    "HEAD /x",
+                ))
+                .is_some()
             })
             .count();
         assert_eq!(written as u32, PER_TOKEN);
@@ -357,8 +361,12 @@ mod tests {
             .iter()
             .enumerate()
             .filter(|(i, tok)| {
-                t.note(&ev(tok, &format!("10.1.{}.{}", i / 250, i % 250), "HEAD /x"))
-                    .is_some()
+                t.note(&ev(
+                    tok,
+                    &format!("10.1.{}.{}", i / 250, i % 250),
+                    "HEAD /x",
+                ))
+                .is_some()
             })
             .count();
         assert!(written as u32 + PER_TOKEN + PER_CLIENT <= 10, "{written}");
