@@ -30,6 +30,11 @@ pub struct App {
     pub scan_jobs: tokio::sync::Notify,
     /// Integrity counters for `/metrics`.
     pub integrity: crate::integrity::Metrics,
+    /// Upload-token uses and refusals of the current window, summarised at its end
+    /// (`[audit] summary_window`).
+    pub token_events: crate::workflow::refusals::TokenEvents,
+    /// Signs the audit chain's head (`keys/anchor.key`).
+    pub anchor_key: Arc<crate::audit::AnchorKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,10 @@ pub enum StartError {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Scanner(#[from] crate::scan::ScannerConfigError),
+    #[error(transparent)]
+    AuditKey(#[from] crate::audit::key::KeyError),
+    #[error(transparent)]
+    Anchor(#[from] crate::audit::anchor::AnchorError),
 }
 
 impl App {
@@ -62,6 +71,11 @@ impl App {
         let store = Store::open_sqlite(&dir.join("airlock.db")).await?;
         let volumes = Volumes::local(&dir)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
+        // The audit key and the anchor key live beside jwt.key, outside the database.
+        let (events, keyed) = store.audit_counts().await?;
+        let chain_key = crate::audit::ChainKey::load_or_create(&dir.join("keys"), events, keyed)?;
+        let store = store.with_chain_key(chain_key);
+        let anchor_key = Arc::new(crate::audit::AnchorKey::load_or_create(&dir.join("keys"))?);
         let scanners = Arc::new(crate::scan::Scanners::load(
             settings.scanning.dir.as_deref(),
             settings.scanning.clamd.as_deref(),
@@ -71,6 +85,7 @@ impl App {
         for (file, tier) in store.workspace_policy_files().await? {
             policies.for_workspace(tier, Some(&file))?;
         }
+        let max_immediate = settings.audit.max_immediate_events;
         Ok(Arc::new(App {
             settings,
             store,
@@ -82,6 +97,8 @@ impl App {
             scanners,
             scan_jobs: tokio::sync::Notify::new(),
             integrity: Default::default(),
+            token_events: crate::workflow::refusals::TokenEvents::new(max_immediate),
+            anchor_key,
         }))
     }
 }

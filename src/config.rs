@@ -18,6 +18,47 @@ pub struct Settings {
     pub scanning: ScanSettings,
     pub integrity: IntegritySettings,
     pub log: LogSettings,
+    pub audit: AuditSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Where signed heads of the audit chain are appended, one JSON line each. Put it on
+    /// another machine or an append-only mount where you can. Default
+    /// `<data_dir>/audit-anchors.jsonl`.
+    pub anchor_file: Option<PathBuf>,
+    /// How often the head is anchored (also at every shutdown; skipped when nothing was
+    /// written since the last anchor). Default `1h`.
+    #[serde(with = "humantime_serde_compat")]
+    pub anchor_interval: Duration,
+    /// Upload-token uses and refusals repeated within this window are summarised as one
+    /// audit event with a count, written at the window's end. Default `60s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub summary_window: Duration,
+    /// Most upload-token uses and refusals written at once (not summarised) per window,
+    /// across all tokens and clients. Default 100.
+    pub max_immediate_events: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            anchor_file: None,
+            anchor_interval: Duration::from_secs(3600),
+            summary_window: Duration::from_secs(60),
+            max_immediate_events: 100,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// The anchor file, with its default under `data_dir`.
+    pub fn anchor_file(&self, data_dir: &Path) -> PathBuf {
+        self.anchor_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit-anchors.jsonl"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,6 +377,11 @@ impl Settings {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return Err(bad(format!("`webhooks.urls`: `{u}` is not an http(s) URL")));
             }
+        }
+        if s.audit.summary_window.is_zero() || s.audit.anchor_interval.is_zero() {
+            return Err(bad(
+                "`audit.summary_window` and `audit.anchor_interval` must be longer than 0".into(),
+            ));
         }
         if s.webhooks.max_attempts == 0 {
             return Err(bad("`webhooks.max_attempts` must be at least 1".into()));

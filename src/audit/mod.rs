@@ -3,6 +3,23 @@
 //!
 //! Records are written by `workflow/` inside the same database transaction as the change they
 //! describe (see `store::Tx::audit`).
+//!
+//! A plain hash chain only shows that the rows agree with each other: anyone who can write to
+//! the database can delete or edit rows and recompute every hash after them. Two things make
+//! such a rewrite evident without trusting the database:
+//! - [`key`]: each record also carries an HMAC of its hash under a key kept in the keys
+//!   directory, not in the database, so a recomputed record has no valid `mac`;
+//! - [`anchor`]: the head (seq, hash, time) is signed with ed25519 on a schedule and at
+//!   shutdown, appended to an anchor file outside the database and sent to the webhooks, so
+//!   a truncated or rolled-back chain no longer reaches an anchored head.
+//!
+//! [`verify`] checks all three (chain, keys, anchors) and names the first bad event.
+
+pub mod anchor;
+pub mod key;
+
+pub use anchor::{Anchor, AnchorKey};
+pub use key::ChainKey;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -53,6 +70,9 @@ pub struct Record {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// HMAC-SHA256 of `hash` under the [`ChainKey`]; `None` only for records written before
+    /// the chain was keyed (see [`key`]).
+    pub mac: Option<String>,
 }
 
 impl Record {
@@ -67,8 +87,22 @@ impl Record {
             detail: event.detail.to_string(),
             prev_hash,
             hash: String::new(),
+            mac: None,
         };
         r.hash = r.compute_hash();
+        r
+    }
+
+    /// Seals `event` like [`Record::seal`] and keys it.
+    pub fn seal_keyed(
+        seq: i64,
+        at: String,
+        event: AuditEvent,
+        prev_hash: String,
+        key: &ChainKey,
+    ) -> Self {
+        let mut r = Self::seal(seq, at, event, prev_hash);
+        r.mac = Some(key.mac(&r.hash));
         r
     }
 
@@ -95,20 +129,116 @@ impl Record {
 
 /// Checks a whole chain in order; returns the sequence number of the first bad record.
 pub fn verify_chain(records: &[Record]) -> Result<(), (i64, String)> {
-    let mut prev = GENESIS.to_string();
+    let mut prev = GENESIS;
     for (i, r) in records.iter().enumerate() {
-        if r.seq != i as i64 + 1 {
-            return Err((r.seq, format!("expected sequence number {}", i + 1)));
-        }
-        if r.prev_hash != prev {
-            return Err((r.seq, "does not follow the record before it".into()));
-        }
-        if r.compute_hash() != r.hash {
-            return Err((r.seq, "its content does not match its hash".into()));
-        }
-        prev = r.hash.clone();
+        r.follows(i, prev).map_err(|why| (r.seq, why))?;
+        prev = &r.hash;
     }
     Ok(())
+}
+
+impl Record {
+    /// Whether this record sits at index `i` after a record hashed `prev`, and its content
+    /// matches its hash.
+    fn follows(&self, i: usize, prev: &str) -> Result<(), String> {
+        if self.seq != i as i64 + 1 {
+            return Err(format!("expected sequence number {}", i + 1));
+        }
+        if self.prev_hash != prev {
+            return Err("does not follow the record before it".into());
+        }
+        if self.compute_hash() != self.hash {
+            return Err("its content does not match its hash".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a chain fails [`verify`]: the first bad event (or anchor) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    #[error("audit chain broken at event {0}: {1}")]
+    Chain(i64, String),
+    #[error("audit chain broken at event {0}: {1}")]
+    Key(i64, String),
+    #[error("{0}")]
+    Anchor(String),
+}
+
+/// What [`verify`] found in a sound chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub events: usize,
+    /// Events from before the chain was keyed, checked by hash linkage only.
+    pub legacy: usize,
+    /// Anchors the chain was checked against.
+    pub anchors: usize,
+    /// The newest anchor checked.
+    pub latest_anchor: Option<Anchor>,
+}
+
+/// Checks the hash chain, the key on every record after the first `legacy` ones, and that
+/// every anchor (already signature-checked by the caller, see [`anchor::read`]) still names
+/// an event of the chain with the anchored hash.
+pub fn verify(records: &[Record], key: &ChainKey, anchors: &[Anchor]) -> Result<Verified, Broken> {
+    let legacy = key.legacy_events();
+    // One pass, so the first bad event is named whichever check it fails.
+    let mut prev = GENESIS;
+    for (i, r) in records.iter().enumerate() {
+        if let Err(why) = r.follows(i, prev) {
+            return Err(Broken::Chain(r.seq, why));
+        }
+        prev = &r.hash;
+        match &r.mac {
+            Some(mac) if key.check(&r.hash, mac) => {}
+            Some(_) => {
+                return Err(Broken::Key(
+                    r.seq,
+                    "its key (mac) does not match: the event was rewritten without the \
+                     audit key"
+                        .into(),
+                ))
+            }
+            None if (r.seq as u64) <= legacy => {}
+            None => {
+                return Err(Broken::Key(
+                    r.seq,
+                    format!(
+                        "it carries no key (mac), but only the first {legacy} event(s) \
+                         predate the audit key"
+                    ),
+                ))
+            }
+        }
+    }
+    for a in anchors {
+        match records.get((a.seq as usize).wrapping_sub(1)) {
+            _ if a.seq == 0 => {}
+            Some(r) if r.seq == a.seq && r.hash == a.hash => {}
+            Some(_) => {
+                return Err(Broken::Anchor(format!(
+                    "audit chain broken at event {}: it does not match the head anchored at {} \
+                     (events were rewritten)",
+                    a.seq, a.at
+                )))
+            }
+            None => {
+                return Err(Broken::Anchor(format!(
+                    "audit chain has {} events, but an anchor of {} vouches for event {}: \
+                     events were deleted",
+                    records.len(),
+                    a.at,
+                    a.seq
+                )))
+            }
+        }
+    }
+    Ok(Verified {
+        events: records.len(),
+        legacy: records.iter().filter(|r| r.mac.is_none()).count(),
+        anchors: anchors.len(),
+        latest_anchor: anchors.iter().max_by_key(|a| a.seq).cloned(),
+    })
 }
 
 #[cfg(test)]
@@ -143,5 +273,49 @@ mod tests {
         let mut c = chain(5);
         c.swap(1, 2);
         assert!(verify_chain(&c).is_err());
+    }
+
+    fn keyed(n: i64, key: &ChainKey) -> Vec<Record> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let r = Record::seal_keyed(
+                    seq,
+                    format!("t{seq}"),
+                    AuditEvent::new("system", "x"),
+                    prev.clone(),
+                    key,
+                );
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_recomputed_chain_fails_the_key_and_a_truncated_one_the_anchor() {
+        let key = ChainKey::from_secret([7; 32], 0);
+        let c = keyed(6, &key);
+        let anchors = AnchorKey::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        let a = anchors.sign(6, &c[5].hash);
+        assert!(verify(&c, &key, std::slice::from_ref(&a)).is_ok());
+        // Recomputed without the key: consistent, but unkeyed.
+        let plain = chain(6);
+        assert!(verify_chain(&plain).is_ok());
+        assert!(matches!(verify(&plain, &key, &[]), Err(Broken::Key(1, _))));
+        // ... unless those events predate the key.
+        let legacy = ChainKey::from_secret([7; 32], 6);
+        assert_eq!(verify(&plain, &legacy, &[]).unwrap().legacy, 6);
+        let other = ChainKey::from_secret([8; 32], 0);
+        assert!(matches!(verify(&c, &other, &[]), Err(Broken::Key(1, _))));
+        // Truncated: every record fine, the anchor not met.
+        let err = verify(&c[..4], &key, std::slice::from_ref(&a))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deleted"), "{err}");
+        let mut edited = a;
+        edited.hash = c[4].hash.clone();
+        let err = verify(&c, &key, &[edited]).unwrap_err().to_string();
+        assert!(err.contains("event 6"), "{err}");
     }
 }

@@ -159,8 +159,9 @@ pub struct Confirm {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check the whole chain; names the first bad event. With --head, also check that the
-    /// chain ends at a head exported earlier and kept elsewhere.
+    /// Check the whole chain, the audit key on every event and the signed anchors in the
+    /// anchor file; names the first bad event. With --head, also check that the chain
+    /// contains a head exported earlier and kept elsewhere.
     Verify {
         #[arg(long)]
         head: Option<String>,
@@ -577,8 +578,36 @@ async fn audit(app: &App, cmd: &AuditCommand) -> anyhow::Result<()> {
     let records = app.store.audit_records().await?;
     match cmd {
         AuditCommand::Verify { head } => {
-            if let Err((seq, why)) = crate::audit::verify_chain(&records) {
-                anyhow::bail!("audit chain broken at event {seq}: {why}");
+            let key = app
+                .store
+                .chain_key()
+                .context("the audit key was not loaded")?;
+            let file = app
+                .settings
+                .audit
+                .anchor_file(&app.settings.storage.data_dir);
+            let anchors = crate::audit::anchor::read(&file, app.anchor_key.public())?;
+            let v = crate::audit::verify(&records, key, &anchors)?;
+            if v.legacy > 0 {
+                println!(
+                    "{} event(s) from before the audit key checked by linkage only; {} keyed",
+                    v.legacy,
+                    v.events - v.legacy
+                );
+            }
+            match &v.latest_anchor {
+                Some(a) => println!(
+                    "anchors: {} in {} agree with the chain; the latest vouches for event {} ({})",
+                    v.anchors,
+                    file.display(),
+                    a.seq,
+                    a.at
+                ),
+                None => println!(
+                    "anchors: none yet in {} (the server anchors on a schedule and at shutdown): \
+                     a deleted tail would not be noticed",
+                    file.display()
+                ),
             }
             let last = records
                 .last()

@@ -20,8 +20,12 @@
 //! logged, and written to the audit log as `webhook.failed`. `airlock webhooks list` shows
 //! deliveries and their last error; `airlock webhooks retry ID` sends a failed one again.
 //! Deliveries are sent oldest first, but a retried one may arrive after newer ones: order by
-//! `seq` in the body, not by arrival.
+//! `seq` in the body, not by arrival. Redirects are never followed.
+//!
+//! Besides the audit events, [`anchor`] sends `audit.anchor` deliveries: the signed head of
+//! the audit chain, to be kept by the receiver as evidence outside airlock.
 
+pub mod anchor;
 pub mod mail;
 
 use crate::app::App;
@@ -206,44 +210,56 @@ async fn send(
 
 /// Sends every due delivery once. Returns how many were attempted.
 pub async fn deliver_due(app: &App, http: &reqwest::Client) -> anyhow::Result<usize> {
-    let cfg = &app.settings.webhooks;
     let now = chrono::Utc::now().timestamp_millis();
     let due = app.store.due_deliveries(now, 50).await?;
     for d in &due {
-        match send(app, http, d).await {
-            Ok(status) => {
+        attempt(app, http, d, now).await?;
+    }
+    Ok(due.len())
+}
+
+/// Sends `d` once and records the outcome: delivered, failed after the last attempt
+/// (audited), or pending again after a backoff with jitter.
+pub(crate) async fn attempt(
+    app: &App,
+    http: &reqwest::Client,
+    d: &Delivery,
+    now: i64,
+) -> anyhow::Result<()> {
+    let cfg = &app.settings.webhooks;
+    match send(app, http, d).await {
+        Ok(status) => {
+            app.store
+                .record_attempt(&d.id, "delivered", Some(status), None, 0)
+                .await?;
+        }
+        Err((status, error)) => {
+            let attempts = d.attempts as u32 + 1;
+            if attempts >= cfg.max_attempts {
+                tracing::warn!(delivery = %d.id, url = %d.url, event = %d.event, %error, attempts, "webhook failed");
                 app.store
-                    .record_attempt(&d.id, "delivered", Some(status), None, 0)
+                    .record_attempt(&d.id, "failed", status, Some(&error), 0)
                     .await?;
-            }
-            Err((status, error)) => {
-                let attempts = d.attempts as u32 + 1;
-                if attempts >= cfg.max_attempts {
-                    tracing::warn!(delivery = %d.id, url = %d.url, event = %d.event, %error, attempts, "webhook failed");
-                    app.store
-                        .record_attempt(&d.id, "failed", status, Some(&error), 0)
-                        .await?;
-                    app.store
-                        .audit(AuditEvent::new("system", "webhook.failed").detail(json!({
-                            "delivery": d.id, "url": d.url, "event": d.event,
-                            "seq": d.audit_seq, "attempts": attempts, "error": error,
-                        })))
-                        .await?;
-                } else {
-                    let wait = backoff(cfg.backoff_initial, cfg.backoff_max, attempts);
-                    // Up to a quarter more, so many receivers failing at once do not retry
-                    // in lockstep.
-                    let jitter = rand::random::<f64>() * 0.25;
-                    let wait_ms = (wait.as_millis() as f64 * (1.0 + jitter)) as i64;
-                    tracing::info!(delivery = %d.id, url = %d.url, %error, attempts, wait_ms, "webhook will be retried");
-                    app.store
-                        .record_attempt(&d.id, "pending", status, Some(&error), now + wait_ms)
-                        .await?;
-                }
+                app.store
+                    .audit(AuditEvent::new("system", "webhook.failed").detail(json!({
+                        "delivery": d.id, "url": d.url, "event": d.event,
+                        "seq": d.audit_seq, "attempts": attempts, "error": error,
+                    })))
+                    .await?;
+            } else {
+                let wait = backoff(cfg.backoff_initial, cfg.backoff_max, attempts);
+                // Up to a quarter more, so many receivers failing at once do not retry
+                // in lockstep.
+                let jitter = rand::random::<f64>() * 0.25;
+                let wait_ms = (wait.as_millis() as f64 * (1.0 + jitter)) as i64;
+                tracing::info!(delivery = %d.id, url = %d.url, %error, attempts, wait_ms, "webhook will be retried");
+                app.store
+                    .record_attempt(&d.id, "pending", status, Some(&error), now + wait_ms)
+                    .await?;
             }
         }
     }
-    Ok(due.len())
+    Ok(())
 }
 
 /// Puts a failed delivery back in the queue (audited).
@@ -258,15 +274,22 @@ pub async fn retry(app: &App, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTP client deliveries go through. Redirects are not followed: a receiver (or whoever
+/// answers in its name) could otherwise point a signed delivery at an internal address; a
+/// 3xx is an answer like any other non-2xx, so it is retried and then failed, visibly.
+pub fn client(cfg: &crate::config::WebhookSettings) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Queues and sends webhooks until `stop` turns true.
 pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     if app.settings.webhooks.urls.is_empty() {
         return;
     }
-    let http = match reqwest::Client::builder()
-        .timeout(app.settings.webhooks.timeout)
-        .build()
-    {
+    let http = match client(&app.settings.webhooks) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook client; webhooks are off");

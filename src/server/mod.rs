@@ -186,8 +186,13 @@ pub async fn run(
         app.clone(),
         stop_rx.clone(),
     ));
+    let summaries = tokio::spawn(crate::workflow::refusals::worker(
+        app.clone(),
+        stop_rx.clone(),
+    ));
+    let anchors = tokio::spawn(crate::notify::anchor::worker(app.clone(), stop_rx.clone()));
     let grace = app.settings.server.shutdown_grace;
-    let service = router(AppState(app)).into_make_service_with_connect_info::<SocketAddr>();
+    let service = router(AppState(app.clone())).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop_for_server = stop_rx.clone();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = stop_for_server.changed().await;
@@ -213,6 +218,10 @@ pub async fn run(
     let _ = notifier.await;
     let _ = scanner.await;
     let _ = fixity.await;
+    let _ = summaries.await;
+    let _ = anchors.await;
+    // Last, so the anchor covers every event written before the process ends.
+    crate::notify::anchor::at_shutdown(&app).await;
     result
 }
 

@@ -152,12 +152,15 @@ pub struct Store {
     pool: SqlitePool,
     /// Serialises audited writes so each audit event sees the hash of the one before it.
     audit_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Keys every new audit record (`App::open` sets it; `None` writes unkeyed records).
+    chain_key: Option<Arc<audit::ChainKey>>,
 }
 
 /// A write transaction that also appends audit events to the hash chain.
 pub struct Tx<'a> {
     _guard: tokio::sync::MutexGuard<'a, ()>,
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    chain_key: Option<Arc<audit::ChainKey>>,
 }
 
 fn parse<T: FromStr>(table: &'static str, s: &str) -> Result<T>
@@ -224,10 +227,34 @@ impl Store {
         sqlx::raw_sql(include_str!("schema.sql"))
             .execute(&pool)
             .await?;
+        audit_mac_column(&pool).await?;
         Ok(Self {
             pool,
             audit_lock: Arc::new(tokio::sync::Mutex::new(())),
+            chain_key: None,
         })
+    }
+
+    /// Keys every audit record written from now on (see `audit::key`).
+    pub fn with_chain_key(mut self, key: audit::ChainKey) -> Self {
+        self.chain_key = Some(Arc::new(key));
+        self
+    }
+
+    /// The key new audit records are written with.
+    pub fn chain_key(&self) -> Option<&audit::ChainKey> {
+        self.chain_key.as_deref()
+    }
+
+    /// The chain's length and how many of its records carry a mac.
+    pub async fn audit_counts(&self) -> Result<(u64, u64)> {
+        let r = sqlx::query("SELECT COUNT(*) AS n, COUNT(mac) AS k FROM audit_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((
+            r.try_get::<i64, _>("n")? as u64,
+            r.try_get::<i64, _>("k")? as u64,
+        ))
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -241,7 +268,11 @@ impl Store {
         // (the audit chain's head) fails with SQLITE_BUSY, without waiting, if another
         // connection commits before it writes.
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Tx { _guard: guard, tx })
+        Ok(Tx {
+            _guard: guard,
+            tx,
+            chain_key: self.chain_key.clone(),
+        })
     }
 
     /// Appends one audit event in a transaction of its own.
@@ -536,6 +567,17 @@ impl Store {
         Ok(())
     }
 
+    /// The newest event's seq and hash, or `(0, GENESIS)` for an empty chain.
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+            None => (0, audit::GENESIS.to_string()),
+        })
+    }
+
     /// The whole audit chain, in order.
     pub async fn audit_records(&self) -> Result<Vec<audit::Record>> {
         sqlx::query("SELECT * FROM audit_events ORDER BY seq")
@@ -552,6 +594,7 @@ impl Store {
                     detail: r.try_get("detail")?,
                     prev_hash: r.try_get("prev_hash")?,
                     hash: r.try_get("hash")?,
+                    mac: r.try_get("mac")?,
                 })
             })
             .collect()
@@ -560,6 +603,21 @@ impl Store {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Adds `audit_events.mac` to a database from before the chain was keyed.
+async fn audit_mac_column(pool: &SqlitePool) -> Result<()> {
+    let has: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pragma_table_info('audit_events') WHERE name = 'mac'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if has == 0 {
+        sqlx::query("ALTER TABLE audit_events ADD COLUMN mac TEXT")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A segment row and the file's new received count, on whatever connection holds the
@@ -725,10 +783,13 @@ impl Tx<'_> {
             .fetch_one(&mut *self.tx)
             .await?
             .try_get("n")?;
-        let rec = audit::Record::seal(seq, now(), event, prev);
+        let rec = match &self.chain_key {
+            Some(key) => audit::Record::seal_keyed(seq, now(), event, prev, key),
+            None => audit::Record::seal(seq, now(), event, prev),
+        };
         sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor, action, transfer_id, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO audit_events (seq, at, actor, action, transfer_id, detail, prev_hash, hash, mac) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(rec.seq)
         .bind(&rec.at)
@@ -738,6 +799,7 @@ impl Tx<'_> {
         .bind(&rec.detail)
         .bind(&rec.prev_hash)
         .bind(&rec.hash)
+        .bind(&rec.mac)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

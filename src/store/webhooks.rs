@@ -117,6 +117,15 @@ impl Store {
         rows.iter().map(delivery).collect()
     }
 
+    /// One delivery by id.
+    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(delivery).transpose()
+    }
+
     /// How many deliveries are in each state.
     pub async fn delivery_counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(

@@ -1,9 +1,10 @@
 //! Who is calling, and what they may do. Every request's bearer token becomes a [`Principal`]
-//! here; every use and every refusal of an upload token lands in the audit log.
+//! here; every use and every refusal of an upload token lands in the audit log, through
+//! [`refusals`] so that repeats are summarised rather than written one by one.
 
+use super::refusals::{self, TokenEvent};
 use super::{Error, Result};
 use crate::app::App;
-use crate::audit::AuditEvent;
 use crate::auth::{TokenError, TokenKind};
 use crate::domain::*;
 use crate::store::{Project, Transfer, User, Workspace};
@@ -63,6 +64,8 @@ pub async fn authenticate(
     client: IpAddr,
     route: &str,
 ) -> Result<Principal> {
+    // A request path is the client's to choose: only a bounded prefix is logged or audited.
+    let route = &*refusals::cap_route(route);
     let raw = authorization.ok_or_else(|| {
         Error::Unauthenticated("missing `Authorization: Bearer <token>` header".into())
     })?;
@@ -75,16 +78,11 @@ pub async fn authenticate(
     if let Err(TokenError::Expired) = &claims {
         // The signature was checked before the expiry, so these claims are ours.
         if let Some(c) = crate::auth::peek_claims(token).filter(|c| c.typ == TokenKind::Upload) {
-            let _ = app
-                .store
-                .audit(
-                    AuditEvent::new(format!("upload-token:{}", c.jti), "token.refused")
-                        .transfer(&c.sub)
-                        .detail(serde_json::json!({
-                            "route": route, "client": client.to_string(), "reason": "token has expired",
-                        })),
-                )
-                .await;
+            refusals::refused(
+                app,
+                upload_event(&c.jti, &c.sub, client, route, Some("token has expired")),
+            )
+            .await;
         }
     }
     let claims = claims.map_err(|e| match e {
@@ -121,18 +119,14 @@ pub async fn authenticate(
         }
         TokenKind::Upload => {
             let sub = claims.sub.clone();
-            let refuse = |reason: String| async move {
-                let _ = app
-                    .store
-                    .audit(
-                        AuditEvent::new(format!("upload-token:{jti}"), "token.refused")
-                            .detail(serde_json::json!({
-                                "route": route, "client": client.to_string(), "reason": reason,
-                            }))
-                            .transfer(&sub),
-                    )
-                    .await;
-                Err(Error::Unauthenticated(reason))
+            let jti_s = jti.to_string();
+            let refuse = |reason: String| {
+                let (jti_s, sub) = (&jti_s, &sub);
+                async move {
+                    refusals::refused(app, upload_event(jti_s, sub, client, route, Some(&reason)))
+                        .await;
+                    Err(Error::Unauthenticated(reason))
+                }
             };
             let Some(row) = app.store.upload_token(jti).await? else {
                 return refuse("token is not valid".into()).await;
@@ -167,20 +161,37 @@ pub async fn authenticate(
                 ))
                 .await;
             }
-            app.store
-                .audit(
-                    AuditEvent::new(format!("upload-token:{jti}"), "token.used")
-                        .transfer(row.transfer_id)
-                        .detail(
-                            serde_json::json!({ "route": route, "client": client.to_string() }),
-                        ),
-                )
-                .await?;
+            refusals::used(
+                app,
+                TokenEvent {
+                    action: "token.used",
+                    ..upload_event(&jti_s, &sub, client, route, None)
+                },
+            )
+            .await?;
             Ok(Principal::Upload {
                 token: jti,
                 transfer: row.transfer_id,
             })
         }
+    }
+}
+
+/// A refusal (or, with the action changed, a use) of upload token `jti` for transfer `sub`.
+fn upload_event<'a>(
+    jti: &'a str,
+    sub: &'a str,
+    client: IpAddr,
+    route: &'a str,
+    reason: Option<&'a str>,
+) -> TokenEvent<'a> {
+    TokenEvent {
+        action: "token.refused",
+        token: jti,
+        transfer: sub,
+        client,
+        route,
+        reason,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod access;
 pub mod admin;
 pub mod governance;
 pub mod membership;
+pub mod refusals;
 pub mod release;
 pub mod scanning;
 pub mod transfers;
