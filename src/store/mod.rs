@@ -389,9 +389,12 @@ impl Store {
 
     /// Open transfers that have been given tokens and whose every token has run out.
     pub async fn open_transfers_with_expired_tokens(&self, now: i64) -> Result<Vec<TransferId>> {
+        // Only a token that ran out of time counts: one a manager revoked (and that was still
+        // live when revoked) leaves the transfer open for the next token.
         sqlx::query(
             "SELECT t.id FROM transfers t WHERE t.state = 'open' \
-             AND EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id) \
+             AND EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id \
+                         AND u.revoked_at IS NULL AND u.expires_at <= $1) \
              AND NOT EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id \
                              AND u.revoked_at IS NULL AND u.expires_at > $1)",
         )
@@ -891,6 +894,28 @@ impl Tx<'_> {
         .bind(transfer.to_string())
         .bind(now())
         .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Revokes the upload tokens of a transfer that are still live at `now`; returns how
+    /// many. A token that already ran out keeps counting as run out (it expires the
+    /// transfer), so a late revocation cannot keep a transfer open that should expire.
+    pub async fn revoke_live_upload_tokens(
+        &mut self,
+        transfer: TransferId,
+        reason: &str,
+        now_unix: i64,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE upload_tokens SET revoked_at = $2, revoked_reason = $3 \
+             WHERE transfer_id = $1 AND revoked_at IS NULL AND expires_at > $4",
+        )
+        .bind(transfer.to_string())
+        .bind(now())
+        .bind(reason)
+        .bind(now_unix)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected())
