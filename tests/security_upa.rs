@@ -191,7 +191,11 @@ async fn a_revoked_token_leaves_the_transfer_open_for_a_new_token() {
         StatusCode::CREATED
     );
     let (s, v) = t
-        .post_json(&p.pm, &format!("/transfers/{id}/tokens/revoke"), Value::Null)
+        .post_json(
+            &p.pm,
+            &format!("/transfers/{id}/tokens/revoke"),
+            Value::Null,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // Several sweeps (every 200 ms in tests) run: none may count a revocation as running out.
@@ -223,7 +227,11 @@ async fn a_token_that_runs_out_still_expires_the_transfer_even_if_revoked_afterw
     let _tok = t.upload_token(&p.pm, &id, json!({ "ttl": "1s" })).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (s, v) = t
-        .post_json(&p.pm, &format!("/transfers/{id}/tokens/revoke"), Value::Null)
+        .post_json(
+            &p.pm,
+            &format!("/transfers/{id}/tokens/revoke"),
+            Value::Null,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     airlock::workflow::transfers::expire_due(&t.app)
@@ -280,7 +288,11 @@ where
 async fn a_patch_in_flight_when_its_token_is_revoked_is_not_acknowledged() {
     let (t, p, id, r) = patch_cut_off_by(|t, p, id| async move {
         let (s, v) = t
-            .post_json(&p.pm, &format!("/transfers/{id}/tokens/revoke"), Value::Null)
+            .post_json(
+                &p.pm,
+                &format!("/transfers/{id}/tokens/revoke"),
+                Value::Null,
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         (t, p)
@@ -311,7 +323,11 @@ async fn a_patch_in_flight_when_its_token_is_revoked_is_not_acknowledged() {
         .unwrap();
     assert_eq!(r.headers()["upload-offset"], "0");
     let data = bytes(2_000_000, 9);
-    let r = t.tus_patch(&tok2, &url, 0, data.clone()).send().await.unwrap();
+    let r = t
+        .tus_patch(&tok2, &url, 0, data.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let file = write(t.data_dir(), "whole.bin", &data);
     assert_eq!(

@@ -700,12 +700,13 @@ impl Tx<'_> {
     /// Records that segment `seq` (the file's last) was rewritten `added` bytes longer: a
     /// small piece merged with the next chunk instead of followed by a new piece.
     pub async fn grow_segment(&mut self, file: FileId, seq: u64, added: u64) -> Result<()> {
-        let done = sqlx::query("UPDATE segments SET size = size + $3 WHERE file_id = $1 AND seq = $2")
-            .bind(file.to_string())
-            .bind(seq as i64)
-            .bind(added as i64)
-            .execute(&mut *self.tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE segments SET size = size + $3 WHERE file_id = $1 AND seq = $2")
+                .bind(file.to_string())
+                .bind(seq as i64)
+                .bind(added as i64)
+                .execute(&mut *self.tx)
+                .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::Corrupt {
                 table: "segments",
@@ -721,7 +722,12 @@ impl Tx<'_> {
     }
 
     /// Sets how many bytes a streaming upload of unknown length has been granted.
-    pub async fn set_claim(&mut self, file: FileId, transfer: TransferId, bytes: u64) -> Result<()> {
+    pub async fn set_claim(
+        &mut self,
+        file: FileId,
+        transfer: TransferId,
+        bytes: u64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO upload_claims (file_id, transfer_id, bytes) VALUES ($1, $2, $3) \
              ON CONFLICT (file_id) DO UPDATE SET bytes = excluded.bytes",
