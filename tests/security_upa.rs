@@ -442,3 +442,28 @@ async fn a_merge_cut_off_before_it_was_recorded_is_undone_on_resume() {
     assert_eq!(std::fs::read(&piece).unwrap(), data);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_patch_in_flight_when_its_transfer_expires_is_not_acknowledged() {
+    let (t, p, id, r) = patch_cut_off_by(|t, p, id| async move {
+        // The token runs out and the sweep expires the transfer while the bytes still come.
+        sqlx::query("UPDATE upload_tokens SET expires_at = 0 WHERE transfer_id = $1")
+            .bind(&id)
+            .execute(t.app.store.pool())
+            .await
+            .unwrap();
+        airlock::workflow::transfers::expire_due(&t.app)
+            .await
+            .unwrap();
+        assert_eq!(t.show(&p.pm, &id).await["state"], "expired");
+        (t, p)
+    })
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
+    assert_eq!(only_file(&t, &id).await.received, 0);
+    let f = only_file(&t, &id).await;
+    assert_eq!(pieces(&t, &id, &f).await, (0, 0));
+    t.stop().await;
+}
