@@ -445,7 +445,7 @@ async fn a_merge_cut_off_before_it_was_recorded_is_undone_on_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_patch_in_flight_when_its_transfer_expires_is_not_acknowledged() {
-    let (t, p, id, r) = patch_cut_off_by(|t, p, id| async move {
+    let (t, _p, id, r) = patch_cut_off_by(|t, p, id| async move {
         // The token runs out and the sweep expires the transfer while the bytes still come.
         sqlx::query("UPDATE upload_tokens SET expires_at = 0 WHERE transfer_id = $1")
             .bind(&id)
