@@ -4,8 +4,9 @@
 //! directory rename to publish a release.
 //!
 //! Quarantine keys never contain a user's path: a file's bytes are stored as numbered segments
-//! under `transfers/<transfer>/<file>/<seq>`, one per upload request, and the file is their
-//! concatenation. A resumed tus upload adds segments; nothing is rewritten.
+//! under `transfers/<transfer>/<file>/<seq>`, and the file is their concatenation. A resumed
+//! tus upload adds segments, except that a small last segment is replaced whole by a longer
+//! one (`workflow::upload::MERGE_BELOW`); acknowledged bytes are never rewritten in place.
 
 use crate::domain::{FileId, RelPath, TransferId};
 use bytes::Bytes;
