@@ -428,9 +428,12 @@ impl Store {
 
     /// Open transfers that have been given tokens and whose every token has run out.
     pub async fn open_transfers_with_expired_tokens(&self, now: i64) -> Result<Vec<TransferId>> {
+        // Only a token that ran out of time counts: one a manager revoked (and that was still
+        // live when revoked) leaves the transfer open for the next token.
         sqlx::query(
             "SELECT t.id FROM transfers t WHERE t.state = 'open' \
-             AND EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id) \
+             AND EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id \
+                         AND u.revoked_at IS NULL AND u.expires_at <= $1) \
              AND NOT EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id \
                              AND u.revoked_at IS NULL AND u.expires_at > $1)",
         )
@@ -741,10 +744,13 @@ impl Tx<'_> {
         Ok(r.try_get::<i64, _>("n")? as u64)
     }
 
-    /// Bytes a transfer holds or has been promised (declared lengths of unfinished uploads).
+    /// Bytes a transfer holds or has been promised: declared lengths of unfinished uploads,
+    /// and what streaming uploads of unknown length have been granted so far.
     pub async fn transfer_bytes(&mut self, transfer: TransferId) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(MAX(received, COALESCE(length, 0))), 0) FROM files WHERE transfer_id = $1",
+            "SELECT (SELECT COALESCE(SUM(MAX(received, COALESCE(length, 0))), 0) FROM files \
+                     WHERE transfer_id = $1) \
+                  + (SELECT COALESCE(SUM(bytes), 0) FROM upload_claims WHERE transfer_id = $1)",
         )
         .bind(transfer.to_string())
         .fetch_one(&mut *self.tx)
@@ -765,6 +771,58 @@ impl Tx<'_> {
     /// Records one more stored segment, as `Store::add_segment` does, inside this transaction.
     pub async fn add_segment(&mut self, file: FileId, seq: u64, size: u64) -> Result<()> {
         record_segment(&mut self.tx, file, seq, size).await
+    }
+
+    /// Records that segment `seq` (the file's last) was rewritten `added` bytes longer: a
+    /// small piece merged with the next chunk instead of followed by a new piece.
+    pub async fn grow_segment(&mut self, file: FileId, seq: u64, added: u64) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE segments SET size = size + $3 WHERE file_id = $1 AND seq = $2")
+                .bind(file.to_string())
+                .bind(seq as i64)
+                .bind(added as i64)
+                .execute(&mut *self.tx)
+                .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Corrupt {
+                table: "segments",
+                message: format!("file {file} has no segment {seq} to grow"),
+            });
+        }
+        sqlx::query("UPDATE files SET received = received + $2 WHERE id = $1")
+            .bind(file.to_string())
+            .bind(added as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets how many bytes a streaming upload of unknown length has been granted.
+    pub async fn set_claim(
+        &mut self,
+        file: FileId,
+        transfer: TransferId,
+        bytes: u64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO upload_claims (file_id, transfer_id, bytes) VALUES ($1, $2, $3) \
+             ON CONFLICT (file_id) DO UPDATE SET bytes = excluded.bytes",
+        )
+        .bind(file.to_string())
+        .bind(transfer.to_string())
+        .bind(bytes as i64)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Drops a streaming upload's grant (it completed: its received bytes count instead).
+    pub async fn drop_claim(&mut self, file: FileId) -> Result<()> {
+        sqlx::query("DELETE FROM upload_claims WHERE file_id = $1")
+            .bind(file.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     pub async fn commit(self) -> Result<()> {
@@ -976,6 +1034,28 @@ impl Tx<'_> {
         Ok(done.rows_affected())
     }
 
+    /// Revokes the upload tokens of a transfer that are still live at `now`; returns how
+    /// many. A token that already ran out keeps counting as run out (it expires the
+    /// transfer), so a late revocation cannot keep a transfer open that should expire.
+    pub async fn revoke_live_upload_tokens(
+        &mut self,
+        transfer: TransferId,
+        reason: &str,
+        now_unix: i64,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE upload_tokens SET revoked_at = $2, revoked_reason = $3 \
+             WHERE transfer_id = $1 AND revoked_at IS NULL AND expires_at > $4",
+        )
+        .bind(transfer.to_string())
+        .bind(now())
+        .bind(reason)
+        .bind(now_unix)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn insert_staff_token(
         &mut self,
         id: TokenId,
@@ -1078,6 +1158,7 @@ impl Tx<'_> {
     }
 
     pub async fn delete_file(&mut self, id: FileId) -> Result<()> {
+        self.drop_claim(id).await?;
         sqlx::query("DELETE FROM segments WHERE file_id = $1")
             .bind(id.to_string())
             .execute(&mut *self.tx)

@@ -106,6 +106,15 @@ CREATE TABLE IF NOT EXISTS segments (
     size INTEGER NOT NULL,
     PRIMARY KEY (file_id, seq)
 );
+-- What a streaming upload of unknown length (a chunked PUT) may still send: bytes granted
+-- from the transfer's size budget as they arrive, so uploads in flight count against it. One
+-- row per such upload in progress; the row goes when the file completes or is discarded.
+CREATE TABLE IF NOT EXISTS upload_claims (
+    file_id TEXT PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    transfer_id TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upload_claims_transfer ON upload_claims(transfer_id);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
     transfer_id TEXT NOT NULL REFERENCES transfers(id),

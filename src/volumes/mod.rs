@@ -4,8 +4,9 @@
 //! directory rename to publish a release.
 //!
 //! Quarantine keys never contain a user's path: a file's bytes are stored as numbered segments
-//! under `transfers/<transfer>/<file>/<seq>`, one per upload request, and the file is their
-//! concatenation. A resumed tus upload adds segments; nothing is rewritten.
+//! under `transfers/<transfer>/<file>/<seq>`, and the file is their concatenation. A resumed
+//! tus upload adds segments, except that a small last segment is replaced whole by a longer
+//! one (`workflow::upload::MERGE_BELOW`); acknowledged bytes are never rewritten in place.
 
 use crate::domain::{FileId, RelPath, TransferId};
 use bytes::Bytes;
@@ -123,8 +124,27 @@ impl Volumes {
         file: FileId,
         segments: usize,
     ) -> BoxStream<'static, Result<Bytes>> {
+        self.read_segments(transfer, file, 0..segments as u64)
+    }
+
+    /// The bytes of one stored segment.
+    pub fn read_file_segment(
+        &self,
+        transfer: TransferId,
+        file: FileId,
+        seq: u64,
+    ) -> BoxStream<'static, Result<Bytes>> {
+        self.read_segments(transfer, file, seq..seq + 1)
+    }
+
+    fn read_segments(
+        &self,
+        transfer: TransferId,
+        file: FileId,
+        seqs: std::ops::Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes>> {
         let store = self.quarantine.clone();
-        futures::stream::iter(0..segments as u64)
+        futures::stream::iter(seqs)
             .then(move |seq| {
                 let store = store.clone();
                 async move {
@@ -134,6 +154,56 @@ impl Volumes {
             })
             .try_flatten()
             .boxed()
+    }
+
+    /// The stored size of one segment, or `None` if there is none.
+    pub async fn segment_len(
+        &self,
+        transfer: TransferId,
+        file: FileId,
+        seq: u64,
+    ) -> Result<Option<u64>> {
+        match self
+            .quarantine
+            .head(&Self::segment_key(transfer, file, seq))
+            .await
+        {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes one segment if it is there (a piece that was stored but never recorded).
+    pub async fn delete_segment(&self, transfer: TransferId, file: FileId, seq: u64) -> Result<()> {
+        match self
+            .quarantine
+            .delete(&Self::segment_key(transfer, file, seq))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cuts a segment back to `len` bytes, durably (local backend): a piece rewritten longer
+    /// whose new bytes were never recorded returns to exactly what was acknowledged.
+    pub async fn truncate_segment(
+        &self,
+        transfer: TransferId,
+        file: FileId,
+        seq: u64,
+        len: u64,
+    ) -> Result<()> {
+        let path = self.segment_path(transfer, file, seq);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            f.set_len(len)?;
+            f.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(())
     }
 
     /// Deletes every stored segment of a file (a terminated or replaced upload).

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+mod budget;
 pub mod governance;
 pub mod membership;
 pub mod refusals;

@@ -218,8 +218,10 @@ pub async fn revoke_tokens(app: &App, who: &Principal, id: TransferId) -> Result
     let (_, ws) = access::load_for(app, user, id).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
     let mut tx = app.store.begin().await?;
+    // Live tokens only: a revoked token is not one that ran out, so the transfer stays open
+    // (expiry looks for tokens that ran out unrevoked).
     let n = tx
-        .revoke_upload_tokens(id, &format!("revoked by {}", user.name))
+        .revoke_live_upload_tokens(id, &format!("revoked by {}", user.name), unix_now())
         .await?;
     tx.audit(
         AuditEvent::new(who.actor(), "token.revoked")

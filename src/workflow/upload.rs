@@ -1,8 +1,14 @@
 //! Receiving bytes: a plain streaming PUT of one file, and the create / append / terminate
 //! steps the tus handlers call. Bytes go to the quarantine volume while both digests are
 //! computed on the way, in bounded memory.
+//!
+//! Every piece is recorded in the same transaction that re-checks the transfer is open and the
+//! token unrevoked, so nothing is acknowledged after either is gone. A PATCH that follows a
+//! small piece rewrites that piece longer instead of adding one ([`MERGE_BELOW`]), so tiny
+//! chunks cannot multiply stored pieces and rows.
 
 use super::access::Principal;
+use super::budget::Claim;
 use super::{Error, Result};
 use crate::app::App;
 use crate::audit::AuditEvent;
@@ -68,19 +74,29 @@ impl From<&FileRow> for FileReceipt {
 /// enough that per-message costs vanish, small enough to keep memory flat.
 const BUFFER: usize = 1 << 20;
 
+/// A PATCH that follows a stored piece smaller than this rewrites that piece with its own
+/// bytes appended, instead of adding a piece: every piece but the last is at least this big,
+/// so a file has at most `size / MERGE_BELOW + 1` pieces however small its chunks, and no
+/// request copies more than this. Common client chunk sizes (1 MiB and up) never copy.
+pub const MERGE_BELOW: u64 = 512 << 10;
+
 enum End {
     Complete,
     Interrupted(String),
     TooLong,
+    /// The transfer's size budget (or a re-check made with it) refused more bytes.
+    Refused(Error),
 }
 
-/// Moves `body` into `writer` and `hasher`, stopping after `limit` bytes.
+/// Moves `body` into `writer` and `hasher`, stopping after `limit` bytes, and (for a body of
+/// unknown length) before the bytes the transfer's budget will not grant.
 async fn pump<S, E>(
     mut body: S,
     writer: &mut crate::volumes::SegmentWriter,
     hasher: &mut StreamHasher,
     checksum: &mut Option<ChunkChecksum>,
     limit: u64,
+    mut claim: Option<&mut Claim<'_>>,
 ) -> Result<End>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -96,6 +112,11 @@ where
                 if seen > limit {
                     break End::TooLong;
                 }
+                if let Some(c) = claim.as_deref_mut() {
+                    if let Err(e) = c.cover(seen).await {
+                        break End::Refused(e);
+                    }
+                }
                 batched += frame.len();
                 batch.push(frame);
                 if batched >= BUFFER {
@@ -107,7 +128,7 @@ where
             None => break End::Complete,
         }
     };
-    if !matches!(end, End::TooLong) {
+    if !matches!(end, End::TooLong | End::Refused(_)) {
         flush(&mut batch, writer, hasher, checksum).await?;
     }
     Ok(end)
@@ -157,7 +178,7 @@ fn require_open(t: &Transfer) -> Result<()> {
 
 /// Re-reads the transfer's state inside a write transaction: it may have been sealed,
 /// cancelled or expired while bytes were arriving.
-async fn still_open(tx: &mut crate::store::Tx<'_>, id: TransferId) -> Result<()> {
+pub(super) async fn still_open(tx: &mut crate::store::Tx<'_>, id: TransferId) -> Result<()> {
     match tx.transfer_state(id).await? {
         Some(s) if s.accepts_uploads() => Ok(()),
         Some(s) => Err(Error::Conflict(format!(
@@ -169,7 +190,7 @@ async fn still_open(tx: &mut crate::store::Tx<'_>, id: TransferId) -> Result<()>
 
 /// An upload token is checked when a request starts; a long upload re-checks at commit that
 /// it was not revoked meanwhile (replaced, or the transfer sealed or cancelled).
-async fn token_still_live(tx: &mut crate::store::Tx<'_>, who: &Principal) -> Result<()> {
+pub(super) async fn token_still_live(tx: &mut crate::store::Tx<'_>, who: &Principal) -> Result<()> {
     if let Principal::Upload { token, .. } = who {
         if let Some(reason) = tx.token_revoked(*token).await? {
             return Err(Error::Unauthenticated(format!(
@@ -270,13 +291,65 @@ fn check_size(limits: Limits, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Marks a file complete with its digests and records it.
+/// A piece just made durable in the quarantine volume, not yet recorded.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    seq: u64,
+    /// Bytes of the stored piece that were already recorded (a small piece rewritten with
+    /// the new bytes appended), or 0 for a new piece.
+    carried: u64,
+    /// New bytes in it.
+    added: u64,
+}
+
+impl Piece {
+    /// Records the piece, on the transaction that re-checked the transfer and token.
+    async fn record(self, tx: &mut crate::store::Tx<'_>, file: FileId) -> Result<()> {
+        if self.carried > 0 {
+            tx.grow_segment(file, self.seq, self.added).await?;
+        } else {
+            tx.add_segment(file, self.seq, self.added).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes back a piece that could not be recorded: the stored piece returns to what the
+    /// database says, so a resumed upload finds exactly the acknowledged bytes.
+    async fn undo(self, app: &App, transfer: TransferId, file: FileId) {
+        let done = if self.carried > 0 {
+            app.volumes
+                .truncate_segment(transfer, file, self.seq, self.carried)
+                .await
+        } else {
+            app.volumes.delete_segment(transfer, file, self.seq).await
+        };
+        if let Err(e) = done {
+            // Left as it is, the next PATCH repairs it (see `repair_tail`).
+            tracing::warn!(%file, seq = self.seq, error = %e, "could not take back an unrecorded piece");
+        }
+    }
+}
+
+/// Records a piece that does not finish the file, after re-checking in the same transaction
+/// that the transfer is open and the token live: bytes are never acknowledged after either.
+async fn record_piece(app: &App, who: &Principal, file: &FileRow, piece: Piece) -> Result<()> {
+    let mut tx = app.store.begin().await?;
+    still_open(&mut tx, file.transfer_id).await?;
+    token_still_live(&mut tx, who).await?;
+    piece.record(&mut tx, file.id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks a file complete with its digests and records it. `budget` is the transfer's size
+/// limit when the file's length was never declared: its real size is checked against it again.
 async fn complete(
     app: &App,
     who: &Principal,
     file: &FileRow,
     state: &HashState,
-    last_segment: Option<(u64, u64)>,
+    last_segment: Option<Piece>,
+    budget: Option<u64>,
 ) -> Result<FileRow> {
     let d = state.finish();
     let mut tx = app.store.begin().await?;
@@ -284,8 +357,19 @@ async fn complete(
     token_still_live(&mut tx, who).await?;
     // The last segment and completion commit together: a crash leaves either an unfinished
     // upload to resume or a complete file, never all the bytes without a digest.
-    if let Some((seq, size)) = last_segment {
-        tx.add_segment(file.id, seq, size).await?;
+    if let Some(piece) = last_segment {
+        piece.record(&mut tx, file.id).await?;
+    }
+    if let Some(limit) = budget {
+        // The grant gives way to the bytes received; the total is checked once more, as a
+        // declared length was when the file was reserved.
+        tx.drop_claim(file.id).await?;
+        let total = tx.transfer_bytes(file.transfer_id).await?;
+        if total > limit {
+            return Err(Error::TooLarge(format!(
+                "a transfer holds at most {limit} bytes; this file brings it to {total}"
+            )));
+        }
     }
     tx.complete_file(file.id, &d.sha256, &d.blake3).await?;
     tx.audit(
@@ -333,7 +417,20 @@ where
     let mut writer = app.volumes.segment_writer(t.id, file.id, 0).await?;
     let mut hasher = StreamHasher::resume(HashState::new());
     let limit = limits.file;
-    let end = pump(body, &mut writer, &mut hasher, &mut None, limit).await;
+    // Without a Content-Length nothing was counted at reservation: the body draws on the
+    // transfer's budget as it streams.
+    let mut claim = declared_len
+        .is_none()
+        .then(|| Claim::new(app, who, file.id, t.id, limits.total));
+    let end = pump(
+        body,
+        &mut writer,
+        &mut hasher,
+        &mut None,
+        limit,
+        claim.as_mut(),
+    )
+    .await;
     let state = hasher.finish().await?;
     let failure = match end {
         Ok(End::Complete) => match declared_len {
@@ -347,7 +444,7 @@ where
         Ok(End::TooLong) => Some(Error::TooLarge(format!(
             "file is over the limit of {limit} bytes"
         ))),
-        Err(e) => Some(e),
+        Ok(End::Refused(e)) | Err(e) => Some(e),
     };
     if let Some(err) = failure {
         writer.abort().await;
@@ -355,7 +452,13 @@ where
         return Err(err);
     }
     let size = writer.commit().await?;
-    match complete(app, who, &file, &state, Some((0, size))).await {
+    let piece = Piece {
+        seq: 0,
+        carried: 0,
+        added: size,
+    };
+    let budget = declared_len.is_none().then_some(limits.total);
+    match complete(app, who, &file, &state, Some(piece), budget).await {
         Ok(done) => Ok(FileReceipt::from(&done)),
         Err(e) => {
             discard(app, &file).await.ok();
@@ -433,7 +536,7 @@ pub async fn create_upload(
     )
     .await?;
     if new.length == 0 {
-        return complete(app, who, &file, &HashState::new(), None).await;
+        return complete(app, who, &file, &HashState::new(), None, None).await;
     }
     Ok(file)
 }
@@ -493,14 +596,35 @@ where
     let length = file
         .length
         .ok_or_else(|| Error::Internal("tus upload without a length".into()))?;
+    let sizes = app.store.segments(file.id).await?;
+    repair_tail(app, &file, &sizes).await?;
     let start = match cached.take() {
         Some(st) if st.size == file.received => st,
         // A restart (or another replica) lost the running hash: rebuild it from the stored
         // segments. Only a resumed upload pays for this read.
         _ => rehash(app, &file).await?,
     };
-    let segments = app.store.segments(file.id).await?.len() as u64;
-    let mut writer = app.volumes.segment_writer(t.id, file.id, segments).await?;
+    // A small last piece is rewritten with the new bytes appended (the object store replaces
+    // it whole when the write completes, so it is the old piece or the new one, never half).
+    let (seq, carried) = match sizes.last() {
+        Some(&last) if last < MERGE_BELOW => (sizes.len() as u64 - 1, last),
+        _ => (sizes.len() as u64, 0),
+    };
+    let mut writer = app.volumes.segment_writer(t.id, file.id, seq).await?;
+    if carried > 0 {
+        let mut old = app.volumes.read_file_segment(t.id, file.id, seq);
+        while let Some(chunk) = old.next().await {
+            writer.write(chunk?).await?;
+        }
+        let copied = writer.written();
+        if copied != carried {
+            writer.abort().await;
+            return Err(Error::Internal(format!(
+                "segment {seq} of {} holds {copied} bytes, the database says {carried}",
+                file.path,
+            )));
+        }
+    }
     let mut hasher = StreamHasher::resume(start.clone());
     let end = pump(
         body,
@@ -508,6 +632,7 @@ where
         &mut hasher,
         &mut checksum,
         length - offset,
+        None,
     )
     .await;
     let state = hasher.finish().await?;
@@ -524,7 +649,7 @@ where
             _ => true,
         },
         Ok(End::Interrupted(_)) => checksum.is_none(),
-        Ok(End::TooLong) | Err(_) => false,
+        Ok(End::TooLong) | Ok(End::Refused(_)) | Err(_) => false,
     };
     if !keep {
         writer.abort().await;
@@ -534,18 +659,34 @@ where
                 "body runs past Upload-Length ({length} bytes); the chunk was discarded"
             )),
             Ok(End::Interrupted(e)) => Error::Interrupted(e),
-            Err(e) => e,
+            Ok(End::Refused(e)) | Err(e) => e,
             Ok(End::Complete) => Error::Internal("unreachable".into()),
         });
     }
-    let written = writer.written();
-    if offset + written == length && !matches!(end, Ok(End::Interrupted(_))) {
+    let added = writer.written() - carried;
+    let piece = Piece {
+        seq,
+        carried,
+        added,
+    };
+    if offset + added == length && !matches!(end, Ok(End::Interrupted(_))) {
         writer.commit().await?;
-        return complete(app, who, &file, &state, Some((segments, written))).await;
+        return match complete(app, who, &file, &state, Some(piece), None).await {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                piece.undo(app, t.id, file.id).await;
+                *cached = Some(start);
+                Err(e)
+            }
+        };
     }
-    if written > 0 {
+    if added > 0 {
         writer.commit().await?;
-        app.store.add_segment(file.id, segments, written).await?;
+        if let Err(e) = record_piece(app, who, &file, piece).await {
+            piece.undo(app, t.id, file.id).await;
+            *cached = Some(start);
+            return Err(e);
+        }
     } else {
         writer.abort().await;
     }
@@ -558,6 +699,33 @@ where
         .file(file.id)
         .await?
         .ok_or_else(|| Error::Internal("file vanished".into()))
+}
+
+/// Puts the stored pieces of an unfinished file back in line with the database after a crash
+/// (or a failed take-back) between storing a piece and recording it: the last recorded piece
+/// is cut back to its recorded size (a small piece rewritten longer), and a piece past the
+/// recorded ones is removed. Those bytes were never acknowledged; the client resends them.
+async fn repair_tail(app: &App, file: &FileRow, sizes: &[u64]) -> Result<()> {
+    let next = sizes.len() as u64;
+    app.volumes
+        .delete_segment(file.transfer_id, file.id, next)
+        .await?;
+    if let Some(&want) = sizes.last() {
+        let seq = next - 1;
+        if let Some(have) = app
+            .volumes
+            .segment_len(file.transfer_id, file.id, seq)
+            .await?
+        {
+            if have > want {
+                tracing::warn!(file = %file.id, seq, have, want, "cutting an unrecorded merge back");
+                app.volumes
+                    .truncate_segment(file.transfer_id, file.id, seq, want)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Recomputes the running hash over what is stored of a file.
