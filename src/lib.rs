@@ -14,7 +14,7 @@
 //! - [`hashing`]: streaming SHA-256 + BLAKE3, off the async threads.
 //! - [`volumes`]: quarantine and released volumes over `object_store`.
 //! - [`store`]: the metadata store (SQLite).
-//! - [`audit`]: the hash-chained audit log.
+//! - [`audit`]: the hash-chained, keyed audit log, its signed head anchors, verify.
 //! - [`auth`]: minting and checking JWTs.
 //! - [`cli`]: the `airlock` command line, server and client.
 //! - [`telemetry`]: structured logs.

@@ -19,18 +19,23 @@ pub async fn anchor_now(app: &App) -> anyhow::Result<Option<(Anchor, Vec<String>
         .audit
         .anchor_file(&app.settings.storage.data_dir);
     let (seq, hash) = app.store.audit_head().await?;
-    let anchors = anchor::read(&file, app.anchor_key.public())?;
-    if anchors
-        .last()
-        .is_some_and(|a| a.seq == seq && a.hash == hash)
-    {
-        return Ok(None);
-    }
-    let a = app.anchor_key.sign(seq, &hash);
-    // Disk first: an anchor that was announced must also be where `audit verify` looks.
-    let to_disk = a.clone();
+    let key = app.anchor_key.clone();
     let path = file.clone();
-    tokio::task::spawn_blocking(move || anchor::append(&path, &to_disk)).await??;
+    // File reads, signing and the fsync run off the async threads.
+    let made = tokio::task::spawn_blocking(move || {
+        // Only the last line matters here: a damaged anchor file is for `audit verify` to
+        // report, it must not stop new anchors from being made.
+        if anchor::last(&path).is_some_and(|a| a.seq == seq && a.hash == hash) {
+            return Ok(None);
+        }
+        let a = key.sign(seq, &hash);
+        // Disk first: an anchor that was announced must also be where `audit verify` looks.
+        anchor::append(&path, &a).map(|()| Some(a))
+    })
+    .await??;
+    let Some(a) = made else {
+        return Ok(None);
+    };
     let urls = &app.settings.webhooks.urls;
     let mut ids = Vec::new();
     if !urls.is_empty() {

@@ -78,11 +78,8 @@ pub async fn authenticate(
     if let Err(TokenError::Expired) = &claims {
         // The signature was checked before the expiry, so these claims are ours.
         if let Some(c) = crate::auth::peek_claims(token).filter(|c| c.typ == TokenKind::Upload) {
-            refusals::refused(
-                app,
-                upload_event(&c.jti, &c.sub, client, route, Some("token has expired")),
-            )
-            .await;
+            let e = TokenEvent::refusal(&c.jti, &c.sub, client, route, "token has expired");
+            refusals::refused(app, e).await;
         }
     }
     let claims = claims.map_err(|e| match e {
@@ -123,8 +120,8 @@ pub async fn authenticate(
             let refuse = |reason: String| {
                 let (jti_s, sub) = (&jti_s, &sub);
                 async move {
-                    refusals::refused(app, upload_event(jti_s, sub, client, route, Some(&reason)))
-                        .await;
+                    let e = TokenEvent::refusal(jti_s, sub, client, route, &reason);
+                    refusals::refused(app, e).await;
                     Err(Error::Unauthenticated(reason))
                 }
             };
@@ -161,37 +158,12 @@ pub async fn authenticate(
                 ))
                 .await;
             }
-            refusals::used(
-                app,
-                TokenEvent {
-                    action: "token.used",
-                    ..upload_event(&jti_s, &sub, client, route, None)
-                },
-            )
-            .await?;
+            refusals::used(app, TokenEvent::used(&jti_s, &sub, client, route)).await?;
             Ok(Principal::Upload {
                 token: jti,
                 transfer: row.transfer_id,
             })
         }
-    }
-}
-
-/// A refusal (or, with the action changed, a use) of upload token `jti` for transfer `sub`.
-fn upload_event<'a>(
-    jti: &'a str,
-    sub: &'a str,
-    client: IpAddr,
-    route: &'a str,
-    reason: Option<&'a str>,
-) -> TokenEvent<'a> {
-    TokenEvent {
-        action: "token.refused",
-        token: jti,
-        transfer: sub,
-        client,
-        route,
-        reason,
     }
 }
 

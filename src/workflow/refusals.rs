@@ -66,7 +66,37 @@ pub struct TokenEvent<'a> {
     pub reason: Option<&'a str>,
 }
 
-impl TokenEvent<'_> {
+impl<'a> TokenEvent<'a> {
+    /// A refusal of upload token `token` (its jti) naming transfer `transfer`.
+    pub fn refusal(
+        token: &'a str,
+        transfer: &'a str,
+        client: IpAddr,
+        route: &'a str,
+        reason: &'a str,
+    ) -> Self {
+        Self {
+            action: "token.refused",
+            token,
+            transfer,
+            client,
+            route,
+            reason: Some(reason),
+        }
+    }
+
+    /// A use of upload token `token` for `transfer`.
+    pub fn used(token: &'a str, transfer: &'a str, client: IpAddr, route: &'a str) -> Self {
+        Self {
+            action: "token.used",
+            token,
+            transfer,
+            client,
+            route,
+            reason: None,
+        }
+    }
+
     fn audit_event(&self) -> AuditEvent {
         let mut detail = json!({ "route": self.route, "client": self.client.to_string() });
         if let Some(r) = self.reason {
