@@ -413,3 +413,40 @@ async fn a_finding_after_the_release_flags_it_with_an_incident() {
     assert!(events.iter().any(|a| a == "incident.scan"), "{events:?}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zstd_bomb_is_a_finding_and_a_stream_needing_a_huge_window_is_unscannable() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(2).await;
+    // 200 MiB of zeros compress to a few KiB: far past the 100:1 limit.
+    let bomb = filter("zstd", &["-q", "-c"], &vec![0u8; 200 << 20]);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let v = scan(&t, &p.pm, "proj/ws", &[("zeros.zst", bomb)]).await;
+    assert_eq!(v["state"], "blocked", "{v}");
+    assert!(
+        verdicts(&v, "infected")
+            .iter()
+            .any(|x| x["scanner"] == "archive"
+                && x["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Airlock.Archive.Bomb: zstd expands more than 100:1")),
+        "{v}"
+    );
+    // A 2 GiB window (zstd --long=31, read from a pipe) is more memory than one scan may take.
+    let wide = filter("zstd", &["-q", "-c", "--long=31"], &bytes(4096, 5));
+    let v = scan(&t, &p.pm, "proj/ws", &[("wide.zst", wide)]).await;
+    assert_eq!(v["state"], "in_review", "{v}");
+    assert!(
+        verdicts(&v, "unscannable")
+            .iter()
+            .any(|x| x["scanner"] == "archive"
+                && x["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("unsupported: zstd")
+                && x["detail"].as_str().unwrap().contains("archive.max_window")),
+        "{v}"
+    );
+    t.stop().await;
+}
