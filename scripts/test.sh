@@ -16,6 +16,13 @@ need_pkgs=()
 command -v clamdscan >/dev/null || need_pkgs+=(clamdscan)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v b3sum >/dev/null || need_pkgs+=(b3sum)
+# Archive fixtures for the scanner tests (tests/security_scan.rs) are made with the real tools.
+command -v xz >/dev/null || need_pkgs+=(xz-utils)
+command -v bzip2 >/dev/null || need_pkgs+=(bzip2)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v lz4 >/dev/null || need_pkgs+=(lz4)
+command -v unzip >/dev/null || need_pkgs+=(unzip)
+command -v ar >/dev/null || need_pkgs+=(binutils)
 /usr/bin/python3 -c 'import tusclient' 2>/dev/null || need_pkgs+=(python3-tuspy)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
@@ -24,7 +31,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
 fi
-for tool in curl b3sum sha256sum md5sum clamdscan; do
+for tool in curl b3sum sha256sum md5sum clamdscan xz bzip2 zstd lz4 unzip ar tar; do
   command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import tusclient' || { echo "python3-tuspy is required" >&2; exit 1; }
