@@ -450,3 +450,104 @@ async fn a_zstd_bomb_is_a_finding_and_a_stream_needing_a_huge_window_is_unscanna
     );
     t.stop().await;
 }
+
+/// Finding 9: a file stored in several pieces is joined into scratch space to be scanned, and
+/// that copy goes as soon as the file is scanned, not when the whole transfer is. A command
+/// scanner counts the joined copies beside the one it is given: never more than the files
+/// scanned at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scratch_copies_go_as_soon_as_each_file_is_scanned() {
+    let t0 = TestApp::spawn().await;
+    let dir = repo_scanners(&t0.data_dir().join("scanners"));
+    let log = t0.data_dir().join("../scratch-counts.log");
+    let _ = std::fs::remove_file(&log);
+    std::fs::write(
+        dir.join("counter.toml"),
+        format!(
+            "kind = \"command\"\n\
+             command = [\"sh\", \"-c\", \"ls \\\"$(dirname \\\"$0\\\")\\\" | grep -c '^f' >> {}; sleep 0.2; exit 0\", \"{{path}}\"]\n\
+             input = \"path\"\nclean_exit_codes = [0]\ninfected_exit_codes = [1]\n\
+             finding = \"Never\"\ntimeout = \"20s\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let data = t0.stop().await;
+    let scanners = dir.clone();
+    let t = TestApp::spawn_with(|s| {
+        s.storage.data_dir = data.path().to_owned();
+        s.scanning.dir = Some(scanners);
+    })
+    .await;
+    let p = t.bootstrap(1).await;
+    let policy =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tier1.toml"))
+            .unwrap()
+            .replace("required = [\"clamav\"]", "required = [\"counter\"]");
+    let file = t.data_dir().join("counter-policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    airlock::workflow::admin::create_workspace(&t.app, "proj", "count", 1, Some(&file))
+        .await
+        .unwrap();
+    let (s, v) = t
+        .post_json(
+            &p.pm,
+            "/transfers",
+            json!({ "workspace": "proj/count", "kind": "data-ingress", "uploader": "prov" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    // Ten files, each stored as three 512 KiB pieces (pieces that large are not merged).
+    const PIECE: usize = 512 << 10;
+    let files = 10;
+    for n in 0..files {
+        let body = bytes(3 * PIECE, n as u64);
+        let r = t
+            .tus_create(&up, &id)
+            .header("Upload-Length", body.len().to_string())
+            .header("Upload-Metadata", tus_meta(&format!("f{n}.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let url = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("{}{loc}", t.url)
+        };
+        for k in 0..3 {
+            let r = t
+                .tus_patch(
+                    &up,
+                    &url,
+                    k * PIECE,
+                    body[k * PIECE..(k + 1) * PIECE].to_vec(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+    }
+    let (s, v) = t
+        .post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    t.scans_done(&id).await;
+    let counts: Vec<usize> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), files, "one scan per file: {counts:?}");
+    let at_once = t.app.scanners.concurrency;
+    assert!(
+        counts.iter().all(|c| *c <= at_once),
+        "scratch held more joined copies than files scanned at once ({at_once}): {counts:?}"
+    );
+    std::fs::remove_file(&log).unwrap();
+    t.stop().await;
+}

@@ -226,7 +226,23 @@ async fn scan_file(
         .map_err(|e| ("airlock".to_owned(), format!("{}: {e}", f.path)))?;
     let mut budget = archive::Budget::new(f.received);
     let sha = f.sha256.clone().unwrap_or_default();
-    Ok(scan_tree(ctx, f, String::new(), path, f.received, sha, 0, &mut budget).await)
+    let rows = scan_tree(
+        ctx,
+        f,
+        String::new(),
+        path.clone(),
+        f.received,
+        sha,
+        0,
+        &mut budget,
+    )
+    .await;
+    // A joined copy goes as soon as its file is scanned: scratch space holds at most one
+    // copy per file being scanned at once, never the whole transfer.
+    if path.starts_with(&ctx.scratch) {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    Ok(rows)
 }
 
 /// A path holding the file's bytes: its one segment where it has one, else the segments
