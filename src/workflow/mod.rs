@@ -42,6 +42,10 @@ pub enum Error {
     /// The client went away or sent fewer bytes than it said. 400.
     #[error("upload interrupted: {0}")]
     Interrupted(String),
+    /// A volume is full, or too full for what the upload declares. 507 with Retry-After; the
+    /// message names the volume, never a path.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Our fault. 500, with the cause logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,12 +61,26 @@ impl From<crate::store::StoreError> for Error {
 
 impl From<crate::volumes::VolumeError> for Error {
     fn from(e: crate::volumes::VolumeError) -> Self {
-        Error::Internal(e.to_string())
+        match e {
+            crate::volumes::VolumeError::Full(msg) => Error::InsufficientStorage(msg),
+            e if crate::volumes::is_storage_full(&e) => full(&e),
+            e => Error::Internal(e.to_string()),
+        }
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        if crate::volumes::is_storage_full(&e) {
+            return full(&e);
+        }
         Error::Internal(e.to_string())
     }
+}
+
+/// A full disk met where the volume is not known: the client learns only that, the log
+/// gets the cause.
+fn full(cause: &dyn std::fmt::Display) -> Error {
+    tracing::error!(%cause, "storage full");
+    Error::InsufficientStorage("the service's storage is full; retry later".into())
 }

@@ -325,6 +325,8 @@ where
     let limits = limits(app, &ws)?;
     if let Some(len) = declared_len {
         check_size(limits, len)?;
+        app.volumes
+            .ensure_room(len, app.settings.storage.min_free)?;
     }
     let file = reserve(app, &t, &ws, &path, declared_len, expected.as_ref()).await?;
     // Held until the PUT ends, so a DELETE of the same path waits instead of racing it.
@@ -354,7 +356,13 @@ where
         discard(app, &file).await?;
         return Err(err);
     }
-    let size = writer.commit().await?;
+    let size = match writer.commit().await {
+        Ok(size) => size,
+        Err(e) => {
+            discard(app, &file).await.ok();
+            return Err(e.into());
+        }
+    };
     match complete(app, who, &file, &state, Some((0, size))).await {
         Ok(done) => Ok(FileReceipt::from(&done)),
         Err(e) => {
@@ -423,6 +431,8 @@ pub async fn create_upload(
     let (t, ws) = super::access::load(app, transfer_id).await?;
     require_open(&t)?;
     let path = RelPath::parse(&new.path)?;
+    app.volumes
+        .ensure_room(new.length, app.settings.storage.min_free)?;
     let file = reserve(
         app,
         &t,
