@@ -47,7 +47,10 @@ fn parse(buf: &[u8]) -> Option<Resp> {
         head,
         body: String::from_utf8_lossy(body).into_owned(),
     };
-    match r.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    match r
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         Some(n) if body.len() < n => None,
         _ => Some(r),
     }
@@ -238,18 +241,13 @@ async fn two_hundred_stalled_uploads_hold_server_memory_flat_and_are_cut_off() {
         peak = peak.max(proc_status(pid, "VmRSS"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut answers = Vec::new();
     for t in tasks {
-        let r = t.await.unwrap().expect("every stalled request gets an answer");
-        assert!(
-            r.status == 408 || (r.status == 503 && r.header("retry-after").is_some()),
-            "{r:?}"
-        );
-        *statuses.entry(r.status).or_default() += 1;
+        answers.push(t.await.unwrap());
     }
     let hwm = proc_status(pid, "VmHWM");
     eprintln!(
-        "baseline {} MiB, peak RSS {} MiB, VmHWM {} MiB, answers {statuses:?}",
+        "baseline {} MiB, peak RSS {} MiB, VmHWM {} MiB",
         baseline >> 20,
         peak >> 20,
         hwm >> 20
@@ -260,7 +258,20 @@ async fn two_hundred_stalled_uploads_hold_server_memory_flat_and_are_cut_off() {
         baseline >> 20,
         peak >> 20
     );
-    assert!(statuses.get(&408).copied().unwrap_or(0) >= 1, "{statuses:?}");
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for r in answers {
+        let r = r.expect("every stalled request gets an answer");
+        assert!(
+            r.status == 408 || (r.status == 503 && r.header("retry-after").is_some()),
+            "{r:?}"
+        );
+        *statuses.entry(r.status).or_default() += 1;
+    }
+    eprintln!("answers {statuses:?}");
+    assert!(
+        statuses.get(&408).copied().unwrap_or(0) >= 1,
+        "{statuses:?}"
+    );
 
     // Nothing of the stalled uploads was kept, and the server still takes uploads.
     let m: Value = http
@@ -349,7 +360,15 @@ async fn uploads_in_progress_are_capped_per_token_and_per_address_with_429() {
     // A second token from the same address takes the third address slot; a fourth upload
     // from this address is refused whatever its token, and one from another address is not.
     let (b_id, b) = &toks[1];
-    held.push(stall(server, home, &put_head(b_id, "slow.bin", b, 1_000_000), &[1u8; 10]).await);
+    held.push(
+        stall(
+            server,
+            home,
+            &put_head(b_id, "slow.bin", b, 1_000_000),
+            &[1u8; 10],
+        )
+        .await,
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (c_id, c) = &toks[2];
     let r = t
@@ -554,7 +573,10 @@ async fn a_full_quarantine_volume_answers_507_and_shows_in_readyz_and_metrics() 
     assert_eq!(r.status, 507, "{r:?}");
     assert!(r.header("retry-after").is_some(), "{r:?}");
     assert!(r.body.contains("quarantine volume"), "{r:?}");
-    assert!(!r.body.contains(&secret), "the answer shows a server path: {r:?}");
+    assert!(
+        !r.body.contains(&secret),
+        "the answer shows a server path: {r:?}"
+    );
     assert!(t
         .app
         .store
@@ -581,7 +603,10 @@ async fn a_full_quarantine_volume_answers_507_and_shows_in_readyz_and_metrics() 
         assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
         let v: Value = r.json().await.unwrap_or(Value::Null);
         let msg = v["error"].as_str().unwrap_or_default();
-        assert!(msg.contains("quarantine volume") && !msg.contains(&secret), "{v}");
+        assert!(
+            msg.contains("quarantine volume") && !msg.contains(&secret),
+            "{v}"
+        );
     }
     let r = t
         .tus_create(&tok, &id)
@@ -601,7 +626,12 @@ async fn a_full_quarantine_volume_answers_507_and_shows_in_readyz_and_metrics() 
         .is_empty());
 
     // Ready, with the free space in the metrics.
-    let r = t.http.get(format!("{}/readyz", t.url)).send().await.unwrap();
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let metrics = t
         .http
@@ -624,7 +654,12 @@ async fn a_full_quarantine_volume_answers_507_and_shows_in_readyz_and_metrics() 
     // Below the floor: not ready, naming the volume.
     let filler = quarantine.join("filler");
     std::fs::write(&filler, vec![0u8; (total - FLOOR / 2) as usize]).unwrap();
-    let r = t.http.get(format!("{}/readyz", t.url)).send().await.unwrap();
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let v: Value = r.json().await.unwrap();
     assert!(
@@ -639,7 +674,12 @@ async fn a_full_quarantine_volume_answers_507_and_shows_in_readyz_and_metrics() 
 
     // Space freed: ready again, uploads work, the audit chain is whole.
     std::fs::remove_file(&filler).unwrap();
-    let r = t.http.get(format!("{}/readyz", t.url)).send().await.unwrap();
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let (s, v) = t.put(&tok, &id, "small.bin", bytes(1 << 20, 4)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -693,7 +733,12 @@ async fn the_data_directory_is_private_and_releases_show_no_server_path() {
     let data = t.data_dir().to_owned();
     let secret = data.canonicalize().unwrap().display().to_string();
     assert_eq!(mode(&data), 0o700);
-    for f in ["airlock.db", "airlock.db-wal", "airlock.db-shm", "keys/jwt.key"] {
+    for f in [
+        "airlock.db",
+        "airlock.db-wal",
+        "airlock.db-shm",
+        "keys/jwt.key",
+    ] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     let segments = walk_files(&data.join("quarantine/transfers"));
@@ -706,7 +751,12 @@ async fn the_data_directory_is_private_and_releases_show_no_server_path() {
     assert_eq!(mode(&released.join("sub/a.csv")), 0o444);
     assert_eq!(mode(&released.join("sub")), 0o555);
     assert_eq!(mode(&released), 0o555);
-    for parent in ["volumes", "volumes/proj", "volumes/proj/ws", "volumes/proj/ws/data"] {
+    for parent in [
+        "volumes",
+        "volumes/proj",
+        "volumes/proj/ws",
+        "volumes/proj/ws/data",
+    ] {
         assert_eq!(mode(&data.join(parent)), 0o755, "{parent}");
     }
 

@@ -151,8 +151,8 @@ impl Volumes {
     /// Refuses, before anything is written, an upload of `len` bytes that would take the
     /// quarantine volume below `min_free`.
     pub fn ensure_room(&self, len: u64, min_free: u64) -> Result<()> {
-        let st = rustix::fs::statvfs(self.quarantine_root.as_path())
-            .map_err(std::io::Error::from)?;
+        let st =
+            rustix::fs::statvfs(self.quarantine_root.as_path()).map_err(std::io::Error::from)?;
         let free = st.f_bavail.saturating_mul(st.f_frsize);
         let room = free.saturating_sub(min_free);
         if len > room {
@@ -433,7 +433,10 @@ impl SegmentWriter {
     pub async fn commit(self) -> Result<u64> {
         let volume = self.volume;
         // `finish` removes its staging file itself when it fails.
-        self.upload.finish().await.map_err(|e| on_write(volume, e))?;
+        self.upload
+            .finish()
+            .await
+            .map_err(|e| on_write(volume, e))?;
         let path = self.fs_path;
         let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let done = (|| {
