@@ -29,9 +29,10 @@ pub struct UploadSettings {
     #[serde(with = "humantime_serde_compat")]
     pub idle_timeout: Duration,
     /// Most uploads (PUT, tus POST and PATCH) in progress at once with one credential;
-    /// more get 429 with Retry-After. Default 8.
+    /// more get 429 with Retry-After. Default 32.
     pub per_token: usize,
-    /// Most uploads in progress at once from one client address. Default 16.
+    /// Most uploads in progress at once from one client address (a proxy in front counts as
+    /// one address: raise it there). Default 64.
     pub per_address: usize,
     /// Most memory every upload together holds in buffers (received, not yet written),
     /// whatever the number of connections; uploads beyond it wait, reading nothing.
@@ -47,8 +48,8 @@ impl Default for UploadSettings {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(60),
-            per_token: 8,
-            per_address: 16,
+            per_token: 32,
+            per_address: 64,
             buffer_total: 64 << 20,
             buffer_wait: Duration::from_secs(30),
         }

@@ -55,6 +55,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
+        // SQLITE_FULL (13): the database's disk is full. The transaction was rolled back.
+        if let crate::store::StoreError::Db(sqlx::Error::Database(db)) = &e {
+            if db.code().as_deref() == Some("13") {
+                tracing::error!(cause = %e, "storage full");
+                return Error::InsufficientStorage(
+                    "the metadata store's volume is full; nothing was recorded, retry later".into(),
+                );
+            }
+        }
+        if crate::volumes::is_storage_full(&e) {
+            return full(&e);
+        }
         Error::Internal(e.to_string())
     }
 }
