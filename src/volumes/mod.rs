@@ -432,7 +432,7 @@ impl SegmentWriter {
     /// nothing of it is left: a half-written segment never takes up a full disk.
     pub async fn commit(self) -> Result<u64> {
         let volume = self.volume;
-        // `finish` removes its staging file itself when it fails.
+        // A failed `finish` drops its upload, whose staging file goes with it.
         self.upload
             .finish()
             .await
