@@ -589,25 +589,44 @@ async fn a_full_quarantine_volume_answers_507_and_shows_in_readyz_and_metrics() 
     assert!(statvfs_free(&quarantine) + (1 << 20) >= total);
 
     // Declared lengths that do not fit above the floor are refused before anything is kept.
-    let r = t
-        .http
-        .put(t.api(&format!("/transfers/{id}/files/declared.bin")))
-        .bearer_auth(&tok)
-        .header("content-length", (55u64 << 20).to_string())
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(
-            (0..55).map(|_| Ok::<_, std::io::Error>(vec![0u8; 1 << 20])),
-        )))
-        .send()
-        .await;
-    if let Ok(r) = r {
-        assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        let msg = v["error"].as_str().unwrap_or_default();
-        assert!(
-            msg.contains("quarantine volume") && !msg.contains(&secret),
-            "{v}"
-        );
-    }
+    let mut declared = stall(
+        server,
+        "127.0.0.1".parse().unwrap(),
+        &put_head(&id, "declared.bin", &tok, 55 << 20),
+        &[],
+    )
+    .await;
+    let r = response(&mut declared, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(r.status, 507, "{r:?}");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    assert!(
+        r.body.contains("quarantine volume") && !r.body.contains(&secret),
+        "{r:?}"
+    );
+    // Two PUTs in progress cannot both count on the same free space.
+    let first = stall(
+        server,
+        "127.0.0.1".parse().unwrap(),
+        &put_head(&id, "first.bin", &tok, 30 << 20),
+        &[1u8; 1000],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = stall(
+        server,
+        "127.0.0.1".parse().unwrap(),
+        &put_head(&id, "second.bin", &tok, 30 << 20),
+        &[],
+    )
+    .await;
+    let r = response(&mut second, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(r.status, 507, "{r:?}");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let r = t
         .tus_create(&tok, &id)
         .header("Upload-Length", (100u64 << 20).to_string())

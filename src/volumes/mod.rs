@@ -14,6 +14,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, WriteMultipart};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,21 @@ pub struct Volumes {
     pub released: Arc<dyn ObjectStore>,
     quarantine_root: PathBuf,
     released_root: PathBuf,
+    /// Bytes declared by uploads in progress (see [`Volumes::reserve_room`]).
+    reserved: Arc<AtomicU64>,
+}
+
+/// Room reserved on the quarantine volume for one upload, given back when dropped. (On the
+/// safe side: bytes already written count twice, as used space and as reserved.)
+pub struct Room {
+    reserved: Arc<AtomicU64>,
+    len: u64,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.len, Ordering::AcqRel);
+    }
 }
 
 /// Size of the pieces a segment is written in; also bounds memory per upload (the upload
@@ -107,6 +123,7 @@ impl Volumes {
             released: Arc::new(LocalFileSystem::new_with_prefix(&released_root)?),
             quarantine_root,
             released_root,
+            reserved: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -149,18 +166,25 @@ impl Volumes {
     }
 
     /// Refuses, before anything is written, an upload of `len` bytes that would take the
-    /// quarantine volume below `min_free`.
-    pub fn ensure_room(&self, len: u64, min_free: u64) -> Result<()> {
+    /// quarantine volume below `min_free`, counting what the PUTs in progress on this replica
+    /// declared. The room is held until the returned guard drops.
+    pub fn reserve_room(&self, len: u64, min_free: u64) -> Result<Room> {
         let st =
             rustix::fs::statvfs(self.quarantine_root.as_path()).map_err(std::io::Error::from)?;
         let free = st.f_bavail.saturating_mul(st.f_frsize);
-        let room = free.saturating_sub(min_free);
+        let before = self.reserved.fetch_add(len, Ordering::AcqRel);
+        let room = free.saturating_sub(min_free).saturating_sub(before);
+        let held = Room {
+            reserved: self.reserved.clone(),
+            len,
+        };
         if len > room {
+            drop(held);
             return Err(VolumeError::Full(format!(
                 "the {QUARANTINE} volume has room for {room} more bytes; this upload declares {len}; retry later"
             )));
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Prometheus lines: free and total bytes per volume.

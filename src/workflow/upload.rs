@@ -325,9 +325,15 @@ where
     let limits = limits(app, &ws)?;
     if let Some(len) = declared_len {
         check_size(limits, len)?;
-        app.volumes
-            .ensure_room(len, app.settings.storage.min_free)?;
     }
+    // Held until the PUT ends, so two uploads cannot both count on the same free space.
+    let _room = match declared_len {
+        Some(len) => Some(
+            app.volumes
+                .reserve_room(len, app.settings.storage.min_free)?,
+        ),
+        None => None,
+    };
     let file = reserve(app, &t, &ws, &path, declared_len, expected.as_ref()).await?;
     // Held until the PUT ends, so a DELETE of the same path waits instead of racing it.
     let slot = app.uploads.slot(file.id);
@@ -431,8 +437,11 @@ pub async fn create_upload(
     let (t, ws) = super::access::load(app, transfer_id).await?;
     require_open(&t)?;
     let path = RelPath::parse(&new.path)?;
-    app.volumes
-        .ensure_room(new.length, app.settings.storage.min_free)?;
+    // The PATCHes come later: the room is checked now, not held.
+    drop(
+        app.volumes
+            .reserve_room(new.length, app.settings.storage.min_free)?,
+    );
     let file = reserve(
         app,
         &t,
