@@ -64,7 +64,7 @@ impl App {
     /// Opens the data directory: database, volumes, key and policies.
     pub async fn open(settings: Settings) -> Result<Arc<App>, StartError> {
         let dir = settings.storage.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+        private_data_dir(&dir).map_err(|source| StartError::DataDir {
             path: dir.display().to_string(),
             source,
         })?;
@@ -101,6 +101,29 @@ impl App {
             anchor_key,
         }))
     }
+}
+
+/// Makes the data directory the service's alone, whatever the umask it was started with:
+/// the process umask becomes 077, so every file it creates from now on (database, journal,
+/// segments, scratch copies, keys) is 0600 and every folder 0700; the data directory is made
+/// 0700 and the database files already there 0600 (installations from before). Released
+/// volumes set their own modes explicitly (files 0444, folders 0555 and 0755).
+fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use rustix::fs::Mode;
+    rustix::process::umask(Mode::from_raw_mode(0o077));
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        for name in ["airlock.db", "airlock.db-wal", "airlock.db-shm"] {
+            let p = dir.join(name);
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl App {

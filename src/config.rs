@@ -19,6 +19,7 @@ pub struct Settings {
     pub integrity: IntegritySettings,
     pub log: LogSettings,
     pub audit: AuditSettings,
+    pub uploads: UploadSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +59,41 @@ impl AuditSettings {
         self.anchor_file
             .clone()
             .unwrap_or_else(|| data_dir.join("audit-anchors.jsonl"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadSettings {
+    /// How long any request body may send nothing before the request is cut off with 408
+    /// (what an upload had not yet acknowledged is discarded). Default `60s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// Most uploads (PUT, tus POST and PATCH) in progress at once with one credential;
+    /// more get 429 with Retry-After. Default 32.
+    pub per_token: usize,
+    /// Most uploads in progress at once from one client address (a proxy in front counts as
+    /// one address: raise it there). Default 64.
+    pub per_address: usize,
+    /// Most memory every upload together holds in buffers (received, not yet written),
+    /// whatever the number of connections; uploads beyond it wait, reading nothing.
+    /// Default `64 MiB`.
+    #[serde(deserialize_with = "crate::policy::size")]
+    pub buffer_total: u64,
+    /// How long an upload waits for buffer memory before 503 with Retry-After. Default `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub buffer_wait: Duration,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            per_token: 32,
+            per_address: 64,
+            buffer_total: 64 << 20,
+            buffer_wait: Duration::from_secs(30),
+        }
     }
 }
 
@@ -209,6 +245,10 @@ pub struct StorageSettings {
     /// Where the SQLite database, keys, quarantine and released volumes live.
     /// Default `./airlock-data`.
     pub data_dir: PathBuf,
+    /// Free space each volume keeps: below it `/readyz` reports the volume, and an upload
+    /// whose declared length would go below it is refused with 507. Default `1 GiB`.
+    #[serde(deserialize_with = "crate::policy::size")]
+    pub min_free: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +295,7 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./airlock-data"),
+            min_free: 1 << 30,
         }
     }
 }
@@ -382,6 +423,14 @@ impl Settings {
             return Err(bad(
                 "`audit.summary_window` and `audit.anchor_interval` must be longer than 0".into(),
             ));
+        }
+        if s.uploads.per_token == 0 || s.uploads.per_address == 0 {
+            return Err(bad(
+                "`uploads.per_token` and `uploads.per_address` must be at least 1".into(),
+            ));
+        }
+        if s.uploads.idle_timeout.is_zero() {
+            return Err(bad("`uploads.idle_timeout` must be above zero".into()));
         }
         if s.webhooks.max_attempts == 0 {
             return Err(bad("`webhooks.max_attempts` must be at least 1".into()));

@@ -69,13 +69,21 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Prometheus counters (no names, paths or ids: safe to scrape without a token).
-pub async fn metrics(State(app): State<AppState>) -> Response {
+pub async fn metrics(
+    State(app): State<AppState>,
+    limiter: Option<axum::Extension<std::sync::Arc<crate::server::limits::Limiter>>>,
+) -> Response {
+    let mut text = app.integrity.render();
+    text.push_str(&app.volumes.render_space());
+    if let Some(axum::Extension(l)) = limiter {
+        text.push_str(&l.render());
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.integrity.render(),
+        text,
     )
         .into_response()
 }
@@ -91,11 +99,31 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         tracing::error!(error = %e, "readiness: volumes");
         "unreachable".to_string()
     });
-    let ok = db.is_ok() && vol.is_ok();
+    // A volume below its free-space floor is not ready: uploads would fail on it.
+    let floor = app.settings.storage.min_free;
+    let mut space = serde_json::Map::new();
+    let mut low = false;
+    for s in app.volumes.space() {
+        match s {
+            Ok(s) if s.free < floor => {
+                low = true;
+                space.insert(
+                    s.volume.into(),
+                    format!("low: {} bytes free, below the floor of {floor}", s.free).into(),
+                );
+            }
+            Ok(s) => {
+                space.insert(s.volume.into(), "ok".into());
+            }
+            Err(e) => tracing::error!(error = %e, "readiness: free space"),
+        }
+    }
+    let ok = db.is_ok() && vol.is_ok() && !low;
     let body = serde_json::json!({
         "ready": ok,
         "metadata_store": db.err().unwrap_or_else(|| "ok".into()),
         "volumes": vol.err().unwrap_or_else(|| "ok".into()),
+        "free_space": space,
     });
     let status = if ok {
         StatusCode::OK

@@ -24,6 +24,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::BadRequest(_) | Error::Path(_) | Error::Interrupted(_) => StatusCode::BAD_REQUEST,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::ChecksumMismatch(_) => StatusCode::from_u16(460).expect("460 is a valid status"),
+        Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -42,6 +43,13 @@ impl IntoResponse for ApiError {
             serde_json::json!({ "error": self.0.to_string() })
         };
         let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::INSUFFICIENT_STORAGE {
+            // Space comes back when the operator frees it or a review releases a transfer.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

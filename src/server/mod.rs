@@ -2,6 +2,7 @@
 //! that serves until a shutdown signal and then lets in-flight requests finish.
 
 pub mod error;
+pub mod limits;
 
 use crate::api;
 use crate::app::App;
@@ -29,9 +30,11 @@ const FILES: &str = "/api/v1/transfers/{id}/files/{*path}";
 const TUS: &str = "/api/v1/transfers/{id}/tus";
 const TUS_UPLOAD: &str = "/api/v1/transfers/{id}/tus/{upload}";
 
-/// Upload routes stream to disk: the only size limit is the configured file-size limit.
+/// Upload routes stream to disk: the only size limit is the configured file-size limit. What
+/// a client may hold meanwhile (uploads in progress, buffer memory) is `limits`'.
 fn streaming(r: MethodRouter<AppState>) -> MethodRouter<AppState> {
     r.layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(limits::uploads))
 }
 
 /// tus routes: every response, errors from authentication included, names the version.
@@ -146,6 +149,7 @@ pub fn api_routes() -> Vec<(&'static str, String)> {
 }
 
 pub fn router(state: AppState) -> Router {
+    let limiter = Arc::new(limits::Limiter::new(&state.settings.uploads));
     // Methods of one path are merged into one method router, in table order.
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for (_, path, handler) in routes() {
@@ -161,7 +165,9 @@ pub fn router(state: AppState) -> Router {
         .into_iter()
         .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn(limits::idle_bodies))
         .layer(axum::middleware::from_fn(api::trace_requests))
+        .layer(axum::Extension(limiter))
         .with_state(state)
 }
 

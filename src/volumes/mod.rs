@@ -15,6 +15,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, WriteMultipart};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,55 @@ pub enum VolumeError {
     Store(#[from] object_store::Error),
     #[error("filesystem: {0}")]
     Io(#[from] std::io::Error),
+    /// The volume ran out of space (or quota), or has too little for what was declared. The
+    /// message names the volume, never its path: clients see it.
+    #[error("{0}")]
+    Full(String),
+}
+
+/// The names volumes are shown by (metrics, readiness, errors).
+pub const QUARANTINE: &str = "quarantine";
+pub const RELEASED: &str = "released";
+
+/// Whether an error, somewhere down its cause chain, is a full disk or an exceeded quota.
+pub fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
+                return true;
+            }
+        }
+        if let Some(VolumeError::Full(_)) = err.downcast_ref::<VolumeError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A write to `volume` failed: a full disk becomes [`VolumeError::Full`] naming the volume.
+fn on_write(volume: &'static str, e: impl Into<VolumeError>) -> VolumeError {
+    let e = e.into();
+    if is_storage_full(&e) {
+        VolumeError::Full(format!(
+            "the {volume} volume is full; nothing of this request was kept, retry later"
+        ))
+    } else {
+        e
+    }
+}
+
+/// Space on one volume's filesystem.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Space {
+    pub volume: &'static str,
+    /// Bytes an unprivileged writer may still use.
+    pub free: u64,
+    pub total: u64,
 }
 
 pub type Result<T, E = VolumeError> = std::result::Result<T, E>;
@@ -36,10 +86,26 @@ pub struct Volumes {
     pub released: Arc<dyn ObjectStore>,
     quarantine_root: PathBuf,
     released_root: PathBuf,
+    /// Bytes declared by uploads in progress (see [`Volumes::reserve_room`]).
+    reserved: Arc<AtomicU64>,
 }
 
-/// Size of the pieces a segment is written in; also bounds memory per upload.
-const PART_SIZE: usize = 4 << 20;
+/// Room reserved on the quarantine volume for one upload, given back when dropped. (On the
+/// safe side: bytes already written count twice, as used space and as reserved.)
+pub struct Room {
+    reserved: Arc<AtomicU64>,
+    len: u64,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
+
+/// Size of the pieces a segment is written in; also bounds memory per upload (the upload
+/// buffer window of `server::limits` counts on one part being at most 1 MiB).
+const PART_SIZE: usize = 1 << 20;
 
 impl Volumes {
     /// Local directories `data_dir/quarantine` and `data_dir/volumes`.
@@ -48,6 +114,9 @@ impl Volumes {
         let released_root = data_dir.join("volumes");
         std::fs::create_dir_all(&quarantine_root)?;
         std::fs::create_dir_all(&released_root)?;
+        // Quarantine is for the service alone; released volumes are read by workspaces.
+        set_mode(&quarantine_root, 0o700)?;
+        set_mode(&released_root, 0o755)?;
         let quarantine_root = quarantine_root.canonicalize()?;
         let released_root = released_root.canonicalize()?;
         Ok(Self {
@@ -55,6 +124,7 @@ impl Volumes {
             released: Arc::new(LocalFileSystem::new_with_prefix(&released_root)?),
             quarantine_root,
             released_root,
+            reserved: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -76,6 +146,72 @@ impl Volumes {
             }
         }
         Ok(())
+    }
+
+    /// Free and total space of each volume's filesystem.
+    pub fn space(&self) -> Vec<std::io::Result<Space>> {
+        [
+            (QUARANTINE, &self.quarantine_root),
+            (RELEASED, &self.released_root),
+        ]
+        .into_iter()
+        .map(|(volume, root)| {
+            let st = rustix::fs::statvfs(root.as_path()).map_err(std::io::Error::from)?;
+            Ok(Space {
+                volume,
+                free: st.f_bavail.saturating_mul(st.f_frsize),
+                total: st.f_blocks.saturating_mul(st.f_frsize),
+            })
+        })
+        .collect()
+    }
+
+    /// Refuses, before anything is written, an upload of `len` bytes that would take the
+    /// quarantine volume below `min_free`, counting what the PUTs in progress on this replica
+    /// declared. The room is held until the returned guard drops.
+    pub fn reserve_room(&self, len: u64, min_free: u64) -> Result<Room> {
+        let st =
+            rustix::fs::statvfs(self.quarantine_root.as_path()).map_err(std::io::Error::from)?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let before = self.reserved.fetch_add(len, Ordering::AcqRel);
+        let room = free.saturating_sub(min_free).saturating_sub(before);
+        let held = Room {
+            reserved: self.reserved.clone(),
+            len,
+        };
+        if len > room {
+            drop(held);
+            return Err(VolumeError::Full(format!(
+                "the {QUARANTINE} volume has room for {room} more bytes; this upload declares {len}; retry later"
+            )));
+        }
+        Ok(held)
+    }
+
+    /// Prometheus lines: free and total bytes per volume.
+    pub fn render_space(&self) -> String {
+        let mut out = String::from(
+            "# HELP airlock_volume_free_bytes Bytes still free on the volume's filesystem.\n\
+             # TYPE airlock_volume_free_bytes gauge\n",
+        );
+        let spaces: Vec<Space> = self.space().into_iter().flatten().collect();
+        for s in &spaces {
+            out.push_str(&format!(
+                "airlock_volume_free_bytes{{volume=\"{}\"}} {}\n",
+                s.volume, s.free
+            ));
+        }
+        out.push_str(
+            "# HELP airlock_volume_size_bytes Size of the volume's filesystem.\n\
+             # TYPE airlock_volume_size_bytes gauge\n",
+        );
+        for s in &spaces {
+            out.push_str(&format!(
+                "airlock_volume_size_bytes{{volume=\"{}\"}} {}\n",
+                s.volume, s.total
+            ));
+        }
+        out
     }
 
     fn segment_key(transfer: TransferId, file: FileId, seq: u64) -> ObjPath {
@@ -109,11 +245,16 @@ impl Volumes {
         seq: u64,
     ) -> Result<SegmentWriter> {
         let key = Self::segment_key(transfer, file, seq);
-        let upload = self.quarantine.put_multipart(&key).await?;
+        let upload = self
+            .quarantine
+            .put_multipart(&key)
+            .await
+            .map_err(|e| on_write(QUARANTINE, e))?;
         Ok(SegmentWriter {
             upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
             fs_path: self.quarantine_root.join(key.as_ref()),
             written: 0,
+            volume: QUARANTINE,
         })
     }
 
@@ -240,11 +381,16 @@ impl Volumes {
         let key = path
             .object_path(&Self::staging_prefix(transfer))
             .map_err(object_store::Error::from)?;
-        let upload = self.released.put_multipart(&key).await?;
+        let upload = self
+            .released
+            .put_multipart(&key)
+            .await
+            .map_err(|e| on_write(RELEASED, e))?;
         Ok(SegmentWriter {
             upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
             fs_path: self.released_root.join(key.as_ref()),
             written: 0,
+            volume: RELEASED,
         })
     }
 
@@ -305,7 +451,7 @@ impl Volumes {
             std::fs::create_dir_all(&staged)?;
             seal_tree(&staged, true)?;
             if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
+                create_traversable(parent)?;
             }
             // The top folder stays writable until it is in place: moving a folder to another
             // parent rewrites its `..` entry, which needs write permission on it.
@@ -357,12 +503,16 @@ pub struct SegmentWriter {
     upload: WriteMultipart,
     fs_path: PathBuf,
     written: u64,
+    volume: &'static str,
 }
 
 impl SegmentWriter {
     pub async fn write(&mut self, buf: Bytes) -> Result<()> {
         // Backpressure: at most three parts in flight.
-        self.upload.wait_for_capacity(3).await?;
+        self.upload
+            .wait_for_capacity(3)
+            .await
+            .map_err(|e| on_write(self.volume, e))?;
         self.written += buf.len() as u64;
         self.upload.put(buf);
         Ok(())
@@ -372,24 +522,53 @@ impl SegmentWriter {
         self.written
     }
 
-    /// Completes the object and makes it durable (fsync on the local backend).
+    /// Completes the object and makes it durable (fsync on the local backend). On failure
+    /// nothing of it is left: a half-written segment never takes up a full disk.
     pub async fn commit(self) -> Result<u64> {
-        self.upload.finish().await?;
+        let volume = self.volume;
+        // A failed `finish` drops its upload, whose staging file goes with it.
+        self.upload
+            .finish()
+            .await
+            .map_err(|e| on_write(volume, e))?;
         let path = self.fs_path;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::File::open(&path)?.sync_all()?;
-            if let Some(parent) = path.parent() {
-                std::fs::File::open(parent)?.sync_all()?;
+        let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let done = (|| {
+                std::fs::File::open(&path)?.sync_all()?;
+                if let Some(parent) = path.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
+            })();
+            if done.is_err() {
+                let _ = std::fs::remove_file(&path);
             }
-            Ok(())
+            done
         })
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)?;
+        synced.map_err(|e| on_write(volume, e))?;
         Ok(self.written)
     }
 
     pub async fn abort(self) {
         let _ = self.upload.abort().await;
+    }
+}
+
+/// `create_dir_all` whose new folders are 0755 whatever the umask (the service runs with
+/// 077): workspaces must be able to walk down to their released folders.
+fn create_traversable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_traversable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => set_mode(dir, 0o755),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -45,6 +45,10 @@ pub enum Error {
     /// The client went away or sent fewer bytes than it said. 400.
     #[error("upload interrupted: {0}")]
     Interrupted(String),
+    /// A volume is full, or too full for what the upload declares. 507 with Retry-After; the
+    /// message names the volume, never a path.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Our fault. 500, with the cause logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -54,18 +58,44 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
+        // SQLITE_FULL (13): the database's disk is full. The transaction was rolled back.
+        if let crate::store::StoreError::Db(sqlx::Error::Database(db)) = &e {
+            if db.code().as_deref() == Some("13") {
+                tracing::error!(cause = %e, "storage full");
+                return Error::InsufficientStorage(
+                    "the metadata store's volume is full; nothing was recorded, retry later".into(),
+                );
+            }
+        }
+        if crate::volumes::is_storage_full(&e) {
+            return full(&e);
+        }
         Error::Internal(e.to_string())
     }
 }
 
 impl From<crate::volumes::VolumeError> for Error {
     fn from(e: crate::volumes::VolumeError) -> Self {
-        Error::Internal(e.to_string())
+        match e {
+            crate::volumes::VolumeError::Full(msg) => Error::InsufficientStorage(msg),
+            e if crate::volumes::is_storage_full(&e) => full(&e),
+            e => Error::Internal(e.to_string()),
+        }
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        if crate::volumes::is_storage_full(&e) {
+            return full(&e);
+        }
         Error::Internal(e.to_string())
     }
+}
+
+/// A full disk met where the volume is not known: the client learns only that, the log
+/// gets the cause.
+fn full(cause: &dyn std::fmt::Display) -> Error {
+    tracing::error!(%cause, "storage full");
+    Error::InsufficientStorage("the service's storage is full; retry later".into())
 }

@@ -177,7 +177,11 @@ async fn record_release(
     files: usize,
     sealed_root: &str,
 ) -> Result<()> {
+    // The server's own path stays in the store (re-verification reads it); what members,
+    // the uploader and webhook receivers see is the path inside the released volume.
     let location = app.volumes.location(dest).display().to_string();
+    let shown = dest.as_ref();
+    let volume = crate::volumes::RELEASED;
     let mut tx = app.store.begin().await?;
     if tx.transfer_state(t.id).await? != Some(TransferState::Approved) {
         // It left `approved` while it was being copied (a rescan blocked it, say): what was
@@ -194,7 +198,7 @@ async fn record_release(
             t.id,
             TransferState::Approved,
             TransferState::Released,
-            &format!("released read-only to {location}"),
+            &format!("released read-only to {shown} in the {volume} volume"),
         )
         .await?
     {
@@ -203,7 +207,8 @@ async fn record_release(
             AuditEvent::new("system", "transfer.released")
                 .transfer(t.id)
                 .detail(serde_json::json!({
-                    "location": location, "files": files, "root_digest": sealed_root,
+                    "volume": volume, "location": shown, "files": files,
+                    "root_digest": sealed_root,
                 })),
         )
         .await?;

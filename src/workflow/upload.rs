@@ -410,6 +410,14 @@ where
     if let Some(len) = declared_len {
         check_size(limits, len)?;
     }
+    // Held until the PUT ends, so two uploads cannot both count on the same free space.
+    let _room = match declared_len {
+        Some(len) => Some(
+            app.volumes
+                .reserve_room(len, app.settings.storage.min_free)?,
+        ),
+        None => None,
+    };
     let file = reserve(app, &t, &ws, &path, declared_len, expected.as_ref()).await?;
     // Held until the PUT ends, so a DELETE of the same path waits instead of racing it.
     let slot = app.uploads.slot(file.id);
@@ -451,7 +459,13 @@ where
         discard(app, &file).await?;
         return Err(err);
     }
-    let size = writer.commit().await?;
+    let size = match writer.commit().await {
+        Ok(size) => size,
+        Err(e) => {
+            discard(app, &file).await.ok();
+            return Err(e.into());
+        }
+    };
     let piece = Piece {
         seq: 0,
         carried: 0,
@@ -526,6 +540,11 @@ pub async fn create_upload(
     let (t, ws) = super::access::load(app, transfer_id).await?;
     require_open(&t)?;
     let path = RelPath::parse(&new.path)?;
+    // The PATCHes come later: the room is checked now, not held.
+    drop(
+        app.volumes
+            .reserve_room(new.length, app.settings.storage.min_free)?,
+    );
     let file = reserve(
         app,
         &t,

@@ -63,6 +63,16 @@ impl TestApp {
         Self::start(dir, s).await
     }
 
+    /// Starts a server on an existing data directory with adjusted settings.
+    pub async fn spawn_in_with(
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let mut s = settings(dir.path());
+        adjust(&mut s);
+        Self::start(dir, s).await
+    }
+
     async fn start(dir: tempfile::TempDir, s: Settings) -> TestApp {
         let app = App::open(s).await.expect("open app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
