@@ -33,6 +33,9 @@ pub struct App {
     /// Upload-token uses and refusals of the current window, summarised at its end
     /// (`[audit] summary_window`).
     pub token_events: crate::workflow::refusals::TokenEvents,
+    /// Refused authentications of the current window, per address and credential: past the
+    /// limits, 429 before any token is checked (`[audit] refusals_per_client`, `_per_token`).
+    pub refusal_throttle: crate::workflow::throttle::RefusalThrottle,
     /// Signs the audit chain's head (`keys/anchor.key`).
     pub anchor_key: Arc<crate::audit::AnchorKey>,
 }
@@ -86,6 +89,11 @@ impl App {
             policies.for_workspace(tier, Some(&file))?;
         }
         let max_immediate = settings.audit.max_immediate_events;
+        let refusal_throttle = crate::workflow::throttle::RefusalThrottle::new(
+            settings.audit.summary_window,
+            settings.audit.refusals_per_client,
+            settings.audit.refusals_per_token,
+        );
         Ok(Arc::new(App {
             settings,
             store,
@@ -98,6 +106,7 @@ impl App {
             scan_jobs: tokio::sync::Notify::new(),
             integrity: Default::default(),
             token_events: crate::workflow::refusals::TokenEvents::new(max_immediate),
+            refusal_throttle,
             anchor_key,
         }))
     }

@@ -40,6 +40,11 @@ pub struct AuditSettings {
     /// Most upload-token uses and refusals written at once (not summarised) per window,
     /// across all tokens and clients. Default 100.
     pub max_immediate_events: u32,
+    /// Refused authentications from one client address per window before every further
+    /// request from it gets 429 with Retry-After, until the window ends. Default 60.
+    pub refusals_per_client: u32,
+    /// Refusals of one credential per window before it gets 429 from anywhere. Default 20.
+    pub refusals_per_token: u32,
 }
 
 impl Default for AuditSettings {
@@ -49,6 +54,8 @@ impl Default for AuditSettings {
             anchor_interval: Duration::from_secs(3600),
             summary_window: Duration::from_secs(60),
             max_immediate_events: 100,
+            refusals_per_client: 60,
+            refusals_per_token: 20,
         }
     }
 }

@@ -291,3 +291,69 @@ async fn the_audit_head_is_anchored_signed_on_schedule_and_at_shutdown() {
     }
     app.store.pool().close().await;
 }
+
+/// Finding 4, the rate limit: refusals are counted per credential and per client address;
+/// past the limits every further request is answered 429 with Retry-After before any token is
+/// checked or any row read or written, until the window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_past_the_limit_get_429_before_any_lookup() {
+    let t = TestApp::spawn_with(|s| {
+        s.audit.refusals_per_token = 5;
+        s.audit.refusals_per_client = 12;
+        s.audit.summary_window = Duration::from_secs(3);
+    })
+    .await;
+    let p = t.bootstrap(1).await;
+    let me = |tok: String| {
+        let t = &t;
+        async move {
+            let r = t
+                .http
+                .get(t.api("/me"))
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.headers().get("retry-after").cloned())
+        }
+    };
+    // One dead credential: 5 refusals, then 429 with the wait.
+    for _ in 0..5 {
+        assert_eq!(
+            me("dead.token.here".into()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (s, retry) = me("dead.token.here".into()).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let secs: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&secs), "{secs}");
+    // A valid token from the same address still works: the address has 5 of its 12.
+    assert_eq!(me(p.inv.clone()).await.0, StatusCode::OK);
+    // Guessing with ever new credentials: the address is throttled after 12 refusals in all,
+    // and then even a valid token from it waits.
+    for n in 0..7 {
+        assert_eq!(me(format!("guess-{n}")).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let rows_before = t.app.store.audit_records().await.unwrap().len();
+    for n in 0..200 {
+        assert_eq!(
+            me(format!("more-{n}")).await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    assert_eq!(me(p.inv.clone()).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        t.app.store.audit_records().await.unwrap().len(),
+        rows_before,
+        "throttled requests write nothing"
+    );
+    // The window ends; the valid token works again, the dead one is refused afresh.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(me(p.inv.clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        me("dead.token.here".into()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    t.stop().await;
+}

@@ -25,6 +25,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::ChecksumMismatch(_) => StatusCode::from_u16(460).expect("460 is a valid status"),
         Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+        Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -49,6 +50,10 @@ impl IntoResponse for ApiError {
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("60"),
             );
+        }
+        if let Error::TooManyRequests { retry_after, .. } = &self.0 {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

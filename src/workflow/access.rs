@@ -64,6 +64,31 @@ pub async fn authenticate(
     client: IpAddr,
     route: &str,
 ) -> Result<Principal> {
+    // Throttled before anything is verified or read: a client that keeps being refused costs
+    // a map lookup per request, nothing more.
+    let credential = authorization.map(|a| a.get(..512).unwrap_or(a));
+    if let Err(retry_after) = app.refusal_throttle.check(client, credential) {
+        return Err(Error::TooManyRequests {
+            message: format!(
+                "too many refused requests from {client} or with this token; retry in \
+                 {retry_after} s"
+            ),
+            retry_after,
+        });
+    }
+    let result = verify(app, authorization, client, route).await;
+    if let Err(Error::Unauthenticated(_)) = &result {
+        app.refusal_throttle.refused(client, credential);
+    }
+    result
+}
+
+async fn verify(
+    app: &App,
+    authorization: Option<&str>,
+    client: IpAddr,
+    route: &str,
+) -> Result<Principal> {
     // A request path is the client's to choose: only a bounded prefix is logged or audited.
     let route = &*refusals::cap_route(route);
     let raw = authorization.ok_or_else(|| {

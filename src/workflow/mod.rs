@@ -10,6 +10,7 @@ pub mod membership;
 pub mod refusals;
 pub mod release;
 pub mod scanning;
+pub mod throttle;
 pub mod transfers;
 pub mod upload;
 
@@ -49,6 +50,10 @@ pub enum Error {
     /// message names the volume, never a path.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// Too many refused requests from this client address or with this credential. 429, with
+    /// `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// Our fault. 500, with the cause logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
