@@ -733,6 +733,14 @@ async fn revocation_withdraws_a_release_and_says_who_and_why() {
     let history = String::from_utf8_lossy(&out.stdout);
     assert!(history.contains("transfer.revoked"), "{history}");
     assert!(history.contains("consent withdrawn"), "{history}");
+    // The audit detail (and so the webhook body) names the path inside the released volume,
+    // never the server's own path (issue 10, finding 13).
+    let data = dir.path().canonicalize().unwrap();
+    assert!(
+        !history.contains(data.to_str().unwrap())
+            && !history.contains(dir.path().to_str().unwrap()),
+        "{history}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
         .arg("--data-dir")
         .arg(dir.path())

@@ -806,7 +806,7 @@ pub async fn revoke(
             .transfer(id)
             .detail(serde_json::json!({
                 "role": role, "reason": req.reason.trim(), "withdrawn": withdrawn,
-                "location": app.volumes.location(&dest).display().to_string(),
+                "volume": crate::volumes::RELEASED, "location": dest.as_ref(),
             })),
     )
     .await?;
