@@ -188,6 +188,24 @@ pub(super) async fn grant(
     })
 }
 
+/// Whether `user` is a Project Manager of `p` and whether a Programme Manager; 403 (saying
+/// who `verb` members) if neither.
+async fn appointer(app: &App, user: &User, p: &Project, verb: &str) -> Result<(bool, bool)> {
+    let is_pm = app
+        .store
+        .member_roles(p.id, user.id)
+        .await?
+        .contains(&Role::ProjectManager);
+    let is_progm = user.roles.contains(&Role::ProgrammeManager);
+    if !is_pm && !is_progm {
+        return Err(Error::Forbidden(format!(
+            "only a Project Manager of {} (or a Programme Manager) {verb} its members",
+            p.name
+        )));
+    }
+    Ok((is_pm, is_progm))
+}
+
 /// A Project Manager of the project (or a Programme Manager) adds an existing user; only a
 /// Programme Manager makes someone the Dataset Provider Representative, and nobody grants a
 /// role to themselves. A Researcher joining a project with a tier 3+ workspace waits for the
@@ -200,18 +218,7 @@ pub async fn add_member(
 ) -> Result<MemberView> {
     let user = who.staff()?;
     let p = access::visible_project(app, user, project_name).await?;
-    let is_pm = app
-        .store
-        .member_roles(p.id, user.id)
-        .await?
-        .contains(&Role::ProjectManager);
-    let is_progm = user.roles.contains(&Role::ProgrammeManager);
-    if !is_pm && !is_progm {
-        return Err(Error::Forbidden(format!(
-            "only a Project Manager of {} (or a Programme Manager) adds its members",
-            p.name
-        )));
-    }
+    let (is_pm, is_progm) = appointer(app, user, &p, "adds").await?;
     let member = app.store.user_by_name(&req.user).await?.ok_or_else(|| {
         Error::NotFound(format!(
             "no user {}: a Programme Manager adds users to the system first",
@@ -318,18 +325,7 @@ pub async fn remove_member(
 ) -> Result<Removed> {
     let user = who.staff()?;
     let p = access::visible_project(app, user, project_name).await?;
-    let is_pm = app
-        .store
-        .member_roles(p.id, user.id)
-        .await?
-        .contains(&Role::ProjectManager);
-    let is_progm = user.roles.contains(&Role::ProgrammeManager);
-    if !is_pm && !is_progm {
-        return Err(Error::Forbidden(format!(
-            "only a Project Manager of {} (or a Programme Manager) removes its members",
-            p.name
-        )));
-    }
+    let (_, is_progm) = appointer(app, user, &p, "removes").await?;
     let member = user_named(app, &req.user).await?;
     let mut tx = app.store.begin().await?;
     let held = tx.all_member_roles(p.id, member.id).await?;
