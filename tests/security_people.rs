@@ -661,10 +661,12 @@ async fn disabled_users_and_revoked_staff_tokens_stop_working_at_once() {
     assert_eq!(v["revoked"].as_array().unwrap().len(), 2);
     assert_eq!(me(p.pm.clone()).await, StatusCode::UNAUTHORIZED);
     assert_eq!(me(pm2).await, StatusCode::UNAUTHORIZED);
-    // By id: the researcher's newest token, revoked by the Programme Manager; a stranger
-    // asking for that id is told it does not exist.
+    // By id: the researcher's newest token (its id as `/me` shows it), revoked by the
+    // Programme Manager; a stranger asking for that id is told it does not exist.
     let res2 = token(&t, "res").await;
     let claims = airlock::auth::peek_claims(&res2).unwrap();
+    let (_, who) = t.get_json(&res2, "/me").await;
+    assert_eq!(who["token_id"], claims.jti.as_str());
     let (s, _) = t
         .post_json(&p.outsider, "/tokens/revoke", json!({ "id": claims.jti }))
         .await;

@@ -141,14 +141,23 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
+/// Who the caller is, and the id of the staff token they called with (for `airlock token
+/// revoke ID`). The token was verified by `Caller`, so its claims are ours.
 pub async fn me(
     State(app): State<AppState>,
     Caller(who): Caller,
+    headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
     let _ = &app;
     let u = who.staff()?;
+    let token_id = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_whitespace().nth(1))
+        .and_then(crate::auth::peek_claims)
+        .map(|c| c.jti);
     Ok(Json(
-        serde_json::json!({ "id": u.id, "name": u.name, "roles": u.roles }),
+        serde_json::json!({ "id": u.id, "name": u.name, "roles": u.roles, "token_id": token_id }),
     ))
 }
 
