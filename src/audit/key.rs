@@ -140,20 +140,8 @@ impl ChainKey {
     }
 }
 
-/// Creates `path` with `bytes`, mode 0600 whatever the umask, and syncs it. Refuses to
-/// overwrite.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
+/// The keys directory's one writer of secret files (shared with the token keys).
+pub(crate) use crate::auth::write_private;
 
 #[cfg(test)]
 mod tests {

@@ -315,11 +315,7 @@ impl Store {
             .iter()
             .map(|r| parse("user_roles", r.try_get("role")?))
             .collect::<Result<Vec<Role>>>()?;
-        let disabled = sqlx::query("SELECT 1 FROM user_disabled WHERE user_id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some();
+        let disabled = self.user_disabled(id).await?;
         Ok(User {
             id,
             name: r.try_get("name")?,
@@ -504,6 +500,17 @@ impl Store {
     }
 
     /// Whether a staff token id is known and not revoked.
+    /// Whether `user` has been disabled: one indexed lookup, for the upload path.
+    pub async fn user_disabled(&self, user: UserId) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 FROM user_disabled WHERE user_id = $1")
+                .bind(user.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
     /// The user a staff token was minted for, if it exists.
     pub async fn staff_token_owner(&self, id: TokenId) -> Result<Option<UserId>> {
         sqlx::query("SELECT user_id FROM staff_tokens WHERE id = $1")

@@ -162,12 +162,8 @@ async fn verify(
             let transfer = app.store.transfer(row.transfer_id).await?.ok_or_else(|| {
                 Error::Unauthenticated("token's transfer no longer exists".into())
             })?;
-            if app
-                .store
-                .user(transfer.uploader_id)
-                .await?
-                .is_none_or(|u| u.disabled)
-            {
+            // One lookup, not the whole user: this runs on every upload request.
+            if app.store.user_disabled(transfer.uploader_id).await? {
                 return refuse("the transfer's uploader has been disabled".into()).await;
             }
             if !transfer.state.accepts_uploads() {

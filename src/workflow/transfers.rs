@@ -860,6 +860,12 @@ pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<Mani
     })
 }
 
+/// A file's row and a stream of its bytes from the quarantine volume.
+pub type Content = (
+    FileRow,
+    futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
+);
+
 /// The states in which a transfer's content is there to be reviewed: sealed and scanned clean
 /// (or with unscannable files the policy lets through), and not yet released. Before that it
 /// is unscanned; a blocked transfer may hold malware; after it, the workspace has the copy.
@@ -875,9 +881,10 @@ pub async fn may_read_content(
     t: &Transfer,
     ws: &Workspace,
 ) -> Result<()> {
-    let member = app.store.member_roles(ws.project_id, user.id).await?;
+    // `held` adds only the Programme and System Manager roles to project membership, so the
+    // three project roles below come from membership alone.
     let held = super::governance::held_roles(app, user, t, ws).await?;
-    let reviews = member.iter().any(|r| {
+    let reviews = held.iter().any(|r| {
         matches!(
             r,
             Role::Investigator | Role::ProjectManager | Role::Provider
@@ -917,10 +924,7 @@ pub async fn read_content(
     who: &Principal,
     id: TransferId,
     raw_path: &str,
-) -> Result<(
-    FileRow,
-    futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
-)> {
+) -> Result<Content> {
     let user = who.staff()?;
     let (t, ws) = access::load_for(app, user, id).await?;
     may_read_content(app, user, &t, &ws).await?;
@@ -934,10 +938,7 @@ pub async fn forensic_export(
     id: TransferId,
     raw_path: &str,
     reason: &str,
-) -> Result<(
-    FileRow,
-    futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
-)> {
+) -> Result<Content> {
     if reason.trim().is_empty() {
         return Err(Error::BadRequest(
             "say why the file is exported (`--reason`)".into(),
@@ -962,11 +963,7 @@ async fn content_stream(
     t: &Transfer,
     raw_path: &str,
     reason: &str,
-) -> Result<(
-    FileRow,
-    futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
-)> {
-    let id = t.id;
+) -> Result<Content> {
     let path = RelPath::parse(raw_path)?;
     let file = app
         .store
@@ -980,7 +977,7 @@ async fn content_stream(
         detail["reason"] = serde_json::json!(reason);
     }
     app.store
-        .audit(AuditEvent::new(actor, action).transfer(id).detail(detail))
+        .audit(AuditEvent::new(actor, action).transfer(t.id).detail(detail))
         .await?;
     let stream = app.volumes.read_file(t.id, file.id, n);
     Ok((file, stream))
