@@ -18,7 +18,9 @@ const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TES
 /// Opens a transfer in `workspace` as the PM, uploads `files` as the provider, seals, and
 /// waits for the scans. Returns the transfer id.
 async fn scan(t: &TestApp, pm: &str, workspace: &str, files: &[(&str, Vec<u8>)]) -> String {
-    let id = open(t, pm, workspace).await;
+    let id = t
+        .open_transfer_in(pm, workspace, "data-ingress", "prov")
+        .await;
     let up = t.upload_token(pm, &id, Value::Null).await;
     for (path, bytes) in files {
         let (s, v) = t.put(&up, &id, path, bytes.clone()).await;
@@ -42,33 +44,12 @@ async fn with_scanners(dir: std::path::PathBuf) -> TestApp {
     .await
 }
 
-async fn open(t: &TestApp, pm: &str, workspace: &str) -> String {
-    let (s, v) = t
-        .post_json(
-            pm,
-            "/transfers",
-            json!({ "workspace": workspace, "kind": "data-ingress", "uploader": "prov" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
 /// Runs a Python script (archives are made with the standard library, not by our code).
 fn python(script: &str, args: &[&Path]) {
     run(Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(script)
         .args(args));
-}
-
-fn verdicts<'a>(v: &'a Value, verdict: &str) -> Vec<&'a Value> {
-    v["scans"]["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["verdict"] == verdict)
-        .collect()
 }
 
 /// Every audit event of a transfer (the tamper-evident log), as `{action, detail}`.
@@ -338,7 +319,7 @@ async fn clamd_stopped_mid_run_gives_scan_error_and_a_restart_completes_the_scan
     let addr = clamd.addr();
     let t = TestApp::spawn_with(|s| s.scanning.clamd = Some(addr)).await;
     let p = t.bootstrap(1).await;
-    let id = open(&t, &p.pm, "proj/ws").await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
     let up = t.upload_token(&p.pm, &id, Value::Null).await;
     for i in 0..24u64 {
         let (s, _) = t

@@ -12,7 +12,7 @@ mod common;
 use airlock::domain::TransferState;
 use common::*;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,22 +23,12 @@ fn elf() -> Vec<u8> {
     elf
 }
 
-async fn open(t: &TestApp, pm: &str, workspace: &str) -> String {
-    let (s, v) = t
-        .post_json(
-            pm,
-            "/transfers",
-            json!({ "workspace": workspace, "kind": "data-ingress", "uploader": "prov" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
 /// Opens a transfer in `workspace`, uploads `files` as the provider, seals, waits for the
 /// scans, and returns the transfer as the PM sees it.
 async fn scan(t: &TestApp, pm: &str, workspace: &str, files: &[(&str, Vec<u8>)]) -> Value {
-    let id = open(t, pm, workspace).await;
+    let id = t
+        .open_transfer_in(pm, workspace, "data-ingress", "prov")
+        .await;
     let up = t.upload_token(pm, &id, Value::Null).await;
     for (path, bytes) in files {
         let (s, v) = t.put(&up, &id, path, bytes.clone()).await;
@@ -50,15 +40,6 @@ async fn scan(t: &TestApp, pm: &str, workspace: &str, files: &[(&str, Vec<u8>)])
     assert_eq!(s, StatusCode::OK, "{v}");
     t.scans_done(&id).await;
     t.show(pm, &id).await
-}
-
-fn verdicts<'a>(v: &'a Value, verdict: &str) -> Vec<&'a Value> {
-    v["scans"]["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["verdict"] == verdict)
-        .collect()
 }
 
 /// Asserts the transfer was blocked because the file-type scanner saw the ELF inside `path`,
@@ -489,15 +470,9 @@ async fn scratch_copies_go_as_soon_as_each_file_is_scanned() {
     airlock::workflow::admin::create_workspace(&t.app, "proj", "count", 1, Some(&file))
         .await
         .unwrap();
-    let (s, v) = t
-        .post_json(
-            &p.pm,
-            "/transfers",
-            json!({ "workspace": "proj/count", "kind": "data-ingress", "uploader": "prov" }),
-        )
+    let id = t
+        .open_transfer_in(&p.pm, "proj/count", "data-ingress", "prov")
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
     let up = t.upload_token(&p.pm, &id, Value::Null).await;
     // Ten files, each stored as three 512 KiB pieces (pieces that large are not merged).
     const PIECE: usize = 512 << 10;

@@ -196,11 +196,22 @@ impl TestApp {
 
     /// Opens a transfer as the PM; returns its id.
     pub async fn open_transfer(&self, pm: &str, kind: &str, uploader: &str) -> String {
+        self.open_transfer_in(pm, "proj/ws", kind, uploader).await
+    }
+
+    /// Opens a transfer in `workspace` (`PROJECT/WORKSPACE`) as the PM; returns its id.
+    pub async fn open_transfer_in(
+        &self,
+        pm: &str,
+        workspace: &str,
+        kind: &str,
+        uploader: &str,
+    ) -> String {
         let (status, v) = self
             .post_json(
                 pm,
                 "/transfers",
-                serde_json::json!({ "workspace": "proj/ws", "kind": kind, "uploader": uploader }),
+                serde_json::json!({ "workspace": workspace, "kind": kind, "uploader": uploader }),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
@@ -311,6 +322,16 @@ impl TestApp {
         }
         c.output().expect("run airlock")
     }
+}
+
+/// A transfer's scan verdicts (as `transfer show` gives them) that are `verdict`.
+pub fn verdicts<'a>(v: &'a Value, verdict: &str) -> Vec<&'a Value> {
+    v["scans"]["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["verdict"] == verdict)
+        .collect()
 }
 
 /// Percent-encodes every byte, so hostile paths reach the server exactly as written.
