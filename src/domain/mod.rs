@@ -315,14 +315,46 @@ pub struct ManifestEntry {
 /// The root digest of a manifest: SHA-256 over its lines `sha256 SP blake3 SP size SP path LF`,
 /// sorted by the path's bytes. Anyone can recompute it from `transfer show --json`.
 pub fn manifest_root(entries: &[ManifestEntry]) -> HexDigest {
-    use sha2::Digest;
     let mut sorted: Vec<&ManifestEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-    let mut h = sha2::Sha256::new();
+    let mut h = RootHasher::default();
     for e in sorted {
-        h.update(format!("{} {} {} {}\n", e.sha256, e.blake3, e.size, e.path).as_bytes());
+        h.push_sorted(e);
     }
-    HexDigest::from_bytes(&h.finalize().into())
+    h.finish()
+}
+
+/// `manifest_root` over entries that arrive already sorted by path (a walk of the store in
+/// path order), so a 100,000-file manifest is never held in memory.
+#[derive(Default)]
+pub struct RootHasher {
+    h: sha2::Sha256,
+    entries: u64,
+    bytes: u64,
+}
+
+impl RootHasher {
+    /// Adds the next entry; the caller walks in path byte order (SQLite's BINARY collation).
+    pub fn push_sorted(&mut self, e: &ManifestEntry) {
+        use sha2::Digest;
+        self.h
+            .update(format!("{} {} {} {}\n", e.sha256, e.blake3, e.size, e.path).as_bytes());
+        self.entries += 1;
+        self.bytes += e.size;
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn finish(self) -> HexDigest {
+        use sha2::Digest;
+        HexDigest::from_bytes(&self.h.finalize().into())
+    }
 }
 
 #[cfg(test)]

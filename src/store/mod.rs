@@ -228,6 +228,7 @@ impl Store {
             .execute(&pool)
             .await?;
         audit_mac_column(&pool).await?;
+        backfill_totals(&pool).await?;
         Ok(Self {
             pool,
             audit_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -558,6 +559,53 @@ impl Store {
         row.as_ref().map(file_from_row).transpose()
     }
 
+    /// The transfer's counts (files, complete, bytes), at a constant cost.
+    pub async fn totals(&self, transfer: TransferId) -> Result<Totals> {
+        let mut conn = self.pool.acquire().await?;
+        totals_on(&mut conn, transfer).await
+    }
+
+    /// One page of the transfer's files in path order, after the cursor `after`.
+    pub async fn files_page(
+        &self,
+        transfer: TransferId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FileRow>> {
+        let mut conn = self.pool.acquire().await?;
+        files_page_on(&mut conn, transfer, after, limit).await
+    }
+
+    /// Every file of the transfer in path order, read `FILE_BATCH` rows at a time. For states
+    /// in which the file list no longer changes (sealed and after); under an open transfer a
+    /// walk sees each path at most once.
+    pub fn file_stream(
+        &self,
+        transfer: TransferId,
+    ) -> futures::stream::BoxStream<'static, Result<FileRow>> {
+        use futures::{StreamExt, TryStreamExt};
+        let store = self.clone();
+        futures::stream::try_unfold(
+            (store, None::<String>, false),
+            move |(store, after, done)| async move {
+                if done {
+                    return Ok::<_, StoreError>(None);
+                }
+                let page = store
+                    .files_page(transfer, after.as_deref(), FILE_BATCH)
+                    .await?;
+                let last = page.last().map(|f| f.path.clone());
+                let done = (page.len() as u32) < FILE_BATCH;
+                Ok(Some((
+                    futures::stream::iter(page.into_iter().map(Ok)),
+                    (store, last, done),
+                )))
+            },
+        )
+        .try_flatten()
+        .boxed()
+    }
+
     /// The sizes of a file's stored segments, in order.
     pub async fn segments(&self, file: FileId) -> Result<Vec<u64>> {
         sqlx::query("SELECT size FROM segments WHERE file_id = $1 ORDER BY seq")
@@ -629,6 +677,72 @@ async fn audit_mac_column(pool: &SqlitePool) -> Result<()> {
     }
     Ok(())
 }
+
+/// Gives every transfer from before `transfer_totals` existed its totals, counted once.
+async fn backfill_totals(pool: &SqlitePool) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO transfer_totals (transfer_id, files, complete, received, reserved) \
+         SELECT t.id, COUNT(f.id), COALESCE(SUM(f.complete), 0), COALESCE(SUM(f.received), 0), \
+                COALESCE(SUM(MAX(f.received, COALESCE(f.length, 0))), 0) \
+         FROM transfers t LEFT JOIN files f ON f.transfer_id = t.id \
+         WHERE t.id NOT IN (SELECT transfer_id FROM transfer_totals) GROUP BY t.id",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A transfer's counts, kept by triggers (schema.sql, `transfer_totals`).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Totals {
+    pub files: u64,
+    pub complete: u64,
+    /// Bytes stored.
+    pub received: u64,
+    /// What the size limit counts: declared lengths of unfinished uploads, or what arrived.
+    pub reserved: u64,
+}
+
+async fn totals_on(conn: &mut sqlx::SqliteConnection, transfer: TransferId) -> Result<Totals> {
+    let row = sqlx::query(
+        "SELECT files, complete, received, reserved FROM transfer_totals WHERE transfer_id = $1",
+    )
+    .bind(transfer.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else {
+        return Ok(Totals::default());
+    };
+    let n = |c: &str| -> Result<u64> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+    Ok(Totals {
+        files: n("files")?,
+        complete: n("complete")?,
+        received: n("received")?,
+        reserved: n("reserved")?,
+    })
+}
+
+/// Up to `limit` of a transfer's files in path (byte) order, after `after`.
+async fn files_page_on(
+    conn: &mut sqlx::SqliteConnection,
+    transfer: TransferId,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<FileRow>> {
+    sqlx::query("SELECT * FROM files WHERE transfer_id = $1 AND path > $2 ORDER BY path LIMIT $3")
+        .bind(transfer.to_string())
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(file_from_row)
+        .collect()
+}
+
+/// How many rows a streamed walk over a transfer's files reads at a time: memory stays flat
+/// whatever the file count.
+pub const FILE_BATCH: u32 = 1000;
 
 /// A segment row and the file's new received count, on whatever connection holds the
 /// transaction.
@@ -744,25 +858,35 @@ impl Tx<'_> {
     }
 
     pub async fn file_count(&mut self, transfer: TransferId) -> Result<u64> {
-        let r = sqlx::query("SELECT COUNT(*) AS n FROM files WHERE transfer_id = $1")
-            .bind(transfer.to_string())
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(r.try_get::<i64, _>("n")? as u64)
+        Ok(totals_on(&mut self.tx, transfer).await?.files)
+    }
+
+    /// The transfer's counts, on this transaction's connection.
+    pub async fn totals(&mut self, transfer: TransferId) -> Result<Totals> {
+        totals_on(&mut self.tx, transfer).await
+    }
+
+    /// One page of the transfer's files, on this transaction's connection.
+    pub async fn files_page(
+        &mut self,
+        transfer: TransferId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FileRow>> {
+        files_page_on(&mut self.tx, transfer, after, limit).await
     }
 
     /// Bytes a transfer holds or has been promised: declared lengths of unfinished uploads,
-    /// and what streaming uploads of unknown length have been granted so far.
+    /// and what streaming uploads of unknown length have been granted so far. The files' part
+    /// is a kept total; the grants are one row per upload in flight.
     pub async fn transfer_bytes(&mut self, transfer: TransferId) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COALESCE(SUM(MAX(received, COALESCE(length, 0))), 0) FROM files \
-                     WHERE transfer_id = $1) \
-                  + (SELECT COALESCE(SUM(bytes), 0) FROM upload_claims WHERE transfer_id = $1)",
+        let claims: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(bytes), 0) FROM upload_claims WHERE transfer_id = $1",
         )
         .bind(transfer.to_string())
         .fetch_one(&mut *self.tx)
         .await?;
-        Ok(n as u64)
+        Ok(totals_on(&mut self.tx, transfer).await?.reserved + claims.max(0) as u64)
     }
 
     pub async fn files(&mut self, transfer: TransferId) -> Result<Vec<FileRow>> {
@@ -1109,13 +1233,17 @@ impl Tx<'_> {
                 return Ok(Err(FileConflict::FileFolder(r.try_get("path")?)));
             }
         }
+        // Keys under `key/` are exactly those in [`key/`, `key0`) in byte order ('0' follows
+        // '/'): a range on the (transfer_id, collision_key) index, not a scan of the transfer.
         let prefix = format!("{key}/");
+        let upper = format!("{key}0");
         if let Some(r) = sqlx::query(
-            "SELECT path FROM files WHERE transfer_id = $1 AND substr(collision_key, 1, $3) = $2 LIMIT 1",
+            "SELECT path FROM files WHERE transfer_id = $1 AND collision_key >= $2 \
+             AND collision_key < $3 LIMIT 1",
         )
         .bind(&tid)
         .bind(&prefix)
-        .bind(prefix.chars().count() as i64)
+        .bind(&upper)
         .fetch_optional(&mut *self.tx)
         .await?
         {

@@ -222,3 +222,39 @@ CREATE TABLE IF NOT EXISTS fixity (
     detail TEXT NOT NULL,
     PRIMARY KEY (transfer_id, location, path)
 );
+-- Per-transfer totals, kept by triggers on `files`, so a limit check, a counter or a summary
+-- costs the same with 10 files as with 100,000 (no SUM or COUNT over a transfer's files).
+-- `reserved` is what the size limit counts: a file's declared length until more arrives.
+CREATE TABLE IF NOT EXISTS transfer_totals (
+    transfer_id TEXT PRIMARY KEY REFERENCES transfers(id),
+    files INTEGER NOT NULL DEFAULT 0,
+    complete INTEGER NOT NULL DEFAULT 0,
+    received INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS transfer_totals_new AFTER INSERT ON transfers BEGIN
+    INSERT OR IGNORE INTO transfer_totals (transfer_id) VALUES (NEW.id);
+END;
+CREATE TRIGGER IF NOT EXISTS files_totals_insert AFTER INSERT ON files BEGIN
+    UPDATE transfer_totals SET files = files + 1, complete = complete + NEW.complete,
+        received = received + NEW.received,
+        reserved = reserved + MAX(NEW.received, COALESCE(NEW.length, 0))
+    WHERE transfer_id = NEW.transfer_id;
+END;
+CREATE TRIGGER IF NOT EXISTS files_totals_delete AFTER DELETE ON files BEGIN
+    UPDATE transfer_totals SET files = files - 1, complete = complete - OLD.complete,
+        received = received - OLD.received,
+        reserved = reserved - MAX(OLD.received, COALESCE(OLD.length, 0))
+    WHERE transfer_id = OLD.transfer_id;
+END;
+CREATE TRIGGER IF NOT EXISTS files_totals_update AFTER UPDATE OF received, length, complete ON files
+BEGIN
+    UPDATE transfer_totals SET complete = complete - OLD.complete + NEW.complete,
+        received = received - OLD.received + NEW.received,
+        reserved = reserved - MAX(OLD.received, COALESCE(OLD.length, 0))
+                            + MAX(NEW.received, COALESCE(NEW.length, 0))
+    WHERE transfer_id = NEW.transfer_id;
+END;
+-- Listing a transfer's files in path order (pagination, streamed manifests) and finding one by
+-- path use this index, not a scan of the transfer.
+CREATE INDEX IF NOT EXISTS files_by_path ON files(transfer_id, path);

@@ -294,27 +294,23 @@ pub async fn seal(
     // Holding the write lock from here on: no upload can start or finish between reading
     // the file list and sealing it.
     let mut tx = app.store.begin().await?;
-    let files = tx.files(id).await?;
-    if files.is_empty() {
+    let walk = walk_for_seal(&mut tx, id, sums.as_deref()).await?;
+    if walk.root.entries() == 0 {
         return Err(Error::Conflict(
             "cannot seal an empty transfer: upload at least one file".into(),
         ));
     }
-    let unfinished: Vec<&str> = files
-        .iter()
-        .filter(|f| !f.complete)
-        .map(|f| f.path.as_str())
-        .collect();
-    if !unfinished.is_empty() {
+    if walk.unfinished.count > 0 {
         return Err(Error::Conflict(format!(
             "cannot seal: {} upload(s) are unfinished: {}; finish or delete them first",
-            unfinished.len(),
-            unfinished.join(", ")
+            walk.unfinished.count,
+            walk.unfinished.render()
         )));
     }
-    let entries = manifest(&files)?;
-    let root = manifest_root(&entries);
-    let mut mismatches = confirmations(&files, sums.as_deref());
+    let files_n = walk.root.entries();
+    let bytes = walk.root.bytes();
+    let root = walk.root.finish();
+    let mut mismatches = walk.mismatches;
     if let Some(exp) = &expected_root {
         if *exp != root {
             mismatches.push(format!(
@@ -322,7 +318,6 @@ pub async fn seal(
             ));
         }
     }
-    let bytes: u64 = entries.iter().map(|e| e.size).sum();
     let policy = app.policy(&ws)?;
     if !tx
         .set_state(
@@ -344,7 +339,7 @@ pub async fn seal(
         AuditEvent::new(who.actor(), "transfer.sealed")
             .transfer(id)
             .detail(serde_json::json!({
-                "root_digest": root, "files": entries.len(), "bytes": bytes,
+                "root_digest": root, "files": files_n, "bytes": bytes,
                 "policy_version": policy.version, "policy_file": policy.file,
             })),
     )
@@ -353,7 +348,7 @@ pub async fn seal(
     // with nobody to move it on, nor lose a digest mismatch found here.
     let mut scanning = false;
     if !mismatches.is_empty() {
-        let why = mismatches.join("; ");
+        let why = mismatches.render_joined("; ");
         block_in(
             &mut tx,
             id,
@@ -372,66 +367,137 @@ pub async fn seal(
     Ok(access::load(app, id).await?.0)
 }
 
-/// Every file's expected digest, and the provider's manifest if one was sent, against ours.
-fn confirmations(files: &[FileRow], sums: Option<&[(String, HexDigest)]>) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in files {
-        if let (Some(e), Some(s)) = (&f.expected_sha256, &f.sha256) {
-            if e != s {
-                out.push(format!(
-                    "{}: provider sent sha256 {e}, airlock computed {s}",
-                    f.path
-                ));
-            }
+/// At most this many items are named in one message; the rest are counted.
+const NAMED: usize = 20;
+
+/// A list that names its first `NAMED` items and counts the rest, so a message about 100,000
+/// files stays short and memory stays flat.
+#[derive(Default)]
+struct Capped {
+    named: Vec<String>,
+    count: usize,
+}
+
+impl Capped {
+    fn push(&mut self, item: String) {
+        if self.named.len() < NAMED {
+            self.named.push(item);
         }
+        self.count += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn render_joined(&self, sep: &str) -> String {
+        let mut s = self.named.join(sep);
+        if self.count > self.named.len() {
+            s.push_str(&format!("{sep}and {} more", self.count - self.named.len()));
+        }
+        s
+    }
+
+    fn render(&self) -> String {
+        self.render_joined(", ")
+    }
+}
+
+/// What sealing found in one walk over the files, in path order.
+struct SealWalk {
+    root: RootHasher,
+    unfinished: Capped,
+    mismatches: Capped,
+}
+
+/// Walks the transfer's files a page at a time (on the write transaction, so nothing changes
+/// under it): the root digest, unfinished uploads, and every provider digest (per file, and
+/// the provider's `sha256sum` manifest if one was sent) against ours.
+async fn walk_for_seal(
+    tx: &mut crate::store::Tx<'_>,
+    id: TransferId,
+    sums: Option<&[(String, HexDigest)]>,
+) -> Result<SealWalk> {
+    let mut listed: Option<std::collections::HashMap<&str, (&HexDigest, bool)>> =
+        sums.map(|s| s.iter().map(|(p, d)| (p.as_str(), (d, false))).collect());
+    let mut walk = SealWalk {
+        root: RootHasher::default(),
+        unfinished: Capped::default(),
+        mismatches: Capped::default(),
+    };
+    let mut after: Option<String> = None;
+    loop {
+        let page = tx
+            .files_page(id, after.as_deref(), crate::store::FILE_BATCH)
+            .await?;
+        for f in &page {
+            if !f.complete {
+                walk.unfinished.push(f.path.clone());
+                continue;
+            }
+            let entry = manifest_entry(f)?;
+            if let Some(e) = &f.expected_sha256 {
+                if *e != entry.sha256.as_str() {
+                    walk.mismatches.push(format!(
+                        "{}: provider sent sha256 {e}, airlock computed {}",
+                        f.path, entry.sha256
+                    ));
+                }
+            }
+            if let Some(listed) = listed.as_mut() {
+                match listed.get_mut(f.path.as_str()) {
+                    None => walk.mismatches.push(format!(
+                        "{}: uploaded but not in the provider's manifest",
+                        f.path
+                    )),
+                    Some((d, seen)) => {
+                        *seen = true;
+                        if **d != entry.sha256 {
+                            walk.mismatches.push(format!(
+                                "{}: provider's manifest says sha256 {d}, airlock computed {}",
+                                f.path, entry.sha256
+                            ));
+                        }
+                    }
+                }
+            }
+            walk.root.push_sorted(&entry);
+        }
+        if (page.len() as u32) < crate::store::FILE_BATCH {
+            break;
+        }
+        after = page.last().map(|f| f.path.clone());
     }
     if let Some(sums) = sums {
-        let ours: std::collections::HashMap<&str, &str> = files
-            .iter()
-            .map(|f| (f.path.as_str(), f.sha256.as_deref().unwrap_or("")))
-            .collect();
-        for (path, d) in sums {
-            match ours.get(path.as_str()) {
-                None => out.push(format!(
+        let listed = listed.unwrap_or_default();
+        for (path, _) in sums {
+            if !listed.get(path.as_str()).is_some_and(|(_, seen)| *seen) {
+                walk.mismatches.push(format!(
                     "{path}: in the provider's manifest but not uploaded"
-                )),
-                Some(s) if *s != d.as_str() => out.push(format!(
-                    "{path}: provider's manifest says sha256 {d}, airlock computed {s}"
-                )),
-                _ => {}
-            }
-        }
-        let listed: std::collections::HashSet<&str> =
-            sums.iter().map(|(p, _)| p.as_str()).collect();
-        for f in files {
-            if !listed.contains(f.path.as_str()) {
-                out.push(format!(
-                    "{}: uploaded but not in the provider's manifest",
-                    f.path
                 ));
             }
         }
     }
-    out
+    Ok(walk)
+}
+
+/// A complete file's manifest entry.
+pub fn manifest_entry(f: &FileRow) -> Result<ManifestEntry> {
+    let d = |v: &Option<String>| {
+        v.as_deref()
+            .ok_or_else(|| Error::Internal(format!("{} has no digest", f.path)))
+            .and_then(|s| HexDigest::parse(s).map_err(Error::Internal))
+    };
+    Ok(ManifestEntry {
+        path: f.path.clone(),
+        size: f.received,
+        sha256: d(&f.sha256)?,
+        blake3: d(&f.blake3)?,
+    })
 }
 
 pub fn manifest(files: &[FileRow]) -> Result<Vec<ManifestEntry>> {
-    files
-        .iter()
-        .map(|f| {
-            let d = |v: &Option<String>| {
-                v.as_deref()
-                    .ok_or_else(|| Error::Internal(format!("{} has no digest", f.path)))
-                    .and_then(|s| HexDigest::parse(s).map_err(Error::Internal))
-            };
-            Ok(ManifestEntry {
-                path: f.path.clone(),
-                size: f.received,
-                sha256: d(&f.sha256)?,
-                blake3: d(&f.blake3)?,
-            })
-        })
-        .collect()
+    files.iter().map(manifest_entry).collect()
 }
 
 /// Moves a transfer to `blocked`, with an incident. Returns false (changing nothing) if the
