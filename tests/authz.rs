@@ -332,6 +332,26 @@ fn cases() -> Vec<RouteCase> {
             false,
         ),
         c(
+            "get",
+            "/api/v1/transfers/{id}/files",
+            On::Open,
+            no_body,
+            &[
+                "upload", "pm", "inv", "res", "prov", "provrep", "progm", "sysm",
+            ],
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/transfers/{id}/sha256sums",
+            On::Open,
+            no_body,
+            &[
+                "upload", "pm", "inv", "res", "prov", "provrep", "progm", "sysm",
+            ],
+            false,
+        ),
+        c(
             "put",
             "/api/v1/transfers/{id}/files/{path}",
             On::Open,

@@ -214,14 +214,75 @@ pub async fn revoke_tokens(
     Ok(Json(serde_json::json!({ "revoked": n })))
 }
 
+/// Every file's receipt: `{"id", "state", "files": [...]}`, written as the rows are read, so a
+/// 100,000-file manifest never sits in memory.
 pub async fn manifest(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<transfers::ManifestView>> {
+) -> ApiResult<Response> {
+    use futures::StreamExt;
+    let (head, rows) = transfers::receipts(&app, &who, transfer_id(&id)?).await?;
+    let mut open = serde_json::to_vec(&head).map_err(|e| Error::Internal(e.to_string()))?;
+    open.pop(); // the closing brace: the files array goes in first
+    open.extend_from_slice(br#","files":["#);
+    let mut first = true;
+    let items = rows.map(move |r| {
+        let f = r.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut buf = if first { Vec::new() } else { vec![b','] };
+        first = false;
+        serde_json::to_writer(&mut buf, &f).map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(Bytes::from(buf))
+    });
+    let body = futures::stream::once(async move { Ok(Bytes::from(open)) })
+        .chain(items)
+        .chain(futures::stream::once(async { Ok(Bytes::from_static(b"]}")) }));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// One page of the transfer's files in path order: `{"files": [...], "next": PATH|null}`.
+pub async fn list_files(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<transfers::FilesPage>> {
+    let Query(q) = q.map_err(|e| {
+        Error::BadRequest(format!(
+            "query: {}; expected after=PATH and limit=1..{}",
+            e.body_text(),
+            transfers::MAX_PAGE
+        ))
+    })?;
     Ok(Json(
-        transfers::receipts(&app, &who, transfer_id(&id)?).await?,
+        transfers::files_page(&app, &who, transfer_id(&id)?, q.after.as_deref(), q.limit).await?,
     ))
+}
+
+/// The manifest as `sha256sum` text, streamed.
+pub async fn sha256sums(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    use futures::TryStreamExt;
+    let rows = transfers::sha256sums(&app, &who, transfer_id(&id)?).await?;
+    let body = rows.map_err(|e| std::io::Error::other(e.to_string()));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// Runs an upload on its own task. A client that hangs up then shows as an error in the body

@@ -115,10 +115,11 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
                 .await?
                 .json()
                 .await?;
+            let files = Pages::new(&http, server, &token, &format!("/transfers/{id}/files"));
             if *json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                show_json(&v, files).await?;
             } else {
-                print_transfer(&v);
+                print_transfer(&v, files).await?;
             }
         }
         TransferCommand::List { workspace, json } => {
@@ -424,7 +425,73 @@ async fn print_state(req: RequestBuilder) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_transfer(v: &Value) {
+/// A paginated listing (`{"files": [...], "next": PATH|null}`), fetched a page at a time.
+struct Pages<'a> {
+    http: &'a Client,
+    url: String,
+    token: &'a str,
+    next: Option<String>,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    fn new(http: &'a Client, server: &str, token: &'a str, path: &str) -> Self {
+        Self {
+            http,
+            url: api(server, path),
+            token,
+            next: None,
+            done: false,
+        }
+    }
+
+    /// The next page's items, or `None` after the last.
+    async fn next_page(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut req = self.http.get(&self.url).bearer_auth(self.token);
+        if let Some(after) = &self.next {
+            req = req.query(&[("after", after)]);
+        }
+        let mut v: Value = send(req).await?.json().await?;
+        self.next = v["next"].as_str().map(str::to_owned);
+        self.done = self.next.is_none();
+        Ok(Some(match v["files"].take() {
+            Value::Array(items) => items,
+            _ => bail!("{}: the server's page has no `files` list", self.url),
+        }))
+    }
+}
+
+/// `transfer show --json`: the summary with every file in `files`, written as the pages
+/// arrive, so a 100,000-file transfer never sits in memory here either.
+async fn show_json(summary: &Value, mut files: Pages<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut head = serde_json::to_string_pretty(summary)?;
+    // Reopen the object: `files` goes in last.
+    let Some(at) = head.rfind('}') else {
+        bail!("the server's summary is not a JSON object");
+    };
+    head.truncate(at);
+    let head = head.trim_end();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let sep = if head.ends_with('{') { "" } else { "," };
+    write!(out, "{head}{sep}\n  \"files\": [")?;
+    let mut first = true;
+    while let Some(page) = files.next_page().await? {
+        for f in page {
+            write!(out, "{}\n    ", if first { "" } else { "," })?;
+            first = false;
+            serde_json::to_writer(&mut out, &f)?;
+        }
+    }
+    writeln!(out, "{}]\n}}", if first { "" } else { "\n  " })?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn print_transfer(v: &Value, mut files: Pages<'_>) -> anyhow::Result<()> {
     let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
     println!("transfer   {}", s("id"));
     println!("kind       {}", s("kind"));
@@ -469,13 +536,15 @@ fn print_transfer(v: &Value) {
         "files      {} ({} bytes)",
         v["file_count"], v["total_bytes"]
     );
-    for f in v["files"].as_array().into_iter().flatten() {
-        println!(
-            "  {}  {:>12}  {}",
-            f["sha256"].as_str().unwrap_or("(incomplete)"),
-            f["size"],
-            f["path"].as_str().unwrap_or_default()
-        );
+    while let Some(page) = files.next_page().await? {
+        for f in page {
+            println!(
+                "  {}  {:>12}  {}",
+                f["sha256"].as_str().unwrap_or("(incomplete)"),
+                f["size"],
+                f["path"].as_str().unwrap_or_default()
+            );
+        }
     }
     let c = &v["scans"]["counts"];
     println!(
@@ -533,6 +602,7 @@ fn print_transfer(v: &Value) {
             d["comment"].as_str().unwrap_or_default()
         );
     }
+    Ok(())
 }
 
 fn transfer_of(token: &str) -> anyhow::Result<String> {

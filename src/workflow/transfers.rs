@@ -710,9 +710,10 @@ pub struct TransferView {
     /// an operator changed the policy since the seal; approvals bound to the old one are void).
     pub policy: PolicyView,
     pub referees: Vec<super::governance::RefereeView>,
-    pub file_count: usize,
+    pub file_count: u64,
+    /// Files whose upload finished (all of them once sealed).
+    pub complete_count: u64,
     pub total_bytes: u64,
-    pub files: Vec<super::upload::FileReceipt>,
     pub decisions: Vec<DecisionView>,
     /// The approvals still required before release, and who could give them.
     pub awaiting: Vec<Awaiting>,
@@ -728,7 +729,6 @@ pub struct ScansView {
     pub counts: BTreeMap<String, usize>,
     /// Files could not be scanned and a Referee must acknowledge them when approving.
     pub ack_required: bool,
-    pub verdicts: Vec<crate::store::VerdictRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -779,8 +779,10 @@ pub struct ReleaseView {
     pub released_at: Option<String>,
 }
 
+/// The transfer's summary: a constant number of reads whatever its file count (the files are
+/// listed by `files_page`, the manifest streamed by `sha256sums`).
 async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView> {
-    let files = app.store.files(t.id).await?;
+    let totals = app.store.totals(t.id).await?;
     let policy = app.policy(ws)?;
     let decisions = app.store.decisions(t.id).await?;
     let awaiting = super::governance::awaiting(app, &t, ws, &policy, &decisions).await?;
@@ -814,9 +816,9 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
             version: policy.version.to_string(),
         },
         referees,
-        file_count: files.len(),
-        total_bytes: files.iter().map(|f| f.received).sum(),
-        files: files.iter().map(Into::into).collect(),
+        file_count: totals.files,
+        complete_count: totals.complete,
+        total_bytes: totals.received,
         decisions: decisions
             .into_iter()
             .map(|d| {
@@ -853,26 +855,28 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
                 created_at: i.created_at,
             })
             .collect(),
-        scans: {
-            let verdicts = app.store.verdicts(t.id).await?;
-            let mut counts = BTreeMap::new();
-            for k in ["clean", "infected", "unscannable", "error"] {
-                counts.insert(
-                    k.to_owned(),
-                    verdicts.iter().filter(|v| v.verdict == k).count(),
-                );
-            }
-            ScansView {
-                counts,
-                ack_required: t.ack_required,
-                verdicts,
-            }
+        scans: ScansView {
+            counts: scan_counts(app, t.id).await?,
+            ack_required: t.ack_required,
         },
         release: t.release_location.map(|location| ReleaseView {
             location,
             released_at: t.released_at,
         }),
     })
+}
+
+/// Verdicts of the latest scan, by kind.
+async fn scan_counts(app: &App, id: TransferId) -> Result<BTreeMap<String, usize>> {
+    let verdicts = app.store.verdicts(id).await?;
+    let mut counts = BTreeMap::new();
+    for k in ["clean", "infected", "unscannable", "error"] {
+        counts.insert(
+            k.to_owned(),
+            verdicts.iter().filter(|v| v.verdict == k).count(),
+        );
+    }
+    Ok(counts)
 }
 
 /// A transfer as staff see it, with no access check: for background jobs (notifications).
@@ -904,13 +908,13 @@ pub async fn list(app: &App, who: &Principal, workspace: &str) -> Result<Vec<Tra
 
 /// What an upload token may see: sizes and digests of what it wrote.
 #[derive(Debug, Serialize)]
-pub struct ManifestView {
+pub struct ManifestHead {
     pub id: TransferId,
     pub state: TransferState,
-    pub files: Vec<super::upload::FileReceipt>,
 }
 
-pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<ManifestView> {
+/// The transfer's upload token, or a staff viewer, may list its files (metadata, never content).
+async fn may_list_files(app: &App, who: &Principal, id: TransferId) -> Result<Transfer> {
     let (t, ws) = access::load_as(app, who, id).await?;
     match who {
         Principal::Upload { .. } => {
@@ -918,12 +922,95 @@ pub async fn receipts(app: &App, who: &Principal, id: TransferId) -> Result<Mani
         }
         Principal::Staff(user) => super::governance::require_viewer(app, user, &t, &ws).await?,
     }
-    let files = app.store.files(id).await?;
-    Ok(ManifestView {
-        id,
-        state: t.state,
-        files: files.iter().map(Into::into).collect(),
+    Ok(t)
+}
+
+/// Every file's receipt as a stream, read a page at a time: for the JSON manifest, whose body
+/// is written as the rows arrive.
+pub async fn receipts(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+) -> Result<(
+    ManifestHead,
+    futures::stream::BoxStream<'static, Result<super::upload::FileReceipt>>,
+)> {
+    use futures::{StreamExt, TryStreamExt};
+    let t = may_list_files(app, who, id).await?;
+    let rows = app
+        .store
+        .file_stream(id)
+        .map_ok(|f| super::upload::FileReceipt::from(&f))
+        .map_err(Error::from)
+        .boxed();
+    Ok((
+        ManifestHead {
+            id,
+            state: t.state,
+        },
+        rows,
+    ))
+}
+
+/// The most files one page lists; a larger `limit` is capped to it.
+pub const MAX_PAGE: u32 = 1000;
+
+/// One page of files in path order.
+#[derive(Debug, Serialize)]
+pub struct FilesPage {
+    pub files: Vec<super::upload::FileReceipt>,
+    /// The cursor for the next page (`after=`), or `null` after the last.
+    pub next: Option<String>,
+}
+
+/// Files after the cursor `after` (a path; exclusive), at most `limit` (capped at `MAX_PAGE`).
+pub async fn files_page(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    after: Option<&str>,
+    limit: Option<u32>,
+) -> Result<FilesPage> {
+    let limit = match limit {
+        Some(0) => return Err(Error::BadRequest("limit must be at least 1".into())),
+        Some(n) => n.min(MAX_PAGE),
+        None => MAX_PAGE,
+    };
+    may_list_files(app, who, id).await?;
+    // One row more than asked tells whether another page follows.
+    let mut rows = app.store.files_page(id, after, limit + 1).await?;
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|f| f.path.clone())
+    } else {
+        None
+    };
+    Ok(FilesPage {
+        files: rows.iter().map(Into::into).collect(),
+        next,
     })
+}
+
+/// The manifest as `sha256sum` text (`HEX  PATH` per complete file, in path order), streamed a
+/// page at a time: `sha256sum -c` checks a copy against it.
+pub async fn sha256sums(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+    use futures::{StreamExt, TryStreamExt};
+    may_list_files(app, who, id).await?;
+    Ok(app
+        .store
+        .file_stream(id)
+        .map_err(Error::from)
+        .try_filter_map(|f| async move {
+            Ok(match (f.complete, f.sha256) {
+                (true, Some(d)) => Some(bytes::Bytes::from(format!("{d}  {}\n", f.path))),
+                _ => None,
+            })
+        })
+        .boxed())
 }
 
 /// A file's row and a stream of its bytes from the quarantine volume.
