@@ -236,7 +236,9 @@ pub async fn manifest(
     });
     let body = futures::stream::once(async move { Ok(Bytes::from(open)) })
         .chain(items)
-        .chain(futures::stream::once(async { Ok(Bytes::from_static(b"]}")) }));
+        .chain(futures::stream::once(async {
+            Ok(Bytes::from_static(b"]}"))
+        }));
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         axum::body::Body::from_stream(body),
@@ -279,7 +281,10 @@ pub async fn sha256sums(
     let rows = transfers::sha256sums(&app, &who, transfer_id(&id)?).await?;
     let body = rows.map_err(|e| std::io::Error::other(e.to_string()));
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
         axum::body::Body::from_stream(body),
     )
         .into_response())

@@ -72,7 +72,11 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ),
         ("get", "/api/v1/transfers/{id}/manifest", get(api::manifest)),
         ("get", "/api/v1/transfers/{id}/files", get(api::list_files)),
-        ("get", "/api/v1/transfers/{id}/sha256sums", get(api::sha256sums)),
+        (
+            "get",
+            "/api/v1/transfers/{id}/sha256sums",
+            get(api::sha256sums),
+        ),
         ("put", FILES, streaming(put(api::put_file))),
         ("get", FILES, get(api::get_file)),
         ("delete", FILES, delete(api::delete_file)),

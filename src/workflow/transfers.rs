@@ -943,13 +943,7 @@ pub async fn receipts(
         .map_ok(|f| super::upload::FileReceipt::from(&f))
         .map_err(Error::from)
         .boxed();
-    Ok((
-        ManifestHead {
-            id,
-            state: t.state,
-        },
-        rows,
-    ))
+    Ok((ManifestHead { id, state: t.state }, rows))
 }
 
 /// The most files one page lists; a larger `limit` is capped to it.
