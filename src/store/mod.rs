@@ -551,7 +551,7 @@ impl Store {
     }
 
     pub async fn file_by_path(&self, transfer: TransferId, path: &str) -> Result<Option<FileRow>> {
-        let row = sqlx::query("SELECT * FROM files WHERE transfer_id = $1 AND path = $2")
+        let row = sqlx::query(FILE_BY_PATH_SQL)
             .bind(transfer.to_string())
             .bind(path)
             .fetch_optional(&self.pool)
@@ -704,12 +704,10 @@ pub struct Totals {
 }
 
 async fn totals_on(conn: &mut sqlx::SqliteConnection, transfer: TransferId) -> Result<Totals> {
-    let row = sqlx::query(
-        "SELECT files, complete, received, reserved FROM transfer_totals WHERE transfer_id = $1",
-    )
-    .bind(transfer.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query(TOTALS_SQL)
+        .bind(transfer.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(r) = row else {
         return Ok(Totals::default());
     };
@@ -739,6 +737,22 @@ async fn files_page_on(
         .map(file_from_row)
         .collect()
 }
+
+// Queries run once per file (or per upload request). Each must be an index search, never a
+// scan of the transfer's files: `per_file_queries_use_an_index` checks their query plans.
+const SAME_KEY_SQL: &str = "SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2";
+const UNDER_KEY_SQL: &str = "SELECT path FROM files WHERE transfer_id = $1 \
+     AND collision_key >= $2 AND collision_key < $3 LIMIT 1";
+const FILES_PAGE_SQL: &str =
+    "SELECT * FROM files WHERE transfer_id = $1 AND path > $2 ORDER BY path LIMIT $3";
+const FILE_BY_PATH_SQL: &str = "SELECT * FROM files WHERE transfer_id = $1 AND path = $2";
+const TOTALS_SQL: &str =
+    "SELECT files, complete, received, reserved FROM transfer_totals WHERE transfer_id = $1";
+const CLAIMS_SQL: &str = "SELECT COALESCE(SUM(bytes), 0) FROM upload_claims WHERE transfer_id = $1";
+// MAX(seq) on the integer key is a lookup (`SEARCH`); it finds the same row as
+// `ORDER BY seq DESC LIMIT 1`, which SQLite reports as a SCAN that stops at once.
+const AUDIT_HEAD_SQL: &str =
+    "SELECT hash FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)";
 
 /// How many rows a streamed walk over a transfer's files reads at a time: memory stays flat
 /// whatever the file count.
@@ -880,12 +894,10 @@ impl Tx<'_> {
     /// and what streaming uploads of unknown length have been granted so far. The files' part
     /// is a kept total; the grants are one row per upload in flight.
     pub async fn transfer_bytes(&mut self, transfer: TransferId) -> Result<u64> {
-        let claims: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(bytes), 0) FROM upload_claims WHERE transfer_id = $1",
-        )
-        .bind(transfer.to_string())
-        .fetch_one(&mut *self.tx)
-        .await?;
+        let claims: i64 = sqlx::query_scalar(CLAIMS_SQL)
+            .bind(transfer.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?;
         Ok(totals_on(&mut self.tx, transfer).await?.reserved + claims.max(0) as u64)
     }
 
@@ -962,7 +974,7 @@ impl Tx<'_> {
     }
 
     pub async fn audit(&mut self, event: AuditEvent) -> Result<()> {
-        let prev: String = sqlx::query("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        let prev: String = sqlx::query(AUDIT_HEAD_SQL)
             .fetch_optional(&mut *self.tx)
             .await?
             .map(|r| r.try_get("hash"))
@@ -1213,22 +1225,20 @@ impl Tx<'_> {
     ) -> Result<std::result::Result<(), FileConflict>> {
         let key = path.collision_key();
         let tid = f.transfer_id.to_string();
-        if let Some(r) =
-            sqlx::query("SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2")
-                .bind(&tid)
-                .bind(&key)
-                .fetch_optional(&mut *self.tx)
-                .await?
+        if let Some(r) = sqlx::query(SAME_KEY_SQL)
+            .bind(&tid)
+            .bind(&key)
+            .fetch_optional(&mut *self.tx)
+            .await?
         {
             return Ok(Err(FileConflict::SameName(r.try_get("path")?)));
         }
         for parent in path.parent_keys() {
-            if let Some(r) =
-                sqlx::query("SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2")
-                    .bind(&tid)
-                    .bind(&parent)
-                    .fetch_optional(&mut *self.tx)
-                    .await?
+            if let Some(r) = sqlx::query(SAME_KEY_SQL)
+                .bind(&tid)
+                .bind(&parent)
+                .fetch_optional(&mut *self.tx)
+                .await?
             {
                 return Ok(Err(FileConflict::FileFolder(r.try_get("path")?)));
             }
@@ -1237,15 +1247,12 @@ impl Tx<'_> {
         // '/'): a range on the (transfer_id, collision_key) index, not a scan of the transfer.
         let prefix = format!("{key}/");
         let upper = format!("{key}0");
-        if let Some(r) = sqlx::query(
-            "SELECT path FROM files WHERE transfer_id = $1 AND collision_key >= $2 \
-             AND collision_key < $3 LIMIT 1",
-        )
-        .bind(&tid)
-        .bind(&prefix)
-        .bind(&upper)
-        .fetch_optional(&mut *self.tx)
-        .await?
+        if let Some(r) = sqlx::query(UNDER_KEY_SQL)
+            .bind(&tid)
+            .bind(&prefix)
+            .bind(&upper)
+            .fetch_optional(&mut *self.tx)
+            .await?
         {
             return Ok(Err(FileConflict::FileFolder(r.try_get("path")?)));
         }
@@ -1349,4 +1356,63 @@ impl Tx<'_> {
 /// Seconds since the epoch, for token expiry comparisons.
 pub fn unix_now() -> i64 {
     Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    /// The plan of each per-file query, with every placeholder bound to a string.
+    async fn plan(store: &Store, sql: &str, params: usize) -> Vec<String> {
+        let text = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(&text);
+        for _ in 0..params {
+            q = q.bind("x");
+        }
+        q.fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect()
+    }
+
+    /// Flat cost per file: a query that scans the files of a transfer (or the audit log) costs
+    /// more with every file already there. SQLite says SCAN for a full walk of a table or an
+    /// index, SEARCH for an index lookup or range.
+    #[tokio::test]
+    async fn per_file_queries_use_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        // `files_of_transfer`: a search on the transfer alone walks all its files, which is
+        // a scan in disguise; such queries must narrow by a second key column too. (Claims are
+        // one row per upload in flight, so a search by transfer is bounded there.)
+        for (name, sql, params, files_of_transfer) in [
+            ("same key", SAME_KEY_SQL, 2, true),
+            ("under key", UNDER_KEY_SQL, 3, true),
+            ("files page", FILES_PAGE_SQL, 3, true),
+            ("file by path", FILE_BY_PATH_SQL, 2, true),
+            ("totals", TOTALS_SQL, 1, false),
+            ("claims", CLAIMS_SQL, 1, false),
+            ("audit head", AUDIT_HEAD_SQL, 0, false),
+        ] {
+            let steps = plan(&store, sql, params).await;
+            assert!(!steps.is_empty(), "{name}: no plan");
+            for s in &steps {
+                assert!(!s.starts_with("SCAN"), "{name}: {s} ({steps:?})");
+                assert!(
+                    !(files_of_transfer && s.contains("(transfer_id=?)")),
+                    "{name} walks the transfer's files: {s}"
+                );
+            }
+        }
+        // The triggers keeping the totals update one row by its key.
+        let steps = plan(
+            &store,
+            "UPDATE transfer_totals SET files = files + 1 WHERE transfer_id = $1",
+            1,
+        )
+        .await;
+        assert!(steps.iter().all(|s| !s.starts_with("SCAN")), "{steps:?}");
+    }
 }
