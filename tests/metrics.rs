@@ -380,3 +380,63 @@ async fn scrapes_within_the_refresh_period_reuse_the_stores_answer() {
     let (_, later) = scrape(&t).await;
     assert_eq!(get(&later, "airlock_transfers{state=\"open\"}"), 1.0);
 }
+
+#[tokio::test]
+async fn background_waiting_counts_each_queue_as_the_database_has_it() {
+    // The workers sweep once at start and then not for an hour: the rows set below stay.
+    let t = TestApp::spawn_with(|s| {
+        s.server.sweep_interval = Duration::from_secs(3600);
+        s.integrity.enabled = false;
+    })
+    .await;
+    let p = t.bootstrap(1).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(t.open_transfer(&p.pm, "data-ingress", "prov").await);
+    }
+    let pool = t.app.store.pool();
+    let set = |id: &str, state: &str| {
+        sqlx::query("UPDATE transfers SET state = $1 WHERE id = $2")
+            .bind(state.to_owned())
+            .bind(id.to_owned())
+    };
+    set(&ids[0], "scanning").execute(pool).await.unwrap();
+    set(&ids[1], "approved").execute(pool).await.unwrap();
+    set(&ids[2], "scan_error").execute(pool).await.unwrap();
+    set(&ids[3], "scan_error").execute(pool).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for (id, retry_at) in [(&ids[2], now - 1_000), (&ids[3], now + 3_600_000)] {
+        sqlx::query(
+            "INSERT INTO scan_jobs (transfer_id, attempts, retry_at, last_error) \
+             VALUES ($1, 1, $2, 'clamd down')",
+        )
+        .bind(id.to_owned())
+        .bind(retry_at)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(airlock::metrics::REFRESH).await;
+    let (text, m) = scrape(&t).await;
+    let q = |name: &str| {
+        get(
+            &m,
+            &format!("airlock_background_waiting{{queue=\"{name}\"}}"),
+        )
+    };
+    assert_eq!(q("scan"), 1.0, "{text}");
+    // Only the retry that is due now is waiting; the other is backing off.
+    assert_eq!(q("scan_retry"), 1.0, "{text}");
+    assert_eq!(q("release"), 1.0, "{text}");
+    // Webhooks are off: nothing is queued for them.
+    assert_eq!(q("webhook_delivery"), 0.0, "{text}");
+    assert_eq!(q("webhook_outbox"), 0.0, "{text}");
+    let s = |name: &str| get(&m, &format!("airlock_transfers{{state=\"{name}\"}}"));
+    assert_eq!(
+        (s("open"), s("scanning"), s("approved"), s("scan_error")),
+        (1.0, 1.0, 1.0, 2.0)
+    );
+    for id in &ids {
+        assert!(!text.contains(id.as_str()), "{text}");
+    }
+}
