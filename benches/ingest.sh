@@ -15,6 +15,11 @@
 #                /work/bench-target/release/airlock, then ./target/release/airlock)
 #   SAMPLE_SECS  RSS/CPU sampling interval (default 0.2)
 #   KEEP_DATA=1  keep the scratch dir (the random file) for a later run
+#   MODE         `put` (default): one curl PUT per upload; `client`: `airlock upload` (tus,
+#                resumable), SIGKILLed once when the server has written INTERRUPT_PCT of the
+#                file, then run again to finish; the time counts both runs
+#   INTERRUPT_PCT  where the client is killed, % of the file (default 50; 0: never)
+#   CLIENT_BIN   the binary whose `upload` is measured in client mode (default AIRLOCK_BIN)
 set -euo pipefail
 
 SIZE_MIB=${SIZE_MIB:-4096}
@@ -23,6 +28,8 @@ MEM_SIZES=${MEM_SIZES-1024}
 BENCH_TMP=${BENCH_TMP:-/work/bench-tmp}
 SAMPLE_SECS=${SAMPLE_SECS:-0.2}
 KEEP_DATA=${KEEP_DATA:-0}
+MODE=${MODE:-put}
+INTERRUPT_PCT=${INTERRUPT_PCT:-50}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -37,6 +44,19 @@ A=${AIRLOCK_BIN:?no release binary found; build with: CARGO_TARGET_DIR=/work/ben
 for tool in curl jq openssl dd sha256sum awk; do
     command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
+case $MODE in
+put) ING_LABEL="ingest: curl PUT (sha256+b3+fsync)" ;;
+client)
+    C=${CLIENT_BIN:-$A}
+    [[ -x $C ]] || { echo "not executable: $C" >&2; exit 1; }
+    grep -q -- --json <<<"$("$C" upload --help 2>&1 || true)" || {
+        echo "$C: \`airlock upload\` has no --json (the resumable client of issue 11 is not in this build); set CLIENT_BIN" >&2
+        exit 1
+    }
+    ING_LABEL="ingest: airlock upload (kill@${INTERRUPT_PCT}%)"
+    ;;
+*) echo "MODE must be put or client, not $MODE" >&2; exit 1 ;;
+esac
 
 bytes=$((SIZE_MIB * 1024 * 1024))
 mkdir -p "$BENCH_TMP"
@@ -46,6 +66,8 @@ DATA=$WORK/data
 LOG=$WORK/log
 mkdir -p "$DATA" "$LOG"
 export AIRLOCK__STORAGE__DATA_DIR=$DATA
+# The upload client's resume state (client mode) stays in the scratch dir.
+export AIRLOCK_CACHE_DIR=$WORK/cache XDG_CACHE_HOME=$WORK/cache
 
 SERVER_PID=
 SAMPLER_PID=
@@ -240,6 +262,94 @@ ingest_once() {
     sync
 }
 
+# Client mode: `airlock upload` of $1, SIGKILLed once when the server has written INTERRUPT_PCT of
+# it (wchar of the server process: the file's bytes dominate it), then run again to the end.
+# Sets the same ING_* figures as ingest_once (ING_CURL_CPU is the client's, both runs), plus
+# ING_RESUME (where the second run resumed, from its `resumed` event) and ING_WRITTEN (bytes
+# the server wrote for the upload, so a re-send shows as more than the file's size).
+client_once() {
+    local file=$1 ref_sha=$2 ref_b3=$3 tag=$4
+    local tid ut size t0 t1 p0 p1 s0 s1 io0 w0 cpid killed=no before_thr after_thr
+    size=$(stat -c %s "$file")
+    tid=$("$A" transfer create --workspace bench/ws --kind data-ingress --uploader prov)
+    ut=$("$A" transfer token "$tid" --ttl 24h 2>>"$LOG/cli.err")
+    settle
+    local samples=$LOG/samples.$tag
+    : >"$samples"
+    sampler "$SERVER_PID" "$samples" &
+    SAMPLER_PID=$!
+    before_thr=$(thread_ticks "$SERVER_PID")
+    p0=$(proc_ticks "$SERVER_PID")
+    s0=$(sys_ticks)
+    io0=$(proc_io "$SERVER_PID")
+    w0=${io0#* }
+    local dir base
+    dir=$(dirname "$file") base=$(basename "$file")
+    t0=$(now_ns)
+    (cd "$dir" && exec /usr/bin/time -f '%U %S' -o "$LOG/client.time1.$tag" \
+        "$C" upload --token "$ut" --json "$base") >"$LOG/events1.$tag" 2>"$LOG/client1.$tag.err" &
+    cpid=$!
+    local cut=$((size / 100 * INTERRUPT_PCT))
+    while kill -0 "$cpid" 2>/dev/null; do
+        local io w
+        io=$(proc_io "$SERVER_PID")
+        w=${io#* }
+        if ((INTERRUPT_PCT > 0 && w - w0 >= cut)); then
+            # The whole process group: /usr/bin/time and the client under it.
+            pkill -KILL -P "$cpid" 2>/dev/null || true
+            kill -KILL "$cpid" 2>/dev/null || true
+            killed=yes
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$cpid" 2>/dev/null || true
+    [[ $killed == yes ]] || say "  warning: the first run finished before ${INTERRUPT_PCT}% (no interruption)"
+    (cd "$dir" && exec /usr/bin/time -f '%U %S' -o "$LOG/client.time2.$tag" \
+        "$C" upload --token "$ut" --json "$base") >"$LOG/events2.$tag" 2>"$LOG/client2.$tag.err" ||
+        { cat "$LOG/client2.$tag.err" >&2; say "the second client run failed"; exit 1; }
+    t1=$(now_ns)
+    s1=$(sys_ticks)
+    p1=$(proc_ticks "$SERVER_PID")
+    after_thr=$(thread_ticks "$SERVER_PID")
+    local io1
+    io1=$(proc_io "$SERVER_PID")
+    ING_WRITTEN=$((${io1#* } - w0))
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=
+    ING_SECS=$(secs "$t0" "$t1")
+    ING_PHASES="killed: $killed; second run resumed at byte $(jq -r 'select(.event == "resumed") | .offset' "$LOG/events2.$tag" | head -1) of $size; the server wrote $ING_WRITTEN bytes in all"
+    ING_RESUME=$(jq -r 'select(.event == "resumed") | .offset' "$LOG/events2.$tag" | head -1)
+    ING_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SERVER_PID/status")
+    ING_RSS_MAX=$(awk 'max < $2 { max = $2 } END { print max + 0 }' "$samples")
+    ING_SRV_CPU=$(awk -v d=$((p1 - p0)) -v hz="$HZ" -v s="$ING_SECS" 'BEGIN { printf "%.0f", d / hz / s * 100 }')
+    ING_CURL_CPU=$(cat "$LOG/client.time1.$tag" "$LOG/client.time2.$tag" 2>/dev/null |
+        awk -v s="$ING_SECS" '/^[0-9.]+ [0-9.]+$/ { c += $1 + $2 } END { printf "%.0f", c / s * 100 }')
+    read -r b0 w0_ a0 <<<"$s0"
+    read -r b1 w1 a1 <<<"$s1"
+    ING_SYS_BUSY=$(awk -v b=$((b1 - b0)) -v a=$((a1 - a0)) 'BEGIN { printf "%.0f", b / a * 100 }')
+    ING_IOWAIT=$(awk -v w=$((w1 - w0_)) -v a=$((a1 - a0)) 'BEGIN { printf "%.0f", w / a * 100 }')
+    ING_THREADS=$(awk -v hz="$HZ" -v s="$ING_SECS" '
+        NR == FNR { b[$1] = $3; next }
+        { d = $3 - (($1 in b) ? b[$1] : 0); if (d > 0) printf "    tid %-8s %-18s %7.2f cpu-s  %4.0f%% of wall\n", $1, $2, d / hz, d / hz / s * 100 }
+    ' <(printf '%s\n' "$before_thr") <(printf '%s\n' "$after_thr") | sort -k4 -g -r | head -12)
+    # Digests: the second run's `done` (or `skipped`, had the first finished) event.
+    local got_sha got_b3 got_size
+    got_sha=$(jq -r 'select(.event == "done" or .event == "skipped") | .sha256' "$LOG/events2.$tag" | tail -1)
+    got_b3=$(jq -r 'select(.event == "done" or .event == "skipped") | .blake3' "$LOG/events2.$tag" | tail -1)
+    got_size=$(jq -r 'select(.event == "done" or .event == "skipped") | .size' "$LOG/events2.$tag" | tail -1)
+    ING_DIGEST_OK=yes
+    [[ $got_sha == "$ref_sha" ]] || ING_DIGEST_OK="NO (sha256 $got_sha != $ref_sha)"
+    [[ -z $ref_b3 || $got_b3 == "$ref_b3" ]] || ING_DIGEST_OK="NO (blake3 $got_b3 != $ref_b3)"
+    [[ $got_size == "$size" ]] || ING_DIGEST_OK="NO (size $got_size != $size)"
+    curl -sS -o /dev/null -X DELETE -H "Authorization: Bearer $ut" \
+        "$AIRLOCK_SERVER/api/v1/transfers/$tid/files/$base" || say "warning: DELETE failed"
+    sync
+}
+
+upload_once() { if [[ $MODE == client ]]; then client_once "$@"; else ingest_once "$@"; fi; }
+
 setup_airlock
 
 # ---- memory at smaller sizes (fresh server each) ------------------------------------------
@@ -253,7 +363,7 @@ for m in $MEM_SIZES; do
     [[ -n $REF_B3 ]] && sb3=$(b3sum --no-names "$small")
     start_server "mem$m"
     say "memory run: $m MiB upload on a fresh server ..."
-    ingest_once "$small" "$ssha" "$sb3" "mem$m"
+    upload_once "$small" "$ssha" "$sb3" "mem$m"
     mem_rows+=("$(printf '%8s MiB  %9s  %12s  %12s  %8s MiB/s  digests %s' "$m" \
         "$((IDLE_RSS_KIB / 1024)) MiB" "$((ING_RSS_MAX / 1024)) MiB" "$((ING_HWM / 1024)) MiB" \
         "$(mibps $((m * 1024 * 1024)) "$ING_SECS")" "$ING_DIGEST_OK")")
@@ -295,14 +405,14 @@ for r in $(seq "$RUNS"); do
     ossl_t+=("$(secs "$t0" "$t1")")
     [[ $osha == "$REF_SHA" ]] || say "warning: openssl sha256 differs from sha256sum"
 
-    say "round $r/$RUNS: ingest (curl PUT) ..."
-    ingest_once "$FILE" "$REF_SHA" "$REF_B3" "main$r"
+    say "round $r/$RUNS: $ING_LABEL ..."
+    upload_once "$FILE" "$REF_SHA" "$REF_B3" "main$r"
     ing_t+=("$ING_SECS")
     ((ING_RSS_MAX > rss_max)) && rss_max=$ING_RSS_MAX
     [[ -z $hwm_first ]] && hwm_first=$ING_HWM
     [[ $ING_DIGEST_OK == yes ]] || digest_all=$ING_DIGEST_OK
-    ing_detail+=("$(printf '  run %d: %7.3f s  %7s MiB/s | server CPU %s%% of one core, curl %s%% | machine busy %s%% of %s cores, iowait %s%% | RSS max %s MiB\n    %s\n%s' \
-        "$r" "$ING_SECS" "$(mibps "$bytes" "$ING_SECS")" "$ING_SRV_CPU" "$ING_CURL_CPU" \
+    ing_detail+=("$(printf '  run %d: %7.3f s  %7s MiB/s | server CPU %s%% of one core, %s %s%% | machine busy %s%% of %s cores, iowait %s%% | RSS max %s MiB\n    %s\n%s' \
+        "$r" "$ING_SECS" "$(mibps "$bytes" "$ING_SECS")" "$ING_SRV_CPU" "${MODE/put/curl}" "$ING_CURL_CPU" \
         "$ING_SYS_BUSY" "$(nproc)" "$ING_IOWAIT" "$((ING_RSS_MAX / 1024))" "$ING_PHASES" "$ING_THREADS")")
     say "  ingest ${ING_SECS}s ($(mibps "$bytes" "$ING_SECS") MiB/s), digests: $ING_DIGEST_OK"
 done
@@ -336,7 +446,7 @@ sha256:    $REF_SHA
 
 measurement                        times (s)                  best (s)     MiB/s      MB/s
 -------------------------------------------------------------------------------------------
-$(row "ingest: curl PUT (sha256+b3+fsync)" "${ing_t[@]}")
+$(row "$ING_LABEL" "${ing_t[@]}")
 $(row "baseline A: dd bs=8M conv=fsync" "${dd_t[@]}")
 $(row "baseline B: openssl dgst -sha256" "${ossl_t[@]}")
 

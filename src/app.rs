@@ -28,8 +28,8 @@ pub struct App {
     pub scanners: Arc<crate::scan::Scanners>,
     /// Wakes the scan worker when a transfer is sealed.
     pub scan_jobs: tokio::sync::Notify,
-    /// Integrity counters for `/metrics`.
-    pub integrity: crate::integrity::Metrics,
+    /// Every Prometheus metric, in the one registry `/metrics` encodes.
+    pub metrics: crate::metrics::Metrics,
     /// Upload-token uses and refusals of the current window, summarised at its end
     /// (`[audit] summary_window`).
     pub token_events: crate::workflow::refusals::TokenEvents,
@@ -104,7 +104,7 @@ impl App {
             jobs: tokio::sync::Notify::new(),
             scanners,
             scan_jobs: tokio::sync::Notify::new(),
-            integrity: Default::default(),
+            metrics: crate::metrics::Metrics::new(),
             token_events: crate::workflow::refusals::TokenEvents::new(max_immediate),
             refusal_throttle,
             anchor_key,

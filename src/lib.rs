@@ -18,6 +18,7 @@
 //! - [`auth`]: minting and checking JWTs.
 //! - [`cli`]: the `airlock` command line, server and client.
 //! - [`telemetry`]: structured logs.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`, and the calls that count.
 
 pub mod api;
 pub mod app;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod domain;
 pub mod hashing;
 pub mod integrity;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod scan;

@@ -68,24 +68,14 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Prometheus counters (no names, paths or ids: safe to scrape without a token).
+/// Prometheus metrics (no names, paths or ids: safe to scrape without a token).
 pub async fn metrics(
     State(app): State<AppState>,
     limiter: Option<axum::Extension<std::sync::Arc<crate::server::limits::Limiter>>>,
 ) -> Response {
-    let mut text = app.integrity.render();
-    text.push_str(&app.volumes.render_space());
-    if let Some(axum::Extension(l)) = limiter {
-        text.push_str(&l.render());
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let buffers = limiter.map(|axum::Extension(l)| l.buffers());
+    let text = app.metrics.scrape(&app.store, &app.volumes, buffers).await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// Ready when the metadata store and both volumes answer.

@@ -19,7 +19,6 @@ use crate::store::{FixityRow, Transfer};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Where a copy lies.
 pub const QUARANTINE: &str = "quarantine";
@@ -48,68 +47,14 @@ impl Report {
     pub fn problems(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| c.result != "ok")
     }
-}
 
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    /// (kind, location) → incidents raised since start.
-    incidents: Mutex<BTreeMap<(String, String), u64>>,
-    files: std::sync::atomic::AtomicU64,
-    bytes: std::sync::atomic::AtomicU64,
-}
-
-impl Metrics {
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut s = String::new();
-        s.push_str("# HELP airlock_integrity_incidents_total Files found changed, missing or unexpected at rest.\n");
-        s.push_str("# TYPE airlock_integrity_incidents_total counter\n");
-        let m = self.incidents.lock().expect("poisoned");
-        for kind in ["changed", "missing", "unexpected"] {
-            for loc in [QUARANTINE, RELEASED] {
-                let n = m
-                    .get(&(kind.to_owned(), loc.to_owned()))
-                    .copied()
-                    .unwrap_or(0);
-                s.push_str(&format!(
-                    "airlock_integrity_incidents_total{{kind=\"{kind}\",location=\"{loc}\"}} {n}\n"
-                ));
-            }
-        }
-        s.push_str("# HELP airlock_integrity_files_verified_total Files re-hashed.\n");
-        s.push_str("# TYPE airlock_integrity_files_verified_total counter\n");
-        s.push_str(&format!(
-            "airlock_integrity_files_verified_total {}\n",
-            self.files.load(Relaxed)
-        ));
-        s.push_str("# HELP airlock_integrity_bytes_verified_total Bytes re-hashed.\n");
-        s.push_str("# TYPE airlock_integrity_bytes_verified_total counter\n");
-        s.push_str(&format!(
-            "airlock_integrity_bytes_verified_total {}\n",
-            self.bytes.load(Relaxed)
-        ));
-        s
-    }
-
-    fn count(&self, report: &Report) {
-        use std::sync::atomic::Ordering::Relaxed;
-        for c in &report.checks {
-            if c.result != "unexpected" && c.result != "missing" {
-                self.files.fetch_add(1, Relaxed);
-                self.bytes.fetch_add(c.bytes, Relaxed);
-            }
-        }
-    }
-
-    fn incident(&self, kind: &str, location: &str) {
-        *self
-            .incidents
-            .lock()
-            .expect("poisoned")
-            .entry((kind.to_owned(), location.to_owned()))
-            .or_default() += 1;
+    /// The files this verification re-hashed and their bytes (a missing or unexpected file
+    /// was not hashed), for `/metrics`.
+    pub fn hashed(&self) -> (u64, u64) {
+        self.checks
+            .iter()
+            .filter(|c| c.result != "unexpected" && c.result != "missing")
+            .fold((0, 0), |(n, b), c| (n + 1, b + c.bytes))
     }
 }
 
@@ -280,7 +225,8 @@ pub async fn verify(
 /// quarantine is blocked; a released one with a problem is flagged in its state reason.
 pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
-    app.integrity.count(report);
+    let (files, bytes) = report.hashed();
+    app.metrics.verified(files, bytes);
     let mut fresh = Vec::new();
     for c in report.problems() {
         if !app.store.open_incident(t.id, &c.detail).await? {
@@ -318,7 +264,7 @@ pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow
                 })),
         )
         .await?;
-        app.integrity.incident(c.result, c.location);
+        app.metrics.incident(c.result, c.location);
     }
     if !fresh.is_empty() {
         let why = fresh

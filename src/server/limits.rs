@@ -47,7 +47,8 @@ pub struct Limiter {
     windows: Arc<Semaphore>,
     total_windows: usize,
     active: Mutex<HashMap<Key, usize>>,
-    refused: [AtomicUsize; 4],
+    /// Refusals by reason, counted into `/metrics`.
+    refused: crate::metrics::UploadRefusals,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,7 +59,8 @@ enum Key {
     Address(IpAddr),
 }
 
-/// Why an upload was refused, for the counters on `/metrics`.
+/// Why an upload was refused, for the counters on `/metrics` (in the order of
+/// `metrics::REFUSALS`, which names them).
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
     PerToken = 0,
@@ -67,17 +69,15 @@ enum Refusal {
     Busy = 3,
 }
 
-const REFUSALS: [&str; 4] = ["per_token", "per_address", "idle_timeout", "buffers_busy"];
-
 impl Limiter {
-    pub fn new(settings: &UploadSettings) -> Self {
+    pub fn new(settings: &UploadSettings, refused: crate::metrics::UploadRefusals) -> Self {
         let total_windows = ((settings.buffer_total as usize) / WINDOW).max(1);
         Self {
             settings: settings.clone(),
             windows: Arc::new(Semaphore::new(total_windows)),
             total_windows,
             active: Mutex::new(HashMap::new()),
-            refused: Default::default(),
+            refused,
         }
     }
 
@@ -103,29 +103,16 @@ impl Limiter {
     }
 
     fn refuse(&self, why: Refusal) {
-        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+        self.refused.count(crate::metrics::REFUSALS[why as usize]);
     }
 
-    /// Prometheus lines: buffer windows in use and refusals by reason.
-    pub fn render(&self) -> String {
+    /// The buffer budget and what uploads hold of it now, in bytes.
+    pub fn buffers(&self) -> (u64, u64) {
         let in_use = self.total_windows - self.windows.available_permits();
-        let mut out = format!(
-            "# HELP airlock_upload_buffer_bytes Memory for upload buffers: the budget and what uploads hold now.\n\
-             # TYPE airlock_upload_buffer_bytes gauge\n\
-             airlock_upload_buffer_bytes{{kind=\"budget\"}} {}\n\
-             airlock_upload_buffer_bytes{{kind=\"reserved\"}} {}\n\
-             # HELP airlock_upload_refusals_total Upload requests refused or cut off, by reason.\n\
-             # TYPE airlock_upload_refusals_total counter\n",
-            self.total_windows * WINDOW,
-            in_use * WINDOW,
-        );
-        for (i, name) in REFUSALS.iter().enumerate() {
-            out.push_str(&format!(
-                "airlock_upload_refusals_total{{reason=\"{name}\"}} {}\n",
-                self.refused[i].load(Ordering::Relaxed)
-            ));
-        }
-        out
+        (
+            (self.total_windows * WINDOW) as u64,
+            (in_use * WINDOW) as u64,
+        )
     }
 }
 
@@ -445,7 +432,7 @@ mod tests {
 
     #[test]
     fn caps_count_per_key_and_free_on_drop() {
-        let l = Arc::new(Limiter::new(&settings(2, 3)));
+        let l = Arc::new(Limiter::new(&settings(2, 3), Default::default()));
         let tok = |b: u8| (Key::Token([b; 32]), 2);
         let addr = (Key::Address("10.0.0.1".parse().unwrap()), 3);
         let a = l.enter(vec![tok(1), addr.clone()]).unwrap();
@@ -465,7 +452,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_window_stops_reading_until_frames_are_dropped() {
-        let l = Limiter::new(&UploadSettings::default());
+        let l = Limiter::new(&UploadSettings::default(), Default::default());
         let permit = l.windows.clone().acquire_owned().await.unwrap();
         let frames: Vec<Result<Bytes, axum::Error>> = (0..8)
             .map(|_| Ok(Bytes::from(vec![0u8; 1 << 20])))

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod limits;
+pub mod timing;
 
 use crate::api;
 use crate::app::App;
@@ -155,7 +156,10 @@ pub fn api_routes() -> Vec<(&'static str, String)> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let limiter = Arc::new(limits::Limiter::new(&state.settings.uploads));
+    let limiter = Arc::new(limits::Limiter::new(
+        &state.settings.uploads,
+        state.metrics.upload_refusals(),
+    ));
     // Methods of one path are merged into one method router, in table order.
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for (_, path, handler) in routes() {
@@ -173,6 +177,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(limits::idle_bodies))
         .layer(axum::middleware::from_fn(api::trace_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            timing::time_requests,
+        ))
         .layer(axum::Extension(limiter))
         .with_state(state)
 }

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 mod fixity;
 mod governance;
+mod metrics;
 mod scans;
 pub use fixity::FixityRow;
+pub use metrics::Queues;
 pub use scans::{ScanJob, VerdictRow};
 mod webhooks;
 pub use governance::{Member, RefereeRow};

@@ -188,32 +188,6 @@ impl Volumes {
         Ok(held)
     }
 
-    /// Prometheus lines: free and total bytes per volume.
-    pub fn render_space(&self) -> String {
-        let mut out = String::from(
-            "# HELP airlock_volume_free_bytes Bytes still free on the volume's filesystem.\n\
-             # TYPE airlock_volume_free_bytes gauge\n",
-        );
-        let spaces: Vec<Space> = self.space().into_iter().flatten().collect();
-        for s in &spaces {
-            out.push_str(&format!(
-                "airlock_volume_free_bytes{{volume=\"{}\"}} {}\n",
-                s.volume, s.free
-            ));
-        }
-        out.push_str(
-            "# HELP airlock_volume_size_bytes Size of the volume's filesystem.\n\
-             # TYPE airlock_volume_size_bytes gauge\n",
-        );
-        for s in &spaces {
-            out.push_str(&format!(
-                "airlock_volume_size_bytes{{volume=\"{}\"}} {}\n",
-                s.volume, s.total
-            ));
-        }
-        out
-    }
-
     fn segment_key(transfer: TransferId, file: FileId, seq: u64) -> ObjPath {
         ObjPath::from(format!("transfers/{transfer}/{file}/{seq:010}"))
     }

@@ -101,6 +101,7 @@ async fn digest_stream(
 }
 
 pub async fn release(app: &App, t: &Transfer) -> Result<()> {
+    let started = std::time::Instant::now();
     let ws = app
         .store
         .workspace(t.workspace_id)
@@ -110,6 +111,12 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
     let dest = Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id);
     let files = app.store.files(t.id).await?;
     let manifest = super::transfers::manifest(&files)?;
+    // What `/metrics` counts once the release is recorded.
+    let done = Released {
+        files: manifest.len() as u64,
+        bytes: manifest.iter().map(|m| m.size).sum(),
+        started,
+    };
     let sealed_root = t.root_digest.clone().unwrap_or_default();
     if manifest_root(&manifest).as_str() != sealed_root {
         return integrity_failure(
@@ -139,7 +146,7 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
                 return integrity_failure(app, t, &why).await;
             }
         }
-        return record_release(app, t, &dest, manifest.len(), &sealed_root).await;
+        return record_release(app, t, &dest, done, &sealed_root).await;
     }
     for (f, want) in files.iter().zip(&manifest) {
         let path = RelPath::parse(&f.path)?;
@@ -167,14 +174,22 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         }
     }
     app.volumes.publish(t.id, &dest).await?;
-    record_release(app, t, &dest, manifest.len(), &sealed_root).await
+    record_release(app, t, &dest, done, &sealed_root).await
+}
+
+/// A release's size and start, for `/metrics`.
+#[derive(Clone, Copy)]
+struct Released {
+    files: u64,
+    bytes: u64,
+    started: std::time::Instant,
 }
 
 async fn record_release(
     app: &App,
     t: &Transfer,
     dest: &object_store::path::Path,
-    files: usize,
+    done: Released,
     sealed_root: &str,
 ) -> Result<()> {
     // The server's own path stays in the store (re-verification reads it); what members,
@@ -193,27 +208,31 @@ async fn record_release(
         }
         return Ok(());
     }
-    if tx
+    let released = tx
         .set_state(
             t.id,
             TransferState::Approved,
             TransferState::Released,
             &format!("released read-only to {shown} in the {volume} volume"),
         )
-        .await?
-    {
+        .await?;
+    if released {
         tx.set_released(t.id, &location).await?;
         tx.audit(
             AuditEvent::new("system", "transfer.released")
                 .transfer(t.id)
                 .detail(serde_json::json!({
-                    "volume": volume, "location": shown, "files": files,
+                    "volume": volume, "location": shown, "files": done.files,
                     "root_digest": sealed_root,
                 })),
         )
         .await?;
     }
     tx.commit().await?;
+    if released {
+        app.metrics
+            .released(done.files, done.bytes, done.started.elapsed());
+    }
     tracing::info!(transfer = %t.id, %location, "released");
     Ok(())
 }

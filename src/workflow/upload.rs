@@ -381,6 +381,7 @@ async fn complete(
     )
     .await?;
     tx.commit().await?;
+    app.metrics.ingested(d.size, &file.created_at);
     app.uploads.forget(file.id);
     app.store
         .file(file.id)

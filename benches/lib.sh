@@ -1,0 +1,148 @@
+# Shared helpers of benches/api.sh and benches/many.sh (sourced, not run): the binaries, a
+# private scratch directory, a server on a free port, clamd, memory readings, waiting for a
+# transfer's state. Each function says what it sets.
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+BENCH_TMP=${BENCH_TMP:-/work/bench-tmp}
+KEEP_DATA=${KEEP_DATA:-0}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+now_ns() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+need() { # tool [install hint]
+    command -v "$1" >/dev/null || die "missing tool: $1${2:+ ($2)}"
+}
+
+# Sets A: the airlock binary (AIRLOCK_BIN, else a release build in the usual target dirs).
+find_airlock() {
+    if [[ -z ${AIRLOCK_BIN:-} ]]; then
+        local c
+        for c in "${CARGO_TARGET_DIR:-/nonexistent}/release/airlock" /work/bench-target/release/airlock \
+            "$repo/target/release/airlock"; do
+            if [[ -x $c ]]; then AIRLOCK_BIN=$c; break; fi
+        done
+    fi
+    A=${AIRLOCK_BIN:-}
+    [[ -n $A ]] || die "no release binary found; build with: CARGO_TARGET_DIR=/work/bench-target cargo build --release (or set AIRLOCK_BIN)"
+    [[ -x $A ]] || die "not executable: $A"
+    BUILD=release
+    [[ $A == */debug/* ]] && BUILD="DEBUG (figures not meaningful)"
+    return 0
+}
+
+# Sets WORK (a private directory under BENCH_TMP, removed on exit unless KEEP_DATA=1), DATA,
+# LOG, and AIRLOCK__STORAGE__DATA_DIR. Installs the cleanup trap (server, clamd, samplers).
+make_work() { # prefix
+    mkdir -p "$BENCH_TMP"
+    WORK=$(mktemp -d "$BENCH_TMP/$1.XXXXXX")
+    DATA=$WORK/data
+    LOG=$WORK/log
+    mkdir -p "$DATA" "$LOG"
+    export AIRLOCK__STORAGE__DATA_DIR=$DATA
+    # The upload client keeps its resume state here, not in the user's cache.
+    export AIRLOCK_CACHE_DIR=$WORK/cache XDG_CACHE_HOME=$WORK/cache
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+SERVER_PID= CLAMD_PID= BG_PIDS=()
+bench_cleanup() {
+    local rc=$? p
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [[ -n $SERVER_PID ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n $CLAMD_PID ]]; then
+        kill "$CLAMD_PID" 2>/dev/null || true
+        wait "$CLAMD_PID" 2>/dev/null || true
+    fi
+    if [[ $KEEP_DATA == 1 ]]; then
+        say "kept $WORK"
+    elif [[ -n ${WORK:-} ]]; then
+        # Released files are sealed read-only; make everything removable first.
+        chmod -R u+w "$WORK" 2>/dev/null || true
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts the repository's clamd (scripts/clamd.sh) on a free port; exports
+# AIRLOCK__SCANNING__CLAMD for the server.
+start_clamd() {
+    need clamd "apt-get install clamav-daemon"
+    local port
+    port=$(free_port)
+    CLAMD_WORK_DIR=$WORK/clamd "$repo/scripts/clamd.sh" "$port" >"$LOG/clamd.log" 2>&1 &
+    CLAMD_PID=$!
+    local i
+    for i in $(seq 300); do
+        python3 - "$port" <<'PY' 2>/dev/null && break
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+s.sendall(b"zPING\0")
+assert s.recv(16).startswith(b"PONG")
+PY
+        kill -0 "$CLAMD_PID" 2>/dev/null || { cat "$LOG/clamd.log" >&2; die "clamd died"; }
+        sleep 0.1
+        ((i < 300)) || die "clamd did not answer on port $port"
+    done
+    export AIRLOCK__SCANNING__CLAMD=127.0.0.1:$port
+}
+
+# Starts `airlock serve` on a free port. Sets SERVER_PID and exports AIRLOCK_SERVER.
+start_server() { # tag
+    local log=$LOG/serve.$1.log i
+    "$A" serve --listen 127.0.0.1:0 >"$log" 2>&1 &
+    SERVER_PID=$!
+    for i in $(seq 200); do
+        if grep -q 'listening on http://' "$log"; then break; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log" >&2; die "server died"; }
+        sleep 0.1
+    done
+    AIRLOCK_SERVER=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$log" | head -1)
+    [[ -n $AIRLOCK_SERVER ]] || { cat "$log" >&2; die "server did not report its port"; }
+    export AIRLOCK_SERVER
+}
+
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# Memory of a process, KiB.
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Resets a process's VmHWM to its current RSS (Linux >= 4.0), so the next reading is the peak
+# of the next step alone. Returns non-zero where the kernel does not allow it.
+reset_hwm() { echo 5 2>/dev/null >"/proc/$1/clear_refs"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# The transfer's state, read with a staff token (the summary route).
+transfer_state() { # id token
+    curl -sS -H "Authorization: Bearer $2" "$AIRLOCK_SERVER/api/v1/transfers/$1" | jq -r .state
+}
+
+# Waits until the transfer is in state $2 (polling every 0.5 s, up to $4 seconds, default 3600);
+# dies naming the state it is in otherwise.
+wait_state() { # id state token [timeout]
+    local i st= limit=$((${4:-3600} * 2))
+    for ((i = 0; i < limit; i++)); do
+        st=$(transfer_state "$1" "$3")
+        [[ $st == "$2" ]] && return 0
+        case $st in blocked | rejected | cancelled | expired) die "transfer $1 is $st, not $2: $(curl -sS -H "Authorization: Bearer $3" "$AIRLOCK_SERVER/api/v1/transfers/$1" | jq -c '{state, state_reason}')" ;; esac
+        sleep 0.5
+    done
+    die "transfer $1 never reached $2 (still $st)"
+}
+
+# One sample of a counter from the server's /metrics (0 when absent).
+metric() { # series
+    curl -sS "$AIRLOCK_SERVER/metrics" | awk -v s="$1" '$1 == s { print $2; f = 1 } END { if (!f) print 0 }'
+}
