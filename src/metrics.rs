@@ -403,6 +403,7 @@ impl Metrics {
             ("scan", q.scan),
             ("scan_retry", q.scan_retry),
             ("release", q.release),
+            ("expiry", q.expiry),
             ("webhook_delivery", q.webhook_delivery),
             ("webhook_outbox", q.webhook_outbox),
         ] {
