@@ -154,13 +154,14 @@ for n in $COUNTS; do
     for pair in "healthz|$h" "status|$s"; do
         what=${pair%%|*} j=${pair#*|}
         rows+=("$(jq -r --arg n "$n" --arg what "$what" --arg size "$size" '
-            [$n, $what, (.p50_ms|tostring), (.p90_ms|tostring), (.p99_ms|tostring), (.max_ms|tostring),
+            [$n, $what, (.p50_ms // "-" | tostring), (.p90_ms // "-" | tostring), (.p99_ms // "-" | tostring), (.max_ms // "-" | tostring),
              (.errors|tostring), (.achieved_rate|tostring), (if $what == "status" then $size else "-" end)]
             | @tsv' <<<"$j")")
     done
-    hp99=$(jq .p99_ms <<<"$h") sp99=$(jq .p99_ms <<<"$s")
-    verdicts+=("$(awk -v n="$n" -v h="$hp99" -v s="$sp99" 'BEGIN {
-        printf "%s\t%s\t%s\t%.2f\t%s", n, s, h, (h > 0 ? s / h : 0), (s < 20 ? "PASS" : "FAIL") }')")
+    hp99=$(jq '.p99_ms // "-"' <<<"$h") sp99=$(jq '.p99_ms // "-"' <<<"$s") serr=$(jq .errors <<<"$s")
+    verdicts+=("$(awk -v n="$n" -v h="$hp99" -v s="$sp99" -v e="$serr" 'BEGIN {
+        if (s == "-" || h == "-") { printf "%s\t%s\t%s\t-\tFAIL (no request answered)", n, s, h; exit }
+        printf "%s\t%s\t%s\t%.2f\t%s", n, s, h, (h > 0 ? s / h : 0), (s < 20 && e == 0 ? "PASS" : (e > 0 ? "FAIL (" e " errors)" : "FAIL")) }')")
 done
 stop_server
 

@@ -6,7 +6,9 @@
 //! recorded, `verified(..)` when a re-verification is recorded). What *is* (transfers by state,
 //! background work waiting, free space, upload buffers) is read at scrape time: two indexed
 //! statements at most once per [`REFRESH`], however often `/metrics` is called, so an
-//! unauthenticated flood of scrapes costs the database nothing more.
+//! unauthenticated flood of scrapes costs the database nothing more. Counters are this
+//! process's (they restart at 0); the store-backed gauges are the whole store's, so replicas
+//! sharing one database all report the same transfers and queues.
 //!
 //! `/metrics` needs no token, so no label ever carries a name, a path or an id: labels are
 //! closed sets (states, queues, reasons, volumes, the route *templates* of the route table,
@@ -403,6 +405,7 @@ impl Metrics {
             ("scan", q.scan),
             ("scan_retry", q.scan_retry),
             ("release", q.release),
+            ("expiry", q.expiry),
             ("webhook_delivery", q.webhook_delivery),
             ("webhook_outbox", q.webhook_outbox),
         ] {

@@ -352,7 +352,7 @@ async fn counters_move_by_exactly_what_was_sent_released_and_verified() {
     let (waiting, pending) = seen.expect("the webhook outbox never settled");
     assert_eq!(waiting, pending as f64);
     let (_, m) = scrape(&t).await;
-    for q in ["scan", "scan_retry", "release"] {
+    for q in ["scan", "scan_retry", "release", "expiry"] {
         assert_eq!(
             get(&m, &format!("airlock_background_waiting{{queue=\"{q}\"}}")),
             0.0,
@@ -416,7 +416,10 @@ async fn background_waiting_counts_each_queue_as_the_database_has_it() {
         .await
         .unwrap();
     }
-    tokio::time::sleep(airlock::metrics::REFRESH).await;
+    // One open transfer whose only token runs out: the expiry sweep (an hour away) has it.
+    t.upload_token(&p.pm, &ids[4], serde_json::json!({ "ttl": "1s" }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100).max(airlock::metrics::REFRESH)).await;
     let (text, m) = scrape(&t).await;
     let q = |name: &str| {
         get(
@@ -428,6 +431,7 @@ async fn background_waiting_counts_each_queue_as_the_database_has_it() {
     // Only the retry that is due now is waiting; the other is backing off.
     assert_eq!(q("scan_retry"), 1.0, "{text}");
     assert_eq!(q("release"), 1.0, "{text}");
+    assert_eq!(q("expiry"), 1.0, "{text}");
     // Webhooks are off: nothing is queued for them.
     assert_eq!(q("webhook_delivery"), 0.0, "{text}");
     assert_eq!(q("webhook_outbox"), 0.0, "{text}");

@@ -177,6 +177,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(limits::idle_bodies))
         .layer(axum::middleware::from_fn(api::trace_requests))
+        // Around every route (and the fallback): axum has set the matched route template by
+        // the time a route's layers run, so requests are timed by template, never by path.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             timing::time_requests,

@@ -17,6 +17,9 @@ pub struct Queues {
     pub release: u64,
     /// Webhook deliveries not yet delivered (due now or backing off).
     pub webhook_delivery: u64,
+    /// Open transfers whose every upload token ran out: the expiry sweep has them to close
+    /// (the same rule as [`Store::open_transfers_with_expired_tokens`]).
+    pub expiry: u64,
     /// Audit events the notifier has not looked at yet (0 while webhooks are off: the cursor
     /// only exists once the notifier has run).
     pub webhook_outbox: u64,
@@ -44,11 +47,18 @@ impl Store {
                (SELECT COUNT(*) FROM scan_jobs j JOIN transfers t ON t.id = j.transfer_id \
                  WHERE t.state = 'scan_error' AND j.retry_at <= $1) AS scan_retry, \
                (SELECT COUNT(*) FROM transfers WHERE state = 'approved') AS release, \
+               (SELECT COUNT(*) FROM transfers t WHERE t.state = 'open' \
+                 AND EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id \
+                             AND u.revoked_at IS NULL AND u.expires_at <= $2) \
+                 AND NOT EXISTS (SELECT 1 FROM upload_tokens u WHERE u.transfer_id = t.id \
+                                 AND u.revoked_at IS NULL AND u.expires_at > $2)) AS expiry, \
                (SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending') AS delivery, \
                (SELECT COALESCE((SELECT MAX(seq) FROM audit_events) - c.seq, 0) \
                   FROM webhook_cursor c WHERE c.id = 1) AS outbox",
         )
         .bind(now_ms)
+        // Token expiry is in Unix seconds.
+        .bind(now_ms.div_euclid(1000))
         .fetch_one(self.pool())
         .await?;
         let n = |col: &str| -> Result<u64> {
@@ -59,6 +69,7 @@ impl Store {
             scan: n("scan")?,
             scan_retry: n("scan_retry")?,
             release: n("release")?,
+            expiry: n("expiry")?,
             webhook_delivery: n("delivery")?,
             webhook_outbox: n("outbox")?,
         })
