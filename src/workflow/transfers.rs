@@ -295,7 +295,7 @@ pub async fn seal(
     // the file list and sealing it.
     let mut tx = app.store.begin().await?;
     let walk = walk_for_seal(&mut tx, id, sums.as_deref()).await?;
-    if walk.root.entries() == 0 {
+    if walk.root.entries() == 0 && walk.unfinished.count == 0 {
         return Err(Error::Conflict(
             "cannot seal an empty transfer: upload at least one file".into(),
         ));
