@@ -384,6 +384,7 @@ async fn a_tar_over_tus_resumes_after_an_interruption_and_a_restart_and_expands_
     // The server restarts; the upload resumes where HEAD says.
     let dir = t.stop().await;
     let t = TestApp::spawn_in(dir).await;
+    let url = format!("{}{loc}", t.url);
     assert_eq!(head_offset(&t, &tok, &url).await, third as u64);
 
     // A PATCH cut off halfway keeps what arrived.
