@@ -255,7 +255,12 @@ async fn a_chunked_put_of_a_tar_of_nested_folders_becomes_its_files_with_their_d
     let tar = archive(&members);
     let (s, v) = put_archive(&t, &tok, &id, "?prefix=batch%2F1", chunked(tar, 7_777)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    check_receipts(v["files"].as_array().unwrap(), src.path(), &files, "batch/1/");
+    check_receipts(
+        v["files"].as_array().unwrap(),
+        src.path(),
+        &files,
+        "batch/1/",
+    );
 
     // Counted, listed and stored like PUT files: each as one quarantine segment.
     let tid: TransferId = id.parse().unwrap();
@@ -367,7 +372,11 @@ async fn a_tar_over_tus_resumes_after_an_interruption_and_a_restart_and_expands_
 
     // First third, acknowledged.
     let third = len / 3;
-    let r = t.tus_patch(&tok, &url, 0, tar[..third].to_vec()).send().await.unwrap();
+    let r = t
+        .tus_patch(&tok, &url, 0, tar[..third].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["upload-offset"], third.to_string().as_str());
 
@@ -379,7 +388,10 @@ async fn a_tar_over_tus_resumes_after_an_interruption_and_a_restart_and_expands_
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("archive upload"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("archive upload"),
+        "{v}"
+    );
 
     // The server restarts; the upload resumes where HEAD says.
     let dir = t.stop().await;
@@ -468,7 +480,10 @@ async fn a_refused_tar_over_tus_answers_the_final_patch_and_leaves_nothing() {
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
     let before = snapshot(&t, &id).await;
-    let tar = archive(&[M::File("fine.txt", b"fine"), M::Symlink("sneaky", "/etc/shadow")]);
+    let tar = archive(&[
+        M::File("fine.txt", b"fine"),
+        M::Symlink("sneaky", "/etc/shadow"),
+    ]);
     let r = t
         .tus_create(&tok, &id)
         .header("Upload-Length", tar.len().to_string())
@@ -481,7 +496,10 @@ async fn a_refused_tar_over_tus_answers_the_final_patch_and_leaves_nothing() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("`sneaky`"), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("symbolic link"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("symbolic link"),
+        "{v}"
+    );
     assert_eq!(snapshot(&t, &id).await, before);
     let r = reqwest::Client::new()
         .head(&url)
@@ -501,7 +519,9 @@ async fn every_hostile_member_refuses_the_whole_archive_named_and_changes_nothin
     let people = t.bootstrap(2).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
-    let (s, _) = t.put(&tok, &id, "kept/existing.txt", b"already here".to_vec()).await;
+    let (s, _) = t
+        .put(&tok, &id, "kept/existing.txt", b"already here".to_vec())
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let before = snapshot(&t, &id).await;
     let big = bytes(300_000, 5);
@@ -548,7 +568,11 @@ async fn every_hostile_member_refuses_the_whole_archive_named_and_changes_nothin
     let mut damaged = good.clone();
     // The first header's name changes under its checksum.
     damaged[0] ^= 0x01;
-    for (body, what) in [(cut, "cut"), (no_end, "end-of-archive"), (damaged, "checksum")] {
+    for (body, what) in [
+        (cut, "cut"),
+        (no_end, "end-of-archive"),
+        (damaged, "checksum"),
+    ] {
         let (s, v) = put_archive(&t, &tok, &id, "", chunked(body, 10_000)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {v}");
         assert!(v["error"].as_str().unwrap().contains("tar"), "{what}: {v}");
@@ -568,13 +592,31 @@ async fn collisions_with_a_file_or_between_members_refuse_the_whole_archive() {
     let before = snapshot(&t, &id).await;
     let cases: Vec<(Vec<M>, &str)> = vec![
         // With the file already there: case, width, and file against folder.
-        (vec![M::File("ok.txt", b"1"), M::File("data/file.CSV", b"2")], "data/file.CSV"),
-        (vec![M::File("ok.txt", b"1"), M::File("ｄａｔａ/File.csv", b"2")], "ｄａｔａ/File.csv"),
-        (vec![M::File("ok.txt", b"1"), M::File("data/file.csv/x", b"2")], "data/file.csv/x"),
+        (
+            vec![M::File("ok.txt", b"1"), M::File("data/file.CSV", b"2")],
+            "data/file.CSV",
+        ),
+        (
+            vec![M::File("ok.txt", b"1"), M::File("ｄａｔａ/File.csv", b"2")],
+            "ｄａｔａ/File.csv",
+        ),
+        (
+            vec![M::File("ok.txt", b"1"), M::File("data/file.csv/x", b"2")],
+            "data/file.csv/x",
+        ),
         (vec![M::File("ok.txt", b"1"), M::File("DATA", b"2")], "DATA"),
         // Between members of one archive.
-        (vec![M::File("x/a.txt", b"1"), M::File("X/A.TXT", b"2")], "X/A.TXT"),
-        (vec![M::File("n/café.txt", b"1"), M::File("n/cafe\u{301}.txt", b"2")], "n/cafe\u{301}.txt"),
+        (
+            vec![M::File("x/a.txt", b"1"), M::File("X/A.TXT", b"2")],
+            "X/A.TXT",
+        ),
+        (
+            vec![
+                M::File("n/café.txt", b"1"),
+                M::File("n/cafe\u{301}.txt", b"2"),
+            ],
+            "n/cafe\u{301}.txt",
+        ),
         (vec![M::File("f", b"1"), M::File("f/g", b"2")], "f/g"),
         (vec![M::File("y/z/w", b"1"), M::File("y/z", b"2")], "y/z"),
     ];
@@ -582,7 +624,10 @@ async fn collisions_with_a_file_or_between_members_refuse_the_whole_archive() {
         let (s, v) = put_archive(&t, &tok, &id, "", archive(&members).into()).await;
         assert_eq!(s, StatusCode::CONFLICT, "{named}: {v}");
         let msg = v["error"].as_str().unwrap();
-        assert!(msg.contains(&format!("archive member `{named}`")), "{named}: {msg}");
+        assert!(
+            msg.contains(&format!("archive member `{named}`")),
+            "{named}: {msg}"
+        );
         assert_eq!(snapshot(&t, &id).await, before, "{named} changed something");
     }
     t.stop().await;
@@ -619,7 +664,11 @@ async fn a_member_over_a_limit_refuses_the_archive_with_413() {
     assert!(v["error"].as_str().unwrap().contains("`b4`"), "{v}");
     assert_eq!(snapshot(&t, &id).await, before);
     // Three fit.
-    let tar = archive(&[M::File("b1", b"1"), M::File("b2", b"2"), M::File("b3", b"3")]);
+    let tar = archive(&[
+        M::File("b1", b"1"),
+        M::File("b2", b"2"),
+        M::File("b3", b"3"),
+    ]);
     let (s, v) = put_archive(&t, &tok, &id, "", tar.into()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["files"].as_array().unwrap().len(), 3);

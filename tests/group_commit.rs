@@ -94,7 +94,10 @@ async fn concurrent_small_puts_all_succeed_with_their_digests_and_share_their_fl
     let wal = t.app.store.wal_syncs().unwrap() - wal_before;
     eprintln!("{n} PUTs: {data} syncfs runs, {wal} WAL fdatasyncs");
     assert!(data > 0 && data < n as u64, "{data} syncfs for {n} PUTs");
-    assert!(wal > 0 && wal < 2 * n as u64, "{wal} WAL syncs for {n} PUTs");
+    assert!(
+        wal > 0 && wal < 2 * n as u64,
+        "{wal} WAL syncs for {n} PUTs"
+    );
     t.stop().await;
 }
 

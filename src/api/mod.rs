@@ -303,7 +303,13 @@ pub async fn put_archive(
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     if let Some(c) = ctype.filter(|c| c != "application/x-tar" && c != "application/octet-stream") {
         return Err(Error::BadRequest(format!(
             "an archive is sent as Content-Type: application/x-tar, not {c}"
@@ -333,7 +339,10 @@ pub async fn put_archive(
         .await
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "files": files }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "files": files })),
+    ))
 }
 
 pub async fn delete_file(

@@ -29,7 +29,9 @@ pub enum TarError {
     #[error("not a valid tar stream: {0}")]
     Corrupt(String),
     /// A member of a type that cannot become a file. 422.
-    #[error("archive member `{name}` is a {kind}: only regular files and directories are accepted")]
+    #[error(
+        "archive member `{name}` is a {kind}: only regular files and directories are accepted"
+    )]
     Type { name: String, kind: &'static str },
     /// A member whose name the hostile-name rules refuse. 422.
     #[error("archive member `{name}`: {error}")]
@@ -206,7 +208,8 @@ pub fn member(
         name: raw.clone(),
         error,
     };
-    let text = std::str::from_utf8(&raw_bytes).map_err(|_| name_err(PathError::NotUtf8(raw.clone())))?;
+    let text =
+        std::str::from_utf8(&raw_bytes).map_err(|_| name_err(PathError::NotUtf8(raw.clone())))?;
     let mut name = text;
     while let Some(rest) = name.strip_prefix("./") {
         name = rest;
@@ -316,9 +319,17 @@ mod tests {
     #[test]
     fn hostile_names_are_refused_even_under_a_prefix() {
         let prefix = RelPath::parse("p").unwrap();
-        for name in ["../up", "a/../../b", "/etc/passwd", "a\\b", "data\u{200B}.csv"] {
-            let mut pending = Pending::default();
-            pending.name = Some(name.as_bytes().to_vec());
+        for name in [
+            "../up",
+            "a/../../b",
+            "/etc/passwd",
+            "a\\b",
+            "data\u{200B}.csv",
+        ] {
+            let pending = Pending {
+                name: Some(name.as_bytes().to_vec()),
+                ..Default::default()
+            };
             let h = header(tar::EntryType::Regular, "placeholder");
             let err = member(&h, pending, Some(&prefix)).unwrap_err();
             assert!(matches!(err, TarError::Name { .. }), "{name}: {err:?}");
@@ -362,12 +373,20 @@ mod tests {
         p.gnu_long_name(b"a/very/long/name.txt\0");
         let m = member(&header(tar::EntryType::Regular, "trunc"), p, None).unwrap();
         assert_eq!(m.path.unwrap().as_str(), "a/very/long/name.txt");
-        let d = member(&header(tar::EntryType::Directory, "dir/sub/"), Pending::default(), None)
-            .unwrap();
+        let d = member(
+            &header(tar::EntryType::Directory, "dir/sub/"),
+            Pending::default(),
+            None,
+        )
+        .unwrap();
         assert!(d.directory);
         assert_eq!(d.path.unwrap().as_str(), "dir/sub");
-        let top = member(&header(tar::EntryType::Directory, "./"), Pending::default(), None)
-            .unwrap();
+        let top = member(
+            &header(tar::EntryType::Directory, "./"),
+            Pending::default(),
+            None,
+        )
+        .unwrap();
         assert!(top.path.is_none());
     }
 

@@ -186,7 +186,10 @@ pub async fn run(
     // Members of archives a crash cut off mid-expansion: unreferenced bytes, removed now.
     match crate::workflow::archive_upload::sweep(&app).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(members = n, "removed members of unfinished archive expansions"),
+        Ok(n) => tracing::info!(
+            members = n,
+            "removed members of unfinished archive expansions"
+        ),
         Err(e) => tracing::warn!(error = %e, "cannot sweep unfinished archive expansions"),
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

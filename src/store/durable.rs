@@ -180,7 +180,10 @@ mod tests {
         );
         for (joined, run, returned) in served {
             let started = starts[run as usize - 1];
-            assert!(started >= joined, "served by a run that started before it joined");
+            assert!(
+                started >= joined,
+                "served by a run that started before it joined"
+            );
             assert!(returned >= started + Duration::from_millis(15));
         }
     }

@@ -16,11 +16,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod archives;
+pub mod durable;
 mod fixity;
 mod governance;
 mod scans;
-mod archives;
-pub mod durable;
 pub use archives::ArchiveUploadRow;
 pub use fixity::FixityRow;
 pub use scans::{ScanJob, VerdictRow};

@@ -196,8 +196,8 @@ async fn create_archive(
         None
     };
     let a = archive_upload::create_upload(app, who, tid, length, prefix).await?;
-    let location = HeaderValue::from_str(&upload_url(id, a.id))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let location =
+        HeaderValue::from_str(&upload_url(id, a.id)).map_err(|e| Error::Internal(e.to_string()))?;
     let mut extra = None;
     let received = if has_body {
         let stream = body.into_data_stream().map_err(|e| e.to_string());
@@ -417,15 +417,21 @@ pub async fn patch(
         .await?
         .is_some()
     {
-        let origin = origin(addr, "PATCH", format!("/api/v1/transfers/{id}/tus/{upload_id}"));
+        let origin = origin(
+            addr,
+            "PATCH",
+            format!("/api/v1/transfers/{id}/tus/{upload_id}"),
+        );
         let appended = crate::api::detached(async move {
             archive_upload::append(&app2, &who2, &origin, tid, fid, offset, checksum, stream).await
         })
         .await?;
         match appended {
-            Appended::Stored(a) => {
-                with_offsets(StatusCode::NO_CONTENT.into_response(), a.received, Some(a.length))
-            }
+            Appended::Stored(a) => with_offsets(
+                StatusCode::NO_CONTENT.into_response(),
+                a.received,
+                Some(a.length),
+            ),
             Appended::Accepted { length, receipts } => {
                 let mut r =
                     with_offsets(StatusCode::NO_CONTENT.into_response(), length, Some(length));

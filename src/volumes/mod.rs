@@ -498,7 +498,11 @@ impl Volumes {
         ObjPath::from(format!("archives/{transfer}/{upload}/{seq:010}"))
     }
 
-    fn writer_at(&self, key: ObjPath, upload: Box<dyn object_store::MultipartUpload>) -> SegmentWriter {
+    fn writer_at(
+        &self,
+        key: ObjPath,
+        upload: Box<dyn object_store::MultipartUpload>,
+    ) -> SegmentWriter {
         SegmentWriter {
             upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
             fs_path: self.quarantine_root.join(key.as_ref()),

@@ -437,7 +437,9 @@ where
         let raw = m.raw.clone();
         let Some(path) = m.path.filter(|_| !m.directory) else {
             // A directory only implies its folder; it carries no data worth keeping.
-            framer.skip(m.size + tarball::padding(m.size), "a directory member").await?;
+            framer
+                .skip(m.size + tarball::padding(m.size), "a directory member")
+                .await?;
             continue;
         };
         let max = budget.limits.file;
@@ -914,8 +916,7 @@ where
         let stream = app.volumes.read_archive(t.id, id, 0..seq + 1);
         let prefix = a.prefix.as_deref().map(RelPath::parse).transpose()?;
         let limits = limits(app, &ws)?;
-        let done =
-            expand_and_accept(app, who, &t, limits, prefix.as_ref(), Some(id), stream).await;
+        let done = expand_and_accept(app, who, &t, limits, prefix.as_ref(), Some(id), stream).await;
         return match done {
             Ok(receipts) => {
                 app.volumes.delete_archive(t.id, id).await.ok();
