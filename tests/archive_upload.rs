@@ -674,3 +674,79 @@ async fn a_member_over_a_limit_refuses_the_archive_with_413() {
     assert_eq!(v["files"].as_array().unwrap().len(), 3);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_left_by_a_crash_mid_expansion_are_removed_at_start_and_never_counted() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let (s, v) = put_archive(&t, &tok, &id, "", archive(&[M::File("kept.txt", b"kept")]).into())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tid: TransferId = id.parse().unwrap();
+    let kept = t.app.store.file_by_path(tid, "kept.txt").await.unwrap().unwrap();
+    // What a crash between writing members and accepting them leaves: member bytes without
+    // rows, and the spooled member list (which also names an accepted member, as after a crash
+    // between the commit and the list's removal).
+    let orphan = airlock::domain::FileId::new();
+    let seg = t.app.volumes.segment_path(tid, orphan, 0);
+    std::fs::create_dir_all(seg.parent().unwrap()).unwrap();
+    std::fs::write(&seg, b"half-expanded").unwrap();
+    let line = |fid: String, path: &str| {
+        serde_json::json!({
+            "id": fid, "transfer": id, "path": path, "raw": path, "size": 4,
+            "sha256": "0".repeat(64), "blake3": "0".repeat(64), "expected": null,
+        })
+        .to_string()
+    };
+    let spool = t.app.volumes.archive_spool(airlock::domain::FileId::new());
+    std::fs::create_dir_all(spool.parent().unwrap()).unwrap();
+    std::fs::write(
+        &spool,
+        format!(
+            "{}\n{}\n",
+            line(kept.id.to_string(), "kept.txt"),
+            line(orphan.to_string(), "orphan.txt")
+        ),
+    )
+    .unwrap();
+    let before = t.app.store.totals(tid).await.unwrap();
+    let dir = t.stop().await;
+    let t = TestApp::spawn_in(dir).await;
+    // The sweep runs as the server starts, before it serves.
+    t.show(&people.pm, &id).await;
+    assert!(!seg.exists(), "the orphan member is removed");
+    assert!(!spool.exists(), "the member list is removed");
+    let kept_seg = t.app.volumes.segment_path(tid, kept.id, 0);
+    assert_eq!(std::fs::read(kept_seg).unwrap(), b"kept");
+    let after = t.app.store.totals(tid).await.unwrap();
+    assert_eq!((after.files, after.received), (before.files, before.received));
+    t.stop().await;
+}
+
+/// `cargo test --test archive_upload -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run on its own"]
+async fn bench_20000_small_files_in_one_tar() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let n = 20_000;
+    let files: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (format!("d{}/f{i}.txt", i % 20), bytes(190, i as u64 + 3)))
+        .collect();
+    let members: Vec<M> = files.iter().map(|(p, d)| M::File(p, d)).collect();
+    let tar = archive(&members);
+    let started = std::time::Instant::now();
+    let (s, v) = put_archive(&t, &tok, &id, "", chunked(tar, 64 << 10)).await;
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(v["files"].as_array().unwrap().len(), n);
+    eprintln!(
+        "{n} files of 190 bytes in one tar: {took:.2}s = {:.0} files/s",
+        n as f64 / took
+    );
+    t.stop().await;
+}
