@@ -681,11 +681,23 @@ async fn members_left_by_a_crash_mid_expansion_are_removed_at_start_and_never_co
     let people = t.bootstrap(2).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
     let tok = t.upload_token(&people.pm, &id, Value::Null).await;
-    let (s, v) = put_archive(&t, &tok, &id, "", archive(&[M::File("kept.txt", b"kept")]).into())
-        .await;
+    let (s, v) = put_archive(
+        &t,
+        &tok,
+        &id,
+        "",
+        archive(&[M::File("kept.txt", b"kept")]).into(),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let tid: TransferId = id.parse().unwrap();
-    let kept = t.app.store.file_by_path(tid, "kept.txt").await.unwrap().unwrap();
+    let kept = t
+        .app
+        .store
+        .file_by_path(tid, "kept.txt")
+        .await
+        .unwrap()
+        .unwrap();
     // What a crash between writing members and accepting them leaves: member bytes without
     // rows, and the spooled member list (which also names an accepted member, as after a crash
     // between the commit and the list's removal).
@@ -721,7 +733,10 @@ async fn members_left_by_a_crash_mid_expansion_are_removed_at_start_and_never_co
     let kept_seg = t.app.volumes.segment_path(tid, kept.id, 0);
     assert_eq!(std::fs::read(kept_seg).unwrap(), b"kept");
     let after = t.app.store.totals(tid).await.unwrap();
-    assert_eq!((after.files, after.received), (before.files, before.received));
+    assert_eq!(
+        (after.files, after.received),
+        (before.files, before.received)
+    );
     t.stop().await;
 }
 
@@ -748,5 +763,56 @@ async fn bench_20000_small_files_in_one_tar() {
         "{n} files of 190 bytes in one tar: {took:.2}s = {:.0} files/s",
         n as f64 / took
     );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gnu_tar_piped_into_curl_lands_in_both_formats() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let src = tempfile::tempdir().unwrap();
+    let files = tree(src.path());
+    let names: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    let sha = digests_with("sha256sum", src.path(), &names);
+    let tid: TransferId = id.parse().unwrap();
+    for format in ["gnu", "pax"] {
+        // `tar -c` of the tree's top folders, streamed by curl without a length (chunked).
+        let tops = [
+            "set0", "set1", "set2", "set3", "set4", "set5", "set6", "set7", "set8", "set9",
+            "set10", "set11", "big", "empty", "long",
+        ];
+        let script = format!(
+            "tar --format={format} -cf - {} | curl -sS -f -T - -H 'Content-Type: application/x-tar' \
+             -H 'Authorization: Bearer {tok}' '{}?prefix={format}'",
+            tops.join(" "),
+            t.api(&format!("/transfers/{id}/archive"))
+        );
+        let out = run(Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(src.path()));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["files"].as_array().unwrap().len(),
+            files.len(),
+            "{format}"
+        );
+        for (rel, _) in &files {
+            let f = t
+                .app
+                .store
+                .file_by_path(tid, &format!("{format}/{rel}"))
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{format}: {rel} missing"));
+            assert_eq!(
+                f.sha256.as_deref(),
+                Some(sha[rel].as_str()),
+                "{format}: {rel}"
+            );
+        }
+    }
     t.stop().await;
 }
