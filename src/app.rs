@@ -71,8 +71,14 @@ impl App {
             path: dir.display().to_string(),
             source,
         })?;
-        let store = Store::open_sqlite(&dir.join("airlock.db")).await?;
+        let group = settings.storage.group_commit;
+        let store = Store::open_sqlite_with(&dir.join("airlock.db"), group).await?;
         let volumes = Volumes::local(&dir)?;
+        let volumes = if group {
+            volumes.with_group_commit()
+        } else {
+            volumes
+        };
         let keys = Keys::load_or_create(&dir.join("keys"))?;
         // The audit key and the anchor key live beside jwt.key, outside the database.
         let (events, keyed) = store.audit_counts().await?;

@@ -256,6 +256,11 @@ pub struct StorageSettings {
     /// whose declared length would go below it is refused with 507. Default `1 GiB`.
     #[serde(deserialize_with = "crate::policy::size")]
     pub min_free: u64,
+    /// Concurrent uploads share their durable commits (`store::durable`): one `syncfs` of the
+    /// quarantine volume and one fdatasync of the database's WAL serve every request waiting,
+    /// and none is answered before both. `false`: each upload fsyncs its own file, folder and
+    /// commit. Default `true`.
+    pub group_commit: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +308,7 @@ impl Default for StorageSettings {
         Self {
             data_dir: PathBuf::from("./airlock-data"),
             min_free: 1 << 30,
+            group_commit: true,
         }
     }
 }

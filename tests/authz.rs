@@ -378,6 +378,14 @@ fn cases() -> Vec<RouteCase> {
             true,
         ),
         c(
+            "put",
+            "/api/v1/transfers/{id}/archive",
+            On::Open,
+            no_body,
+            &["upload"],
+            false,
+        ),
+        c(
             "post",
             "/api/v1/transfers/{id}/seal",
             On::Open,

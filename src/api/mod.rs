@@ -340,6 +340,67 @@ pub async fn put_file(
     Ok((StatusCode::CREATED, Json(receipt)))
 }
 
+/// `?prefix=DIR` of an archive upload.
+#[derive(Debug, Default, Deserialize)]
+pub struct ArchiveQuery {
+    pub prefix: Option<String>,
+}
+
+/// A tar stream, expanded into the transfer as it arrives: `{"files": [receipt...]}`.
+pub async fn put_archive(
+    State(app): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ArchiveQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if let Some(c) = ctype.filter(|c| c != "application/x-tar" && c != "application/octet-stream") {
+        return Err(Error::BadRequest(format!(
+            "an archive is sent as Content-Type: application/x-tar, not {c}"
+        ))
+        .into());
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let origin = crate::workflow::archive_upload::Origin {
+        client: addr.ip().to_canonical(),
+        route: format!("PUT /api/v1/transfers/{id}/archive"),
+    };
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let tid = transfer_id(&id)?;
+    let files = detached(async move {
+        crate::workflow::archive_upload::put_archive(
+            &app,
+            &who,
+            &origin,
+            tid,
+            q.prefix.as_deref(),
+            declared,
+            stream,
+        )
+        .await
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "files": files })),
+    ))
+}
+
 pub async fn delete_file(
     State(app): State<AppState>,
     Caller(who): Caller,

@@ -6,6 +6,7 @@
 pub mod duties;
 pub mod path;
 pub mod state;
+pub mod tarball;
 
 pub use path::{PathError, RelPath};
 pub use state::{TransferState, TransitionError};

@@ -81,6 +81,11 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("put", FILES, streaming(put(api::put_file))),
         ("get", FILES, get(api::get_file)),
         ("delete", FILES, delete(api::delete_file)),
+        (
+            "put",
+            "/api/v1/transfers/{id}/archive",
+            streaming(put(api::put_archive)),
+        ),
         ("post", "/api/v1/transfers/{id}/seal", post(api::seal)),
         ("post", "/api/v1/transfers/{id}/confirm", post(api::confirm)),
         ("post", "/api/v1/transfers/{id}/approve", post(api::approve)),
@@ -194,6 +199,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Members of archives a crash cut off mid-expansion: unreferenced bytes, removed now.
+    match crate::workflow::archive_upload::sweep(&app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            members = n,
+            "removed members of unfinished archive expansions"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep unfinished archive expansions"),
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::workflow::release::worker(
         app.clone(),

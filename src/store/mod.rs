@@ -16,10 +16,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod archives;
+pub mod durable;
 mod fixity;
 mod governance;
 mod metrics;
 mod scans;
+pub use archives::ArchiveUploadRow;
 pub use fixity::FixityRow;
 pub use metrics::Queues;
 pub use scans::{ScanJob, VerdictRow};
@@ -156,6 +159,9 @@ pub struct Store {
     audit_lock: Arc<tokio::sync::Mutex<()>>,
     /// Keys every new audit record (`App::open` sets it; `None` writes unkeyed records).
     chain_key: Option<Arc<audit::ChainKey>>,
+    /// Group commit (`durable`): commits run with `synchronous=NORMAL` and wait on one shared
+    /// fdatasync of the `-wal` file. `None`: each commit syncs itself (`synchronous=FULL`).
+    wal_sync: Option<durable::GroupSync>,
 }
 
 /// A write transaction that also appends audit events to the hash chain.
@@ -163,6 +169,7 @@ pub struct Tx<'a> {
     _guard: tokio::sync::MutexGuard<'a, ()>,
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     chain_key: Option<Arc<audit::ChainKey>>,
+    wal_sync: Option<durable::GroupSync>,
 }
 
 fn parse<T: FromStr>(table: &'static str, s: &str) -> Result<T>
@@ -214,12 +221,22 @@ fn file_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow> {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies the schema.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        Self::open_sqlite_with(path, false).await
+    }
+
+    /// As [`Store::open_sqlite`]; with `group_commit`, commits share their fsync (`durable`).
+    pub async fn open_sqlite_with(path: &Path, group_commit: bool) -> Result<Self> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a committed row (an acknowledged byte's bookkeeping) survives power loss.
-            .synchronous(SqliteSynchronous::Full)
+            // NORMAL under group commit: `Tx::commit` waits on the shared WAL fdatasync instead.
+            .synchronous(if group_commit {
+                SqliteSynchronous::Normal
+            } else {
+                SqliteSynchronous::Full
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
@@ -231,10 +248,16 @@ impl Store {
             .await?;
         audit_mac_column(&pool).await?;
         backfill_totals(&pool).await?;
+        let wal = {
+            let mut p = path.as_os_str().to_owned();
+            p.push("-wal");
+            std::path::PathBuf::from(p)
+        };
         Ok(Self {
             pool,
             audit_lock: Arc::new(tokio::sync::Mutex::new(())),
             chain_key: None,
+            wal_sync: group_commit.then(|| durable::wal_sync(wal)),
         })
     }
 
@@ -242,6 +265,11 @@ impl Store {
     pub fn with_chain_key(mut self, key: audit::ChainKey) -> Self {
         self.chain_key = Some(Arc::new(key));
         self
+    }
+
+    /// How many shared WAL fdatasyncs group commit has made (`None` without group commit).
+    pub fn wal_syncs(&self) -> Option<u64> {
+        self.wal_sync.as_ref().map(durable::GroupSync::runs)
     }
 
     /// The key new audit records are written with.
@@ -275,6 +303,7 @@ impl Store {
             _guard: guard,
             tx,
             chain_key: self.chain_key.clone(),
+            wal_sync: self.wal_sync.clone(),
         })
     }
 
@@ -970,8 +999,20 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Commits; returns once the commit is durable. Under group commit the write lock is
+    /// let go first, so the writers behind this one commit while it waits and share its sync.
     pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
+        let Tx {
+            _guard,
+            tx,
+            wal_sync,
+            ..
+        } = self;
+        tx.commit().await?;
+        drop(_guard);
+        if let Some(sync) = wal_sync {
+            sync.wait().await.map_err(sqlx::Error::Io)?;
+        }
         Ok(())
     }
 

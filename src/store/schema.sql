@@ -258,3 +258,21 @@ END;
 -- Listing a transfer's files in path order (pagination, streamed manifests) and finding one by
 -- path use this index, not a scan of the transfer.
 CREATE INDEX IF NOT EXISTS files_by_path ON files(transfer_id, path);
+-- tus uploads of tar archives for the server to expand (workflow::archive_upload). Not files of
+-- the manifest: never listed or counted; their members become files only when the whole archive
+-- is accepted, in one transaction that also deletes the upload. Seal refuses while one exists.
+CREATE TABLE IF NOT EXISTS archive_uploads (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    prefix TEXT,
+    length INTEGER NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS archive_uploads_transfer ON archive_uploads(transfer_id);
+CREATE TABLE IF NOT EXISTS archive_segments (
+    archive_id TEXT NOT NULL REFERENCES archive_uploads(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (archive_id, seq)
+);

@@ -3,7 +3,9 @@
 //! protocol lives here: headers in, headers out; the work is `workflow::upload`'s.
 //!
 //! Upload metadata keys understood: `relativePath` (or `path`, or `filename`) names the file
-//! inside the transfer; `sha256` (hex) is the provider's digest, compared at seal.
+//! inside the transfer; `sha256` (hex) is the provider's digest, compared at seal. Instead of a
+//! file name, `archive` (`tar`) makes the upload a tar stream that the server expands into the
+//! transfer when its last byte arrives (`workflow::archive_upload`), under `prefix` if given.
 
 use crate::api::{transfer_id, Caller};
 use crate::domain::{FileId, HexDigest};
@@ -12,14 +14,16 @@ use crate::server::error::ApiError;
 use crate::server::AppState;
 use crate::store::FileRow;
 use crate::workflow::access::Principal;
+use crate::workflow::archive_upload::{self, Appended, Origin};
 use crate::workflow::{upload, Error};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::TryStreamExt;
 use sha2::Digest;
+use std::net::SocketAddr;
 
 pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,expiration,checksum,termination";
@@ -145,13 +149,101 @@ async fn expires_header(app: &AppState, who: &Principal) -> Option<HeaderValue> 
     HeaderValue::from_str(&at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).ok()
 }
 
-fn with_offset(mut r: Response, f: &FileRow) -> Response {
-    r.headers_mut().insert("upload-offset", f.received.into());
-    if let Some(len) = f.length {
+fn with_offset(r: Response, f: &FileRow) -> Response {
+    with_offsets(r, f.received, f.length)
+}
+
+fn with_offsets(mut r: Response, received: u64, length: Option<u64>) -> Response {
+    r.headers_mut().insert("upload-offset", received.into());
+    if let Some(len) = length {
         r.headers_mut().insert("upload-length", len.into());
     }
     r
 }
+
+fn origin(addr: SocketAddr, method: &str, path: String) -> Origin {
+    Origin {
+        client: addr.ip().to_canonical(),
+        route: format!("{method} {path}"),
+    }
+}
+
+/// Creation of an archive upload (metadata `archive tar`), with its first bytes if they came.
+#[allow(clippy::too_many_arguments)]
+async fn create_archive(
+    app: &AppState,
+    who: &Principal,
+    id: &str,
+    length: u64,
+    kind: &str,
+    prefix: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+    addr: SocketAddr,
+) -> TusResult {
+    let tid = transfer_id(id)?;
+    if kind != "tar" {
+        return Err(Error::BadRequest(format!(
+            "Upload-Metadata `archive` must be `tar`, not `{kind}`"
+        ))
+        .into());
+    }
+    let has_body = header(headers, "content-type") == Some(OFFSET_TYPE)
+        && parse_u64(headers, "content-length")?.unwrap_or(1) > 0;
+    let checksum = if has_body {
+        parse_checksum(headers)?
+    } else {
+        None
+    };
+    let a = archive_upload::create_upload(app, who, tid, length, prefix).await?;
+    let location =
+        HeaderValue::from_str(&upload_url(id, a.id)).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut extra = None;
+    let received = if has_body {
+        let stream = body.into_data_stream().map_err(|e| e.to_string());
+        let (app2, who2, aid) = (app.clone(), who.clone(), a.id);
+        let origin = origin(addr, "POST", format!("/api/v1/transfers/{id}/tus"));
+        let appended = crate::api::detached(async move {
+            archive_upload::append(&app2, &who2, &origin, tid, aid, 0, checksum, stream).await
+        })
+        .await;
+        match appended {
+            Ok(Appended::Stored(now)) => now.received,
+            Ok(Appended::Accepted { length, receipts }) => {
+                extra = Some(receipts.len());
+                length
+            }
+            Err(Error::Interrupted(_)) => archive_upload::upload_status(app, who, tid, a.id)
+                .await?
+                .map_or(0, |a| a.received),
+            Err(e @ Error::ChecksumMismatch(_)) => {
+                let mut r = crate::server::error::ApiError(e).into_response();
+                r.headers_mut().insert("location", location);
+                r.headers_mut().insert("upload-offset", 0.into());
+                return Err(TusResponse(r));
+            }
+            Err(e) => {
+                archive_upload::terminate(app, who, tid, a.id).await.ok();
+                return Err(e.into());
+            }
+        }
+    } else {
+        0
+    };
+    let mut r = with_offsets(StatusCode::CREATED.into_response(), received, Some(length));
+    r.headers_mut().insert("location", location);
+    if let Some(n) = extra {
+        r.headers_mut().insert(ARCHIVE_FILES, n.into());
+    }
+    if let Some(exp) = expires_header(app, who).await {
+        r.headers_mut()
+            .insert(HeaderName::from_static("upload-expires"), exp);
+    }
+    Ok(TusResponse(r))
+}
+
+/// On the response to the PATCH that completed an archive upload: how many files it added.
+pub const ARCHIVE_FILES: &str = "airlock-archive-files";
 
 /// OPTIONS: what this server supports. No token needed.
 pub async fn options(State(app): State<AppState>) -> TusResponse {
@@ -170,6 +262,7 @@ pub async fn options(State(app): State<AppState>) -> TusResponse {
 /// POST: creation (and creation-with-upload when a body comes along).
 pub async fn create(
     State(app): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -191,6 +284,10 @@ pub async fn create(
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
+    if let Some(kind) = get("archive") {
+        let prefix = get("prefix");
+        return create_archive(&app, &who, &id, length, &kind, prefix, &headers, body, addr).await;
+    }
     let path = get("relativePath")
         .or_else(|| get("path"))
         .or_else(|| get("filename"))
@@ -274,8 +371,14 @@ pub async fn head(
     headers: HeaderMap,
 ) -> TusResult {
     check_version(&headers)?;
-    let f = upload::upload_status(&app, &who, transfer_id(&id)?, file_id(&upload_id)?).await?;
-    let mut r = with_offset(StatusCode::OK.into_response(), &f);
+    let (tid, fid) = (transfer_id(&id)?, file_id(&upload_id)?);
+    let mut r = match archive_upload::upload_status(&app, &who, tid, fid).await? {
+        Some(a) => with_offsets(StatusCode::OK.into_response(), a.received, Some(a.length)),
+        None => {
+            let f = upload::upload_status(&app, &who, tid, fid).await?;
+            with_offset(StatusCode::OK.into_response(), &f)
+        }
+    };
     if let Some(exp) = expires_header(&app, &who).await {
         r.headers_mut()
             .insert(HeaderName::from_static("upload-expires"), exp);
@@ -286,6 +389,7 @@ pub async fn head(
 /// PATCH: append at `Upload-Offset`.
 pub async fn patch(
     State(app): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Caller(who): Caller,
     Path((id, upload_id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -309,11 +413,39 @@ pub async fn patch(
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let (tid, fid) = (transfer_id(&id)?, file_id(&upload_id)?);
     let (app2, who2) = (app.clone(), who.clone());
-    let f = crate::api::detached(async move {
-        upload::append(&app2, &who2, tid, fid, offset, checksum, stream).await
-    })
-    .await?;
-    let mut r = with_offset(StatusCode::NO_CONTENT.into_response(), &f);
+    let mut r = if archive_upload::upload_status(&app, &who, tid, fid)
+        .await?
+        .is_some()
+    {
+        let origin = origin(
+            addr,
+            "PATCH",
+            format!("/api/v1/transfers/{id}/tus/{upload_id}"),
+        );
+        let appended = crate::api::detached(async move {
+            archive_upload::append(&app2, &who2, &origin, tid, fid, offset, checksum, stream).await
+        })
+        .await?;
+        match appended {
+            Appended::Stored(a) => with_offsets(
+                StatusCode::NO_CONTENT.into_response(),
+                a.received,
+                Some(a.length),
+            ),
+            Appended::Accepted { length, receipts } => {
+                let mut r =
+                    with_offsets(StatusCode::NO_CONTENT.into_response(), length, Some(length));
+                r.headers_mut().insert(ARCHIVE_FILES, receipts.len().into());
+                r
+            }
+        }
+    } else {
+        let f = crate::api::detached(async move {
+            upload::append(&app2, &who2, tid, fid, offset, checksum, stream).await
+        })
+        .await?;
+        with_offset(StatusCode::NO_CONTENT.into_response(), &f)
+    };
     if let Some(exp) = expires_header(&app, &who).await {
         r.headers_mut()
             .insert(HeaderName::from_static("upload-expires"), exp);
@@ -329,7 +461,15 @@ pub async fn terminate(
     headers: HeaderMap,
 ) -> TusResult {
     check_version(&headers)?;
-    upload::terminate(&app, &who, transfer_id(&id)?, file_id(&upload_id)?).await?;
+    let (tid, fid) = (transfer_id(&id)?, file_id(&upload_id)?);
+    if archive_upload::upload_status(&app, &who, tid, fid)
+        .await?
+        .is_some()
+    {
+        archive_upload::terminate(&app, &who, tid, fid).await?;
+    } else {
+        upload::terminate(&app, &who, tid, fid).await?;
+    }
     Ok(TusResponse(StatusCode::NO_CONTENT.into_response()))
 }
 

@@ -88,6 +88,11 @@ pub struct Volumes {
     released_root: PathBuf,
     /// Bytes declared by uploads in progress (see [`Volumes::reserve_room`]).
     reserved: Arc<AtomicU64>,
+    /// One `syncfs` of the quarantine filesystem shared by every writer waiting for one
+    /// (`store::durable`): archives always flush through it; quarantine segments do too when
+    /// group commit is on ([`Volumes::with_group_commit`]), instead of an fsync of their own.
+    data_sync: crate::store::durable::GroupSync,
+    group_commit: bool,
 }
 
 /// Room reserved on the quarantine volume for one upload, given back when dropped. (On the
@@ -122,10 +127,24 @@ impl Volumes {
         Ok(Self {
             quarantine: Arc::new(LocalFileSystem::new_with_prefix(&quarantine_root)?),
             released: Arc::new(LocalFileSystem::new_with_prefix(&released_root)?),
-            quarantine_root,
+            quarantine_root: quarantine_root.clone(),
             released_root,
             reserved: Arc::new(AtomicU64::new(0)),
+            data_sync: syncfs_of(quarantine_root),
+            group_commit: false,
         })
+    }
+
+    /// How many shared `syncfs` runs the quarantine volume has made.
+    pub fn data_syncs(&self) -> u64 {
+        self.data_sync.runs()
+    }
+
+    /// Quarantine segments are made durable by the shared `syncfs` of [`Volumes::sync_quarantine`]
+    /// instead of an fsync of the file and its folder each.
+    pub fn with_group_commit(mut self) -> Self {
+        self.group_commit = true;
+        self
     }
 
     /// Checks both volumes answer (a missing key is a fine answer).
@@ -229,6 +248,7 @@ impl Volumes {
             fs_path: self.quarantine_root.join(key.as_ref()),
             written: 0,
             volume: QUARANTINE,
+            group: self.group_commit.then(|| self.data_sync.clone()),
         })
     }
 
@@ -365,6 +385,7 @@ impl Volumes {
             fs_path: self.released_root.join(key.as_ref()),
             written: 0,
             volume: RELEASED,
+            group: None,
         })
     }
 
@@ -441,6 +462,173 @@ impl Volumes {
     }
 }
 
+/// Bytes that arrive in a tar stream for the server to expand (`workflow::archive_upload`):
+/// members are written without an fsync of their own and made durable together by one
+/// [`Volumes::sync_quarantine`] before their rows are committed; a tus archive upload's own
+/// bytes lie under `archives/<transfer>/<upload>/<seq>`, apart from the transfer's files, so a
+/// fixity walk of the transfer never meets them.
+impl Volumes {
+    fn archive_key(transfer: TransferId, upload: FileId, seq: u64) -> ObjPath {
+        ObjPath::from(format!("archives/{transfer}/{upload}/{seq:010}"))
+    }
+
+    fn writer_at(
+        &self,
+        key: ObjPath,
+        upload: Box<dyn object_store::MultipartUpload>,
+    ) -> SegmentWriter {
+        SegmentWriter {
+            upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+            fs_path: self.quarantine_root.join(key.as_ref()),
+            written: 0,
+            volume: QUARANTINE,
+            group: self.group_commit.then(|| self.data_sync.clone()),
+        }
+    }
+
+    /// Writes a whole small segment of a file at once, without fsync: the caller makes it
+    /// durable with [`Volumes::sync_quarantine`] before recording it.
+    pub async fn put_segment_unsynced(
+        &self,
+        transfer: TransferId,
+        file: FileId,
+        seq: u64,
+        bytes: Bytes,
+    ) -> Result<()> {
+        self.quarantine
+            .put(&Self::segment_key(transfer, file, seq), bytes.into())
+            .await
+            .map_err(|e| on_write(QUARANTINE, e))?;
+        Ok(())
+    }
+
+    /// Flushes everything written to the quarantine volume's filesystem (file data, new names,
+    /// folders) with one `syncfs`: one flush for a whole archive's members.
+    pub async fn sync_quarantine(&self) -> Result<()> {
+        self.data_sync
+            .wait()
+            .await
+            .map(drop)
+            .map_err(|e| on_write(QUARANTINE, e))
+    }
+
+    /// Starts writing segment `seq` of a tus archive upload.
+    pub async fn archive_writer(
+        &self,
+        transfer: TransferId,
+        upload: FileId,
+        seq: u64,
+    ) -> Result<SegmentWriter> {
+        let key = Self::archive_key(transfer, upload, seq);
+        let up = self
+            .quarantine
+            .put_multipart(&key)
+            .await
+            .map_err(|e| on_write(QUARANTINE, e))?;
+        Ok(self.writer_at(key, up))
+    }
+
+    /// The stored bytes of a tus archive upload: segments `seqs`, in order.
+    pub fn read_archive(
+        &self,
+        transfer: TransferId,
+        upload: FileId,
+        seqs: std::ops::Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes>> {
+        let store = self.quarantine.clone();
+        futures::stream::iter(seqs)
+            .then(move |seq| {
+                let store = store.clone();
+                async move {
+                    let got = store.get(&Self::archive_key(transfer, upload, seq)).await?;
+                    Ok::<_, VolumeError>(got.into_stream().map_err(VolumeError::from))
+                }
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// The stored size of one segment of a tus archive upload, or `None`.
+    pub async fn archive_segment_len(
+        &self,
+        transfer: TransferId,
+        upload: FileId,
+        seq: u64,
+    ) -> Result<Option<u64>> {
+        match self
+            .quarantine
+            .head(&Self::archive_key(transfer, upload, seq))
+            .await
+        {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes one segment of a tus archive upload if it is there.
+    pub async fn delete_archive_segment(
+        &self,
+        transfer: TransferId,
+        upload: FileId,
+        seq: u64,
+    ) -> Result<()> {
+        match self
+            .quarantine
+            .delete(&Self::archive_key(transfer, upload, seq))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cuts a segment of a tus archive upload back to `len` bytes, durably.
+    pub async fn truncate_archive_segment(
+        &self,
+        transfer: TransferId,
+        upload: FileId,
+        seq: u64,
+        len: u64,
+    ) -> Result<()> {
+        let path = self
+            .quarantine_root
+            .join(Self::archive_key(transfer, upload, seq).as_ref());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            f.set_len(len)?;
+            f.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
+    /// Deletes every stored segment of a tus archive upload.
+    pub async fn delete_archive(&self, transfer: TransferId, upload: FileId) -> Result<()> {
+        let prefix = ObjPath::from(format!("archives/{transfer}/{upload}"));
+        let keys: Vec<_> = self.quarantine.list(Some(&prefix)).try_collect().await?;
+        for meta in keys {
+            self.quarantine.delete(&meta.location).await?;
+        }
+        Ok(())
+    }
+
+    /// Where the member list of an archive being expanded is spooled (one JSON line per
+    /// member), so memory does not grow with the member count. Inside the quarantine volume:
+    /// it names untrusted paths.
+    pub fn archive_spool(&self, archive: FileId) -> PathBuf {
+        self.quarantine_root
+            .join(".archives")
+            .join(format!("{archive}.members"))
+    }
+
+    /// The folder of the member lists of archives being expanded.
+    pub fn archive_spool_dir(&self) -> PathBuf {
+        self.quarantine_root.join(".archives")
+    }
+}
+
 impl Volumes {
     /// Withdraws a published release (revocation): one rename takes the whole tree out of the
     /// workspace's volume at once, then it is deleted (the quarantine copy stays for the
@@ -472,12 +660,22 @@ impl Volumes {
     }
 }
 
+/// A group-commit coordinator whose action is one `syncfs` of the filesystem holding `root`.
+fn syncfs_of(root: PathBuf) -> crate::store::durable::GroupSync {
+    crate::store::durable::GroupSync::new(Arc::new(move || {
+        let dir = std::fs::File::open(&root)?;
+        rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
+    }))
+}
+
 /// Writes one object in parts with bounded memory.
 pub struct SegmentWriter {
     upload: WriteMultipart,
     fs_path: PathBuf,
     written: u64,
     volume: &'static str,
+    /// Group commit: made durable by the volume's shared `syncfs` instead of its own fsync.
+    group: Option<crate::store::durable::GroupSync>,
 }
 
 impl SegmentWriter {
@@ -506,6 +704,15 @@ impl SegmentWriter {
             .await
             .map_err(|e| on_write(volume, e))?;
         let path = self.fs_path;
+        if let Some(group) = self.group {
+            // Joined after the object is complete, so the shared run covers its data, its
+            // name and its folder.
+            if let Err(e) = group.wait().await {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(on_write(volume, e));
+            }
+            return Ok(self.written);
+        }
         let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let done = (|| {
                 std::fs::File::open(&path)?.sync_all()?;
@@ -522,6 +729,17 @@ impl SegmentWriter {
         .await
         .map_err(std::io::Error::other)?;
         synced.map_err(|e| on_write(volume, e))?;
+        Ok(self.written)
+    }
+
+    /// Completes the object without an fsync: for members of an archive, made durable
+    /// together by one [`Volumes::sync_quarantine`] before anything records them.
+    pub async fn finish_unsynced(self) -> Result<u64> {
+        let volume = self.volume;
+        self.upload
+            .finish()
+            .await
+            .map_err(|e| on_write(volume, e))?;
         Ok(self.written)
     }
 

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod archive_upload;
 mod budget;
 pub mod governance;
 pub mod membership;

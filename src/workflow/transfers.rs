@@ -307,6 +307,12 @@ pub async fn seal(
             walk.unfinished.render()
         )));
     }
+    let archives = tx.archive_uploads_waiting(id).await?;
+    if archives > 0 {
+        return Err(Error::Conflict(format!(
+            "cannot seal: {archives} archive upload(s) are unfinished; finish or delete them first"
+        )));
+    }
     let files_n = walk.root.entries();
     let bytes = walk.root.bytes();
     let root = walk.root.finish();

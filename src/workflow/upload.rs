@@ -28,12 +28,12 @@ pub struct UploadLocks {
 }
 
 impl UploadLocks {
-    fn slot(&self, id: FileId) -> Arc<tokio::sync::Mutex<Option<HashState>>> {
+    pub(super) fn slot(&self, id: FileId) -> Arc<tokio::sync::Mutex<Option<HashState>>> {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(id).or_default().clone()
     }
 
-    fn forget(&self, id: FileId) {
+    pub(super) fn forget(&self, id: FileId) {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&id);
     }
@@ -165,7 +165,7 @@ async fn flush(
     Ok(())
 }
 
-fn require_open(t: &Transfer) -> Result<()> {
+pub(super) fn require_open(t: &Transfer) -> Result<()> {
     if t.state.accepts_uploads() {
         Ok(())
     } else {
@@ -203,13 +203,13 @@ pub(super) async fn token_still_live(tx: &mut crate::store::Tx<'_>, who: &Princi
 
 /// Size and count limits: the settings', tightened by the workspace's policy.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    file: u64,
-    files: u64,
-    total: u64,
+pub(super) struct Limits {
+    pub(super) file: u64,
+    pub(super) files: u64,
+    pub(super) total: u64,
 }
 
-fn limits(app: &App, ws: &Workspace) -> Result<Limits> {
+pub(super) fn limits(app: &App, ws: &Workspace) -> Result<Limits> {
     let p = app.policy(ws)?;
     Ok(Limits {
         file: app

@@ -1,0 +1,1079 @@
+//! Tar streams expanded by the server: many small files in one request (issue 11, 3a).
+//!
+//! `PUT /api/v1/transfers/{id}/archive[?prefix=DIR]` carries a tar stream (ustar, GNU or PAX;
+//! with or without a Content-Length). It is expanded **as it arrives**: each regular member is
+//! written to quarantine as segment 0 of a new file (the layout a PUT file has, so seal, scan,
+//! release and verify see an ordinary file), hashed SHA-256 and BLAKE3 on the way. The naming
+//! and type rules are `domain::tarball`'s: a link, a device, a hostile name, a member over the
+//! size limit or beyond the transfer's count or byte limit refuses the whole archive with the
+//! member named.
+//!
+//! Over tus (Upload-Metadata `archive dGFy`, optional `prefix`) the archive's own bytes are
+//! stored like any tus upload, apart from the transfer's files (`archive_uploads`, never listed
+//! or counted; seal refuses while one waits), and resume the same way, across restarts too.
+//! Expansion happens **when the final PATCH lands**, from the stored bytes; that PATCH answers
+//! the refusal if there is one, and a refusal removes the upload and everything expanded. The
+//! final piece is recorded only by the transaction that accepts the archive, so a crash
+//! during expansion leaves the upload one piece short: the client's HEAD shows where to resume
+//! and the same expansion runs again.
+//!
+//! All or nothing, under a crash too: members are written without rows; their list is spooled
+//! to a file in quarantine (so memory does not grow with the member count); once the stream
+//! has ended well, one `syncfs` makes every member's bytes durable, then one transaction
+//! re-checks the transfer, the token and the limits, inserts every member (the indexed
+//! collision checks of `Tx::insert_file` catch collisions with existing files and with earlier
+//! members alike), writes one `archive.uploaded` audit event (counts, bytes, the archive's own
+//! digests) and commits. Until that commit nothing of the archive is listed or counted; after a
+//! crash before it, the written members are unreferenced bytes (`sweep` removes them at start).
+//! The write lock is taken only for that transaction, after every byte has arrived.
+//!
+//! A refusal removes every member written and is audited once (`archive.refused`, through the
+//! token-event summariser, so repeated refusals cost no synced write each).
+
+use super::access::Principal;
+use super::refusals::{self, TokenEvent};
+use super::upload::{limits, require_open, still_open, token_still_live, FileReceipt, Limits};
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::tarball::{self, Block, Kind, Pending, TarError, BLOCK};
+use crate::domain::*;
+use crate::hashing::{ChunkChecksum, Digests, HashState, StreamHasher};
+use crate::store::{now, ArchiveUploadRow, FileConflict, FileRow, Transfer};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// Members up to this size are gathered whole and written with one put; larger ones stream
+/// through a segment writer. Bounds the memory one member can take.
+const SMALL: u64 = 256 << 10;
+/// How much the archive's frames are batched before being handed to its hashers.
+const BATCH: usize = 1 << 20;
+/// Bytes accepted after the end-of-archive block (tar pads to 10 KiB records; some writers
+/// more). Must all be zero.
+const TRAILER_MAX: u64 = 1 << 20;
+/// tus archive uploads one transfer may have waiting at once.
+const MAX_WAITING: u64 = 16;
+
+/// Where a request came from, for the audit record of a refusal.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub client: IpAddr,
+    /// Method and path.
+    pub route: String,
+}
+
+impl From<TarError> for Error {
+    fn from(e: TarError) -> Self {
+        Error::BadRequest(e.to_string())
+    }
+}
+
+fn corrupt(msg: impl Into<String>) -> Error {
+    TarError::Corrupt(msg.into()).into()
+}
+
+// ---- reading the stream ---------------------------------------------------------------------
+
+/// Cuts a byte stream into tar blocks and member data without copying frames, and hashes the
+/// archive itself on the way (its digests go into the audit event).
+struct Framer<S> {
+    body: S,
+    cur: Bytes,
+    hasher: StreamHasher,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl<S, E> Framer<S>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    fn new(body: S) -> Self {
+        Self {
+            body,
+            cur: Bytes::new(),
+            hasher: StreamHasher::resume(HashState::new()),
+            batch: Vec::new(),
+            batched: 0,
+        }
+    }
+
+    /// Makes `cur` non-empty; false at the end of the stream.
+    async fn pull(&mut self) -> Result<bool> {
+        while self.cur.is_empty() {
+            match self.body.next().await {
+                Some(Ok(frame)) => {
+                    if frame.is_empty() {
+                        continue;
+                    }
+                    self.batched += frame.len();
+                    self.batch.push(frame.clone());
+                    self.cur = frame;
+                    if self.batched >= BATCH {
+                        self.hash_batch().await;
+                    }
+                }
+                Some(Err(e)) => return Err(Error::Interrupted(e.to_string())),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    async fn hash_batch(&mut self) {
+        if !self.batch.is_empty() {
+            self.hasher
+                .update_many(std::mem::take(&mut self.batch).into())
+                .await;
+            self.batched = 0;
+        }
+    }
+
+    /// Up to `max` bytes (at least one), or `None` at the end of the stream.
+    async fn take(&mut self, max: u64) -> Result<Option<Bytes>> {
+        if !self.pull().await? {
+            return Ok(None);
+        }
+        let n = (self.cur.len() as u64).min(max) as usize;
+        Ok(Some(self.cur.split_to(n)))
+    }
+
+    /// The next block, or `None` if the stream ended exactly before it.
+    async fn block(&mut self) -> Result<Option<[u8; BLOCK]>> {
+        let mut out = [0u8; BLOCK];
+        let mut have = 0usize;
+        while have < BLOCK {
+            match self.take((BLOCK - have) as u64).await? {
+                Some(b) => {
+                    out[have..have + b.len()].copy_from_slice(&b);
+                    have += b.len();
+                }
+                None if have == 0 => return Ok(None),
+                None => return Err(corrupt("the stream ends inside a header block")),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Exactly `n` bytes into memory (small metadata records only).
+    async fn exact(&mut self, n: u64, what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(n as usize);
+        while (out.len() as u64) < n {
+            match self.take(n - out.len() as u64).await? {
+                Some(b) => out.extend_from_slice(&b),
+                None => return Err(corrupt(format!("the stream ends inside {what}"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Skips `n` bytes.
+    async fn skip(&mut self, mut n: u64, what: &str) -> Result<()> {
+        while n > 0 {
+            match self.take(n).await? {
+                Some(b) => n -= b.len() as u64,
+                None => return Err(corrupt(format!("the stream ends inside {what}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// After the end-of-archive block: only zeros may follow, and not too many.
+    async fn trailer(&mut self) -> Result<()> {
+        let mut seen = 0u64;
+        while let Some(b) = self.take(u64::MAX).await? {
+            seen += b.len() as u64;
+            if seen > TRAILER_MAX || b.iter().any(|&x| x != 0) {
+                return Err(corrupt("data follows the end-of-archive block"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The archive's own digests, once the stream has ended.
+    async fn finish(mut self) -> Result<Digests> {
+        self.hash_batch().await;
+        Ok(self.hasher.finish().await?.finish())
+    }
+}
+
+// ---- the member list ------------------------------------------------------------------------
+
+/// One expanded member, as spooled.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SpoolLine {
+    id: FileId,
+    transfer: TransferId,
+    /// The path in the transfer.
+    path: String,
+    /// The name as the archive wrote it.
+    raw: String,
+    size: u64,
+    sha256: HexDigest,
+    blake3: HexDigest,
+    expected: Option<HexDigest>,
+}
+
+/// The members written so far: listed in a file, so their count costs no memory, and the
+/// member being written (it has bytes but no line yet).
+struct Spool {
+    path: PathBuf,
+    out: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    current: Option<FileId>,
+    members: u64,
+    bytes: u64,
+}
+
+impl Spool {
+    async fn create(app: &App, id: FileId) -> Result<Spool> {
+        let path = app.volumes.archive_spool(id);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(Spool {
+            path,
+            out: Some(tokio::io::BufWriter::new(file)),
+            current: None,
+            members: 0,
+            bytes: 0,
+        })
+    }
+
+    async fn push(&mut self, line: &SpoolLine) -> Result<()> {
+        let mut text =
+            serde_json::to_string(line).map_err(|e| Error::Internal(format!("spool: {e}")))?;
+        text.push('\n');
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(text.as_bytes()).await?;
+        }
+        self.members += 1;
+        self.bytes += line.size;
+        self.current = None;
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if let Some(mut out) = self.out.take() {
+            out.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Every spooled member, in archive order.
+    async fn lines(&self) -> Result<tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>> {
+        let f = tokio::fs::File::open(&self.path).await?;
+        Ok(tokio::io::BufReader::new(f).lines())
+    }
+
+    /// Removes every member written and the list itself.
+    async fn discard(mut self, app: &App, transfer: TransferId) {
+        let _ = self.close().await;
+        if let Some(id) = self.current.take() {
+            if let Err(e) = app.volumes.delete_file(transfer, id).await {
+                tracing::warn!(file = %id, error = %e, "cannot remove a refused archive member");
+            }
+        }
+        if let Ok(mut lines) = self.lines().await {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Ok(m) = serde_json::from_str::<SpoolLine>(&l) {
+                    if let Err(e) = app.volumes.delete_file(transfer, m.id).await {
+                        tracing::warn!(file = %m.id, error = %e, "cannot remove a refused archive member");
+                    }
+                }
+            }
+        }
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+
+    async fn remove(mut self) {
+        let _ = self.close().await;
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+// ---- expansion ------------------------------------------------------------------------------
+
+/// What the members may take, read once when the archive starts: the authoritative checks are
+/// repeated in the accepting transaction.
+struct Budget {
+    limits: Limits,
+    files: u64,
+    bytes: u64,
+}
+
+/// Writes one member's `size` bytes to segment 0 of `id`, hashing them; no fsync (the archive
+/// is synced once, before it is accepted).
+async fn write_member<S, E>(
+    app: &App,
+    transfer: TransferId,
+    id: FileId,
+    size: u64,
+    raw: &str,
+    framer: &mut Framer<S>,
+) -> Result<Digests>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let short = || corrupt(format!("the stream ends inside member `{raw}`"));
+    if size <= SMALL {
+        let mut buf = BytesMut::with_capacity(size as usize);
+        while (buf.len() as u64) < size {
+            let b = framer
+                .take(size - buf.len() as u64)
+                .await?
+                .ok_or_else(short)?;
+            buf.extend_from_slice(&b);
+        }
+        let bytes = buf.freeze();
+        let data = bytes.clone();
+        // Hashing is CPU work: off the async threads, even for a small member.
+        let digests = tokio::task::spawn_blocking(move || {
+            let mut h = HashState::new();
+            h.update(&data);
+            h.finish()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hashing worker failed: {e}")))?;
+        app.volumes
+            .put_segment_unsynced(transfer, id, 0, bytes)
+            .await?;
+        return Ok(digests);
+    }
+    let mut writer = app.volumes.segment_writer(transfer, id, 0).await?;
+    let mut hasher = StreamHasher::resume(HashState::new());
+    let mut left = size;
+    let streamed: Result<()> = async {
+        let mut batch = Vec::new();
+        let mut batched = 0usize;
+        while left > 0 {
+            let b = framer.take(left).await?.ok_or_else(short)?;
+            left -= b.len() as u64;
+            batched += b.len();
+            batch.push(b);
+            if batched >= BATCH || left == 0 {
+                let frames: crate::hashing::Batch = std::mem::take(&mut batch).into();
+                hasher.update_many(frames.clone()).await;
+                for f in frames.iter() {
+                    writer.write(f.clone()).await?;
+                }
+                batched = 0;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let state = hasher.finish().await?;
+    if let Err(e) = streamed {
+        writer.abort().await;
+        return Err(e);
+    }
+    writer.finish_unsynced().await?;
+    Ok(state.finish())
+}
+
+/// Reads the whole tar stream, writing each regular member; refuses at the first bad member.
+async fn expand<S, E>(
+    app: &App,
+    transfer: TransferId,
+    prefix: Option<&RelPath>,
+    budget: &Budget,
+    spool: &mut Spool,
+    framer: &mut Framer<S>,
+) -> Result<()>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut pending: Option<Pending> = None;
+    loop {
+        let Some(block) = framer.block().await? else {
+            return Err(corrupt(
+                "the stream ends without tar's end-of-archive block (cut short?)",
+            ));
+        };
+        let header = match tarball::parse_block(&block)? {
+            Block::End => {
+                if pending.is_some() {
+                    return Err(corrupt("the archive ends after a metadata record"));
+                }
+                return framer.trailer().await;
+            }
+            Block::Header(h) => h,
+        };
+        let pad = tarball::padding(header.size);
+        match header.kind {
+            Kind::PaxLocal | Kind::GnuLongName | Kind::PaxGlobal => {
+                if header.size > tarball::MAX_META {
+                    return Err(corrupt(format!(
+                        "a metadata record of {} bytes (the limit is {})",
+                        header.size,
+                        tarball::MAX_META
+                    )));
+                }
+                let data = framer.exact(header.size, "a metadata record").await?;
+                framer.skip(pad, "a metadata record").await?;
+                let p = pending.get_or_insert_with(Pending::default);
+                match header.kind {
+                    Kind::PaxLocal => p.pax(&data)?,
+                    Kind::GnuLongName => p.gnu_long_name(&data),
+                    // Global records apply to nothing this server stores.
+                    _ => {}
+                }
+                if header.kind == Kind::PaxGlobal && *p == Pending::default() {
+                    pending = None;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let m = tarball::member(&header, pending.take().unwrap_or_default(), prefix)?;
+        let raw = m.raw.clone();
+        let Some(path) = m.path.filter(|_| !m.directory) else {
+            // A directory only implies its folder; it carries no data worth keeping.
+            framer
+                .skip(m.size + tarball::padding(m.size), "a directory member")
+                .await?;
+            continue;
+        };
+        let max = budget.limits.file;
+        if m.size > max {
+            return Err(Error::TooLarge(format!(
+                "archive member `{raw}` is {} bytes, over the limit of {max} bytes",
+                m.size
+            )));
+        }
+        let files = budget.files + spool.members + 1;
+        if files > budget.limits.files {
+            return Err(Error::TooLarge(format!(
+                "archive member `{raw}` would be file {files} of the transfer; a transfer holds at most {} files",
+                budget.limits.files
+            )));
+        }
+        let total = budget.bytes + spool.bytes + m.size;
+        if total > budget.limits.total {
+            return Err(Error::TooLarge(format!(
+                "archive member `{raw}` would bring the transfer to {total} bytes; a transfer holds at most {}",
+                budget.limits.total
+            )));
+        }
+        // The room is checked, not held: the accepting transaction is what counts the bytes.
+        drop(
+            app.volumes
+                .reserve_room(m.size, app.settings.storage.min_free)?,
+        );
+        let id = FileId::new();
+        spool.current = Some(id);
+        let d = write_member(app, transfer, id, m.size, &raw, framer).await?;
+        framer
+            .skip(tarball::padding(m.size), &format!("member `{raw}`"))
+            .await?;
+        spool
+            .push(&SpoolLine {
+                id,
+                transfer,
+                path: path.to_string(),
+                raw,
+                size: d.size,
+                sha256: d.sha256,
+                blake3: d.blake3,
+                expected: m.expected_sha256,
+            })
+            .await?;
+    }
+}
+
+/// Inserts every spooled member, with the archive's one audit event, in one transaction.
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    app: &App,
+    who: &Principal,
+    t: &Transfer,
+    limits: Limits,
+    spool: &Spool,
+    archive: &Digests,
+    prefix: Option<&RelPath>,
+    upload: Option<FileId>,
+) -> Result<Vec<FileReceipt>> {
+    // Data before rows: every member's bytes are on disk before anything names them.
+    app.volumes.sync_quarantine().await?;
+    let mut tx = app.store.begin().await?;
+    still_open(&mut tx, t.id).await?;
+    token_still_live(&mut tx, who).await?;
+    let totals = tx.totals(t.id).await?;
+    if totals.files + spool.members > limits.files {
+        return Err(Error::TooLarge(format!(
+            "the archive's {} files would bring the transfer to {}; a transfer holds at most {} files",
+            spool.members,
+            totals.files + spool.members,
+            limits.files
+        )));
+    }
+    let total = tx.transfer_bytes(t.id).await? + spool.bytes;
+    if total > limits.total {
+        return Err(Error::TooLarge(format!(
+            "the archive's {} bytes would bring the transfer to {total}; a transfer holds at most {}",
+            spool.bytes, limits.total
+        )));
+    }
+    let mut receipts = Vec::new();
+    let mut lines = spool.lines().await?;
+    while let Some(l) = lines.next_line().await? {
+        let m: SpoolLine = serde_json::from_str(&l)
+            .map_err(|e| Error::Internal(format!("archive spool line: {e}")))?;
+        let path = RelPath::parse(&m.path)?;
+        let row = FileRow {
+            id: m.id,
+            transfer_id: t.id,
+            path: m.path.clone(),
+            length: Some(m.size),
+            received: 0,
+            complete: false,
+            sha256: None,
+            blake3: None,
+            expected_sha256: m.expected.as_ref().map(|d| d.to_string()),
+            created_at: now(),
+        };
+        match tx.insert_file(&row, &path).await? {
+            Ok(()) => {}
+            Err(FileConflict::SameName(other)) => {
+                return Err(Error::Conflict(format!(
+                    "archive member `{}`: `{path}` collides with `{other}`, already in this \
+                     transfer or earlier in this archive (names are compared ignoring case and \
+                     Unicode width)",
+                    m.raw
+                )))
+            }
+            Err(FileConflict::FileFolder(other)) => {
+                return Err(Error::Conflict(format!(
+                    "archive member `{}`: `{path}` collides with `{other}`: one would be a file \
+                     and a folder at once",
+                    m.raw
+                )))
+            }
+        }
+        tx.add_segment(m.id, 0, m.size).await?;
+        tx.complete_file(m.id, &m.sha256, &m.blake3).await?;
+        receipts.push(FileReceipt {
+            path: m.path,
+            size: m.size,
+            complete: true,
+            expected_sha256_matches: m.expected.as_ref().map(|e| *e == m.sha256),
+            expected_sha256: m.expected.map(|d| d.to_string()),
+            sha256: Some(m.sha256.to_string()),
+            blake3: Some(m.blake3.to_string()),
+        });
+    }
+    if let Some(id) = upload {
+        tx.delete_archive_upload(id).await?;
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "archive.uploaded")
+            .transfer(t.id)
+            .detail(serde_json::json!({
+                "via": if upload.is_some() { "tus" } else { "put" },
+                "prefix": prefix.map(|p| p.to_string()),
+                "files": spool.members,
+                "bytes": spool.bytes,
+                "size": archive.size,
+                "sha256": archive.sha256,
+                "blake3": archive.blake3,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(receipts)
+}
+
+/// Expands `body` into the transfer and accepts it whole, or removes everything it wrote.
+#[allow(clippy::too_many_arguments)]
+async fn expand_and_accept<S, E>(
+    app: &App,
+    who: &Principal,
+    t: &Transfer,
+    limits: Limits,
+    prefix: Option<&RelPath>,
+    upload: Option<FileId>,
+    body: S,
+) -> Result<Vec<FileReceipt>>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let totals = app.store.totals(t.id).await?;
+    let budget = Budget {
+        limits,
+        files: totals.files,
+        bytes: totals.reserved,
+    };
+    let mut spool = Spool::create(app, upload.unwrap_or_default()).await?;
+    let mut framer = Framer::new(body);
+    let expanded = expand(app, t.id, prefix, &budget, &mut spool, &mut framer).await;
+    let digests = framer.finish().await;
+    let done = match (expanded, digests) {
+        (Ok(()), Ok(d)) => match spool.close().await {
+            Ok(()) => accept(app, who, t, limits, &spool, &d, prefix, upload).await,
+            Err(e) => Err(e),
+        },
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match done {
+        Ok(receipts) => {
+            spool.remove().await;
+            Ok(receipts)
+        }
+        Err(e) => {
+            spool.discard(app, t.id).await;
+            Err(e)
+        }
+    }
+}
+
+/// Audits a refused archive once (through the token-event summariser).
+async fn refused(app: &App, who: &Principal, origin: &Origin, transfer: TransferId, e: &Error) {
+    if let Principal::Upload { token, .. } = who {
+        let (token, transfer) = (token.to_string(), transfer.to_string());
+        let route = refusals::cap_route(&origin.route);
+        let reason = e.to_string();
+        let reason = refusals::cap_route(&reason);
+        refusals::refused(
+            app,
+            TokenEvent {
+                action: "archive.refused",
+                token: &token,
+                transfer: &transfer,
+                client: origin.client,
+                route: route.as_ref(),
+                reason: Some(reason.as_ref()),
+            },
+        )
+        .await;
+    }
+}
+
+/// `PUT /archive`: a tar stream expanded into the transfer as it arrives, all or nothing.
+/// The receipts come in member order.
+pub async fn put_archive<S, E>(
+    app: &App,
+    who: &Principal,
+    origin: &Origin,
+    transfer_id: TransferId,
+    prefix: Option<&str>,
+    declared_len: Option<u64>,
+    body: S,
+) -> Result<Vec<FileReceipt>>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    who.upload_for(transfer_id)?;
+    let (t, ws) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    let done = async {
+        let prefix = prefix.map(RelPath::parse).transpose()?;
+        let limits = limits(app, &ws)?;
+        // Held until the archive is in, so two uploads cannot count on the same free space.
+        let _room = match declared_len {
+            Some(len) => Some(
+                app.volumes
+                    .reserve_room(len, app.settings.storage.min_free)?,
+            ),
+            None => None,
+        };
+        expand_and_accept(app, who, &t, limits, prefix.as_ref(), None, body).await
+    }
+    .await;
+    if let Err(e) = &done {
+        refused(app, who, origin, t.id, e).await;
+    }
+    done
+}
+
+// ---- over tus -------------------------------------------------------------------------------
+
+/// tus creation of an archive upload: checks the prefix and the room now, stores nothing yet.
+pub async fn create_upload(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    length: u64,
+    prefix: Option<String>,
+) -> Result<ArchiveUploadRow> {
+    who.upload_for(transfer_id)?;
+    let (t, ws) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    if let Some(p) = &prefix {
+        RelPath::parse(p)?;
+    }
+    if length < (2 * BLOCK) as u64 {
+        return Err(Error::BadRequest(format!(
+            "Upload-Length {length} is too short for a tar archive (at least {} bytes)",
+            2 * BLOCK
+        )));
+    }
+    let limits = limits(app, &ws)?;
+    // Members' bytes plus at most two blocks of header and padding each, and the trailer.
+    let most = limits
+        .total
+        .saturating_add(limits.files.saturating_mul(3 * BLOCK as u64))
+        .saturating_add(TRAILER_MAX);
+    if length > most {
+        return Err(Error::TooLarge(format!(
+            "an archive of {length} bytes cannot fit this transfer's limit of {} bytes",
+            limits.total
+        )));
+    }
+    drop(
+        app.volumes
+            .reserve_room(length, app.settings.storage.min_free)?,
+    );
+    let row = ArchiveUploadRow {
+        id: FileId::new(),
+        transfer_id,
+        prefix,
+        length,
+        received: 0,
+        created_at: now(),
+    };
+    let mut tx = app.store.begin().await?;
+    still_open(&mut tx, transfer_id).await?;
+    token_still_live(&mut tx, who).await?;
+    let waiting = tx.archive_uploads_waiting(transfer_id).await?;
+    if waiting >= MAX_WAITING {
+        return Err(Error::TooLarge(format!(
+            "{waiting} archive uploads are already waiting in this transfer; finish or delete one first"
+        )));
+    }
+    tx.insert_archive_upload(&row).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// The archive upload behind a tus URL, if it is one of the caller's transfer.
+pub async fn upload_status(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    id: FileId,
+) -> Result<Option<ArchiveUploadRow>> {
+    who.upload_for(transfer_id)?;
+    Ok(app
+        .store
+        .archive_upload(id)
+        .await?
+        .filter(|a| a.transfer_id == transfer_id))
+}
+
+/// What one PATCH of an archive upload ended with.
+pub enum Appended {
+    /// More bytes are expected; the upload as it now stands.
+    Stored(ArchiveUploadRow),
+    /// The last bytes arrived and the archive was accepted: its length and its members'
+    /// receipts.
+    Accepted {
+        length: u64,
+        receipts: Vec<FileReceipt>,
+    },
+}
+
+/// Puts the stored pieces back in line with the recorded ones after a crash (or an expansion
+/// that did not finish): a piece past them goes, a merged last piece is cut back.
+async fn repair_tail(app: &App, a: &ArchiveUploadRow, sizes: &[u64]) -> Result<()> {
+    let next = sizes.len() as u64;
+    app.volumes
+        .delete_archive_segment(a.transfer_id, a.id, next)
+        .await?;
+    if let Some(&want) = sizes.last() {
+        let seq = next - 1;
+        if let Some(have) = app
+            .volumes
+            .archive_segment_len(a.transfer_id, a.id, seq)
+            .await?
+        {
+            if have > want {
+                app.volumes
+                    .truncate_archive_segment(a.transfer_id, a.id, seq, want)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// tus PATCH of an archive upload: appends `body` at `offset`; the PATCH that brings the last
+/// byte expands and accepts the archive (or refuses it, removing the upload).
+#[allow(clippy::too_many_arguments)]
+pub async fn append<S, E>(
+    app: &App,
+    who: &Principal,
+    origin: &Origin,
+    transfer_id: TransferId,
+    id: FileId,
+    offset: u64,
+    mut checksum: Option<ChunkChecksum>,
+    mut body: S,
+) -> Result<Appended>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let slot = app.uploads.slot(id);
+    let _busy = tokio::time::timeout(Duration::from_secs(30), slot.lock())
+        .await
+        .map_err(|_| {
+            Error::Conflict("another request is still writing this upload; retry".into())
+        })?;
+    let a = upload_status(app, who, transfer_id, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no upload {id} in this transfer")))?;
+    let (t, ws) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    if offset != a.received {
+        return Err(Error::Conflict(format!(
+            "Upload-Offset {offset} does not match the {} bytes stored; ask with HEAD and resume there",
+            a.received
+        )));
+    }
+    let sizes = app.store.archive_segments(id).await?;
+    repair_tail(app, &a, &sizes).await?;
+    let (seq, carried) = match sizes.last() {
+        Some(&last) if last < super::upload::MERGE_BELOW => (sizes.len() as u64 - 1, last),
+        _ => (sizes.len() as u64, 0),
+    };
+    let mut writer = app.volumes.archive_writer(t.id, id, seq).await?;
+    if carried > 0 {
+        let mut old = app.volumes.read_archive(t.id, id, seq..seq + 1);
+        while let Some(chunk) = old.next().await {
+            writer.write(chunk?).await?;
+        }
+        if writer.written() != carried {
+            writer.abort().await;
+            return Err(Error::Internal(format!(
+                "segment {seq} of archive upload {id} holds another size than recorded"
+            )));
+        }
+    }
+    let limit = a.length - offset;
+    let mut seen = 0u64;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
+    let mut interrupted = None;
+    loop {
+        let frame = match body.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                interrupted = Some(e.to_string());
+                break;
+            }
+            None => break,
+        };
+        seen += frame.len() as u64;
+        if seen > limit {
+            writer.abort().await;
+            return Err(Error::BadRequest(format!(
+                "body runs past Upload-Length ({} bytes); the chunk was discarded",
+                a.length
+            )));
+        }
+        batched += frame.len();
+        batch.push(frame);
+        if batched >= BATCH {
+            checksum = feed(&mut writer, checksum, std::mem::take(&mut batch)).await?;
+            batched = 0;
+        }
+    }
+    checksum = feed(&mut writer, checksum, batch).await?;
+    if let Some(c) = checksum {
+        if interrupted.is_some() || !c.matches() {
+            writer.abort().await;
+            return Err(match interrupted {
+                Some(e) => Error::Interrupted(e),
+                None => Error::ChecksumMismatch(
+                    "Upload-Checksum does not match the bytes received; the chunk was discarded"
+                        .into(),
+                ),
+            });
+        }
+    }
+    let added = writer.written() - carried;
+    if added == 0 {
+        writer.abort().await;
+        return match interrupted {
+            Some(e) => Err(Error::Interrupted(e)),
+            None => Ok(Appended::Stored(a)),
+        };
+    }
+    writer.commit().await?;
+    if offset + added == a.length && interrupted.is_none() {
+        // The last piece is recorded by the transaction that accepts the archive, or never:
+        // after a crash in between, the upload resumes one piece short and expands again.
+        let stream = app.volumes.read_archive(t.id, id, 0..seq + 1);
+        let prefix = a.prefix.as_deref().map(RelPath::parse).transpose()?;
+        let limits = limits(app, &ws)?;
+        let done = expand_and_accept(app, who, &t, limits, prefix.as_ref(), Some(id), stream).await;
+        return match done {
+            Ok(receipts) => {
+                app.volumes.delete_archive(t.id, id).await.ok();
+                app.uploads.forget(id);
+                Ok(Appended::Accepted {
+                    length: a.length,
+                    receipts,
+                })
+            }
+            Err(e) => {
+                refused(app, who, origin, t.id, &e).await;
+                // A refusal removes the upload too; so does anything the same bytes would
+                // meet again. Only our own failures leave it to be resumed.
+                if !matches!(e, Error::Internal(_) | Error::InsufficientStorage(_)) {
+                    drop_upload(app, &a).await?;
+                } else {
+                    undo_piece(app, &a, seq, carried).await;
+                }
+                Err(e)
+            }
+        };
+    }
+    let mut tx = app.store.begin().await?;
+    let recorded = async {
+        still_open(&mut tx, t.id).await?;
+        token_still_live(&mut tx, who).await?;
+        tx.record_archive_piece(id, seq, carried, added).await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = recorded {
+        drop(tx);
+        undo_piece(app, &a, seq, carried).await;
+        return Err(e);
+    }
+    tx.commit().await?;
+    if let Some(e) = interrupted {
+        return Err(Error::Interrupted(e));
+    }
+    let now = app
+        .store
+        .archive_upload(id)
+        .await?
+        .ok_or_else(|| Error::Internal("archive upload vanished".into()))?;
+    Ok(Appended::Stored(now))
+}
+
+/// Writes a batch of frames, updating the tus chunk checksum off the async threads.
+async fn feed(
+    writer: &mut crate::volumes::SegmentWriter,
+    checksum: Option<ChunkChecksum>,
+    batch: Vec<Bytes>,
+) -> Result<Option<ChunkChecksum>> {
+    if batch.is_empty() {
+        return Ok(checksum);
+    }
+    let frames: crate::hashing::Batch = batch.into();
+    let checksum = match checksum {
+        Some(mut c) => {
+            let frames = frames.clone();
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    for f in frames.iter() {
+                        c.update(f);
+                    }
+                    c
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("checksum worker failed: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    for f in frames.iter() {
+        writer.write(f.clone()).await?;
+    }
+    Ok(checksum)
+}
+
+/// Takes back a stored piece that was not recorded.
+async fn undo_piece(app: &App, a: &ArchiveUploadRow, seq: u64, carried: u64) {
+    let done = if carried > 0 {
+        app.volumes
+            .truncate_archive_segment(a.transfer_id, a.id, seq, carried)
+            .await
+    } else {
+        app.volumes
+            .delete_archive_segment(a.transfer_id, a.id, seq)
+            .await
+    };
+    if let Err(e) = done {
+        // The next PATCH repairs it (`repair_tail`).
+        tracing::warn!(upload = %a.id, seq, error = %e, "could not take back an unrecorded piece");
+    }
+}
+
+/// Removes an archive upload: its row, then its bytes.
+async fn drop_upload(app: &App, a: &ArchiveUploadRow) -> Result<()> {
+    let mut tx = app.store.begin().await?;
+    tx.delete_archive_upload(a.id).await?;
+    tx.commit().await?;
+    app.volumes.delete_archive(a.transfer_id, a.id).await?;
+    app.uploads.forget(a.id);
+    Ok(())
+}
+
+/// tus termination of an archive upload.
+pub async fn terminate(
+    app: &App,
+    who: &Principal,
+    transfer_id: TransferId,
+    id: FileId,
+) -> Result<()> {
+    let slot = app.uploads.slot(id);
+    let _busy = tokio::time::timeout(Duration::from_secs(30), slot.lock())
+        .await
+        .map_err(|_| Error::Conflict("the upload is still being written; retry".into()))?;
+    let a = upload_status(app, who, transfer_id, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no upload {id} in this transfer")))?;
+    let (t, _) = super::access::load(app, transfer_id).await?;
+    require_open(&t)?;
+    drop_upload(app, &a).await?;
+    app.store
+        .audit(
+            AuditEvent::new(who.actor(), "archive.deleted")
+                .transfer(t.id)
+                .detail(serde_json::json!({ "upload": a.id, "received": a.received })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// At start: removes the members of archives whose expansion a crash interrupted (their list
+/// is still spooled and no row names them). Accepted members keep their bytes.
+pub async fn sweep(app: &App) -> Result<u64> {
+    let dir = app.volumes.archive_spool_dir();
+    let mut entries = match tokio::fs::read_dir(&dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut removed = 0;
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        let f = tokio::fs::File::open(&path).await?;
+        let mut lines = tokio::io::BufReader::new(f).lines();
+        while let Some(l) = lines.next_line().await? {
+            let Ok(m) = serde_json::from_str::<SpoolLine>(&l) else {
+                continue;
+            };
+            if app.store.file(m.id).await?.is_none() {
+                app.volumes.delete_file(m.transfer, m.id).await?;
+                removed += 1;
+            }
+        }
+        tokio::fs::remove_file(&path).await?;
+    }
+    Ok(removed)
+}
