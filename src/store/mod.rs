@@ -758,7 +758,7 @@ async fn files_page_on(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<FileRow>> {
-    sqlx::query("SELECT * FROM files WHERE transfer_id = $1 AND path > $2 ORDER BY path LIMIT $3")
+    sqlx::query(FILES_PAGE_SQL)
         .bind(transfer.to_string())
         .bind(after.unwrap_or(""))
         .bind(i64::from(limit))
