@@ -19,8 +19,8 @@ use std::time::Duration;
 mod fixity;
 mod governance;
 mod scans;
-pub use fixity::FixityRow;
-pub use scans::{ScanJob, VerdictRow};
+pub use fixity::{AtRest, FixityRow};
+pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod webhooks;
 pub use governance::{Member, RefereeRow};
 pub use webhooks::{AuditRow, Delivery};
@@ -229,6 +229,7 @@ impl Store {
             .await?;
         audit_mac_column(&pool).await?;
         backfill_totals(&pool).await?;
+        scans::backfill_scan_counts(&pool).await?;
         Ok(Self {
             pool,
             audit_lock: Arc::new(tokio::sync::Mutex::new(())),
