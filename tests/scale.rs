@@ -110,8 +110,8 @@ fn writable(p: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thousands_of_files_go_through_seal_scan_release_verify_and_bag_with_every_digest_checked(
-) {
+async fn thousands_of_files_go_through_seal_scan_release_verify_and_bag_with_every_digest_checked()
+{
     let n = file_count();
     let t = TestApp::spawn().await;
     let p = t.bootstrap(1).await;
@@ -242,7 +242,12 @@ async fn thousands_of_files_go_through_seal_scan_release_verify_and_bag_with_eve
         sums_of("b3sum", src.path())
     );
     run(std::process::Command::new("sha256sum")
-        .args(["-c", "--quiet", "manifest-sha256.txt", "tagmanifest-sha256.txt"])
+        .args([
+            "-c",
+            "--quiet",
+            "manifest-sha256.txt",
+            "tagmanifest-sha256.txt",
+        ])
         .current_dir(&bag));
     run(std::process::Command::new("b3sum")
         .args(["-c", "--quiet", "manifest-blake3.txt"])
@@ -278,9 +283,18 @@ async fn thousands_of_files_go_through_seal_scan_release_verify_and_bag_with_eve
         .map(|c| (c.location, c.result, c.path.as_str()))
         .collect();
     assert_eq!(report.problem_count(), 4, "{named:?}");
-    assert!(named.contains(&("released", "changed", changed.as_str())), "{named:?}");
-    assert!(named.contains(&("released", "missing", deleted.as_str())), "{named:?}");
-    assert!(named.contains(&("released", "unexpected", "d03.txt")), "{named:?}");
+    assert!(
+        named.contains(&("released", "changed", changed.as_str())),
+        "{named:?}"
+    );
+    assert!(
+        named.contains(&("released", "missing", deleted.as_str())),
+        "{named:?}"
+    );
+    assert!(
+        named.contains(&("released", "unexpected", "d03.txt")),
+        "{named:?}"
+    );
     assert!(
         named.contains(&("released", "unexpected", "d05/zz-extra.txt")),
         "{named:?}"
@@ -368,7 +382,9 @@ async fn kept_file_totals_equal_a_count_of_the_rows_through_put_tus_resume_and_d
     let up = t.upload_token(&p.pm, &id, Value::Null).await;
     assert_eq!(totals_match(&t, &id, "opening").await, (0, 0));
     for i in 0..5 {
-        let (s, _) = t.put(&up, &id, &format!("a/{i}.bin"), bytes(1000 + i, 1)).await;
+        let (s, _) = t
+            .put(&up, &id, &format!("a/{i}.bin"), bytes(1000 + i, 1))
+            .await;
         assert_eq!(s, StatusCode::CREATED);
     }
     assert_eq!(totals_match(&t, &id, "five PUTs").await.0, 5);
@@ -423,7 +439,10 @@ async fn kept_file_totals_equal_a_count_of_the_rows_through_put_tus_resume_and_d
         .await
         .unwrap();
     let cut = absolute(&t, r.headers()["location"].to_str().unwrap());
-    t.tus_patch(&up, &cut, 0, bytes(2000, 4)).send().await.unwrap();
+    t.tus_patch(&up, &cut, 0, bytes(2000, 4))
+        .send()
+        .await
+        .unwrap();
     totals_match(&t, &id, "an unfinished tus upload").await;
     let r = t
         .http

@@ -117,7 +117,11 @@ impl Manifest {
     fn finish(self) -> Result<String> {
         let f = self.out.into_inner().map_err(|e| io(e.into_error()))?;
         f.sync_all().map_err(io)?;
-        Ok(format!("{}  {}\n", hex::encode(self.sha256.finalize()), self.name))
+        Ok(format!(
+            "{}  {}\n",
+            hex::encode(self.sha256.finalize()),
+            self.name
+        ))
     }
 }
 

@@ -275,7 +275,9 @@ impl Scope {
 /// as its name followed by `/`, so "a.txt" comes before "a/b", as the store sorts paths.
 fn sorted_walk(root: &Path, tx: &tokio::sync::mpsc::Sender<Vec<u8>>) {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    fn read_sorted(dir: &Path) -> std::vec::IntoIter<(Vec<u8>, bool)> {
+    /// One folder's entries: (name, with `/` after a folder's; whether it is a folder).
+    type Level = std::vec::IntoIter<(Vec<u8>, bool)>;
+    fn read_sorted(dir: &Path) -> Level {
         let mut v: Vec<(Vec<u8>, bool)> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
                 .flatten()
@@ -293,8 +295,7 @@ fn sorted_walk(root: &Path, tx: &tokio::sync::mpsc::Sender<Vec<u8>>) {
         v.sort_unstable();
         v.into_iter()
     }
-    let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<(Vec<u8>, bool)>)> =
-        vec![(Vec::new(), read_sorted(root))];
+    let mut stack: Vec<(Vec<u8>, Level)> = vec![(Vec::new(), read_sorted(root))];
     while let Some((prefix, entries)) = stack.last_mut() {
         let Some((name, is_dir)) = entries.next() else {
             stack.pop();
@@ -433,11 +434,7 @@ impl Batcher {
 /// finds missing and unexpected files without holding either list. Each batch of checks is
 /// recorded in the `fixity` table as it is done (so a restart resumes a pass); incidents are
 /// raised from the report by [`record`].
-pub async fn verify(
-    app: &App,
-    t: &Transfer,
-    scope: Scope,
-) -> crate::workflow::Result<Report> {
+pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::Result<Report> {
     let rate = match scope {
         Scope::Due {
             bytes_per_second, ..
@@ -454,9 +451,15 @@ pub async fn verify(
         (TransferState::Released, Some(loc)) => Some(PathBuf::from(loc)),
         _ => None,
     };
-    let mut locations = vec![(QUARANTINE, crate::integrity::scheduler::ms(t.sealed_at.as_deref()))];
+    let mut locations = vec![(
+        QUARANTINE,
+        crate::integrity::scheduler::ms(t.sealed_at.as_deref()),
+    )];
     if released.is_some() {
-        locations.push((RELEASED, crate::integrity::scheduler::ms(t.released_at.as_deref())));
+        locations.push((
+            RELEASED,
+            crate::integrity::scheduler::ms(t.released_at.as_deref()),
+        ));
     }
     for (location, base) in locations {
         let mut tree = match (location, &released) {
@@ -602,7 +605,8 @@ async fn quarantine_strays(
                 let segments = known.get(&name).copied();
                 for rel in files {
                     let seg = rel.split_once('/').map(|(_, s)| s).unwrap_or("");
-                    let expected = segments.is_some_and(|n| seg.parse::<u64>().is_ok_and(|s| s < n));
+                    let expected =
+                        segments.is_some_and(|n| seg.parse::<u64>().is_ok_and(|s| s < n));
                     if !expected {
                         report.add(Check {
                             location: QUARANTINE,

@@ -115,7 +115,10 @@ impl Store {
         .bind(location)
         .fetch_one(self.pool())
         .await?;
-        Ok((r.try_get::<i64, _>("n")?.max(0) as u64, r.try_get("oldest")?))
+        Ok((
+            r.try_get::<i64, _>("n")?.max(0) as u64,
+            r.try_get("oldest")?,
+        ))
     }
 
     /// The segment counts of those of `ids` that are files of the transfer (one query for a
@@ -139,7 +142,11 @@ impl Store {
     }
 
     /// Records a batch of checks in one transaction.
-    pub async fn record_fixity_batch(&self, transfer: TransferId, rows: &[FixityRow]) -> Result<()> {
+    pub async fn record_fixity_batch(
+        &self,
+        transfer: TransferId,
+        rows: &[FixityRow],
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }

@@ -437,14 +437,12 @@ impl Tx<'_> {
             tally.add(v, Some((id, id)));
         }
         self.switch_verdicts(transfer, &tally).await?;
-        sqlx::query(
-            "DELETE FROM scan_verdicts WHERE transfer_id = $1 AND (id < $2 OR id > $3)",
-        )
-        .bind(transfer.to_string())
-        .bind(tally.span.map_or(1, |s| s.0))
-        .bind(tally.span.map_or(0, |s| s.1))
-        .execute(&mut *self.tx)
-        .await?;
+        sqlx::query("DELETE FROM scan_verdicts WHERE transfer_id = $1 AND (id < $2 OR id > $3)")
+            .bind(transfer.to_string())
+            .bind(tally.span.map_or(1, |s| s.0))
+            .bind(tally.span.map_or(0, |s| s.1))
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 

@@ -370,7 +370,12 @@ async fn scan_file(
     if path.starts_with(&ctx.scratch) {
         let _ = tokio::fs::remove_file(&path).await;
     }
-    sent.map_err(|_| ("airlock".to_owned(), "the verdict writer stopped".to_owned()))
+    sent.map_err(|_| {
+        (
+            "airlock".to_owned(),
+            "the verdict writer stopped".to_owned(),
+        )
+    })
 }
 
 /// A path holding the file's bytes: its one segment where it has one, else the segments
@@ -699,7 +704,14 @@ async fn record(
         }
         tx.scan_done(id).await?;
     } else if infected > 0 {
-        super::transfers::block_in(&mut tx, id, from, "scan", &found.summary(VerdictKind::Infected)).await?;
+        super::transfers::block_in(
+            &mut tx,
+            id,
+            from,
+            "scan",
+            &found.summary(VerdictKind::Infected),
+        )
+        .await?;
         tx.scan_done(id).await?;
     } else if errors > 0 {
         let attempts = tx.scan_attempts(id).await? + 1;
