@@ -307,24 +307,42 @@ impl Store {
     /// or one a crash cut short), `PRUNE_BATCH` rows per statement so no delete holds the
     /// write lock for long. Returns how many went.
     pub async fn prune_verdicts(&self, transfer: TransferId) -> Result<u64> {
+        let range: Option<(i64, i64)> =
+            sqlx::query_as("SELECT first_seq, last_seq FROM scan_counts WHERE transfer_id = $1")
+                .bind(transfer.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+        // Below the current range (older scans) and above it (a newer one that did not
+        // count): each an index range of the transfer's rows, never a walk past the current ones.
+        let (below, above) = range.unwrap_or((i64::MAX, i64::MAX));
         let mut gone = 0;
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM scan_verdicts WHERE id IN (SELECT v.id FROM scan_verdicts v \
-                 LEFT JOIN scan_counts c ON c.transfer_id = v.transfer_id \
-                 WHERE v.transfer_id = $1 \
-                 AND (c.transfer_id IS NULL OR v.id < c.first_seq OR v.id > c.last_seq) LIMIT $2)",
-            )
-            .bind(transfer.to_string())
-            .bind(PRUNE_BATCH)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-            gone += n;
-            if n < PRUNE_BATCH as u64 {
-                return Ok(gone);
+        for (sql, bound) in [
+            (
+                "DELETE FROM scan_verdicts WHERE id IN (SELECT id FROM scan_verdicts \
+                 WHERE transfer_id = $1 AND id < $2 LIMIT $3)",
+                below,
+            ),
+            (
+                "DELETE FROM scan_verdicts WHERE id IN (SELECT id FROM scan_verdicts \
+                 WHERE transfer_id = $1 AND id > $2 LIMIT $3)",
+                above,
+            ),
+        ] {
+            loop {
+                let n = sqlx::query(sql)
+                    .bind(transfer.to_string())
+                    .bind(bound)
+                    .bind(PRUNE_BATCH)
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected();
+                gone += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
             }
         }
+        Ok(gone)
     }
 
     pub async fn scan_job(&self, transfer: TransferId) -> Result<Option<ScanJob>> {
