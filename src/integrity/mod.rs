@@ -787,3 +787,35 @@ async fn alert_list(app: &App, t: &Transfer) -> crate::workflow::Result<Vec<Stri
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree walk yields every file once, in byte order of the whole path (the store's
+    /// order), even where a folder's name is a prefix of a sibling's ("a/…" after "a.txt" and
+    /// "a-b", before "a0"), so the merge join with the manifest is exact.
+    #[test]
+    fn the_sorted_walk_is_in_whole_path_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            "a.txt", "a-b", "a/b.c/d", "a/b/c", "a/bz", "a0", "ab/c", "b", "Z", "é/x",
+        ];
+        for f in files {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("empty/dir")).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        sorted_walk(dir.path(), &tx);
+        drop(tx);
+        let mut got = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            got.push(String::from_utf8(p).unwrap());
+        }
+        let mut want: Vec<String> = files.iter().map(|s| s.to_string()).collect();
+        want.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(got, want);
+    }
+}
