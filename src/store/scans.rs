@@ -86,9 +86,11 @@ impl ScanTally {
 /// Gives every transfer scanned before `scan_counts` existed its range, counts and database
 /// versions, computed once from its verdicts.
 pub(super) async fn backfill_scan_counts(pool: &sqlx::SqlitePool) -> Result<()> {
+    // Driven by transfers, each an index probe: every start pays per transfer, not per verdict.
     let todo: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT transfer_id FROM scan_verdicts \
-         WHERE transfer_id NOT IN (SELECT transfer_id FROM scan_counts)",
+        "SELECT t.id FROM transfers t \
+         WHERE NOT EXISTS (SELECT 1 FROM scan_counts c WHERE c.transfer_id = t.id) \
+         AND EXISTS (SELECT 1 FROM scan_verdicts v WHERE v.transfer_id = t.id)",
     )
     .fetch_all(pool)
     .await?;
