@@ -292,6 +292,12 @@ impl Metrics {
 
     /// A new integrity incident: `kind` is `changed`, `missing` or `unexpected`.
     pub fn incident(&self, kind: &str, location: &str) {
+        self.incidents_n(kind, location, 1);
+    }
+
+    /// `n` new integrity incidents of one kind and location (those counted, not named, by one
+    /// verification).
+    pub fn incidents_n(&self, kind: &str, location: &str, n: u64) {
         // Only the closed sets become labels, whatever a caller passes.
         let (Some(kind), Some(location)) = (
             INCIDENT_KINDS.iter().find(|k| **k == kind),
@@ -301,7 +307,7 @@ impl Metrics {
         };
         self.incidents
             .get_or_create(&IncidentLabels { kind, location })
-            .inc();
+            .inc_by(n);
     }
 
     /// The counters of uploads refused by `server::limits`, for its limiter to hold.

@@ -874,20 +874,26 @@ async fn verify(app: &App, target: &str, json: bool) -> anyhow::Result<()> {
         if t.root_digest.is_none() {
             anyhow::bail!("transfer {} is not sealed: nothing to verify yet", t.id);
         }
-        let r = crate::integrity::verify(app, t, None).await?;
+        let r = crate::integrity::verify(app, t, crate::integrity::Scope::All).await?;
         crate::integrity::record(app, t, &r).await?;
-        problems += r.problems().count();
+        problems += r.problem_count();
         if !json {
-            let ok = r.checks.iter().filter(|c| c.result == "ok").count();
-            let bytes: u64 = r.checks.iter().map(|c| c.bytes).sum();
             println!(
-                "transfer {} ({}): {ok} copies verified, {bytes} bytes, {} problem(s)",
+                "transfer {} ({}): {} copies verified, {} bytes, {} problem(s)",
                 t.id,
                 t.state,
-                r.problems().count()
+                r.ok,
+                r.bytes,
+                r.problem_count()
             );
             for c in r.problems() {
                 println!("  {:<10} {}", c.result, c.detail);
+            }
+            if r.more_problems > 0 {
+                println!(
+                    "  and {} more (counted by kind in `--json`; each is in the fixity records)",
+                    r.more_problems
+                );
             }
         }
         reports.push(r);

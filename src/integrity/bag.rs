@@ -2,7 +2,11 @@
 //! Payload-Oxum), `manifest-sha256.txt` over `data/`, and `tagmanifest-sha256.txt` over the tag
 //! files. Every payload file is copied from the read-only volume and checked against the
 //! sealed manifest as it lands, so the bag says exactly what was reviewed. The manifest lines
-//! are `HEX  data/PATH`, so `sha256sum -c manifest-sha256.txt` in the bag checks it too.
+//! are `HEX  data/PATH`, so `sha256sum -c manifest-sha256.txt` in the bag checks it too, and
+//! `b3sum -c manifest-blake3.txt` checks the BLAKE3 manifest beside it.
+//!
+//! The files are walked a page of rows at a time and the manifests are written line by line
+//! as each file lands: memory does not grow with the file count.
 
 use crate::app::App;
 use crate::domain::*;
@@ -34,11 +38,43 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
             out.display()
         )));
     }
-    let files = app.store.files(id).await?;
-    let manifest = crate::workflow::transfers::manifest(&files)?;
     let root = t.root_digest.clone().unwrap_or_default();
-    let out = out.to_owned();
-    tokio::task::spawn_blocking(move || write(&out, Path::new(&loc), &manifest, id, &root))
+    let released = std::path::PathBuf::from(loc);
+    let bag = Bag::create(out.to_owned())?;
+    // The payload a page of rows at a time: each page is copied and hashed off the async
+    // threads, and its manifest lines go straight to the open manifest files.
+    let mut bag = Some(bag);
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .store
+            .files_page(id, after.as_deref(), crate::store::FILE_BATCH)
+            .await?;
+        let last_page = (page.len() as u32) < crate::store::FILE_BATCH;
+        after = page.last().map(|f| f.path.clone());
+        let entries = page
+            .iter()
+            .map(crate::workflow::transfers::manifest_entry)
+            .collect::<Result<Vec<_>>>()?;
+        let mut b = bag
+            .take()
+            .ok_or_else(|| Error::Internal("bag writer lost".into()))?;
+        let released = released.clone();
+        let b = tokio::task::spawn_blocking(move || -> Result<Bag> {
+            for m in &entries {
+                b.add(&released, m, id)?;
+            }
+            Ok(b)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        bag = Some(b);
+        if last_page {
+            break;
+        }
+    }
+    let b = bag.ok_or_else(|| Error::Internal("bag writer lost".into()))?;
+    tokio::task::spawn_blocking(move || b.finish(id, &root))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
 }
@@ -50,20 +86,74 @@ fn encode(path: &str) -> String {
         .replace('\r', "%0D")
 }
 
-fn write(
-    out: &Path,
-    released: &Path,
-    manifest: &[ManifestEntry],
-    id: TransferId,
-    root: &str,
-) -> Result<(u64, usize)> {
-    let io = |e: std::io::Error| Error::Internal(format!("bag: {e}"));
-    let data = out.join("data");
-    std::fs::create_dir_all(&data).map_err(io)?;
-    let mut lines = String::new();
-    let mut bytes = 0u64;
-    for m in manifest {
-        let dest = data.join(&m.path);
+fn io(e: std::io::Error) -> Error {
+    Error::Internal(format!("bag: {e}"))
+}
+
+/// A manifest file being written line by line, hashed as it goes for the tag manifest.
+struct Manifest {
+    name: &'static str,
+    out: std::io::BufWriter<std::fs::File>,
+    sha256: sha2::Sha256,
+}
+
+impl Manifest {
+    fn create(dir: &Path, name: &'static str) -> Result<Self> {
+        Ok(Self {
+            name,
+            out: std::io::BufWriter::new(std::fs::File::create(dir.join(name)).map_err(io)?),
+            sha256: sha2::Sha256::new(),
+        })
+    }
+
+    fn line(&mut self, line: &str) -> Result<()> {
+        use std::io::Write;
+        self.out.write_all(line.as_bytes()).map_err(io)?;
+        self.sha256.update(line.as_bytes());
+        Ok(())
+    }
+
+    /// Closes the file; returns its tag manifest line.
+    fn finish(self) -> Result<String> {
+        let f = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)?;
+        Ok(format!(
+            "{}  {}\n",
+            hex::encode(self.sha256.finalize()),
+            self.name
+        ))
+    }
+}
+
+/// A bag being written: the payload copied one file at a time, and the manifests (SHA-256
+/// and BLAKE3, the two digests airlock keeps) streamed to disk beside it. Memory holds one
+/// file's buffers and the counts.
+struct Bag {
+    out: std::path::PathBuf,
+    data: std::path::PathBuf,
+    sha256: Manifest,
+    blake3: Manifest,
+    bytes: u64,
+    files: u64,
+}
+
+impl Bag {
+    fn create(out: std::path::PathBuf) -> Result<Self> {
+        let data = out.join("data");
+        std::fs::create_dir_all(&data).map_err(io)?;
+        Ok(Self {
+            sha256: Manifest::create(&out, "manifest-sha256.txt")?,
+            blake3: Manifest::create(&out, "manifest-blake3.txt")?,
+            out,
+            data,
+            bytes: 0,
+            files: 0,
+        })
+    }
+
+    /// Copies one payload file from the released volume and checks it against the manifest.
+    fn add(&mut self, released: &Path, m: &ManifestEntry, id: TransferId) -> Result<()> {
+        let dest = self.data.join(&m.path);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
@@ -79,33 +169,44 @@ fn write(
                 m.path, got.sha256, m.sha256
             )));
         }
-        bytes += m.size;
-        lines.push_str(&format!("{}  data/{}\n", m.sha256, encode(&m.path)));
+        self.bytes += m.size;
+        self.files += 1;
+        let path = encode(&m.path);
+        self.sha256.line(&format!("{}  data/{path}\n", m.sha256))?;
+        self.blake3.line(&format!("{}  data/{path}\n", m.blake3))?;
+        Ok(())
     }
-    let tag = |name: &str, text: &str| -> Result<String> {
-        std::fs::write(out.join(name), text).map_err(io)?;
-        Ok(format!(
-            "{}  {name}\n",
-            hex::encode(sha2::Sha256::digest(text.as_bytes()))
-        ))
-    };
-    let mut tags = String::new();
-    tags += &tag(
-        "bagit.txt",
-        "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n",
-    )?;
-    tags += &tag(
-        "bag-info.txt",
-        &format!(
-            "Bag-Software-Agent: airlock {}\nBagging-Date: {}\nExternal-Identifier: {id}\n\
-             External-Description: airlock transfer {id}, manifest root digest {root}\n\
-             Payload-Oxum: {bytes}.{}\n",
-            env!("CARGO_PKG_VERSION"),
-            chrono::Utc::now().format("%Y-%m-%d"),
-            manifest.len()
-        ),
-    )?;
-    tags += &tag("manifest-sha256.txt", &lines)?;
-    std::fs::write(out.join("tagmanifest-sha256.txt"), tags).map_err(io)?;
-    Ok((bytes, manifest.len()))
+
+    /// Writes the tag files and the tag manifest. Returns the payload's bytes and file count.
+    fn finish(self, id: TransferId, root: &str) -> Result<(u64, usize)> {
+        let out = &self.out;
+        let tag = |name: &str, text: &str| -> Result<String> {
+            std::fs::write(out.join(name), text).map_err(io)?;
+            Ok(format!(
+                "{}  {name}\n",
+                hex::encode(sha2::Sha256::digest(text.as_bytes()))
+            ))
+        };
+        let mut tags = String::new();
+        tags += &tag(
+            "bagit.txt",
+            "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n",
+        )?;
+        tags += &tag(
+            "bag-info.txt",
+            &format!(
+                "Bag-Software-Agent: airlock {}\nBagging-Date: {}\nExternal-Identifier: {id}\n\
+                 External-Description: airlock transfer {id}, manifest root digest {root}\n\
+                 Payload-Oxum: {}.{}\n",
+                env!("CARGO_PKG_VERSION"),
+                chrono::Utc::now().format("%Y-%m-%d"),
+                self.bytes,
+                self.files
+            ),
+        )?;
+        tags += &self.sha256.finish()?;
+        tags += &self.blake3.finish()?;
+        std::fs::write(out.join("tagmanifest-sha256.txt"), tags).map_err(io)?;
+        Ok((self.bytes, self.files as usize))
+    }
 }

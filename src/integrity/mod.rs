@@ -17,7 +17,7 @@ use crate::audit::AuditEvent;
 use crate::domain::*;
 use crate::store::{FixityRow, Transfer};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where a copy lies.
@@ -35,26 +35,99 @@ pub struct Check {
     pub bytes: u64,
 }
 
-/// What a verification found.
+/// At most this many problems are named in a report (and become incidents of their own); the
+/// rest are counted, so 100,000 missing files make a short report and a few incidents.
+pub const NAMED: usize = 20;
+
+/// What a verification found: counts of every check, and the first [`NAMED`] problems.
+/// Constant in size whatever the file count; each check's result is in the `fixity` table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub transfer: TransferId,
     pub state: TransferState,
-    pub checks: Vec<Check>,
+    /// Copies re-hashed and found as the manifest says.
+    pub ok: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// location → result (`ok`, `changed`, `missing`, `unexpected`) → how many.
+    pub counts: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// The first problems found, in walk order.
+    pub problems: Vec<Check>,
+    /// Problems found beyond those named.
+    pub more_problems: u64,
 }
 
 impl Report {
-    pub fn problems(&self) -> impl Iterator<Item = &Check> {
-        self.checks.iter().filter(|c| c.result != "ok")
+    fn new(t: &Transfer) -> Self {
+        Self {
+            transfer: t.id,
+            state: t.state,
+            ok: 0,
+            bytes: 0,
+            counts: BTreeMap::new(),
+            problems: Vec::new(),
+            more_problems: 0,
+        }
     }
 
-    /// The files this verification re-hashed and their bytes (a missing or unexpected file
-    /// was not hashed), for `/metrics`.
-    pub fn hashed(&self) -> (u64, u64) {
-        self.checks
-            .iter()
-            .filter(|c| c.result != "unexpected" && c.result != "missing")
-            .fold((0, 0), |(n, b), c| (n + 1, b + c.bytes))
+    pub fn problems(&self) -> impl Iterator<Item = &Check> {
+        self.problems.iter()
+    }
+
+    /// Every problem found, named or not.
+    pub fn problem_count(&self) -> u64 {
+        self.problems.len() as u64 + self.more_problems
+    }
+
+    /// Copies re-hashed (as the manifest says or changed).
+    pub fn hashed(&self) -> u64 {
+        self.counts
+            .values()
+            .map(|m| m.get("ok").unwrap_or(&0) + m.get("changed").unwrap_or(&0))
+            .sum()
+    }
+
+    fn add(&mut self, c: Check) {
+        *self
+            .counts
+            .entry(c.location)
+            .or_default()
+            .entry(c.result)
+            .or_default() += 1;
+        if c.result == "ok" {
+            self.ok += 1;
+        }
+        if c.result == "ok" || c.result == "changed" {
+            self.bytes += c.bytes;
+        }
+        if c.result != "ok" {
+            if self.problems.len() < NAMED {
+                self.problems.push(c);
+            } else {
+                self.more_problems += 1;
+            }
+        }
+    }
+
+    /// Problems of each (location, result) not named in `problems`.
+    fn unnamed(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (loc, m) in &self.counts {
+            for (res, n) in m {
+                if *res == "ok" {
+                    continue;
+                }
+                let named = self
+                    .problems
+                    .iter()
+                    .filter(|c| c.location == *loc && c.result == *res)
+                    .count() as u64;
+                if *n > named {
+                    out.push((*loc, *res, n - named));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -105,154 +178,436 @@ fn check(job: &Job) -> Check {
     }
 }
 
-/// Every regular file under `root`, as paths relative to it.
-fn walk(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(p),
-                Ok(_) => {
-                    if let Ok(rel) = p.strip_prefix(root) {
-                        out.push(rel.to_string_lossy().into_owned());
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    out.sort();
-    out
+/// Which files a verification re-hashes.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// Every file, at once (`airlock verify`).
+    All,
+    /// Files whose last check (or, never checked, the seal or release) is `interval_ms` old
+    /// at `now_ms`, throttled to `bytes_per_second` (0: unthrottled). The scheduler's pass.
+    Due {
+        interval_ms: i64,
+        now_ms: i64,
+        bytes_per_second: u64,
+    },
 }
 
-/// Re-hashes a transfer's files at rest. `only`: the (location, path) pairs to hash (the
-/// scheduler's due files); `None`: everything. Unexpected files are always looked for.
-pub async fn verify(
+impl Scope {
+    fn due(&self, last: Option<i64>, base: i64) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Due {
+                interval_ms,
+                now_ms,
+                ..
+            } => last.unwrap_or(base) + interval_ms <= *now_ms,
+        }
+    }
+}
+
+/// The regular files (and anything else that is not a folder) below `root`, as relative paths
+/// in byte order of the whole path, sent down `tx` as they are found. One folder is read (and
+/// sorted) at a time: memory holds the folders on the way down, never the tree. A folder sorts
+/// as its name followed by `/`, so "a.txt" comes before "a/b", as the store sorts paths.
+fn sorted_walk(root: &Path, tx: &tokio::sync::mpsc::Sender<Vec<u8>>) {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    /// One folder's entries: (name, with `/` after a folder's; whether it is a folder).
+    type Level = std::vec::IntoIter<(Vec<u8>, bool)>;
+    fn read_sorted(dir: &Path) -> Level {
+        let mut v: Vec<(Vec<u8>, bool)> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| {
+                    let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                    let mut key = e.file_name().into_vec();
+                    if is_dir {
+                        key.push(b'/');
+                    }
+                    (key, is_dir)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort_unstable();
+        v.into_iter()
+    }
+    let mut stack: Vec<(Vec<u8>, Level)> = vec![(Vec::new(), read_sorted(root))];
+    while let Some((prefix, entries)) = stack.last_mut() {
+        let Some((name, is_dir)) = entries.next() else {
+            stack.pop();
+            continue;
+        };
+        let mut rel = prefix.clone();
+        rel.extend_from_slice(&name);
+        if is_dir {
+            // `rel` ends with the `/` its key carries.
+            let dir = root.join(std::ffi::OsStr::from_bytes(&rel[..rel.len() - 1]));
+            let entries = read_sorted(&dir);
+            stack.push((rel, entries));
+        } else if tx.blocking_send(rel).is_err() {
+            return;
+        }
+    }
+}
+
+/// Walks a directory tree in a blocking thread, handing its sorted paths over a bounded
+/// channel.
+fn spawn_walk(root: PathBuf) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::task::spawn_blocking(move || sorted_walk(&root, &tx));
+    rx
+}
+
+fn unexpected_released(rel: &[u8]) -> Check {
+    let rel = String::from_utf8_lossy(rel).into_owned();
+    Check {
+        location: RELEASED,
+        detail: format!("released {rel} is not in the manifest"),
+        path: rel,
+        result: "unexpected",
+        bytes: 0,
+    }
+}
+
+/// Hashes a batch of jobs across cores off the async threads, records their checks in one
+/// transaction, and counts them into the report.
+async fn run_jobs(
     app: &App,
     t: &Transfer,
-    only: Option<HashSet<(String, String)>>,
-) -> crate::workflow::Result<Report> {
-    let files = app.store.files(t.id).await?;
-    let manifest = crate::workflow::transfers::manifest(&files)?;
-    let mut jobs = Vec::new();
-    let mut known_ids = HashSet::new();
-    let mut segments = BTreeMap::new();
-    for (f, want) in files.iter().zip(&manifest) {
-        known_ids.insert(f.id.to_string());
-        let n = app.store.segments(f.id).await?.len() as u64;
-        segments.insert(f.id.to_string(), n);
-        let parts = (0..n)
-            .map(|s| app.volumes.segment_path(t.id, f.id, s))
-            .collect();
-        jobs.push(Job {
-            location: QUARANTINE,
-            path: f.path.clone(),
-            parts,
-            want: want.clone(),
-        });
+    jobs: Vec<Job>,
+    now: i64,
+    report: &mut Report,
+) -> crate::workflow::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
     }
+    // Hashing is CPU work: rayon's threads, not the async runtime's.
+    let checks: Vec<Check> =
+        tokio::task::spawn_blocking(move || jobs.par_iter().map(check).collect())
+            .await
+            .map_err(|e| crate::workflow::Error::Internal(e.to_string()))?;
+    record_checks(app, t, checks, now, report).await
+}
+
+/// Records checks (one transaction) and counts them.
+async fn record_checks(
+    app: &App,
+    t: &Transfer,
+    checks: Vec<Check>,
+    now: i64,
+    report: &mut Report,
+) -> crate::workflow::Result<()> {
+    let rows: Vec<FixityRow> = checks
+        .iter()
+        .filter(|c| c.result != "unexpected")
+        .map(|c| FixityRow {
+            location: c.location.to_owned(),
+            path: c.path.clone(),
+            verified_at: now,
+            result: c.result.to_owned(),
+            detail: c.detail.clone(),
+        })
+        .collect();
+    app.store.record_fixity_batch(t.id, &rows).await?;
+    for c in checks {
+        report.add(c);
+    }
+    Ok(())
+}
+
+/// Jobs waiting to be hashed, run a batch at a time: at most a page of files, and, when
+/// throttled, about one second's worth of bytes, after which it sleeps out the second.
+struct Batcher {
+    jobs: Vec<Job>,
+    bytes: u64,
+    rate: u64,
+}
+
+impl Batcher {
+    async fn push(
+        &mut self,
+        app: &App,
+        t: &Transfer,
+        job: Job,
+        report: &mut Report,
+    ) -> crate::workflow::Result<()> {
+        self.bytes += job.want.size;
+        self.jobs.push(job);
+        let full = self.jobs.len() >= crate::store::FILE_BATCH as usize
+            || (self.rate > 0 && self.bytes >= self.rate);
+        if full {
+            self.flush(app, t, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        app: &App,
+        t: &Transfer,
+        report: &mut Report,
+    ) -> crate::workflow::Result<()> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let bytes = std::mem::take(&mut self.bytes);
+        let now = chrono::Utc::now().timestamp_millis();
+        run_jobs(app, t, std::mem::take(&mut self.jobs), now, report).await?;
+        if self.rate > 0 {
+            let want = std::time::Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+            if let Some(rest) = want.checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Re-hashes a transfer's files at rest, those `scope` says, and looks for unexpected files in
+/// its quarantine folder and its released folder. The manifest is walked in path order a page
+/// at a time; in the released folder it is merge-joined with a sorted walk of the tree, which
+/// finds missing and unexpected files without holding either list. Each batch of checks is
+/// recorded in the `fixity` table as it is done (so a restart resumes a pass); incidents are
+/// raised from the report by [`record`].
+pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::Result<Report> {
+    let rate = match scope {
+        Scope::Due {
+            bytes_per_second, ..
+        } => bytes_per_second,
+        Scope::All => 0,
+    };
+    let mut report = Report::new(t);
+    let mut batch = Batcher {
+        jobs: Vec::new(),
+        bytes: 0,
+        rate,
+    };
     let released = match (&t.state, &t.release_location) {
         (TransferState::Released, Some(loc)) => Some(PathBuf::from(loc)),
         _ => None,
     };
-    if let Some(root) = &released {
-        for want in &manifest {
-            jobs.push(Job {
-                location: RELEASED,
-                path: want.path.clone(),
-                parts: vec![root.join(&want.path)],
-                want: want.clone(),
-            });
-        }
+    let mut locations = vec![(
+        QUARANTINE,
+        crate::integrity::scheduler::ms(t.sealed_at.as_deref()),
+    )];
+    if released.is_some() {
+        locations.push((
+            RELEASED,
+            crate::integrity::scheduler::ms(t.released_at.as_deref()),
+        ));
     }
-    if let Some(only) = &only {
-        jobs.retain(|j| only.contains(&(j.location.to_owned(), j.path.clone())));
-    }
-    let qdir = app.volumes.transfer_dir(t.id);
-    let listed: HashSet<String> = manifest.iter().map(|m| m.path.clone()).collect();
-    let checks = tokio::task::spawn_blocking(move || {
-        let mut checks: Vec<Check> = jobs.par_iter().map(check).collect();
-        // Anything in the transfer's quarantine folder that is not one of its segments.
-        for rel in walk(&qdir) {
-            let mut it = rel.splitn(2, '/');
-            let (id, seg) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
-            let expected = known_ids.contains(id)
-                && seg
-                    .parse::<u64>()
-                    .is_ok_and(|s| s < segments.get(id).copied().unwrap_or(0));
-            if !expected {
-                checks.push(Check {
-                    location: QUARANTINE,
-                    path: rel.clone(),
-                    result: "unexpected",
-                    detail: format!("quarantine holds an unexpected file {rel}"),
-                    bytes: 0,
-                });
+    for (location, base) in locations {
+        let mut tree = match (location, &released) {
+            (RELEASED, Some(root)) => Some((root.clone(), spawn_walk(root.clone()))),
+            _ => None,
+        };
+        // The next path of the sorted tree walk, not yet matched.
+        let mut next_on_disk: Option<Vec<u8>> = match tree.as_mut() {
+            Some((_, rx)) => rx.recv().await,
+            None => None,
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page = app
+                .store
+                .fixity_page(t.id, location, after.as_deref(), crate::store::FILE_BATCH)
+                .await?;
+            let last_page = (page.len() as u32) < crate::store::FILE_BATCH;
+            after = page.last().map(|r| r.file.path.clone());
+            let mut missing = Vec::new();
+            for row in page {
+                let want = crate::workflow::transfers::manifest_entry(&row.file)?;
+                let parts = match &mut tree {
+                    None => (0..row.segments)
+                        .map(|s| app.volumes.segment_path(t.id, row.file.id, s))
+                        .collect(),
+                    Some((root, rx)) => {
+                        // Whatever the walk finds before this path is not in the manifest.
+                        let mut present = false;
+                        while let Some(p) = next_on_disk.as_deref() {
+                            match p.cmp(want.path.as_bytes()) {
+                                std::cmp::Ordering::Less => {
+                                    report.add(unexpected_released(p));
+                                    next_on_disk = rx.recv().await;
+                                }
+                                std::cmp::Ordering::Equal => {
+                                    present = true;
+                                    next_on_disk = rx.recv().await;
+                                    break;
+                                }
+                                std::cmp::Ordering::Greater => break,
+                            }
+                        }
+                        if !present {
+                            missing.push(Check {
+                                location,
+                                detail: format!(
+                                    "{location} {} is missing ({})",
+                                    want.path,
+                                    root.join(&want.path).display()
+                                ),
+                                path: want.path.clone(),
+                                result: "missing",
+                                bytes: 0,
+                            });
+                            continue;
+                        }
+                        vec![root.join(&want.path)]
+                    }
+                };
+                if !scope.due(row.verified_at, base) {
+                    continue;
+                }
+                let job = Job {
+                    location,
+                    path: want.path.clone(),
+                    parts,
+                    want,
+                };
+                batch.push(app, t, job, &mut report).await?;
+            }
+            if !missing.is_empty() {
+                let now = chrono::Utc::now().timestamp_millis();
+                record_checks(app, t, missing, now, &mut report).await?;
+            }
+            if last_page {
+                break;
             }
         }
-        if let Some(root) = released {
-            for rel in walk(&root) {
-                if !listed.contains(&rel) {
-                    checks.push(Check {
-                        location: RELEASED,
-                        path: rel.clone(),
-                        result: "unexpected",
-                        detail: format!("released {rel} is not in the manifest"),
-                        bytes: 0,
-                    });
+        batch.flush(app, t, &mut report).await?;
+        if let Some((_, rx)) = tree.as_mut() {
+            while let Some(p) = next_on_disk.take() {
+                report.add(unexpected_released(&p));
+                next_on_disk = rx.recv().await;
+            }
+        }
+        app.store.forget_unexpected(t.id, location).await?;
+    }
+    quarantine_strays(app, t, &mut report).await?;
+    Ok(report)
+}
+
+/// Names found in the quarantine folder are looked up this many at a time.
+const STRAY_BATCH: usize = 500;
+
+/// Anything in the transfer's quarantine folder that is not one of its files' segments. The
+/// folder holds one folder per file, named by the file's id: it is read as it comes (no
+/// sorting, nothing held but a batch of names), and each batch of names is looked up in the
+/// store in one query.
+async fn quarantine_strays(
+    app: &App,
+    t: &Transfer,
+    report: &mut Report,
+) -> crate::workflow::Result<()> {
+    let qdir = app.volumes.transfer_dir(t.id);
+    // (top-level name, the files below it relative to the transfer folder)
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<String>)>(STRAY_BATCH);
+    tokio::task::spawn_blocking(move || {
+        let Ok(rd) = std::fs::read_dir(&qdir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut files = Vec::new();
+            let mut stack = vec![e.path()];
+            while let Some(p) = stack.pop() {
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => {
+                        if let Ok(rd) = std::fs::read_dir(&p) {
+                            stack.extend(rd.flatten().map(|e| e.path()));
+                        }
+                    }
+                    Ok(_) => {
+                        if let Ok(rel) = p.strip_prefix(&qdir) {
+                            files.push(rel.to_string_lossy().into_owned());
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            if tx.blocking_send((name, files)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut pending: Vec<(String, Vec<String>)> = Vec::new();
+    loop {
+        let more = rx.recv_many(&mut pending, STRAY_BATCH).await > 0;
+        if !pending.is_empty() {
+            let ids: Vec<String> = pending.iter().map(|(n, _)| n.clone()).collect();
+            let known = app.store.segment_counts(t.id, &ids).await?;
+            for (name, files) in pending.drain(..) {
+                let segments = known.get(&name).copied();
+                for rel in files {
+                    let seg = rel.split_once('/').map(|(_, s)| s).unwrap_or("");
+                    let expected =
+                        segments.is_some_and(|n| seg.parse::<u64>().is_ok_and(|s| s < n));
+                    if !expected {
+                        report.add(Check {
+                            location: QUARANTINE,
+                            detail: format!("quarantine holds an unexpected file {rel}"),
+                            path: rel,
+                            result: "unexpected",
+                            bytes: 0,
+                        });
+                    }
                 }
             }
         }
-        checks
-    })
-    .await
-    .map_err(|e| crate::workflow::Error::Internal(e.to_string()))?;
-    Ok(Report {
-        transfer: t.id,
-        state: t.state,
-        checks,
-    })
-}
-
-/// Records a verification: each file's last-verified time and result, and an incident for each
-/// problem not already open (audited as `incident.integrity`, which the webhooks send, naming
-/// the project's Programme and Project Managers). A pending transfer with a problem in
-/// quarantine is blocked; a released one with a problem is flagged in its state reason.
-pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow::Result<()> {
-    let now = chrono::Utc::now().timestamp_millis();
-    let (files, bytes) = report.hashed();
-    app.metrics.verified(files, bytes);
-    let mut fresh = Vec::new();
-    for c in report.problems() {
-        if !app.store.open_incident(t.id, &c.detail).await? {
-            fresh.push(c);
+        if !more {
+            return Ok(());
         }
     }
-    let notify = if fresh.is_empty() {
+}
+
+/// Raises what a verification found (each check is already in the `fixity` table): an
+/// incident for each named problem not already open (audited as `incident.integrity`, which
+/// the webhooks send, naming the project's Programme and Project Managers), and one more that
+/// counts the problems beyond the named ones, so a transfer with 100,000 missing files gets a
+/// few incidents and events, not 100,000. A pending transfer with a problem in quarantine is
+/// blocked; a released one with a problem is flagged in its state reason.
+pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow::Result<()> {
+    app.metrics.verified(report.hashed(), report.bytes);
+    let mut fresh: Vec<Check> = Vec::new();
+    for c in report.problems() {
+        if !app.store.open_incident(t.id, &c.detail).await? {
+            fresh.push(c.clone());
+        }
+    }
+    let unnamed = report.unnamed();
+    let mut counted: Option<Check> = None;
+    if report.more_problems > 0 {
+        let parts: Vec<String> = unnamed
+            .iter()
+            .map(|(loc, res, n)| format!("{n} {res} in {loc}"))
+            .collect();
+        let detail = format!(
+            "{} more problem(s) beyond the {} named: {}; `airlock verify {}` counts them, the \
+             fixity records list each",
+            report.more_problems,
+            report.problems.len(),
+            parts.join(", "),
+            t.id
+        );
+        if !app.store.open_incident(t.id, &detail).await? {
+            counted = Some(Check {
+                location: unnamed.first().map_or(QUARANTINE, |u| u.0),
+                path: String::new(),
+                result: "more",
+                detail,
+                bytes: 0,
+            });
+        }
+    }
+    let raised: Vec<&Check> = fresh.iter().chain(counted.iter()).collect();
+    let notify = if raised.is_empty() {
         Vec::new()
     } else {
         alert_list(app, t).await?
     };
     let mut tx = app.store.begin().await?;
-    for c in &report.checks {
-        tx.record_fixity(
-            t.id,
-            &FixityRow {
-                location: c.location.to_owned(),
-                path: c.path.clone(),
-                verified_at: now,
-                result: c.result.to_owned(),
-                detail: c.detail.clone(),
-            },
-        )
-        .await?;
-    }
-    for c in &fresh {
+    for c in &raised {
         tx.insert_incident(Some(t.id), "integrity", &c.detail)
             .await?;
         tx.audit(
@@ -264,10 +619,17 @@ pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow
                 })),
         )
         .await?;
+    }
+    for c in &fresh {
         app.metrics.incident(c.result, c.location);
     }
-    if !fresh.is_empty() {
-        let why = fresh
+    if counted.is_some() {
+        for (loc, res, n) in &unnamed {
+            app.metrics.incidents_n(res, loc, *n);
+        }
+    }
+    if !raised.is_empty() {
+        let why = raised
             .iter()
             .map(|c| c.detail.as_str())
             .collect::<Vec<_>>()
@@ -299,8 +661,8 @@ pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow
         tracing::warn!(transfer = %t.id, "integrity incident: {why}");
     }
     tx.commit().await?;
-    if !fresh.is_empty() {
-        mail(app, t, &fresh, &notify).await;
+    if !raised.is_empty() {
+        mail(app, t, &raised, &notify).await;
     }
     Ok(())
 }
@@ -360,4 +722,36 @@ async fn alert_list(app: &App, t: &Transfer) -> crate::workflow::Result<Vec<Stri
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree walk yields every file once, in byte order of the whole path (the store's
+    /// order), even where a folder's name is a prefix of a sibling's ("a/…" after "a.txt" and
+    /// "a-b", before "a0"), so the merge join with the manifest is exact.
+    #[test]
+    fn the_sorted_walk_is_in_whole_path_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            "a.txt", "a-b", "a/b.c/d", "a/b/c", "a/bz", "a0", "ab/c", "b", "Z", "é/x",
+        ];
+        for f in files {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("empty/dir")).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        sorted_walk(dir.path(), &tx);
+        drop(tx);
+        let mut got = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            got.push(String::from_utf8(p).unwrap());
+        }
+        let mut want: Vec<String> = files.iter().map(|s| s.to_string()).collect();
+        want.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(got, want);
+    }
 }

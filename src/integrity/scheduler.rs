@@ -5,12 +5,10 @@
 //! what was verified stays verified. `[integrity] bytes_per_second` throttles it, so a large
 //! estate never starves uploads.
 
-use super::{record, verify, QUARANTINE, RELEASED};
+use super::{record, verify, Scope, QUARANTINE, RELEASED};
 use crate::app::App;
 use crate::domain::TransferState;
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     if !app.settings.integrity.enabled {
@@ -30,14 +28,17 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
     }
 }
 
-fn ms(rfc3339: Option<&str>) -> i64 {
+/// An RFC 3339 time as Unix milliseconds (0 if absent or unreadable).
+pub(crate) fn ms(rfc3339: Option<&str>) -> i64 {
     rfc3339
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
         .map(|d| d.timestamp_millis())
         .unwrap_or(0)
 }
 
-/// Re-hashes every file whose interval has run out, throttled.
+/// Re-hashes every file whose interval has run out, throttled. A transfer with nothing due
+/// costs two index reads per location; one with something due is walked once, hashing only
+/// what is due (and looking for missing and unexpected files on the way).
 pub async fn pass(app: &App) -> crate::workflow::Result<()> {
     let rate = app.settings.integrity.bytes_per_second;
     for t in app.store.transfers_at_rest().await? {
@@ -54,45 +55,40 @@ pub async fn pass(app: &App) -> crate::workflow::Result<()> {
             .reverify_interval
             .as_millis() as i64;
         let now = chrono::Utc::now().timestamp_millis();
-        let files = app.store.files(t.id).await?;
-        let mut due: Vec<((String, String), u64)> = Vec::new();
-        let mut locations = vec![(QUARANTINE, ms(t.sealed_at.as_deref()))];
-        if t.state == TransferState::Released {
-            locations.push((RELEASED, ms(t.released_at.as_deref())));
-        }
-        for (loc, base) in locations {
-            let last = app.store.last_verified(t.id, loc).await?;
-            for f in &files {
-                let at = last.get(&f.path).copied().unwrap_or(base);
-                if at + interval <= now {
-                    due.push(((loc.to_owned(), f.path.clone()), f.received));
-                }
-            }
-        }
-        if due.is_empty() {
+        if !anything_due(app, &t, interval, now).await? {
             continue;
         }
-        // Batches of about one second's worth of bytes, so throttling is smooth.
-        let per_batch = if rate == 0 { u64::MAX } else { rate };
-        let mut batch: HashSet<(String, String)> = HashSet::new();
-        let mut batch_bytes = 0u64;
-        let mut it = due.into_iter().peekable();
-        while let Some((key, size)) = it.next() {
-            batch.insert(key);
-            batch_bytes += size;
-            if batch_bytes >= per_batch || it.peek().is_none() {
-                let started = Instant::now();
-                let report = verify(app, &t, Some(std::mem::take(&mut batch))).await?;
-                record(app, &t, &report).await?;
-                if rate > 0 {
-                    let want = Duration::from_secs_f64(batch_bytes as f64 / rate as f64);
-                    if let Some(rest) = want.checked_sub(started.elapsed()) {
-                        tokio::time::sleep(rest).await;
-                    }
-                }
-                batch_bytes = 0;
-            }
-        }
+        let scope = Scope::Due {
+            interval_ms: interval,
+            now_ms: now,
+            bytes_per_second: rate,
+        };
+        let report = verify(app, &t, scope).await?;
+        record(app, &t, &report).await?;
     }
     Ok(())
+}
+
+/// Whether any file of the transfer is due somewhere: one never checked while its seal (or
+/// release) is older than the interval, or an oldest check older than the interval.
+async fn anything_due(
+    app: &App,
+    t: &crate::store::Transfer,
+    interval: i64,
+    now: i64,
+) -> crate::workflow::Result<bool> {
+    let files = app.store.totals(t.id).await?.files;
+    let mut locations = vec![(QUARANTINE, ms(t.sealed_at.as_deref()))];
+    if t.state == TransferState::Released {
+        locations.push((RELEASED, ms(t.released_at.as_deref())));
+    }
+    for (loc, base) in locations {
+        let (checked, oldest) = app.store.fixity_age(t.id, loc).await?;
+        if (checked < files && base + interval <= now)
+            || oldest.is_some_and(|o| o + interval <= now)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -1,9 +1,23 @@
 //! Fixity records: each file at rest, where it lies, when it was last re-hashed and the result.
+//!
+//! Re-verification walks a transfer's files in path order a page at a time, each row joined
+//! with its last check ([`Store::fixity_page`]), and writes the results a batch per
+//! transaction ([`Store::record_fixity_batch`]); whether anything is due at all comes from one
+//! index ([`Store::fixity_age`]).
 
-use super::{Result, Store, Tx};
+use super::{FileRow, Result, Store, Tx};
 use crate::domain::TransferId;
 use sqlx::Row;
 use std::collections::HashMap;
+
+/// A file at rest, for re-verification: its row, how many segments hold its bytes in
+/// quarantine, and when it was last verified at the location asked for.
+#[derive(Debug, Clone)]
+pub struct AtRest {
+    pub file: FileRow,
+    pub segments: u64,
+    pub verified_at: Option<i64>,
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FixityRow {
@@ -51,6 +65,111 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("path")?, r.try_get("verified_at")?)))
             .collect()
+    }
+
+    /// Up to `limit` of a transfer's files after the path `after`, in path order, each with its
+    /// segment count and its last check at `location`: index lookups per row, so a page costs
+    /// the same wherever it lies in the transfer.
+    pub async fn fixity_page(
+        &self,
+        transfer: TransferId,
+        location: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AtRest>> {
+        let rows = sqlx::query(
+            "SELECT f.*, (SELECT COUNT(*) FROM segments s WHERE s.file_id = f.id) AS nseg, \
+             x.verified_at AS last_verified FROM files f LEFT JOIN fixity x \
+             ON x.transfer_id = f.transfer_id AND x.location = $2 AND x.path = f.path \
+             WHERE f.transfer_id = $1 AND f.path > $3 ORDER BY f.path LIMIT $4",
+        )
+        .bind(transfer.to_string())
+        .bind(location)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AtRest {
+                    file: super::file_from_row(r)?,
+                    segments: r.try_get::<i64, _>("nseg")?.max(0) as u64,
+                    verified_at: r.try_get("last_verified")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many files of a transfer have a check at `location`, and the oldest check's time:
+    /// from the `fixity_age` index alone (the count is an index range, the minimum one seek).
+    pub async fn fixity_age(
+        &self,
+        transfer: TransferId,
+        location: &str,
+    ) -> Result<(u64, Option<i64>)> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(verified_at) AS oldest FROM fixity \
+             WHERE transfer_id = $1 AND location = $2",
+        )
+        .bind(transfer.to_string())
+        .bind(location)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((
+            r.try_get::<i64, _>("n")?.max(0) as u64,
+            r.try_get("oldest")?,
+        ))
+    }
+
+    /// The segment counts of those of `ids` that are files of the transfer (one query for a
+    /// batch of names found in its quarantine folder).
+    pub async fn segment_counts(
+        &self,
+        transfer: TransferId,
+        ids: &[String],
+    ) -> Result<HashMap<String, u64>> {
+        let rows = sqlx::query(
+            // CROSS JOIN keeps this order: each name is one lookup by id (the primary key), not
+            // a walk of the transfer's files.
+            "SELECT f.id, (SELECT COUNT(*) FROM segments s WHERE s.file_id = f.id) AS nseg \
+             FROM json_each($2) j CROSS JOIN files f ON f.id = j.value WHERE f.transfer_id = $1",
+        )
+        .bind(transfer.to_string())
+        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get::<i64, _>("nseg")?.max(0) as u64)))
+            .collect()
+    }
+
+    /// Records a batch of checks in one transaction.
+    pub async fn record_fixity_batch(
+        &self,
+        transfer: TransferId,
+        rows: &[FixityRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for row in rows {
+            tx.record_fixity(transfer, row).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Removes rows for unexpected files (written by versions that kept them) at a location:
+    /// an unexpected file is an incident, not a file at rest with a last check.
+    pub async fn forget_unexpected(&self, transfer: TransferId, location: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM fixity WHERE transfer_id = $1 AND location = $2 AND result = 'unexpected'",
+        )
+        .bind(transfer.to_string())
+        .bind(location)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Transfers whose files are at rest: sealed (their quarantine copy) and not withdrawn.

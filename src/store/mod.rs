@@ -23,9 +23,9 @@ mod governance;
 mod metrics;
 mod scans;
 pub use archives::ArchiveUploadRow;
-pub use fixity::FixityRow;
+pub use fixity::{AtRest, FixityRow};
 pub use metrics::Queues;
-pub use scans::{ScanJob, VerdictRow};
+pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod webhooks;
 pub use governance::{Member, RefereeRow};
 pub use webhooks::{AuditRow, Delivery};
@@ -248,6 +248,7 @@ impl Store {
             .await?;
         audit_mac_column(&pool).await?;
         backfill_totals(&pool).await?;
+        scans::backfill_scan_counts(&pool).await?;
         let wal = {
             let mut p = path.as_os_str().to_owned();
             p.push("-wal");

@@ -1,12 +1,23 @@
 //! Scan verdicts and the retry queue of transfers whose scan failed.
+//!
+//! A scan writes its verdicts a batch at a time while it runs (one short transaction per
+//! batch, never one holding the write lock for the whole scan). Each transfer's current
+//! verdicts are the rows whose ids lie in the range `scan_counts` names; a scan in progress
+//! writes above that range, and only its last transaction moves the range (and the counts
+//! beside it) onto its own rows, so the previous scan's verdicts stand until then. Rows outside
+//! the range (a superseded scan, one cut short by a crash) are pruned in batches.
 
 use super::{now, Result, Store, Tx};
 use crate::domain::{FileId, TransferId};
 use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One verdict: a file (or an archive member) and one scanner.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerdictRow {
+    /// The row's id: the cursor of [`Store::verdicts_page`] (0 before it is written).
+    #[serde(skip)]
+    pub seq: i64,
     #[serde(skip)]
     pub file_id: FileId,
     pub path: String,
@@ -33,8 +44,83 @@ pub struct ScanJob {
     pub last_error: String,
 }
 
+/// The kinds a verdict may have, as `scan_counts` keeps them.
+pub const VERDICT_KINDS: [&str; 4] = ["clean", "infected", "unscannable", "error"];
+
+/// How many verdict rows one pruning statement deletes.
+const PRUNE_BATCH: i64 = 1000;
+
+/// What a scan has written so far: the span of its row ids, its counts by kind and the
+/// (scanner, database version) pairs it used. Constant in size whatever the file count.
+#[derive(Debug, Clone, Default)]
+pub struct ScanTally {
+    pub span: Option<(i64, i64)>,
+    pub counts: BTreeMap<String, u64>,
+    pub databases: BTreeSet<(String, String)>,
+}
+
+impl ScanTally {
+    /// Counts one verdict written with the ids `span`.
+    pub fn add(&mut self, v: &VerdictRow, span: Option<(i64, i64)>) {
+        *self.counts.entry(v.verdict.clone()).or_default() += 1;
+        self.databases
+            .insert((v.scanner.clone(), v.db_version.clone()));
+        self.extend(span);
+    }
+
+    /// Widens the id span by a batch's.
+    pub fn extend(&mut self, span: Option<(i64, i64)>) {
+        if let Some((a, b)) = span {
+            self.span = Some(match self.span {
+                None => (a, b),
+                Some((x, y)) => (x.min(a), y.max(b)),
+            });
+        }
+    }
+
+    pub fn count(&self, kind: &str) -> u64 {
+        self.counts.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// Gives every transfer scanned before `scan_counts` existed its range, counts and database
+/// versions, computed once from its verdicts.
+pub(super) async fn backfill_scan_counts(pool: &sqlx::SqlitePool) -> Result<()> {
+    // Driven by transfers, each an index probe: every start pays per transfer, not per verdict.
+    let todo: Vec<String> = sqlx::query_scalar(
+        "SELECT t.id FROM transfers t \
+         WHERE NOT EXISTS (SELECT 1 FROM scan_counts c WHERE c.transfer_id = t.id) \
+         AND EXISTS (SELECT 1 FROM scan_verdicts v WHERE v.transfer_id = t.id)",
+    )
+    .fetch_all(pool)
+    .await?;
+    for t in todo {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO scan_counts (transfer_id, first_seq, last_seq, clean, infected, \
+             unscannable, error) SELECT transfer_id, MIN(id), MAX(id), \
+             SUM(verdict = 'clean'), SUM(verdict = 'infected'), SUM(verdict = 'unscannable'), \
+             SUM(verdict = 'error') FROM scan_verdicts WHERE transfer_id = $1 GROUP BY transfer_id",
+        )
+        .bind(&t)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO scan_databases (transfer_id, scanner, db_version) \
+             SELECT DISTINCT transfer_id, scanner, db_version FROM scan_verdicts \
+             WHERE transfer_id = $1",
+        )
+        .bind(&t)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 fn verdict(r: &sqlx::sqlite::SqliteRow) -> Result<VerdictRow> {
     Ok(VerdictRow {
+        seq: r.try_get("id")?,
         file_id: super::parse("scan_verdicts", r.try_get("file_id")?)?,
         path: r.try_get("path")?,
         member: r.try_get("member")?,
@@ -49,10 +135,13 @@ fn verdict(r: &sqlx::sqlite::SqliteRow) -> Result<VerdictRow> {
 }
 
 impl Store {
-    /// A transfer's verdicts, in file order then scanner.
+    /// A transfer's current verdicts, in file order then scanner. Every row at once: for small
+    /// transfers and the CLI; views page with [`Store::verdicts_page`].
     pub async fn verdicts(&self, transfer: TransferId) -> Result<Vec<VerdictRow>> {
         let rows = sqlx::query(
-            "SELECT * FROM scan_verdicts WHERE transfer_id = $1 ORDER BY path, member, scanner, id",
+            "SELECT v.* FROM scan_verdicts v JOIN scan_counts c ON c.transfer_id = v.transfer_id \
+             WHERE v.transfer_id = $1 AND v.id BETWEEN c.first_seq AND c.last_seq \
+             ORDER BY v.path, v.member, v.scanner, v.id",
         )
         .bind(transfer.to_string())
         .fetch_all(self.pool())
@@ -61,19 +150,20 @@ impl Store {
     }
 
     /// Transfers not yet released (`in_review` or `approved`) with a verdict of `scanner`
-    /// pinned to another database version.
+    /// pinned to another database version. Reads the few database versions each transfer's
+    /// scan used (`scan_databases`), never the verdicts themselves.
     pub async fn stale_reviews(&self, scanner: &str, db_version: &str) -> Result<Vec<TransferId>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT v.transfer_id FROM scan_verdicts v JOIN transfers t \
-             ON t.id = v.transfer_id WHERE t.state IN ('in_review', 'approved') \
-             AND v.scanner = $1 AND v.db_version != $2",
+            "SELECT DISTINCT d.transfer_id FROM scan_databases d JOIN transfers t \
+             ON t.id = d.transfer_id WHERE t.state IN ('in_review', 'approved') \
+             AND d.scanner = $1 AND d.db_version != $2",
         )
         .bind(scanner)
         .bind(db_version)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| super::parse("scan_verdicts", r.try_get("transfer_id")?))
+            .map(|r| super::parse("scan_databases", r.try_get("transfer_id")?))
             .collect()
     }
 
@@ -86,8 +176,8 @@ impl Store {
         db_version: &str,
     ) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM scan_verdicts WHERE transfer_id = $1 \
-             AND scanner = $2 AND db_version != $3 LIMIT 1)",
+            "SELECT COUNT(*) FROM scan_databases WHERE transfer_id = $1 \
+             AND scanner = $2 AND db_version != $3",
         )
         .bind(transfer.to_string())
         .bind(scanner)
@@ -100,14 +190,161 @@ impl Store {
     /// Whether a transfer has any verdict by `scanner`.
     pub async fn has_verdicts_by(&self, transfer: TransferId, scanner: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM scan_verdicts WHERE transfer_id = $1 \
-             AND scanner = $2 LIMIT 1)",
+            "SELECT COUNT(*) FROM scan_databases WHERE transfer_id = $1 AND scanner = $2",
         )
         .bind(transfer.to_string())
         .bind(scanner)
         .fetch_one(self.pool())
         .await?;
         Ok(n > 0)
+    }
+
+    /// The transfer's current verdicts counted by kind (`clean`, `infected`, `unscannable`,
+    /// `error`; each key always present), kept at the end of each scan: one row read,
+    /// whatever the file count.
+    pub async fn scan_counts(&self, transfer: TransferId) -> Result<BTreeMap<String, u64>> {
+        let row = sqlx::query(
+            "SELECT clean, infected, unscannable, error FROM scan_counts WHERE transfer_id = $1",
+        )
+        .bind(transfer.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        let mut out = BTreeMap::new();
+        for k in VERDICT_KINDS {
+            let n = match &row {
+                Some(r) => r.try_get::<i64, _>(k)?.max(0) as u64,
+                None => 0,
+            };
+            out.insert(k.to_owned(), n);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` of the transfer's current verdicts after the cursor `after` (a row's
+    /// `seq`; `None` from the start), in the order the scan wrote them. An index range: the
+    /// cost of a page does not depend on the pages before it.
+    pub async fn verdicts_page(
+        &self,
+        transfer: TransferId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<VerdictRow>> {
+        let rows = sqlx::query(
+            "SELECT v.* FROM scan_counts c JOIN scan_verdicts v ON v.transfer_id = c.transfer_id \
+             WHERE c.transfer_id = $1 AND v.id >= c.first_seq AND v.id <= c.last_seq \
+             AND v.id > $2 ORDER BY v.id LIMIT $3",
+        )
+        .bind(transfer.to_string())
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(verdict).collect()
+    }
+
+    /// Up to `limit` of the transfer's current verdicts of one kind (`unscannable`, say), in
+    /// scan order, after the cursor `after`.
+    pub async fn verdicts_of_kind(
+        &self,
+        transfer: TransferId,
+        kind: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<VerdictRow>> {
+        let rows = sqlx::query(
+            "SELECT v.* FROM scan_counts c JOIN scan_verdicts v ON v.transfer_id = c.transfer_id \
+             WHERE c.transfer_id = $1 AND v.id >= c.first_seq AND v.id <= c.last_seq \
+             AND v.id > $2 AND v.verdict = $3 ORDER BY v.id LIMIT $4",
+        )
+        .bind(transfer.to_string())
+        .bind(after.unwrap_or(0))
+        .bind(kind)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(verdict).collect()
+    }
+
+    /// Writes one batch of a scan's verdicts in one transaction, above the transfer's current
+    /// range (so nobody sees them as the transfer's verdicts yet). Returns the ids given.
+    pub async fn insert_verdicts(
+        &self,
+        transfer: TransferId,
+        rows: &[VerdictRow],
+    ) -> Result<Option<(i64, i64)>> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut tx = self.begin().await?;
+        let mut span: Option<(i64, i64)> = None;
+        for v in rows {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
+                 detail, sha256, scanner_version, db_version, scanned_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            )
+            .bind(transfer.to_string())
+            .bind(v.file_id.to_string())
+            .bind(&v.path)
+            .bind(&v.member)
+            .bind(&v.scanner)
+            .bind(&v.verdict)
+            .bind(&v.detail)
+            .bind(&v.sha256)
+            .bind(&v.scanner_version)
+            .bind(&v.db_version)
+            .bind(&v.scanned_at)
+            .fetch_one(&mut *tx.tx)
+            .await?;
+            span = Some(match span {
+                None => (id, id),
+                Some((a, b)) => (a.min(id), b.max(id)),
+            });
+        }
+        tx.commit().await?;
+        Ok(span)
+    }
+
+    /// Deletes the transfer's verdict rows that are not its current ones (a superseded scan,
+    /// or one a crash cut short), `PRUNE_BATCH` rows per statement so no delete holds the
+    /// write lock for long. Returns how many went.
+    pub async fn prune_verdicts(&self, transfer: TransferId) -> Result<u64> {
+        let range: Option<(i64, i64)> =
+            sqlx::query_as("SELECT first_seq, last_seq FROM scan_counts WHERE transfer_id = $1")
+                .bind(transfer.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+        // Below the current range (older scans) and above it (a newer one that did not
+        // count): each an index range of the transfer's rows, never a walk past the current ones.
+        let (below, above) = range.unwrap_or((i64::MAX, i64::MAX));
+        let mut gone = 0;
+        for (sql, bound) in [
+            (
+                "DELETE FROM scan_verdicts WHERE id IN (SELECT id FROM scan_verdicts \
+                 WHERE transfer_id = $1 AND id < $2 LIMIT $3)",
+                below,
+            ),
+            (
+                "DELETE FROM scan_verdicts WHERE id IN (SELECT id FROM scan_verdicts \
+                 WHERE transfer_id = $1 AND id > $2 LIMIT $3)",
+                above,
+            ),
+        ] {
+            loop {
+                let n = sqlx::query(sql)
+                    .bind(transfer.to_string())
+                    .bind(bound)
+                    .bind(PRUNE_BATCH)
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected();
+                gone += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(gone)
     }
 
     pub async fn scan_job(&self, transfer: TransferId) -> Result<Option<ScanJob>> {
@@ -152,21 +389,57 @@ impl Store {
 }
 
 impl Tx<'_> {
-    /// Replaces a transfer's verdicts with a new scan's.
+    /// Makes a finished scan's rows (written by [`Store::insert_verdicts`]) the transfer's
+    /// verdicts, with their counts and the database versions they were given by. The rows
+    /// they replace are pruned afterwards ([`Store::prune_verdicts`]).
+    pub async fn switch_verdicts(&mut self, transfer: TransferId, scan: &ScanTally) -> Result<()> {
+        let (first, last) = scan.span.unwrap_or((1, 0));
+        let c = |k: &str| scan.counts.get(k).copied().unwrap_or(0) as i64;
+        sqlx::query(
+            "INSERT INTO scan_counts (transfer_id, first_seq, last_seq, clean, infected, \
+             unscannable, error) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT(transfer_id) DO UPDATE SET first_seq = $2, last_seq = $3, clean = $4, \
+             infected = $5, unscannable = $6, error = $7",
+        )
+        .bind(transfer.to_string())
+        .bind(first)
+        .bind(last)
+        .bind(c("clean"))
+        .bind(c("infected"))
+        .bind(c("unscannable"))
+        .bind(c("error"))
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query("DELETE FROM scan_databases WHERE transfer_id = $1")
+            .bind(transfer.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        for (scanner, db) in &scan.databases {
+            sqlx::query(
+                "INSERT INTO scan_databases (transfer_id, scanner, db_version) VALUES ($1, $2, $3)",
+            )
+            .bind(transfer.to_string())
+            .bind(scanner)
+            .bind(db)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a transfer's verdicts with `rows` at once (small scans and tests; a transfer's
+    /// scan writes in batches and switches with [`Tx::switch_verdicts`]).
     pub async fn replace_verdicts(
         &mut self,
         transfer: TransferId,
         rows: &[VerdictRow],
     ) -> Result<()> {
-        sqlx::query("DELETE FROM scan_verdicts WHERE transfer_id = $1")
-            .bind(transfer.to_string())
-            .execute(&mut *self.tx)
-            .await?;
+        let mut tally = ScanTally::default();
         for v in rows {
-            sqlx::query(
+            let id: i64 = sqlx::query_scalar(
                 "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
                  detail, sha256, scanner_version, db_version, scanned_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             )
             .bind(transfer.to_string())
             .bind(v.file_id.to_string())
@@ -179,9 +452,17 @@ impl Tx<'_> {
             .bind(&v.scanner_version)
             .bind(&v.db_version)
             .bind(&v.scanned_at)
+            .fetch_one(&mut *self.tx)
+            .await?;
+            tally.add(v, Some((id, id)));
+        }
+        self.switch_verdicts(transfer, &tally).await?;
+        sqlx::query("DELETE FROM scan_verdicts WHERE transfer_id = $1 AND (id < $2 OR id > $3)")
+            .bind(transfer.to_string())
+            .bind(tally.span.map_or(1, |s| s.0))
+            .bind(tally.span.map_or(0, |s| s.1))
             .execute(&mut *self.tx)
             .await?;
-        }
         Ok(())
     }
 

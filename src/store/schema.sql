@@ -276,3 +276,26 @@ CREATE TABLE IF NOT EXISTS archive_segments (
     size INTEGER NOT NULL,
     PRIMARY KEY (archive_id, seq)
 );
+-- Which rows of `scan_verdicts` are a transfer's current verdicts (ids first_seq..last_seq:
+-- a scan writes in batches above them and moves the range when it ends), and their counts
+-- by kind, so a status read gets them from one row whatever the file count.
+CREATE TABLE IF NOT EXISTS scan_counts (
+    transfer_id TEXT PRIMARY KEY REFERENCES transfers(id),
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    clean INTEGER NOT NULL DEFAULT 0,
+    infected INTEGER NOT NULL DEFAULT 0,
+    unscannable INTEGER NOT NULL DEFAULT 0,
+    error INTEGER NOT NULL DEFAULT 0
+);
+-- The (scanner, database version) pairs of each transfer's current verdicts: a handful of
+-- rows per transfer, so the signature watcher never reads the verdicts themselves.
+CREATE TABLE IF NOT EXISTS scan_databases (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    scanner TEXT NOT NULL,
+    db_version TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, scanner, db_version)
+);
+-- Re-verification reads each location's oldest check of a transfer, and how many files have
+-- one, from this index alone.
+CREATE INDEX IF NOT EXISTS fixity_age ON fixity(transfer_id, location, verified_at);

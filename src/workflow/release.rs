@@ -3,6 +3,11 @@
 //!
 //! A background worker does it, so a 100 GB release never holds an HTTP request open and a
 //! restart simply picks the approved transfer up again (staging is cleared first).
+//!
+//! The files are walked in path order a page of rows at a time, a few copied at once, each
+//! re-hashed as it is written and read back, and the manifest's root digest is recomputed over
+//! the same walk: memory does not grow with the file count, and nothing is published unless
+//! every copy and the root match.
 
 use super::{Error, Result};
 use crate::app::App;
@@ -11,7 +16,7 @@ use crate::domain::*;
 use crate::hashing::{HashState, StreamHasher};
 use crate::store::Transfer;
 use crate::volumes::Volumes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 
 /// Runs until `shutdown` resolves: releases approved transfers and expires stale ones.
@@ -100,6 +105,61 @@ async fn digest_stream(
     Ok(h.finish().await?.finish())
 }
 
+/// Files copied (or re-read) at once: enough to overlap one file's fsync with the next's
+/// copy, few enough that memory holds a handful of files' buffers whatever the file count.
+const COPIES_AT_ONCE: usize = 4;
+
+/// What walking the sealed manifest found: its root digest over the walk, and the first
+/// copy that did not match (the release stops there).
+struct Walked {
+    root: RootHasher,
+    mismatch: Option<String>,
+}
+
+/// Walks the transfer's files in path order (a page of rows at a time), runs `each` on up to
+/// `COPIES_AT_ONCE` files at once, and hashes the manifest entries into the root digest in
+/// path order. Stops at the first file `each` finds wrong (`Ok(Some(why))`).
+async fn walk_manifest<'a, F, Fut>(app: &'a App, t: &Transfer, each: F) -> Result<Walked>
+where
+    F: Fn(crate::store::FileRow, ManifestEntry) -> Fut + 'a,
+    Fut: std::future::Future<Output = Result<Option<String>>> + 'a,
+{
+    let each = &each;
+    let mut walked = Walked {
+        root: RootHasher::default(),
+        mismatch: None,
+    };
+    let mut results = app
+        .store
+        .file_stream(t.id)
+        .map_err(Error::from)
+        .map_ok(|f| async move {
+            let want = super::transfers::manifest_entry(&f)?;
+            let found = each(f, want.clone()).await?;
+            Ok::<_, Error>((want, found))
+        })
+        .try_buffered(COPIES_AT_ONCE);
+    while let Some((want, found)) = results.try_next().await? {
+        walked.root.push_sorted(&want);
+        if found.is_some() {
+            walked.mismatch = found;
+            break;
+        }
+    }
+    Ok(walked)
+}
+
+/// Whether the walk matches the sealed root digest: the file list the copies came from is
+/// exactly the one that was reviewed.
+fn root_matches(walked: Walked, sealed_root: &str) -> std::result::Result<(u64, u64), String> {
+    let (n, bytes) = (walked.root.entries(), walked.root.bytes());
+    if walked.root.finish().as_str() == sealed_root {
+        Ok((n, bytes))
+    } else {
+        Err("the file list no longer matches the sealed root digest".into())
+    }
+}
+
 pub async fn release(app: &App, t: &Transfer) -> Result<()> {
     let started = std::time::Instant::now();
     let ws = app
@@ -109,46 +169,47 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
     app.volumes.clear_staging(t.id).await?;
     let dest = Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id);
-    let files = app.store.files(t.id).await?;
-    let manifest = super::transfers::manifest(&files)?;
-    // What `/metrics` counts once the release is recorded.
-    let done = Released {
-        files: manifest.len() as u64,
-        bytes: manifest.iter().map(|m| m.size).sum(),
-        started,
-    };
     let sealed_root = t.root_digest.clone().unwrap_or_default();
-    if manifest_root(&manifest).as_str() != sealed_root {
-        return integrity_failure(
-            app,
-            t,
-            "the file list no longer matches the sealed root digest",
-        )
-        .await;
-    }
     if app.volumes.published(&dest) {
         // Published before a crash stopped us from recording it: accept it only if every
         // file is there and matches the manifest.
-        for (f, want) in files.iter().zip(&manifest) {
+        let dest = &dest;
+        let mut walked = walk_manifest(app, t, |f, want| async move {
             let path = RelPath::parse(&f.path)?;
-            let got = match app.volumes.read_published(&dest, &path).await {
+            let got = match app.volumes.read_published(dest, &path).await {
                 Ok(s) => digest_stream(s, None).await?,
                 Err(e) => {
-                    let why = format!("{}: already-published copy unreadable: {e}", f.path);
-                    return integrity_failure(app, t, &why).await;
+                    return Ok(Some(format!(
+                        "{}: already-published copy unreadable: {e}",
+                        f.path
+                    )))
                 }
             };
             if got.sha256 != want.sha256 || got.blake3 != want.blake3 || got.size != want.size {
-                let why = format!(
+                return Ok(Some(format!(
                     "{}: an earlier published copy does not match the manifest",
                     f.path
-                );
-                return integrity_failure(app, t, &why).await;
+                )));
             }
+            Ok(None)
+        })
+        .await?;
+        if let Some(why) = walked.mismatch.take() {
+            return integrity_failure(app, t, &why).await;
         }
-        return record_release(app, t, &dest, done, &sealed_root).await;
+        return match root_matches(walked, &sealed_root) {
+            Ok((files, bytes)) => {
+                let done = Released {
+                    files,
+                    bytes,
+                    started,
+                };
+                record_release(app, t, dest, done, &sealed_root).await
+            }
+            Err(why) => integrity_failure(app, t, &why).await,
+        };
     }
-    for (f, want) in files.iter().zip(&manifest) {
+    let walked = walk_manifest(app, t, |f, want| async move {
         let path = RelPath::parse(&f.path)?;
         let n = app.store.segments(f.id).await?.len();
         let mut w = app.volumes.staging_writer(t.id, &path).await?;
@@ -164,17 +225,41 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         let reread = digest_stream(app.volumes.read_staged(t.id, &path).await?, None).await?;
         for (what, got) in [("quarantine copy", &copied), ("released copy", &reread)] {
             if got.size != want.size || got.sha256 != want.sha256 || got.blake3 != want.blake3 {
-                app.volumes.clear_staging(t.id).await?;
-                let why = format!(
+                return Ok(Some(format!(
                     "{}: {what} has sha256 {} ({} bytes), the manifest says {} ({} bytes)",
                     f.path, got.sha256, got.size, want.sha256, want.size
-                );
-                return integrity_failure(app, t, &why).await;
+                )));
             }
         }
+        Ok(None)
+    })
+    .await;
+    let mut walked = match walked {
+        Ok(w) => w,
+        Err(e) => {
+            app.volumes.clear_staging(t.id).await?;
+            return Err(e);
+        }
+    };
+    let checked = match walked.mismatch.take() {
+        Some(why) => Err(why),
+        None => root_matches(walked, &sealed_root),
+    };
+    match checked {
+        Ok((files, bytes)) => {
+            app.volumes.publish(t.id, &dest).await?;
+            let done = Released {
+                files,
+                bytes,
+                started,
+            };
+            record_release(app, t, &dest, done, &sealed_root).await
+        }
+        Err(why) => {
+            app.volumes.clear_staging(t.id).await?;
+            integrity_failure(app, t, &why).await
+        }
     }
-    app.volumes.publish(t.id, &dest).await?;
-    record_release(app, t, &dest, done, &sealed_root).await
 }
 
 /// A release's size and start, for `/metrics`.

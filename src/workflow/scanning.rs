@@ -21,7 +21,7 @@ use crate::policy::{Policy, Unscannable};
 use crate::scan::{archive, Outcome, Scanner, Target, VerdictKind, Versions};
 use crate::store::{FileRow, Transfer, VerdictRow};
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -120,7 +120,8 @@ async fn watch_signatures(app: &App, reloaded: &mut Option<String>) -> Result<()
     Ok(())
 }
 
-type ScanResult = std::result::Result<Vec<VerdictRow>, (String, String)>;
+/// A scan that could not run at all: (scanner, why). Becomes one `error` verdict.
+type Failed = (String, String);
 
 /// Everything one scan needs.
 struct Ctx<'a> {
@@ -129,6 +130,115 @@ struct Ctx<'a> {
     kind: TransferKind,
     policy: &'a Policy,
     scratch: PathBuf,
+}
+
+/// Where a scan's verdicts go as they are given: a bounded channel to the writer, which
+/// stores them a batch at a time. Scanning waits when the writer falls behind, so memory holds
+/// at most a channel's and a batch's worth of rows, whatever the file count.
+type Out = tokio::sync::mpsc::Sender<VerdictRow>;
+
+/// Verdict rows written per transaction: short enough that uploads and decisions of other
+/// transfers never wait long for the write lock, long enough that a 100,000-file scan does
+/// not commit (and fsync) per file.
+const VERDICT_BATCH: usize = 500;
+
+/// At most this many verdicts of each kind are named (in state reasons and the audit event);
+/// the rest are counted.
+const EXAMPLES: usize = 5;
+
+/// What a scan found, in constant memory: counts, the first few findings of each kind, the
+/// scanners' versions and a digest over every verdict in the order written.
+struct Found {
+    tally: crate::store::ScanTally,
+    examples: std::collections::BTreeMap<String, Vec<VerdictRow>>,
+    scanners: std::collections::BTreeSet<(String, String, String)>,
+    digest: sha2::Sha256,
+    rows: u64,
+}
+
+impl Found {
+    fn new() -> Self {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        digest.update(b"[");
+        Self {
+            tally: Default::default(),
+            examples: Default::default(),
+            scanners: Default::default(),
+            digest,
+            rows: 0,
+        }
+    }
+
+    /// Counts one written row.
+    fn add(&mut self, v: VerdictRow, span: Option<(i64, i64)>) {
+        use sha2::Digest;
+        // The digest is SHA-256 of the JSON array of every verdict, built a row at a time.
+        if self.rows > 0 {
+            self.digest.update(b",");
+        }
+        self.digest
+            .update(serde_json::to_vec(&v).unwrap_or_default());
+        self.rows += 1;
+        self.tally.add(&v, span);
+        self.scanners.insert((
+            v.scanner.clone(),
+            v.scanner_version.clone(),
+            v.db_version.clone(),
+        ));
+        if v.verdict != VerdictKind::Clean.as_str() {
+            let list = self.examples.entry(v.verdict.clone()).or_default();
+            if list.len() < EXAMPLES {
+                list.push(v);
+            }
+        }
+    }
+
+    fn count(&self, k: VerdictKind) -> u64 {
+        self.tally.count(k.as_str())
+    }
+
+    fn examples(&self, k: VerdictKind) -> &[VerdictRow] {
+        self.examples
+            .get(k.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// A short list of the findings of one kind, for a state reason.
+    fn summary(&self, k: VerdictKind) -> String {
+        summary(self.examples(k), self.count(k))
+    }
+
+    fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut d = self.digest.clone();
+        d.update(b"]");
+        hex::encode(d.finalize())
+    }
+}
+
+/// Stores verdicts as they arrive, `VERDICT_BATCH` rows per transaction, and tallies them.
+async fn write_verdicts(
+    app: &App,
+    id: TransferId,
+    mut rx: tokio::sync::mpsc::Receiver<VerdictRow>,
+) -> crate::store::Result<Found> {
+    let mut found = Found::new();
+    let mut batch = Vec::with_capacity(VERDICT_BATCH);
+    loop {
+        let room = VERDICT_BATCH - batch.len();
+        let more = rx.recv_many(&mut batch, room).await > 0;
+        if batch.len() >= VERDICT_BATCH || (!more && !batch.is_empty()) {
+            let span = app.store.insert_verdicts(id, &batch).await?;
+            for v in batch.drain(..) {
+                found.add(v, span);
+            }
+        }
+        if !more {
+            return Ok(found);
+        }
+    }
 }
 
 /// Scans a transfer and records what was found. `rescan`: the transfer is in review already
@@ -141,34 +251,62 @@ pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()
         .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
     let policy = app.policy(&ws)?;
     let scratch = app.volumes.scratch_dir(t.id);
-    let outcome = scan_transfer(app, t, &policy, &scratch).await;
+    // Rows a scan cut short by a crash left behind.
+    app.store.prune_verdicts(t.id).await?;
+    let (out, rx) = tokio::sync::mpsc::channel(VERDICT_BATCH);
+    let (outcome, written) = tokio::join!(
+        scan_transfer(app, t, &policy, &scratch, out),
+        write_verdicts(app, t.id, rx)
+    );
     let _ = tokio::fs::remove_dir_all(&scratch).await;
-    let rows = match outcome {
-        Ok(rows) => rows,
-        Err(e) => vec![VerdictRow {
-            file_id: FileId::new(),
-            path: String::new(),
-            member: String::new(),
-            scanner: e.0,
-            verdict: VerdictKind::Error.as_str().into(),
-            detail: e.1,
-            sha256: String::new(),
-            scanner_version: String::new(),
-            db_version: String::new(),
-            scanned_at: crate::store::now(),
-        }],
+    let found = match (outcome, written) {
+        (Ok(()), Ok(found)) => found,
+        (outcome, written) => {
+            let e = match (outcome, written) {
+                (Err(e), _) => e,
+                (_, Err(e)) => ("airlock".to_owned(), format!("storing verdicts: {e}")),
+                _ => unreachable!("one of the two failed"),
+            };
+            // What the failed scan wrote is not its verdict: one error row is.
+            app.store.prune_verdicts(t.id).await?;
+            let row = VerdictRow {
+                seq: 0,
+                file_id: FileId::new(),
+                path: String::new(),
+                member: String::new(),
+                scanner: e.0,
+                verdict: VerdictKind::Error.as_str().into(),
+                detail: e.1,
+                sha256: String::new(),
+                scanner_version: String::new(),
+                db_version: String::new(),
+                scanned_at: crate::store::now(),
+            };
+            let span = app
+                .store
+                .insert_verdicts(t.id, std::slice::from_ref(&row))
+                .await?;
+            let mut found = Found::new();
+            found.add(row, span);
+            found
+        }
     };
-    record(app, t, &ws, &policy, rows, rescan).await
+    let r = record(app, t, &ws, &policy, &found, rescan).await;
+    // The superseded scan's rows (or this one's, if it did not count), a batch at a time.
+    app.store.prune_verdicts(t.id).await?;
+    r
 }
 
-/// Runs every required scanner over every file. `Err((scanner, why))` when a scanner cannot
-/// even say its version (it is down).
+/// Runs every required scanner over every file, walking the files in pages and scanning
+/// `concurrency` at once; verdicts go to `out` as they are given. `Err((scanner, why))` when
+/// a scanner cannot even say its version (it is down) or our own storage fails.
 async fn scan_transfer(
     app: &App,
     t: &Transfer,
     policy: &Policy,
     scratch: &Path,
-) -> std::result::Result<Vec<VerdictRow>, (String, String)> {
+    out: Out,
+) -> std::result::Result<(), Failed> {
     let _ = tokio::fs::remove_dir_all(scratch).await;
     tokio::fs::create_dir_all(scratch)
         .await
@@ -192,41 +330,30 @@ async fn scan_transfer(
         policy,
         scratch: scratch.to_owned(),
     };
-    let files = app
-        .store
-        .files(t.id)
-        .await
-        .map_err(|e| ("airlock".to_owned(), e.to_string()))?;
     let ctx = &ctx;
-    let mut jobs: Vec<BoxFuture<'_, ScanResult>> = Vec::with_capacity(files.len());
-    for (i, f) in files.iter().enumerate() {
-        jobs.push(scan_file(app, ctx, i, f).boxed());
-    }
-    let results: Vec<ScanResult> = futures::stream::iter(jobs)
-        .buffer_unordered(app.scanners.concurrency.max(1))
-        .collect()
-        .await;
-    let mut rows = Vec::new();
-    for r in results {
-        rows.extend(r?);
-    }
-    rows.sort_by(|a, b| (&a.path, &a.member, &a.scanner).cmp(&(&b.path, &b.member, &b.scanner)));
-    Ok(rows)
+    let out = &out;
+    app.store
+        .file_stream(t.id)
+        .map_err(|e| ("airlock".to_owned(), e.to_string()))
+        .map_ok(|f| async move { scan_file(app, ctx, &f, out).await })
+        .try_buffer_unordered(app.scanners.concurrency.max(1))
+        .try_collect::<()>()
+        .await
 }
 
 /// Scans one uploaded file, and whatever archives it holds.
 async fn scan_file(
     app: &App,
     ctx: &Ctx<'_>,
-    i: usize,
     f: &FileRow,
-) -> std::result::Result<Vec<VerdictRow>, (String, String)> {
-    let path = file_path(app, f, &ctx.scratch, i)
+    out: &Out,
+) -> std::result::Result<(), Failed> {
+    let path = file_path(app, f, &ctx.scratch)
         .await
         .map_err(|e| ("airlock".to_owned(), format!("{}: {e}", f.path)))?;
     let mut budget = archive::Budget::new(f.received);
     let sha = f.sha256.clone().unwrap_or_default();
-    let rows = scan_tree(
+    let sent = scan_tree(
         ctx,
         f,
         String::new(),
@@ -235,6 +362,7 @@ async fn scan_file(
         sha,
         0,
         &mut budget,
+        out,
     )
     .await;
     // A joined copy goes as soon as its file is scanned: scratch space holds at most one
@@ -242,12 +370,17 @@ async fn scan_file(
     if path.starts_with(&ctx.scratch) {
         let _ = tokio::fs::remove_file(&path).await;
     }
-    Ok(rows)
+    sent.map_err(|_| {
+        (
+            "airlock".to_owned(),
+            "the verdict writer stopped".to_owned(),
+        )
+    })
 }
 
 /// A path holding the file's bytes: its one segment where it has one, else the segments
 /// joined in the scratch space.
-async fn file_path(app: &App, f: &FileRow, scratch: &Path, i: usize) -> std::io::Result<PathBuf> {
+async fn file_path(app: &App, f: &FileRow, scratch: &Path) -> std::io::Result<PathBuf> {
     let n = app
         .store
         .segments(f.id)
@@ -257,7 +390,7 @@ async fn file_path(app: &App, f: &FileRow, scratch: &Path, i: usize) -> std::io:
     if n == 1 {
         return Ok(app.volumes.segment_path(f.transfer_id, f.id, 0));
     }
-    let joined = scratch.join(format!("f{i:07}"));
+    let joined = scratch.join(format!("f{}", f.id));
     let mut out = tokio::fs::File::create(&joined).await?;
     let mut stream = app.volumes.read_file(f.transfer_id, f.id, n);
     use tokio::io::AsyncWriteExt;
@@ -269,6 +402,9 @@ async fn file_path(app: &App, f: &FileRow, scratch: &Path, i: usize) -> std::io:
     Ok(joined)
 }
 
+/// The writer is gone (it failed): the scan stops.
+struct Stopped;
+
 #[allow(clippy::too_many_arguments)]
 fn scan_tree<'a>(
     ctx: &'a Ctx<'a>,
@@ -279,7 +415,8 @@ fn scan_tree<'a>(
     sha256: String,
     depth: u32,
     budget: &'a mut archive::Budget,
-) -> BoxFuture<'a, Vec<VerdictRow>> {
+    out: &'a Out,
+) -> BoxFuture<'a, std::result::Result<(), Stopped>> {
     async move {
         let mut rows = Vec::new();
         let row = |scanner: &str, v: &Versions, r: std::result::Result<Outcome, String>| {
@@ -290,6 +427,7 @@ fn scan_tree<'a>(
                 Err(e) => (VerdictKind::Error, e),
             };
             VerdictRow {
+                seq: 0,
                 file_id: file.id,
                 path: file.path.clone(),
                 member: member.clone(),
@@ -313,7 +451,7 @@ fn scan_tree<'a>(
             rows.push(row(s.name(), v, r));
         }
         let Some((aname, limits)) = &ctx.archive else {
-            return rows;
+            return send(out, rows).await;
         };
         let v = Versions {
             scanner: ARCHIVE_VERSION.into(),
@@ -324,16 +462,16 @@ fn scan_tree<'a>(
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 rows.push(row(aname, &v, Err(format!("cannot read: {e}"))));
-                return rows;
+                return send(out, rows).await;
             }
             Err(e) => {
                 rows.push(row(aname, &v, Err(e.to_string())));
-                return rows;
+                return send(out, rows).await;
             }
         };
         if found.is_empty() {
             rows.push(row(aname, &v, Ok(Outcome::Clean)));
-            return rows;
+            return send(out, rows).await;
         }
         // A file may be several things at once (a tar with a zip appended): each is opened.
         for f in found {
@@ -385,16 +523,26 @@ fn scan_tree<'a>(
             match members {
                 Ok(members) => {
                     rows.push(row(aname, &v, Ok(Outcome::Clean)));
+                    // Members' verdicts go out as they are given, not gathered per file.
+                    send(out, std::mem::take(&mut rows)).await?;
                     for m in members {
                         let name = if member.is_empty() {
                             m.name.clone()
                         } else {
                             format!("{member}!{}", m.name)
                         };
-                        let sub =
-                            scan_tree(ctx, file, name, m.path, m.size, m.sha256, depth + 1, budget)
-                                .await;
-                        rows.extend(sub);
+                        scan_tree(
+                            ctx,
+                            file,
+                            name,
+                            m.path,
+                            m.size,
+                            m.sha256,
+                            depth + 1,
+                            budget,
+                            out,
+                        )
+                        .await?;
                     }
                 }
                 Err(archive::Expand::Bomb(w)) => rows.push(row(
@@ -423,9 +571,17 @@ fn scan_tree<'a>(
             }
             let _ = tokio::fs::remove_dir_all(&dir).await;
         }
-        rows
+        send(out, rows).await
     }
     .boxed()
+}
+
+/// Hands rows to the writer, waiting while it is behind.
+async fn send(out: &Out, rows: Vec<VerdictRow>) -> std::result::Result<(), Stopped> {
+    for r in rows {
+        out.send(r).await.map_err(|_| Stopped)?;
+    }
+    Ok(())
 }
 
 /// The archive scanner's version, as recorded with its verdicts.
@@ -443,15 +599,16 @@ fn label(v: &VerdictRow) -> String {
     }
 }
 
-/// A short list of findings for a state reason.
-fn summary(rows: &[&VerdictRow]) -> String {
+/// A short list of findings for a state reason: the first three named, of `total`.
+fn summary(rows: &[VerdictRow], total: u64) -> String {
     let mut parts: Vec<String> = rows
         .iter()
         .take(3)
         .map(|v| format!("{}: {} ({})", label(v), v.detail, v.scanner))
         .collect();
-    if rows.len() > 3 {
-        parts.push(format!("and {} more", rows.len() - 3));
+    let named = parts.len() as u64;
+    if total > named {
+        parts.push(format!("and {} more", total - named));
     }
     parts.join("; ")
 }
@@ -462,22 +619,19 @@ async fn record(
     t: &Transfer,
     ws: &crate::store::Workspace,
     policy: &Policy,
-    rows: Vec<VerdictRow>,
+    found: &Found,
     rescan: bool,
 ) -> Result<()> {
     let id = t.id;
-    let of = |k: VerdictKind| -> Vec<&VerdictRow> {
-        rows.iter().filter(|v| v.verdict == k.as_str()).collect()
-    };
     let (infected, unscannable, errors) = (
-        of(VerdictKind::Infected),
-        of(VerdictKind::Unscannable),
-        of(VerdictKind::Error),
+        found.count(VerdictKind::Infected),
+        found.count(VerdictKind::Unscannable),
+        found.count(VerdictKind::Error),
     );
-    if rescan && infected.is_empty() && !errors.is_empty() {
+    if rescan && infected == 0 && errors > 0 {
         // The old verdicts stand until a scan with the new signatures completes (and the
         // release waits for that: `verdicts_current`).
-        tracing::warn!(transfer = %id, error = %summary(&errors), "rescan failed; will retry");
+        tracing::warn!(transfer = %id, error = %found.summary(VerdictKind::Error), "rescan failed; will retry");
         return Ok(());
     }
     let mut tx = app.store.begin().await?;
@@ -492,65 +646,74 @@ async fn record(
         // Cancelled, rejected, returned, blocked or revoked meanwhile: nothing left to stop.
         _ => return Ok(()),
     };
-    tx.replace_verdicts(id, &rows).await?;
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(
-        serde_json::to_vec(&rows).unwrap_or_default(),
-    ));
-    let mut scanners: Vec<serde_json::Value> = Vec::new();
-    for v in &rows {
-        let j = serde_json::json!({"name": v.scanner, "version": v.scanner_version, "database": v.db_version});
-        if !scanners.contains(&j) {
-            scanners.push(j);
-        }
-    }
-    let findings: Vec<serde_json::Value> = rows
+    // The batches already written become the transfer's verdicts, in this one transaction
+    // with the state change: a reader sees the old scan or the new one, never a mix.
+    tx.switch_verdicts(id, &found.tally).await?;
+    let scanners: Vec<serde_json::Value> = found
+        .scanners
         .iter()
-        .filter(|v| v.verdict != VerdictKind::Clean.as_str())
-        .take(100)
-        .map(|v| {
-            serde_json::json!({
-                "path": v.path, "member": v.member, "scanner": v.scanner,
-                "verdict": v.verdict, "detail": v.detail, "sha256": v.sha256,
-            })
+        .map(|(name, version, database)| {
+            serde_json::json!({"name": name, "version": version, "database": database})
         })
         .collect();
+    // A few examples of each kind; the counts say how many there are.
+    let findings: Vec<serde_json::Value> = [
+        VerdictKind::Infected,
+        VerdictKind::Unscannable,
+        VerdictKind::Error,
+    ]
+    .into_iter()
+    .flat_map(|k| found.examples(k))
+    .map(|v| {
+        serde_json::json!({
+            "path": v.path, "member": v.member, "scanner": v.scanner,
+            "verdict": v.verdict, "detail": v.detail, "sha256": v.sha256,
+        })
+    })
+    .collect();
     tx.audit(
         AuditEvent::new("system", "transfer.scanned")
             .transfer(id)
             .detail(serde_json::json!({
                 "rescan": rescan,
                 "verdicts": {
-                    "clean": of(VerdictKind::Clean).len(), "infected": infected.len(),
-                    "unscannable": unscannable.len(), "error": errors.len(),
+                    "clean": found.count(VerdictKind::Clean), "infected": infected,
+                    "unscannable": unscannable, "error": errors,
                 },
                 "findings": findings,
                 "scanners": scanners,
-                "verdicts_sha256": digest,
+                "verdicts_sha256": found.digest(),
             })),
     )
     .await?;
     let mut approved = false;
     let blocks_unscannable = policy.rules.scanning.unscannable == Unscannable::Block;
     if from == TransferState::Released {
-        let found = if !infected.is_empty() {
-            summary(&infected)
-        } else if !unscannable.is_empty() && blocks_unscannable {
+        let what = if infected > 0 {
+            found.summary(VerdictKind::Infected)
+        } else if unscannable > 0 && blocks_unscannable {
             format!(
                 "could not be scanned, and the policy blocks what cannot be scanned: {}",
-                summary(&unscannable)
+                found.summary(VerdictKind::Unscannable)
             )
         } else {
             String::new()
         };
-        if !found.is_empty() {
-            flag_released(&mut tx, id, &found, &findings).await?;
+        if !what.is_empty() {
+            flag_released(&mut tx, id, &what, &findings).await?;
         }
         tx.scan_done(id).await?;
-    } else if !infected.is_empty() {
-        super::transfers::block_in(&mut tx, id, from, "scan", &summary(&infected)).await?;
+    } else if infected > 0 {
+        super::transfers::block_in(
+            &mut tx,
+            id,
+            from,
+            "scan",
+            &found.summary(VerdictKind::Infected),
+        )
+        .await?;
         tx.scan_done(id).await?;
-    } else if !errors.is_empty() {
+    } else if errors > 0 {
         let attempts = tx.scan_attempts(id).await? + 1;
         let s = &app.settings.scanning;
         let delay = s
@@ -558,7 +721,7 @@ async fn record(
             .saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32)
             .min(s.retry_max);
         let retry_at = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
-        let why = summary(&errors);
+        let why = found.summary(VerdictKind::Error);
         tx.scan_failed(id, retry_at, &why).await?;
         let reason = format!(
             "scan_error: {why}; attempt {attempts}, next try in {}",
@@ -575,17 +738,17 @@ async fn record(
         )
         .await?;
         tracing::warn!(transfer = %id, "{reason}");
-    } else if !unscannable.is_empty() && blocks_unscannable {
+    } else if unscannable > 0 && blocks_unscannable {
         let why = format!(
             "could not be scanned, and the policy blocks what cannot be scanned: {}",
-            summary(&unscannable)
+            found.summary(VerdictKind::Unscannable)
         );
         super::transfers::block_in(&mut tx, id, from, "scan", &why).await?;
         tx.scan_done(id).await?;
     } else {
         tx.scan_done(id).await?;
         let mut t = t.clone();
-        if !unscannable.is_empty() && !t.ack_required {
+        if unscannable > 0 && !t.ack_required {
             tx.set_ack_required(id, true).await?;
             t.ack_required = true;
         }
