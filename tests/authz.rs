@@ -352,6 +352,16 @@ fn cases() -> Vec<RouteCase> {
             false,
         ),
         c(
+            "get",
+            "/api/v1/transfers/{id}/verdicts",
+            On::Review,
+            no_body,
+            &[
+                "pm", "inv", "res", "prov", "provrep", "ref", "progm", "sysm",
+            ],
+            false,
+        ),
+        c(
             "put",
             "/api/v1/transfers/{id}/files/{path}",
             On::Open,

@@ -227,7 +227,9 @@ async fn counters_move_by_exactly_what_was_sent_released_and_verified() {
         .await
         .unwrap()
         .unwrap();
-    let report = airlock::integrity::verify(&t.app, &tr, airlock::integrity::Scope::All).await.unwrap();
+    let report = airlock::integrity::verify(&t.app, &tr, airlock::integrity::Scope::All)
+        .await
+        .unwrap();
     assert_eq!(report.problems().count(), 0, "{report:?}");
     airlock::integrity::record(&t.app, &tr, &report)
         .await

@@ -242,22 +242,43 @@ pub struct PageQuery {
     pub limit: Option<u32>,
 }
 
+type PageQueryResult = Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>;
+
+/// A page's query, or a 400 saying what it should be.
+fn page_query(q: PageQueryResult, cursor: &str) -> Result<PageQuery, Error> {
+    q.map(|Query(q)| q).map_err(|e| {
+        Error::BadRequest(format!(
+            "query: {}; expected after={cursor} and limit=1..{}",
+            e.body_text(),
+            transfers::MAX_PAGE
+        ))
+    })
+}
+
 /// One page of the transfer's files in path order: `{"files": [...], "next": PATH|null}`.
 pub async fn list_files(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: PageQueryResult,
 ) -> ApiResult<Json<transfers::FilesPage>> {
-    let Query(q) = q.map_err(|e| {
-        Error::BadRequest(format!(
-            "query: {}; expected after=PATH and limit=1..{}",
-            e.body_text(),
-            transfers::MAX_PAGE
-        ))
-    })?;
+    let q = page_query(q, "PATH")?;
     Ok(Json(
         transfers::files_page(&app, &who, transfer_id(&id)?, q.after.as_deref(), q.limit).await?,
+    ))
+}
+
+/// One page of the latest scan's verdicts: `{"verdicts": [...], "next": CURSOR|null}`.
+pub async fn list_verdicts(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    q: PageQueryResult,
+) -> ApiResult<Json<transfers::VerdictsPage>> {
+    let q = page_query(q, "CURSOR")?;
+    Ok(Json(
+        transfers::verdicts_page(&app, &who, transfer_id(&id)?, q.after.as_deref(), q.limit)
+            .await?,
     ))
 }
 

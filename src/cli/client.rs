@@ -115,11 +115,24 @@ pub async fn transfer(server: &str, cmd: &TransferCommand) -> anyhow::Result<()>
                 .await?
                 .json()
                 .await?;
-            let files = Pages::new(&http, server, &token, &format!("/transfers/{id}/files"));
+            let files = Pages::new(
+                &http,
+                server,
+                &token,
+                &format!("/transfers/{id}/files"),
+                "files",
+            );
+            let verdicts = Pages::new(
+                &http,
+                server,
+                &token,
+                &format!("/transfers/{id}/verdicts"),
+                "verdicts",
+            );
             if *json {
-                show_json(&v, files).await?;
+                show_json(v, verdicts, files).await?;
             } else {
-                print_transfer(&v, files).await?;
+                print_transfer(&v, files, verdicts).await?;
             }
         }
         TransferCommand::List { workspace, json } => {
@@ -429,16 +442,19 @@ async fn print_state(req: RequestBuilder) -> anyhow::Result<()> {
 struct Pages<'a> {
     http: &'a Client,
     url: String,
+    /// The key of the page's list (`files`, `verdicts`).
+    key: &'static str,
     token: &'a str,
     next: Option<String>,
     done: bool,
 }
 
 impl<'a> Pages<'a> {
-    fn new(http: &'a Client, server: &str, token: &'a str, path: &str) -> Self {
+    fn new(http: &'a Client, server: &str, token: &'a str, path: &str, key: &'static str) -> Self {
         Self {
             http,
             url: api(server, path),
+            key,
             token,
             next: None,
             done: false,
@@ -457,41 +473,77 @@ impl<'a> Pages<'a> {
         let mut v: Value = send(req).await?.json().await?;
         self.next = v["next"].as_str().map(str::to_owned);
         self.done = self.next.is_none();
-        Ok(Some(match v["files"].take() {
+        Ok(Some(match v[self.key].take() {
             Value::Array(items) => items,
-            _ => bail!("{}: the server's page has no `files` list", self.url),
+            _ => bail!("{}: the server's page has no `{}` list", self.url, self.key),
         }))
     }
 }
 
-/// `transfer show --json`: the summary with every file in `files`, written as the pages
-/// arrive, so a 100,000-file transfer never sits in memory here either.
-async fn show_json(summary: &Value, mut files: Pages<'_>) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut head = serde_json::to_string_pretty(summary)?;
-    // Reopen the object: `files` goes in last.
-    let Some(at) = head.rfind('}') else {
-        bail!("the server's summary is not a JSON object");
-    };
-    head.truncate(at);
-    let head = head.trim_end();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let sep = if head.ends_with('{') { "" } else { "," };
-    write!(out, "{head}{sep}\n  \"files\": [")?;
+/// Writes a page listing's items as the elements of a JSON array (the brackets are the
+/// caller's), one per line at `indent`.
+async fn stream_items(
+    out: &mut impl std::io::Write,
+    mut pages: Pages<'_>,
+    indent: &str,
+) -> anyhow::Result<()> {
     let mut first = true;
-    while let Some(page) = files.next_page().await? {
-        for f in page {
-            write!(out, "{}\n    ", if first { "" } else { "," })?;
+    while let Some(page) = pages.next_page().await? {
+        for item in page {
+            write!(out, "{}\n{indent}", if first { "" } else { "," })?;
             first = false;
-            serde_json::to_writer(&mut out, &f)?;
+            serde_json::to_writer(&mut *out, &item)?;
         }
     }
-    writeln!(out, "{}]\n}}", if first { "" } else { "\n  " })?;
+    if !first {
+        write!(out, "\n{}", &indent[..indent.len().saturating_sub(2)])?;
+    }
+    Ok(())
+}
+
+/// `transfer show --json`: the summary, with every verdict in `scans.verdicts` and every file
+/// in `files`, written as the pages arrive, so a 100,000-file transfer never sits in memory
+/// here either.
+async fn show_json(
+    mut summary: Value,
+    verdicts: Pages<'_>,
+    files: Pages<'_>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let Some(obj) = summary.as_object_mut() else {
+        bail!("the server's summary is not a JSON object");
+    };
+    let mut scans = obj.remove("scans").unwrap_or_else(|| serde_json::json!({}));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Everything but `scans` as the server sent it, then `scans` and `files` streamed.
+    let head = serde_json::to_string_pretty(&summary)?;
+    let head = head
+        .trim_end()
+        .strip_suffix('}')
+        .unwrap_or(&head)
+        .trim_end();
+    let sep = if head.ends_with('{') { "" } else { "," };
+    write!(out, "{head}{sep}\n  \"scans\": ")?;
+    if let Some(s) = scans.as_object_mut() {
+        s.remove("verdicts");
+    }
+    let scans = serde_json::to_string(&scans)?;
+    let scans = scans.strip_suffix('}').unwrap_or(&scans);
+    let sep = if scans.ends_with('{') { "" } else { "," };
+    write!(out, "{scans}{sep}\"verdicts\": [")?;
+    stream_items(&mut out, verdicts, "      ").await?;
+    write!(out, "]}},\n  \"files\": [")?;
+    stream_items(&mut out, files, "    ").await?;
+    writeln!(out, "]\n}}")?;
     out.flush()?;
     Ok(())
 }
 
-async fn print_transfer(v: &Value, mut files: Pages<'_>) -> anyhow::Result<()> {
+async fn print_transfer(
+    v: &Value,
+    mut files: Pages<'_>,
+    mut verdicts: Pages<'_>,
+) -> anyhow::Result<()> {
     let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
     println!("transfer   {}", s("id"));
     println!("kind       {}", s("kind"));
@@ -559,26 +611,25 @@ async fn print_transfer(v: &Value, mut files: Pages<'_>) -> anyhow::Result<()> {
             ""
         }
     );
-    for s in v["scans"]["verdicts"].as_array().into_iter().flatten() {
-        if s["verdict"] == "clean" {
-            continue;
-        }
-        let member = s["member"]
-            .as_str()
-            .map(|m| format!("!{m}"))
-            .unwrap_or_default();
-        println!(
-            "  {:<11} {}{member}: {} ({} {}{})",
-            s["verdict"].as_str().unwrap_or_default(),
-            s["path"].as_str().unwrap_or_default(),
-            s["detail"].as_str().unwrap_or_default(),
-            s["scanner"].as_str().unwrap_or_default(),
-            s["scanner_version"].as_str().unwrap_or_default(),
-            s["db_version"]
+    while let Some(page) = verdicts.next_page().await? {
+        for s in page.iter().filter(|s| s["verdict"] != "clean") {
+            let member = s["member"]
                 .as_str()
-                .map(|d| format!(", database {d}"))
-                .unwrap_or_default(),
-        );
+                .map(|m| format!("!{m}"))
+                .unwrap_or_default();
+            println!(
+                "  {:<11} {}{member}: {} ({} {}{})",
+                s["verdict"].as_str().unwrap_or_default(),
+                s["path"].as_str().unwrap_or_default(),
+                s["detail"].as_str().unwrap_or_default(),
+                s["scanner"].as_str().unwrap_or_default(),
+                s["scanner_version"].as_str().unwrap_or_default(),
+                s["db_version"]
+                    .as_str()
+                    .map(|d| format!(", database {d}"))
+                    .unwrap_or_default(),
+            );
+        }
     }
     for i in v["incidents"].as_array().into_iter().flatten() {
         println!(

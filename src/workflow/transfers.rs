@@ -732,7 +732,7 @@ pub struct TransferView {
 #[derive(Debug, Serialize)]
 pub struct ScansView {
     /// Verdicts of the latest scan, by kind.
-    pub counts: BTreeMap<String, usize>,
+    pub counts: BTreeMap<String, u64>,
     /// Files could not be scanned and a Referee must acknowledge them when approving.
     pub ack_required: bool,
 }
@@ -872,17 +872,9 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
     })
 }
 
-/// Verdicts of the latest scan, by kind.
-async fn scan_counts(app: &App, id: TransferId) -> Result<BTreeMap<String, usize>> {
-    let verdicts = app.store.verdicts(id).await?;
-    let mut counts = BTreeMap::new();
-    for k in ["clean", "infected", "unscannable", "error"] {
-        counts.insert(
-            k.to_owned(),
-            verdicts.iter().filter(|v| v.verdict == k).count(),
-        );
-    }
-    Ok(counts)
+/// Verdicts of the latest scan, by kind: one kept row, whatever the file count.
+async fn scan_counts(app: &App, id: TransferId) -> Result<BTreeMap<String, u64>> {
+    Ok(app.store.scan_counts(id).await?)
 }
 
 /// A transfer as staff see it, with no access check: for background jobs (notifications).
@@ -987,6 +979,53 @@ pub async fn files_page(
     };
     Ok(FilesPage {
         files: rows.iter().map(Into::into).collect(),
+        next,
+    })
+}
+
+/// One page of the latest scan's verdicts, in the order the scan wrote them.
+#[derive(Debug, Serialize)]
+pub struct VerdictsPage {
+    pub verdicts: Vec<crate::store::VerdictRow>,
+    /// The cursor for the next page (`after=`), or `null` after the last.
+    pub next: Option<String>,
+}
+
+/// Verdicts after the cursor `after` (from a previous page's `next`), at most `limit` (capped
+/// at `MAX_PAGE`). Staff viewers only: verdicts name files and what was found in them.
+pub async fn verdicts_page(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    after: Option<&str>,
+    limit: Option<u32>,
+) -> Result<VerdictsPage> {
+    let limit = match limit {
+        Some(0) => return Err(Error::BadRequest("limit must be at least 1".into())),
+        Some(n) => n.min(MAX_PAGE),
+        None => MAX_PAGE,
+    };
+    let after = after
+        .map(|a| {
+            a.parse::<i64>().map_err(|_| {
+                Error::BadRequest(format!(
+                    "after: `{a}` is not a cursor; pass the `next` of the previous page"
+                ))
+            })
+        })
+        .transpose()?;
+    let user = who.staff()?;
+    let (t, ws) = access::load_for(app, user, id).await?;
+    super::governance::require_viewer(app, user, &t, &ws).await?;
+    let mut rows = app.store.verdicts_page(id, after, limit + 1).await?;
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|v| v.seq.to_string())
+    } else {
+        None
+    };
+    Ok(VerdictsPage {
+        verdicts: rows,
         next,
     })
 }

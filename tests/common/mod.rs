@@ -272,9 +272,31 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The transfer's summary, with `scans.verdicts` filled from the verdict pages as
+    /// `airlock transfer show --json` fills it (the summary itself carries only counts).
     pub async fn show(&self, token: &str, id: &str) -> Value {
-        let (status, v) = self.get_json(token, &format!("/transfers/{id}")).await;
+        let (status, mut v) = self.get_json(token, &format!("/transfers/{id}")).await;
         assert_eq!(status, StatusCode::OK, "{v}");
+        assert!(
+            v["scans"].get("verdicts").is_none() && v.get("files").is_none(),
+            "the summary lists files or verdicts: {v}"
+        );
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/transfers/{id}/verdicts?after={a}"),
+                None => format!("/transfers/{id}/verdicts"),
+            };
+            let (status, mut page) = self.get_json(token, &path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            all.extend(page["verdicts"].as_array_mut().unwrap().drain(..));
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        v["scans"]["verdicts"] = Value::Array(all);
         v
     }
 
