@@ -785,7 +785,8 @@ async fn tus_inner(
     // An upload started by an earlier run, if the server still has it.
     let mut found: Option<(Entry, u64)> = None;
     if let Some(e) = resume {
-        match retrying(ctx, path, || head(ctx, &e.url)).await {
+        let at = ctx.absolute(&e.url);
+        match retrying(ctx, path, || head(ctx, &at)).await {
             Ok(Some((offset, len))) if len.is_none_or(|l| l == f.size) => found = Some((e, offset)),
             Ok(_) => {
                 // Gone, or not this file's: start over.
@@ -794,7 +795,7 @@ async fn tus_inner(
             }
             Err(x) => {
                 ctx.refused(&x);
-                return Err((x.message(), Some(e.url)));
+                return Err((x.message(), Some(at)));
             }
         }
     }
@@ -808,7 +809,7 @@ async fn tus_inner(
         }
         None => (create(ctx, f).await?, 0),
     };
-    let url = entry.url.clone();
+    let url = ctx.absolute(&entry.url);
     let with_url = |e: String| (e, Some(url.clone()));
     let mut attempt = 1;
     while offset < f.size {
@@ -930,7 +931,9 @@ async fn create(ctx: &Arc<Ctx>, f: &LocalFile) -> Result<Entry, (String, Option<
                             None,
                         )
                     })?;
-                break ctx.absolute(loc);
+                // Kept as the server gave it (a path): resolved against --server at each use, so the
+                // same upload resumes through another address of the same server.
+                break loc.to_owned();
             }
             // A creation whose answer was lost collides with itself: remove it, create again.
             Err(Failure::Refused { status, .. }) if status == StatusCode::CONFLICT && unsure => {
@@ -959,7 +962,7 @@ async fn create(ctx: &Arc<Ctx>, f: &LocalFile) -> Result<Entry, (String, Option<
     };
     ctx.state
         .save(&entry)
-        .map_err(|e| (format!("{e:#}"), Some(url)))?;
+        .map_err(|e| (format!("{e:#}"), Some(ctx.absolute(&url))))?;
     Ok(entry)
 }
 
@@ -1008,7 +1011,9 @@ async fn send_batch(ctx: &Arc<Ctx>, files: Vec<(LocalFile, bool)>) {
     if members.is_empty() {
         return;
     }
-    if ctx.archive_ok.load(Ordering::Relaxed) {
+    // A batch tried as a tar already announced its members' `start`.
+    let announced = ctx.archive_ok.load(Ordering::Relaxed);
+    if announced {
         match send_archive(ctx, &members).await {
             Ok(()) => return,
             Err(Some(msg)) => {
@@ -1021,7 +1026,7 @@ async fn send_batch(ctx: &Arc<Ctx>, files: Vec<(LocalFile, bool)>) {
         }
     }
     for m in &members {
-        send_put(ctx, m).await;
+        send_put(ctx, m, !announced).await;
     }
 }
 
@@ -1031,6 +1036,9 @@ async fn send_archive(ctx: &Arc<Ctx>, members: &[batch::Member]) -> Result<(), O
     #[derive(Deserialize)]
     struct Answer {
         files: Vec<Receipt>,
+    }
+    for m in members {
+        ctx.rep.start(&m.remote, m.data.len() as u64, "tar");
     }
     let mtime = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1043,9 +1051,6 @@ async fn send_archive(ctx: &Arc<Ctx>, members: &[batch::Member]) -> Result<(), O
     let first = members[0].remote.as_str();
     let last = members[members.len() - 1].remote.as_str();
     let label = format!("{} files from {first}", members.len());
-    for m in members {
-        ctx.rep.start(&m.remote, m.data.len() as u64, "tar");
-    }
     let bytes = Bytes::from(tar_bytes);
     let item = Arc::new(ctx.rep.item(&label, bytes.len() as u64));
     let url = ctx.api(&format!("/transfers/{}/archive", ctx.transfer));
@@ -1121,12 +1126,14 @@ async fn send_archive(ctx: &Arc<Ctx>, members: &[batch::Member]) -> Result<(), O
 }
 
 /// One small file by PUT, with its SHA-256 for the server to compare.
-async fn send_put(ctx: &Arc<Ctx>, m: &batch::Member) {
+async fn send_put(ctx: &Arc<Ctx>, m: &batch::Member, announce: bool) {
     let path = m.remote.as_str();
     if ctx.stop.load(Ordering::Relaxed) {
         return ctx.fail(path, "not tried: the upload token was refused");
     }
-    ctx.rep.start(path, m.data.len() as u64, "put");
+    if announce {
+        ctx.rep.start(path, m.data.len() as u64, "put");
+    }
     let item = Arc::new(ctx.rep.item(path, m.data.len() as u64));
     let data = Bytes::from(m.data.clone());
     let mut attempt = 1;

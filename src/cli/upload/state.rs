@@ -21,7 +21,8 @@ pub struct Entry {
     pub path: String,
     pub size: u64,
     pub mtime: (i64, i64),
-    /// The tus upload URL (absolute).
+    /// The tus upload URL as the server's Location gave it (usually a path, resolved
+    /// against the server address of each run).
     pub url: String,
     /// Digests of the local file when the upload was created.
     pub sha256: String,
