@@ -20,6 +20,8 @@ struct Setup {
     app: TestApp,
     id: String,
     token: String,
+    /// The Project Manager's staff token.
+    pm: String,
     /// The client's state cache, kept across runs of one test.
     cache: tempfile::TempDir,
 }
@@ -35,6 +37,7 @@ async fn setup() -> Setup {
         app,
         id,
         token,
+        pm: people.pm,
         cache: tempfile::tempdir().unwrap(),
     }
 }
@@ -138,47 +141,92 @@ fn digests_of_tree(tool: &str, dir: &Path) -> HashMap<String, String> {
         .collect()
 }
 
-/// A TCP proxy in front of `upstream` that counts the bytes clients send through it.
-async fn counting_proxy(upstream: &str) -> (String, Arc<AtomicU64>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let target = upstream.trim_start_matches("http://").to_owned();
-    let count = Arc::new(AtomicU64::new(0));
-    let c = count.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let target = target.clone();
-            let c = c.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = async move {
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        c.fetch_add(n as u64, Ordering::Relaxed);
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
+/// A TCP proxy in front of the server that counts the bytes clients send through it, and
+/// can cut every connection (a lost network) and move to a new upstream (a restarted server).
+struct Proxy {
+    url: String,
+    sent: Arc<AtomicU64>,
+    upstream: Arc<std::sync::Mutex<String>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::broadcast::Sender<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = Proxy {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            sent: Arc::new(AtomicU64::new(0)),
+            upstream: Arc::new(std::sync::Mutex::new(String::new())),
+            down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            cut: tokio::sync::broadcast::channel(4).0,
+        };
+        p.restore(upstream);
+        let (count, upstream, down, cut) = (
+            p.sent.clone(),
+            p.upstream.clone(),
+            p.down.clone(),
+            p.cut.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = upstream.lock().unwrap().clone();
+                let c = count.clone();
+                let mut stop = cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            c.fetch_add(n as u64, Ordering::Relaxed);
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
                         }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    };
+                    // A cut drops both halves of both sockets at once.
+                    tokio::select! {
+                        _ = async { tokio::join!(up, down) } => {}
+                        _ = stop.recv() => {}
                     }
-                    let _ = sw.shutdown().await;
-                };
-                let down = async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    let _ = cw.shutdown().await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    (url, count)
+                });
+            }
+        });
+        p
+    }
+
+    /// Drops every connection and refuses new ones until [`Proxy::restore`].
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        let _ = self.cut.send(());
+    }
+
+    fn restore(&self, upstream: &str) {
+        *self.upstream.lock().unwrap() = upstream.trim_start_matches("http://").to_owned();
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
 }
 
 /// Checks that the server holds exactly the files of `dir` (under `prefix`), complete, with
@@ -325,6 +373,7 @@ async fn killed_with_sigkill_halfway_the_same_command_resumes_without_resending_
         )
         .spawn()
         .unwrap();
+    let began = std::time::Instant::now();
     let mut waited = 0;
     while s.received(big).await < 16 * MIB as u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -334,6 +383,12 @@ async fn killed_with_sigkill_halfway_the_same_command_resumes_without_resending_
             panic!("the first run ended before it was killed: {st}");
         }
     }
+    // --limit-rate held: 16 MiB at 8 MiB/s take two seconds at least.
+    assert!(
+        began.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        began.elapsed()
+    );
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     // Let the server finish with the requests cut off by the kill.
@@ -370,8 +425,8 @@ async fn killed_with_sigkill_halfway_the_same_command_resumes_without_resending_
             .sum()
     };
     // The same command again, through a proxy that counts what the client sends.
-    let (proxy, sent) = counting_proxy(&s.app.url).await;
-    let out = s.upload_via(&proxy, src.path(), &args).await;
+    let proxy = Proxy::start(&s.app.url).await;
+    let out = s.upload_via(&proxy.url, src.path(), &args).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ev = events(&out);
     let resumed = of_kind(&ev, "resumed");
@@ -382,7 +437,7 @@ async fn killed_with_sigkill_halfway_the_same_command_resumes_without_resending_
     // Every small file the server completed before the kill is skipped, not sent again.
     assert_eq!(of_kind(&ev, "skipped").len(), small_done);
     assert_eq!(of_kind(&ev, "done").len(), 1 + SMALL - small_done);
-    let wire = sent.load(Ordering::Relaxed);
+    let wire = proxy.sent();
     let must = BIG as u64 - acked + small_left;
     // Request lines, headers and tar headers: a few KiB per request, far below one chunk.
     let slack = (SMALL - small_done) as u64 * 3072 + 512 * 1024;
@@ -420,8 +475,8 @@ async fn a_file_changed_between_runs_is_sent_again_from_the_start_and_reported()
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The big file changes (same size, new bytes and mtime).
     write(src.path(), "big.bin", &bytes(24 * MIB, 2));
-    let (proxy, sent) = counting_proxy(&s.app.url).await;
-    let out = s.upload_via(&proxy, src.path(), &["--json", "."]).await;
+    let proxy = Proxy::start(&s.app.url).await;
+    let out = s.upload_via(&proxy.url, src.path(), &["--json", "."]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ev = events(&out);
     assert_eq!(
@@ -432,7 +487,7 @@ async fn a_file_changed_between_runs_is_sent_again_from_the_start_and_reported()
     );
     assert!(of_kind(&ev, "resumed").is_empty());
     // Sent whole again: every byte of it crossed the wire in this run.
-    assert!(sent.load(Ordering::Relaxed) >= 24 * MIB as u64);
+    assert!(proxy.sent() >= 24 * MIB as u64);
     assert_server_matches_tree(&s, src.path()).await;
     // A small file changed after it was complete: deleted and sent again, the others skipped.
     std::thread::sleep(Duration::from_millis(20));
@@ -608,4 +663,138 @@ async fn a_refused_file_is_named_with_the_servers_message_and_the_others_still_a
     let err = text(&out.stderr);
     assert!(err.contains(&format!("error: {bad}: 400")), "{err}");
     assert!(err.contains("1 file(s) not sent"), "{err}");
+}
+
+/// Waits until the server has acknowledged `n` bytes of `path`, or panics after 30 s.
+async fn wait_received(s: &Setup, path: &str, n: usize) {
+    for _ in 0..600 {
+        if s.received(path).await >= n as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never reached {n} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_leaves_the_upload_listed_unfinished_and_a_new_token_resumes_it() {
+    let mut s = setup().await;
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "big.bin", &bytes(24 * MIB, 3));
+    write(src.path(), "small.txt", b"small");
+    let child = s
+        .command(
+            &s.app.url,
+            src.path(),
+            &["--json", "--limit-rate", "8M", "big.bin"],
+        )
+        .spawn()
+        .unwrap();
+    wait_received(&s, "big.bin", 8 * MIB).await;
+    let (status, v) = s
+        .app
+        .post_json(
+            &s.pm,
+            &format!("/transfers/{}/tokens/revoke", s.id),
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(status.is_success(), "{v}");
+    let out = child.wait_with_output().await.unwrap();
+    assert!(!out.status.success());
+    let ev = events(&out);
+    let failed = of_kind(&ev, "failed");
+    assert_eq!(failed.len(), 1, "{}", text(&out.stdout));
+    assert!(
+        failed[0]["error"].as_str().unwrap().starts_with("401"),
+        "{}",
+        failed[0]
+    );
+    let summary = of_kind(&ev, "summary")[0];
+    assert_eq!(summary["unfinished"][0]["path"], "big.bin", "{summary}");
+    assert!(summary["unfinished"][0]["url"]
+        .as_str()
+        .unwrap()
+        .contains("/tus/"));
+    let err = text(&out.stderr);
+    assert!(err.contains("unfinished on the server"), "{err}");
+    assert!(err.contains("big.bin"), "{err}");
+    let held = s.received("big.bin").await;
+    assert!(held > 0 && held < 24 * MIB as u64);
+    // A new token for the same transfer: the same command continues at the server's offset.
+    s.token = s
+        .app
+        .upload_token(&s.pm, &s.id, serde_json::json!({}))
+        .await;
+    let out = s
+        .upload(src.path(), &["--json", "big.bin", "small.txt"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ev = events(&out);
+    let resumed = of_kind(&ev, "resumed");
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0]["offset"].as_u64().unwrap(), held);
+    assert_server_matches_tree(&s, src.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_network_and_a_server_restart_are_retried_and_the_digests_still_match() {
+    let Setup {
+        app,
+        id,
+        token,
+        pm,
+        cache,
+    } = setup().await;
+    let src = tempfile::tempdir().unwrap();
+    let total = make_tree(src.path(), &[32 * MIB], 40, 1000);
+    let proxy = Proxy::start(&app.url).await;
+    let s = Setup {
+        app,
+        id,
+        token,
+        pm,
+        cache,
+    };
+    let child = s
+        .command(
+            &proxy.url,
+            src.path(),
+            &["--json", "--limit-rate", "8M", "."],
+        )
+        .spawn()
+        .unwrap();
+    wait_received(&s, "big/file0.bin", 8 * MIB).await;
+    // The network goes; meanwhile the server restarts on the same data directory.
+    proxy.cut();
+    let Setup {
+        app,
+        id,
+        token,
+        pm,
+        cache,
+    } = s;
+    let dir = app.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let app = TestApp::spawn_in(dir).await;
+    proxy.restore(&app.url);
+    let s = Setup {
+        app,
+        id,
+        token,
+        pm,
+        cache,
+    };
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ev = events(&out);
+    assert!(!of_kind(&ev, "retry").is_empty(), "{}", text(&out.stdout));
+    assert_eq!(of_kind(&ev, "done").len(), 41);
+    // What was cut off is sent again, but not more than the chunks in flight.
+    assert!(
+        proxy.sent() <= total + 2 * 8 * MIB as u64 + 512 * 1024,
+        "{}",
+        proxy.sent()
+    );
+    assert_server_matches_tree(&s, src.path()).await;
 }

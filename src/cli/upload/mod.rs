@@ -75,7 +75,8 @@ const TUS_VERSION: &str = "1.0.0";
 #[derive(Debug, Clone)]
 struct Unfinished {
     path: String,
-    offset: u64,
+    /// Bytes the server holds, if it could say.
+    offset: Option<u64>,
     size: u64,
     url: String,
 }
@@ -258,13 +259,17 @@ async fn finish(ctx: &Ctx, args: &UploadArgs) -> anyhow::Result<()> {
     }
     if !unfinished.is_empty() {
         let mut msg = String::from(
-            "unfinished on the server (run the same command again to resume; to delete one instead: \
+            "unfinished on the server (run the same command again, with a live upload token of the \
+             transfer, to resume; to delete one instead: \
              curl -X DELETE -H 'Tus-Resumable: 1.0.0' -H \"Authorization: Bearer $AIRLOCK_UPLOAD_TOKEN\" URL):",
         );
         for u in &unfinished {
             msg.push_str(&format!(
                 "\n  {}  {} of {} bytes  {}",
-                u.path, u.offset, u.size, u.url
+                u.path,
+                u.offset.map_or("?".to_owned(), |o| o.to_string()),
+                u.size,
+                u.url
             ));
         }
         rep.note(&msg);
@@ -747,9 +752,12 @@ async fn send_tus(ctx: &Arc<Ctx>, f: LocalFile, resume: Option<Entry>, delete_fi
         }
         Err((error, url)) => {
             if let Some(url) = url {
+                // What the server holds of it now; unknown if the server cannot say (a
+                // revoked token, no network), gone if it answers so.
                 let offset = match head(ctx, &url).await {
-                    Ok(Some((o, _))) => Some(o),
-                    _ => None,
+                    Ok(Some((o, _))) => Some(Some(o)),
+                    Ok(None) => None,
+                    Err(_) => Some(None),
                 };
                 if let Some(offset) = offset {
                     ctx.unfinished
