@@ -815,7 +815,12 @@ async fn tus_inner(
             }
             (e, o)
         }
-        None => (create(ctx, f).await?, 0),
+        None => {
+            item.label(&format!("hashing {path}"));
+            let e = create(ctx, f).await?;
+            item.label(path);
+            (e, 0)
+        }
     };
     let url = ctx.absolute(&entry.url);
     let with_url = |e: String| (e, Some(url.clone()));

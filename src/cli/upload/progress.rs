@@ -81,6 +81,13 @@ impl Item {
         }
     }
 
+    /// Renames the bar (`hashing PATH`, then `PATH`).
+    pub fn label(&self, label: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(label.to_owned());
+        }
+    }
+
     /// A try is being made again from `pos`: the bar goes back to it.
     pub fn rewind(&self, pos: u64) {
         if let Some(b) = &self.bar {
@@ -107,12 +114,12 @@ impl Reporter {
             let total = multi.add(ProgressBar::new(total_bytes));
             total.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    "{msg:28!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3} [{wide_bar}]",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
-            total.set_prefix("total");
+            total.set_message(format!("total, 0/{total_files} files"));
             Mode::Bars { multi, total }
         } else {
             Mode::Plain
@@ -170,7 +177,7 @@ impl Reporter {
                 let b = multi.add(ProgressBar::new(size));
                 b.set_style(
                     ProgressStyle::with_template(
-                        "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_msg}",
+                        "{msg:28!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3} [{wide_bar}]",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
@@ -263,7 +270,7 @@ impl Reporter {
         self.files_done.fetch_add(1, Ordering::Relaxed);
         if let Mode::Bars { total, .. } = &self.mode {
             let n = self.files_done.load(Ordering::Relaxed);
-            total.set_message(format!("{n}/{} files", self.total_files));
+            total.set_message(format!("total, {n}/{} files", self.total_files));
         }
     }
 
