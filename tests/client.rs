@@ -509,7 +509,14 @@ async fn a_file_changed_between_runs_is_sent_again_from_the_start_and_reported()
         .command(
             &s.app.url,
             src.path(),
-            &["--json", "--limit-rate", "8M", "."],
+            &[
+                "--json",
+                "--limit-rate",
+                "8M",
+                "--chunk-size",
+                "4194304",
+                ".",
+            ],
         )
         .spawn()
         .unwrap();
@@ -735,7 +742,14 @@ async fn a_revoked_token_leaves_the_upload_listed_unfinished_and_a_new_token_res
         .command(
             &s.app.url,
             src.path(),
-            &["--json", "--limit-rate", "8M", "big.bin"],
+            &[
+                "--json",
+                "--limit-rate",
+                "8M",
+                "--chunk-size",
+                "4194304",
+                "big.bin",
+            ],
         )
         .spawn()
         .unwrap();
@@ -809,7 +823,14 @@ async fn a_lost_network_and_a_server_restart_are_retried_and_the_digests_still_m
         .command(
             &proxy.url,
             src.path(),
-            &["--json", "--limit-rate", "8M", "."],
+            &[
+                "--json",
+                "--limit-rate",
+                "8M",
+                "--chunk-size",
+                "4194304",
+                ".",
+            ],
         )
         .spawn()
         .unwrap();

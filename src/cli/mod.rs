@@ -182,8 +182,9 @@ pub struct UploadArgs {
     /// Files of at least this many bytes go by tus, resumable; smaller ones in tar batches.
     #[arg(long, default_value_t = 8 << 20, hide = true)]
     pub tus_threshold: u64,
-    /// Bytes per tus PATCH.
-    #[arg(long, default_value_t = 8 << 20, hide = true)]
+    /// Bytes per tus PATCH (read from the file as they are sent; a PATCH cut off keeps what
+    /// arrived, so a bigger chunk costs nothing on resume and saves commits).
+    #[arg(long, default_value_t = 32 << 20, hide = true)]
     pub chunk_size: u64,
     /// Most files in one tar batch.
     #[arg(long, default_value_t = 1000, hide = true)]

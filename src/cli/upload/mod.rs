@@ -11,7 +11,7 @@
 //!    started for the file as it is now is resumed.
 //! 3. **Send**, `--jobs` at once: files of at least the tus threshold (8 MiB) by tus (the
 //!    SHA-256 computed in a first pass goes in the creation metadata, so the server compares
-//!    it; 8 MiB PATCHes, each with `Upload-Checksum: sha256`; the upload URL is saved in the
+//!    it; 32 MiB PATCHes read from the file as they go; the upload URL is saved in the
 //!    [`state`] cache before the first byte goes, so a run killed at any point resumes from the
 //!    server's HEAD offset and never re-sends an acknowledged byte); smaller files packed into
 //!    tar batches ([`batch`]) for `PUT /api/v1/transfers/{id}/archive`, or one PUT each where
@@ -90,6 +90,9 @@ struct Ctx {
     state: StateDir,
     rep: Arc<Reporter>,
     limiter: Option<Arc<Limiter>>,
+    /// `--limit-rate` in bytes per second, and `--jobs`: for request deadlines.
+    rate: Option<u64>,
+    jobs: u64,
     backoff: Backoff,
     chunk: u64,
     /// Cleared once the server shows it has no archive route: batches go file by file.
@@ -135,12 +138,12 @@ async fn upload(server: &str, args: &UploadArgs) -> anyhow::Result<()> {
             follow_links: args.follow_links,
         },
     )?;
-    let limiter = args
+    let rate = args
         .limit_rate
         .as_deref()
         .map(net::parse_rate)
-        .transpose()?
-        .map(|r| Arc::new(Limiter::new(r)));
+        .transpose()?;
+    let limiter = rate.map(|r| Arc::new(Limiter::new(r)));
     if sel.files.is_empty() && sel.refused.is_empty() {
         bail!("no files found under the given paths");
     }
@@ -177,6 +180,8 @@ async fn upload(server: &str, args: &UploadArgs) -> anyhow::Result<()> {
         token: args.token.clone(),
         rep: rep.clone(),
         limiter,
+        rate,
+        jobs: u64::from(args.jobs),
         backoff: Backoff::default(),
         chunk: args.chunk_size.max(1),
         archive_ok: AtomicBool::new(true),
@@ -344,6 +349,37 @@ fn hash_file(path: &std::path::Path) -> std::io::Result<(String, String, u64)> {
         b3.finalize().to_hex().to_string(),
         n,
     ))
+}
+
+/// [`hash_file`] for a big file: SHA-256 and BLAKE3 on two threads, each reading the file
+/// (the second read mostly from the page cache), so the first pass costs the slower digest,
+/// not both.
+fn hash_big_file(path: &std::path::Path) -> std::io::Result<(String, String, u64)> {
+    use std::io::Read;
+    std::thread::scope(|s| {
+        let b3 = s.spawn(|| -> std::io::Result<String> {
+            let mut h = blake3::Hasher::new();
+            // Read, not mapped: a mapping of a 100 GB file would show as resident memory.
+            h.update_reader(std::fs::File::open(path)?)?;
+            Ok(h.finalize().to_hex().to_string())
+        });
+        let mut f = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sha = sha2::Sha256::new();
+        let mut n = 0u64;
+        loop {
+            let k = f.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            sha.update(&buf[..k]);
+            n += k as u64;
+        }
+        let b3 = b3
+            .join()
+            .map_err(|_| std::io::Error::other("the BLAKE3 thread failed"))??;
+        Ok((hex::encode(sha.finalize()), b3, n))
+    })
 }
 
 /// Step 2: one walk of the server's list decides, for each file, skip, resume or send.
@@ -538,9 +574,74 @@ impl Ctx {
         reqwest::Body::wrap_stream(s)
     }
 
+    /// `len` bytes of the file at `path` from `offset`, read as they are sent (so reading
+    /// overlaps sending, and a chunk is never held whole), each piece waiting for the rate cap.
+    fn file_body(
+        &self,
+        path: std::path::PathBuf,
+        offset: u64,
+        len: u64,
+        item: Arc<Item>,
+    ) -> reqwest::Body {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        struct Cursor {
+            file: Option<tokio::fs::File>,
+            path: std::path::PathBuf,
+            offset: u64,
+            left: u64,
+            limiter: Option<Arc<Limiter>>,
+            item: Arc<Item>,
+        }
+        let start = Cursor {
+            file: None,
+            path,
+            offset,
+            left: len,
+            limiter: self.limiter.clone(),
+            item,
+        };
+        let s = futures::stream::unfold(start, |mut c| async move {
+            if c.left == 0 {
+                return None;
+            }
+            let n = c.left.min(SLICE as u64) as usize;
+            let mut buf = vec![0u8; n];
+            let read = async {
+                if c.file.is_none() {
+                    let mut f = tokio::fs::File::open(&c.path).await?;
+                    f.seek(std::io::SeekFrom::Start(c.offset)).await?;
+                    c.file = Some(f);
+                }
+                match c.file.as_mut() {
+                    Some(f) => f.read_exact(&mut buf).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            }
+            .await;
+            if let Err(e) = read {
+                // The request fails; nothing after this piece is sent.
+                c.left = 0;
+                return Some((Err(e), c));
+            }
+            if let Some(l) = &c.limiter {
+                l.take(n).await;
+            }
+            c.item.sent(n as u64);
+            c.offset += n as u64;
+            c.left -= n as u64;
+            Some((Ok(Bytes::from(buf)), c))
+        });
+        reqwest::Body::wrap_stream(s)
+    }
+
     /// How long one request of `bytes` may take before it counts as lost.
+    /// Two minutes, plus the time the body takes at 256 KiB/s or, under `--limit-rate`,
+    /// at the job's share of the rate (every job may be sending at once).
     fn deadline(&self, bytes: u64) -> Duration {
-        Duration::from_secs(120) + Duration::from_secs(bytes / (256 << 10))
+        let per_job = self
+            .rate
+            .map_or(256 << 10, |r| (r / self.jobs).clamp(1, 256 << 10));
+        Duration::from_secs(120) + Duration::from_secs(bytes / per_job)
     }
 
     /// Sends `req` with the token, within the deadline, and checks the status.
@@ -697,15 +798,6 @@ async fn receipt_of(ctx: &Ctx, remote: &str) -> Result<Option<Receipt>, Failure>
         .remove(remote))
 }
 
-/// Reads `len` bytes at `offset` of `path`.
-fn read_at(path: &std::path::Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
-}
-
 fn header_u64(r: &reqwest::Response, name: &str) -> Option<u64> {
     r.headers()
         .get(name)
@@ -832,32 +924,21 @@ async fn tus_inner(
                 f.local.display()
             )));
         }
-        let len = (f.size - offset).min(ctx.chunk) as usize;
-        let local = f.local.clone();
-        // Reading and the chunk's checksum are blocking work: off the async threads.
-        let read = tokio::task::spawn_blocking(move || {
-            read_at(&local, offset, len).map(|d| {
-                let sum = sha2::Sha256::digest(&d);
-                (d, sum)
-            })
-        })
-        .await
-        .map_err(|e| with_url(format!("reading worker failed: {e}")))?
-        .map_err(|e| with_url(format!("cannot read {}: {e}", f.local.display())))?;
-        let (data, sum) = read;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(sum);
+        let len = (f.size - offset).min(ctx.chunk);
+        // No Upload-Checksum: it would cost a SHA-256 of every chunk on both sides, and a
+        // chunk that carries one is discarded whole when cut off, where one without keeps
+        // what arrived. The end-to-end SHA-256 and BLAKE3 check every byte anyway.
         let req = ctx
             .http
             .patch(&url)
             .header("Tus-Resumable", TUS_VERSION)
             .header("Upload-Offset", offset.to_string())
             .header("Content-Type", "application/offset+octet-stream")
-            .header("Upload-Checksum", format!("sha256 {b64}"))
-            .header(reqwest::header::CONTENT_LENGTH, len as u64)
-            .body(ctx.body(Bytes::from(data), item.clone()));
-        match ctx.send(req, len as u64).await {
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(ctx.file_body(f.local.clone(), offset, len, item.clone()));
+        match ctx.send(req, len).await {
             Ok(r) => {
-                offset = header_u64(&r, "upload-offset").unwrap_or(offset + len as u64);
+                offset = header_u64(&r, "upload-offset").unwrap_or(offset + len);
                 item.rewind(offset);
                 attempt = 1;
             }
@@ -908,7 +989,7 @@ async fn tus_inner(
 async fn create(ctx: &Arc<Ctx>, f: &LocalFile) -> Result<Entry, (String, Option<String>)> {
     let path = f.remote.as_str();
     let local = f.local.clone();
-    let (sha, b3, n) = tokio::task::spawn_blocking(move || hash_file(&local))
+    let (sha, b3, n) = tokio::task::spawn_blocking(move || hash_big_file(&local))
         .await
         .map_err(|e| (format!("hashing worker failed: {e}"), None))?
         .map_err(|e| (format!("cannot read {}: {e}", f.local.display()), None))?;
@@ -1231,5 +1312,10 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(b3, blake3::hash(b"abc").to_hex().to_string());
+        let big = vec![9u8; 3 << 20];
+        std::fs::write(&p, &big).unwrap();
+        let (sha2, b32, n) = hash_big_file(&p).unwrap();
+        assert_eq!((sha2, b32, n), hash_file(&p).unwrap());
+        assert_eq!(n, 3 << 20);
     }
 }
