@@ -95,8 +95,9 @@ struct Ctx {
     jobs: u64,
     backoff: Backoff,
     chunk: u64,
-    /// Cleared once the server shows it has no archive route: batches go file by file.
-    archive_ok: AtomicBool,
+    /// Whether the server takes tar batches, learnt by the first batch: if not, batches go
+    /// file by file.
+    archive: tokio::sync::OnceCell<bool>,
     /// Set when the token itself is refused: nothing more is tried.
     stop: AtomicBool,
     /// `(sha256, path)` of every file confirmed on the server.
@@ -184,7 +185,7 @@ async fn upload(server: &str, args: &UploadArgs) -> anyhow::Result<()> {
         jobs: u64::from(args.jobs),
         backoff: Backoff::default(),
         chunk: args.chunk_size.max(1),
-        archive_ok: AtomicBool::new(true),
+        archive: tokio::sync::OnceCell::new(),
         stop: AtomicBool::new(false),
         confirmed: Mutex::new(Vec::new()),
         unfinished: Mutex::new(Vec::new()),
@@ -1105,27 +1106,70 @@ async fn send_batch(ctx: &Arc<Ctx>, files: Vec<(LocalFile, bool)>) {
     if members.is_empty() {
         return;
     }
-    // A batch tried as a tar already announced its members' `start`.
-    let announced = ctx.archive_ok.load(Ordering::Relaxed);
-    if announced {
-        match send_archive(ctx, &members).await {
+    // Whether the server takes tar batches is learnt once, by the first batch, with one
+    // member: a server without the route then costs one small file's bytes, not a batch's.
+    // Later batches wait for the answer.
+    let mut probe = Probe::NotRun;
+    let supported = *ctx
+        .archive
+        .get_or_init(|| async {
+            match send_archive(ctx, &members[..1]).await {
+                Ok(()) => {
+                    probe = Probe::Sent;
+                    true
+                }
+                Err(None) => {
+                    probe = Probe::Unsupported;
+                    false
+                }
+                Err(Some(_)) => {
+                    probe = Probe::Refused;
+                    true
+                }
+            }
+        })
+        .await;
+    let rest = match probe {
+        Probe::Sent => &members[1..],
+        // Refused alone: it goes by PUT for its own message, the others as a batch.
+        Probe::Refused => {
+            send_put(ctx, &members[0], false).await;
+            &members[1..]
+        }
+        Probe::NotRun | Probe::Unsupported => &members[..],
+    };
+    if rest.is_empty() {
+        return;
+    }
+    if supported {
+        match send_archive(ctx, rest).await {
             Ok(()) => return,
             Err(Some(msg)) => {
                 ctx.rep.note(&format!(
                     "a batch of {} files was refused ({msg}); sending them one by one",
-                    members.len()
+                    rest.len()
                 ));
             }
             Err(None) => {}
         }
     }
-    for m in &members {
+    for (i, m) in rest.iter().enumerate() {
+        // A member tried in a tar already announced its `start`.
+        let announced = supported || (i == 0 && probe == Probe::Unsupported);
         send_put(ctx, m, !announced).await;
     }
 }
 
-/// PUTs one tar batch. `Err(None)`: the server has no archive route (noted for every later
-/// batch); `Err(Some(msg))`: refused or not confirmed, the members go one by one.
+/// What the first batch learnt about the archive route.
+#[derive(PartialEq, Eq)]
+enum Probe {
+    NotRun,
+    Sent,
+    Unsupported,
+    Refused,
+}
+
+/// PUTs one tar batch. `Err(None)`: the server has no archive route; `Err(Some(msg))`: refused or not confirmed, the members go one by one.
 async fn send_archive(ctx: &Arc<Ctx>, members: &[batch::Member]) -> Result<(), Option<String>> {
     #[derive(Deserialize)]
     struct Answer {
@@ -1170,7 +1214,6 @@ async fn send_archive(ctx: &Arc<Ctx>, members: &[batch::Member]) -> Result<(), O
                 if (status == StatusCode::NOT_FOUND && error.starts_with("no such route"))
                     || status == StatusCode::METHOD_NOT_ALLOWED =>
             {
-                ctx.archive_ok.store(false, Ordering::Relaxed);
                 return Err(None);
             }
             Err(e @ Failure::Refused { .. }) => {
