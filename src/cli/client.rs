@@ -6,11 +6,8 @@ use super::{
 };
 use crate::auth::peek_claims;
 use anyhow::{anyhow, bail, Context};
-use futures::StreamExt;
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
-use sha2::Digest;
-use std::path::{Path, PathBuf};
 
 fn staff_token() -> anyhow::Result<String> {
     std::env::var("AIRLOCK_TOKEN").map_err(|_| {
@@ -36,12 +33,12 @@ async fn send(req: RequestBuilder) -> anyhow::Result<Response> {
     bail!("{status}: {msg}")
 }
 
-fn api(server: &str, path: &str) -> String {
+pub(super) fn api(server: &str, path: &str) -> String {
     format!("{}/api/v1{path}", server.trim_end_matches('/'))
 }
 
 /// Percent-encodes a relative path for a URL, segment by segment.
-fn encode_path(p: &str) -> String {
+pub(super) fn encode_path(p: &str) -> String {
     p.split('/')
         .map(|seg| {
             seg.bytes()
@@ -656,92 +653,10 @@ async fn print_transfer(
     Ok(())
 }
 
-fn transfer_of(token: &str) -> anyhow::Result<String> {
+pub(super) fn transfer_of(token: &str) -> anyhow::Result<String> {
     peek_claims(token)
         .map(|c| c.sub)
         .ok_or_else(|| anyhow!("that does not look like an airlock upload token"))
-}
-
-/// Every regular file under `paths`, with its path relative to the current directory.
-fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let cwd = std::env::current_dir()?.canonicalize()?;
-    let mut out = Vec::new();
-    fn walk(p: &Path, cwd: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow::Result<()> {
-        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
-        if meta.is_dir() {
-            let mut entries: Vec<_> = std::fs::read_dir(p)?.collect::<Result<_, _>>()?;
-            entries.sort_by_key(|e| e.file_name());
-            for e in entries {
-                walk(&e.path(), cwd, out)?;
-            }
-        } else if meta.is_file() {
-            let abs = p.canonicalize()?;
-            let rel = abs.strip_prefix(cwd).map_err(|_| {
-                anyhow!(
-                    "{} is outside the current directory; cd to the folder above it",
-                    p.display()
-                )
-            })?;
-            let rel = rel
-                .to_str()
-                .ok_or_else(|| anyhow!("{} is not a UTF-8 path", rel.display()))?
-                .replace(std::path::MAIN_SEPARATOR, "/");
-            out.push((abs, rel));
-        }
-        Ok(())
-    }
-    for p in paths {
-        walk(p, &cwd, &mut out)?;
-    }
-    Ok(out)
-}
-
-/// Uploads each file with a streaming PUT and checks the server's SHA-256 against one
-/// computed here from the same bytes.
-pub async fn upload(server: &str, token: &str, paths: &[PathBuf]) -> anyhow::Result<()> {
-    let tid = transfer_of(token)?;
-    let files = collect(paths)?;
-    if files.is_empty() {
-        bail!("no files found under the given paths");
-    }
-    let http = Client::new();
-    for (abs, rel) in files {
-        let file = tokio::fs::File::open(&abs).await?;
-        let len = file.metadata().await?.len();
-        let hasher = std::sync::Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
-        let h2 = hasher.clone();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |chunk| {
-            if let Ok(c) = &chunk {
-                h2.lock().unwrap_or_else(|p| p.into_inner()).update(c);
-            }
-            chunk
-        });
-        let resp = send(
-            http.put(api(
-                server,
-                &format!("/transfers/{tid}/files/{}", encode_path(&rel)),
-            ))
-            .bearer_auth(token)
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(reqwest::Body::wrap_stream(stream)),
-        )
-        .await
-        .with_context(|| format!("uploading {rel}"))?;
-        let v: Value = resp.json().await?;
-        let ours = hex::encode(
-            hasher
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .finalize(),
-        );
-        let theirs = v["sha256"].as_str().unwrap_or_default();
-        if ours != theirs {
-            bail!("{rel}: the server stored sha256 {theirs} but this file has {ours}; delete and upload it again");
-        }
-        println!("{ours}  {rel}");
-    }
-    Ok(())
 }
 
 pub async fn seal_with_token(server: &str, token: &str, confirm: &Confirm) -> anyhow::Result<()> {

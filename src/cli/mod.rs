@@ -2,6 +2,7 @@
 //! client commands that talk to a running server (`transfer`, `upload`, `seal`).
 
 mod client;
+pub mod upload;
 
 use crate::app::App;
 use crate::config::Settings;
@@ -130,14 +131,11 @@ pub enum Command {
     /// Staff tokens, through the server (needs AIRLOCK_TOKEN).
     #[command(subcommand)]
     Token(TokenApiCommand),
-    /// Upload files and folders with an upload token; paths are kept relative to the
-    /// current directory.
-    Upload {
-        #[arg(long, env = "AIRLOCK_UPLOAD_TOKEN")]
-        token: String,
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-    },
+    /// Upload files and folders with an upload token: resumable (run the same command again
+    /// after an interruption), parallel, small files packed into tar batches. Relative paths
+    /// are kept; an absolute path or one climbing out with `..` lands under its last
+    /// component. Prints `SHA256  PATH` for every file on the server (sha256sum format).
+    Upload(UploadArgs),
     /// Seal the transfer of an upload token: nothing more can be added, the token dies.
     Seal {
         #[arg(long, env = "AIRLOCK_UPLOAD_TOKEN")]
@@ -145,6 +143,55 @@ pub enum Command {
         #[command(flatten)]
         confirm: Confirm,
     },
+}
+
+/// `airlock upload`: see [`upload`] for the mechanism.
+#[derive(Args, Debug, Clone)]
+pub struct UploadArgs {
+    #[arg(long, env = "AIRLOCK_UPLOAD_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Files or folders to send (`.` sends the current folder's contents).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Uploads at once (files or tar batches).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Place everything under this folder of the transfer.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Skip paths matching this glob (matched against the path in the transfer and against
+    /// the file or folder name); repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Write a `sha256sum -c` file of every file confirmed on the server, with the paths the
+    /// files have in the transfer.
+    #[arg(long)]
+    pub receipt: Option<PathBuf>,
+    /// Cap the total send rate, in bytes per second (`500k`, `10M`, `1G`; powers of 1024).
+    #[arg(long)]
+    pub limit_rate: Option<String>,
+    /// One JSON event per line on stdout instead of sha256sum lines.
+    #[arg(long)]
+    pub json: bool,
+    /// List what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send what symbolic links point to instead of refusing them.
+    #[arg(long)]
+    pub follow_links: bool,
+    /// Files of at least this many bytes go by tus, resumable; smaller ones in tar batches.
+    #[arg(long, default_value_t = 8 << 20, hide = true)]
+    pub tus_threshold: u64,
+    /// Bytes per tus PATCH (read from the file as they are sent; a PATCH cut off keeps what
+    /// arrived, so a bigger chunk costs nothing on resume and saves commits).
+    #[arg(long, default_value_t = 32 << 20, hide = true)]
+    pub chunk_size: u64,
+    /// Most files in one tar batch.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    pub batch_files: usize,
+    /// Most bytes of content in one tar batch.
+    #[arg(long, default_value_t = 16 << 20, hide = true)]
+    pub batch_bytes: u64,
 }
 
 #[derive(Args, Debug, Default)]
@@ -566,7 +613,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => client::user(&cli.server, cmd).await,
         Command::Project(cmd) => client::project(&cli.server, cmd).await,
         Command::Token(cmd) => client::token(&cli.server, cmd).await,
-        Command::Upload { token, paths } => client::upload(&cli.server, token, paths).await,
+        Command::Upload(args) => upload::run(&cli.server, args).await,
         Command::Seal { token, confirm } => {
             client::seal_with_token(&cli.server, token, confirm).await
         }
