@@ -78,6 +78,11 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             "/api/v1/transfers/{id}/sha256sums",
             get(api::sha256sums),
         ),
+        (
+            "get",
+            "/api/v1/transfers/{id}/verdicts",
+            get(api::list_verdicts),
+        ),
         ("put", FILES, streaming(put(api::put_file))),
         ("get", FILES, get(api::get_file)),
         ("delete", FILES, delete(api::delete_file)),
