@@ -290,7 +290,7 @@ impl TestApp {
             };
             let (status, mut page) = self.get_json(token, &path).await;
             assert_eq!(status, StatusCode::OK, "{page}");
-            all.extend(page["verdicts"].as_array_mut().unwrap().drain(..));
+            all.append(page["verdicts"].as_array_mut().unwrap());
             match page["next"].as_str() {
                 Some(n) => after = Some(n.to_owned()),
                 None => break,
