@@ -199,7 +199,6 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
         "transfer.created",
         "token.issued",
         "token.used",
-        "file.uploaded",
         "transfer.sealed",
         "transfer.scanning",
         "transfer.in_review",
@@ -208,6 +207,20 @@ async fn happy_path(kind: &str, uploader: &str, volume: &str) {
     ] {
         assert!(actions.contains(&want), "{want} missing from {actions:?}");
     }
+    // The client sends big files one by one and packs small ones into tar batches: each
+    // lands as `file.uploaded` or, for a batch, one `archive.uploaded` naming its count.
+    let uploaded: u64 = records
+        .iter()
+        .filter(|r| r.transfer_id.as_deref() == Some(id.as_str()))
+        .map(|r| match r.action.as_str() {
+            "file.uploaded" => 1,
+            "archive.uploaded" => serde_json::from_str::<Value>(&r.detail).unwrap()["files"]
+                .as_u64()
+                .unwrap(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(uploaded, rels.len() as u64, "{actions:?}");
     let staging = t.data_dir().join("volumes/.staging");
     assert!(!staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none());
     t.stop().await;

@@ -76,13 +76,16 @@ async fn an_upload_token_cannot_read_list_or_download_on_any_route() {
             assert_eq!(status, StatusCode::FORBIDDEN, "{method} {route}");
         }
     }
-    // Only these succeed: the token's own sizes and digests, its tus offsets, and the public
+    // Only these succeed: the token's own sizes and digests (all at once, in pages, or as
+    // sha256sum text), its tus offsets, and the public
     // service endpoints (health, counters, the API description), none of which carry content.
     allowed.sort();
     assert_eq!(
         allowed,
         vec![
+            "/api/v1/transfers/{id}/files",
             "/api/v1/transfers/{id}/manifest",
+            "/api/v1/transfers/{id}/sha256sums",
             "/api/v1/transfers/{id}/tus/{upload}",
             "/healthz",
             "/metrics",
