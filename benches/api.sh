@@ -87,7 +87,8 @@ fill() { # id token count
     if [[ -z $FILL_MODE || $FILL_MODE == archive ]]; then
         for ((start = 0; start < n; start += BATCH)); do
             local take=$((n - start < BATCH ? n - start : BATCH))
-            tail -n +$((start + 1)) "$NAMES" | head -n "$take" >"$WORK/batch.txt"
+            # sed, not tail | head: head closing the pipe early is a SIGPIPE under pipefail.
+            sed -n "$((start + 1)),$((start + take))p" "$NAMES" >"$WORK/batch.txt"
             code=$(tar -cf - -C "$SRC" --no-recursion -T "$WORK/batch.txt" |
                 curl -sS -o "$LOG/archive.json" -w '%{http_code}' -X PUT -T - \
                     -H "Authorization: Bearer $ut" -H 'Content-Type: application/x-tar' \
