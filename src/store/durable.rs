@@ -110,24 +110,33 @@ impl GroupSync {
                 notified.await;
                 continue;
             };
-            let action = self.action.clone();
-            let result = tokio::task::spawn_blocking(move || action())
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            {
-                let mut st = self.lock();
-                st.completed = run;
-                st.running = false;
-                if let Err(e) = &result {
-                    st.failed.insert(run, e.to_string());
-                    while st.failed.len() > FAILURES_KEPT {
-                        st.failed.pop_first();
-                    }
+            // The run goes on a task of its own, and this waiter waits for it like any other.
+            // Run inline, a leader whose future is dropped (a client hanging up, a task aborted
+            // at shutdown) would leave `running` set, and every later waiter would wait forever.
+            tokio::spawn(self.clone().run(run));
+            notified.await;
+        }
+    }
+
+    /// Runs the action as run `run`, records how it went, and wakes every waiter.
+    async fn run(self, run: u64) {
+        let action = self.action.clone();
+        let result = tokio::task::spawn_blocking(move || action())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut st = self.lock();
+            st.completed = run;
+            st.running = false;
+            if let Err(e) = &result {
+                st.failed.insert(run, e.to_string());
+                while st.failed.len() > FAILURES_KEPT {
+                    st.failed.pop_first();
                 }
             }
-            self.done.notify_waiters();
         }
+        self.done.notify_waiters();
     }
 }
 
@@ -203,5 +212,24 @@ mod tests {
         assert!(err.to_string().contains("disk on fire"));
         assert_eq!(sync.wait().await.unwrap(), 2);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A leader dropped while its run is under way (a client hung up, a task was aborted at
+    /// shutdown) must not leave the coordinator running forever: later waiters are served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_dropped_mid_run_does_not_stall_later_waiters() {
+        let sync = GroupSync::new(Arc::new(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(())
+        }));
+        let s2 = sync.clone();
+        let leader = tokio::spawn(async move { s2.wait().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        leader.abort();
+        let next = tokio::time::timeout(Duration::from_secs(5), sync.wait()).await;
+        assert!(
+            matches!(next, Ok(Ok(_))),
+            "a later waiter was not served: {next:?}"
+        );
     }
 }

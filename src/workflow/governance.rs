@@ -452,21 +452,28 @@ pub async fn decide(
         }
     }
     let acknowledged = if verdict == Verdict::Approve && role == Role::Referee && t.ack_required {
-        let list: Vec<String> = app
-            .store
-            .verdicts(id)
-            .await?
-            .into_iter()
-            .filter(|v| v.verdict == "unscannable")
-            .map(|v| {
+        // Only the unscannable verdicts, a page at a time: not every verdict of the transfer.
+        let mut list: Vec<String> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = app
+                .store
+                .verdicts_of_kind(id, "unscannable", after, crate::store::FILE_BATCH)
+                .await?;
+            after = page.last().map(|v| v.seq);
+            let full = page.len() as u32 == crate::store::FILE_BATCH;
+            list.extend(page.into_iter().map(|v| {
                 let at = if v.member.is_empty() {
                     v.path
                 } else {
                     format!("{}!{}", v.path, v.member)
                 };
                 format!("{at}: {}", v.detail)
-            })
-            .collect();
+            }));
+            if !full {
+                break;
+            }
+        }
         if !req.acknowledge_unscannable {
             return Err(Error::BadRequest(format!(
                 "{} file(s) could not be scanned ({}): a Referee approving this transfer \
