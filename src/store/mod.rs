@@ -328,6 +328,14 @@ impl Store {
         }
     }
 
+    /// A user's name alone: one lookup (`user` also reads their roles).
+    pub async fn user_name(&self, id: UserId) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     pub async fn user(&self, id: UserId) -> Result<Option<User>> {
         let row = sqlx::query("SELECT id, name FROM users WHERE id = $1")
             .bind(id.to_string())

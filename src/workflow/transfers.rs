@@ -793,15 +793,9 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
     let decisions = app.store.decisions(t.id).await?;
     let awaiting = super::governance::awaiting(app, &t, ws, &policy, &decisions).await?;
     let referees = super::governance::referees(app, t.id).await?;
-    let name = |id| async move {
-        Ok::<_, Error>(
-            app.store
-                .user(id)
-                .await?
-                .map(|u| u.name)
-                .unwrap_or_default(),
-        )
-    };
+    // Names only: a status read is on the hot path, and `user` would read roles too.
+    let name =
+        |id| async move { Ok::<_, Error>(app.store.user_name(id).await?.unwrap_or_default()) };
     Ok(TransferView {
         id: t.id,
         kind: t.kind,
