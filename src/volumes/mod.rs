@@ -278,17 +278,35 @@ impl Volumes {
         file: FileId,
         seqs: std::ops::Range<u64>,
     ) -> BoxStream<'static, Result<Bytes>> {
+        self.read_objects(seqs.map(move |seq| Self::segment_key(transfer, file, seq)))
+    }
+
+    /// The quarantine objects `keys`, one after another, as one stream (a file's segments, or
+    /// a tus archive upload's).
+    fn read_objects(
+        &self,
+        keys: impl Iterator<Item = ObjPath> + Send + 'static,
+    ) -> BoxStream<'static, Result<Bytes>> {
         let store = self.quarantine.clone();
-        futures::stream::iter(seqs)
-            .then(move |seq| {
+        futures::stream::iter(keys)
+            .then(move |key| {
                 let store = store.clone();
                 async move {
-                    let got = store.get(&Self::segment_key(transfer, file, seq)).await?;
+                    let got = store.get(&key).await?;
                     Ok::<_, VolumeError>(got.into_stream().map_err(VolumeError::from))
                 }
             })
             .try_flatten()
             .boxed()
+    }
+
+    /// The stored size of a quarantine object, or `None` if there is none.
+    async fn object_len(&self, key: &ObjPath) -> Result<Option<u64>> {
+        match self.quarantine.head(key).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The stored size of one segment, or `None` if there is none.
@@ -298,15 +316,8 @@ impl Volumes {
         file: FileId,
         seq: u64,
     ) -> Result<Option<u64>> {
-        match self
-            .quarantine
-            .head(&Self::segment_key(transfer, file, seq))
+        self.object_len(&Self::segment_key(transfer, file, seq))
             .await
-        {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Deletes one segment if it is there (a piece that was stored but never recorded).
@@ -535,17 +546,7 @@ impl Volumes {
         upload: FileId,
         seqs: std::ops::Range<u64>,
     ) -> BoxStream<'static, Result<Bytes>> {
-        let store = self.quarantine.clone();
-        futures::stream::iter(seqs)
-            .then(move |seq| {
-                let store = store.clone();
-                async move {
-                    let got = store.get(&Self::archive_key(transfer, upload, seq)).await?;
-                    Ok::<_, VolumeError>(got.into_stream().map_err(VolumeError::from))
-                }
-            })
-            .try_flatten()
-            .boxed()
+        self.read_objects(seqs.map(move |seq| Self::archive_key(transfer, upload, seq)))
     }
 
     /// The stored size of one segment of a tus archive upload, or `None`.
@@ -555,15 +556,8 @@ impl Volumes {
         upload: FileId,
         seq: u64,
     ) -> Result<Option<u64>> {
-        match self
-            .quarantine
-            .head(&Self::archive_key(transfer, upload, seq))
+        self.object_len(&Self::archive_key(transfer, upload, seq))
             .await
-        {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Deletes one segment of a tus archive upload if it is there.
