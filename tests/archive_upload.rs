@@ -620,6 +620,18 @@ async fn collisions_with_a_file_or_between_members_refuse_the_whole_archive() {
         (vec![M::File("f", b"1"), M::File("f/g", b"2")], "f/g"),
         (vec![M::File("y/z/w", b"1"), M::File("y/z", b"2")], "y/z"),
     ];
+    // Members are inserted a few hundred per statement: collisions across those batches too.
+    let fill: Vec<String> = (0..450).map(|i| format!("fill/{i:03}.txt")).collect();
+    let across = |first: &'static str, last: &'static str| {
+        let mut m = vec![M::File(first, b"1")];
+        m.extend(fill.iter().map(|p| M::File(p, b"f")));
+        m.push(M::File(last, b"2"));
+        (m, last)
+    };
+    let mut cases = cases;
+    cases.push(across("far/away.txt", "FAR/Away.TXT"));
+    cases.push(across("deep", "deep/under.txt"));
+    cases.push(across("up/down.txt", "up"));
     for (members, named) in cases {
         let (s, v) = put_archive(&t, &tok, &id, "", archive(&members).into()).await;
         assert_eq!(s, StatusCode::CONFLICT, "{named}: {v}");
@@ -712,12 +724,18 @@ async fn members_left_by_a_crash_mid_expansion_are_removed_at_start_and_never_co
         })
         .to_string()
     };
+    // And a pack that was being written: its line comes before any of its bytes.
+    let pack_id = airlock::domain::FileId::new();
+    let orphan_pack = t.app.volumes.segment_path(tid, pack_id, 0);
+    std::fs::create_dir_all(orphan_pack.parent().unwrap()).unwrap();
+    std::fs::write(&orphan_pack, b"packed members").unwrap();
+    let pack_line = serde_json::json!({ "pack_of": id, "pack": pack_id }).to_string();
     let spool = t.app.volumes.archive_spool(airlock::domain::FileId::new());
     std::fs::create_dir_all(spool.parent().unwrap()).unwrap();
     std::fs::write(
         &spool,
         format!(
-            "{}\n{}\n",
+            "{pack_line}\n{}\n{}\n",
             line(kept.id.to_string(), "kept.txt"),
             line(orphan.to_string(), "orphan.txt")
         ),
@@ -730,8 +748,14 @@ async fn members_left_by_a_crash_mid_expansion_are_removed_at_start_and_never_co
     t.show(&people.pm, &id).await;
     assert!(!seg.exists(), "the orphan member is removed");
     assert!(!spool.exists(), "the member list is removed");
-    let kept_seg = t.app.volumes.segment_path(tid, kept.id, 0);
-    assert_eq!(std::fs::read(kept_seg).unwrap(), b"kept");
+    // The accepted member lives in its archive's pack, which stays.
+    let at = kept.pack.expect("a small member is packed");
+    let pack = std::fs::read(t.app.volumes.segment_path(tid, at.id, 0)).unwrap();
+    assert_eq!(&pack[at.offset as usize..at.offset as usize + 4], b"kept");
+    assert!(
+        !orphan_pack.exists(),
+        "the pack of an archive never accepted is removed"
+    );
     let after = t.app.store.totals(tid).await.unwrap();
     assert_eq!(
         (after.files, after.received),
@@ -813,6 +837,84 @@ async fn gnu_tar_piped_into_curl_lands_in_both_formats() {
                 "{format}: {rel}"
             );
         }
+    }
+    t.stop().await;
+}
+
+/// Small members share one pack object; each is still checked on its own. `airlock verify`
+/// passes on the intact pack, names exactly the member whose byte was flipped, and reports
+/// every member missing once the pack is gone; the pack itself is never an unexpected file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn packed_members_are_verified_one_by_one() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let (a, b, c) = (bytes(3000, 1), bytes(5000, 2), bytes(700, 3));
+    let (s, v) = put_archive(
+        &t,
+        &tok,
+        &id,
+        "",
+        archive(&[
+            M::File("p/a.bin", &a),
+            M::File("p/b.bin", &b),
+            M::File("p/c.bin", &c),
+        ])
+        .into(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let tid: TransferId = id.parse().unwrap();
+    let fb = t
+        .app
+        .store
+        .file_by_path(tid, "p/b.bin")
+        .await
+        .unwrap()
+        .unwrap();
+    let at = fb.pack.expect("a small member is packed");
+    for p in ["p/a.bin", "p/c.bin"] {
+        let f = t.app.store.file_by_path(tid, p).await.unwrap().unwrap();
+        assert_eq!(f.pack.map(|x| x.id), Some(at.id), "{p} shares the pack");
+        assert!(t.app.store.segments(f.id).await.unwrap().is_empty());
+    }
+    let pack = t.app.volumes.segment_path(tid, at.id, 0);
+    assert_eq!(std::fs::metadata(&pack).unwrap().len(), 8700);
+
+    let out = t.cli(None, &["verify", &id]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("unexpected"), "{text}");
+
+    let mut raw = std::fs::read(&pack).unwrap();
+    raw[at.offset as usize + 10] ^= 0x80;
+    std::fs::write(&pack, &raw).unwrap();
+    let out = t.cli(None, &["verify", &id]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("quarantine p/b.bin changed"), "{text}");
+    assert!(
+        !text.contains("p/a.bin") && !text.contains("p/c.bin"),
+        "{text}"
+    );
+
+    std::fs::remove_file(&pack).unwrap();
+    let out = t.cli(None, &["verify", &id]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    for p in ["p/a.bin", "p/b.bin", "p/c.bin"] {
+        assert!(
+            text.contains(&format!("quarantine {p} is missing")),
+            "{text}"
+        );
     }
     t.stop().await;
 }

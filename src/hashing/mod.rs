@@ -185,6 +185,25 @@ fn blake3_update(b3: &mut blake3::Hasher, path: &std::path::Path) -> std::io::Re
     Ok(())
 }
 
+/// Both digests of `len` bytes at `offset` of one file (a packed archive member). A file that
+/// ends early gives the digests of what is there (a short size tells the caller).
+pub fn hash_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Digests> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(offset))?;
+    let mut st = HashState::new();
+    let mut left = f.take(len);
+    let mut buf = vec![0u8; len.min(1 << 20) as usize];
+    loop {
+        let n = left.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        st.update(&buf[..n]);
+    }
+    Ok(st.finish())
+}
+
 /// Both digests of the concatenation of `paths` (a file's segments, or one released file).
 pub fn hash_paths(paths: &[std::path::PathBuf]) -> std::io::Result<Digests> {
     if let [one] = paths {

@@ -136,6 +136,8 @@ struct Job {
     location: &'static str,
     path: String,
     parts: Vec<PathBuf>,
+    /// A packed archive member: (offset, length) in its pack, the one part.
+    range: Option<(u64, u64)>,
     want: ManifestEntry,
 }
 
@@ -154,7 +156,11 @@ fn check(job: &Job) -> Check {
             0,
         );
     }
-    match crate::hashing::hash_paths(&job.parts) {
+    let hashed = match (job.range, job.parts.as_slice()) {
+        (Some((offset, len)), [pack]) => crate::hashing::hash_range(pack, offset, len),
+        _ => crate::hashing::hash_paths(&job.parts),
+    };
+    match hashed {
         Err(e) => c(
             "missing",
             format!("{} {} cannot be read: {e}", job.location, job.path),
@@ -418,7 +424,15 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
             let mut missing = Vec::new();
             for row in page {
                 let want = crate::workflow::transfers::manifest_entry(&row.file)?;
+                let range = match (&tree, row.file.pack) {
+                    (None, Some(p)) => Some((p.offset, want.size)),
+                    _ => None,
+                };
                 let parts = match &mut tree {
+                    None if range.is_some() => {
+                        let pack = row.file.pack.map(|p| p.id).unwrap_or_default();
+                        vec![app.volumes.segment_path(t.id, pack, 0)]
+                    }
                     None => (0..row.segments)
                         .map(|s| app.volumes.segment_path(t.id, row.file.id, s))
                         .collect(),
@@ -463,6 +477,7 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                     location,
                     path: want.path.clone(),
                     parts,
+                    range,
                     want,
                 };
                 batch.push(app, t, job, &mut report).await?;

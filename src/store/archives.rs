@@ -1,9 +1,32 @@
 //! tus uploads of tar archives waiting to be expanded (`workflow::archive_upload`): their rows
 //! and stored pieces, apart from `files`, so they are never listed, counted or sealed.
 
-use super::{parse, Result, Store, StoreError, Tx};
-use crate::domain::{FileId, TransferId};
+use super::{now, parse, FileConflict, PackRef, Result, Store, StoreError, Tx, SAME_KEY_SQL};
+use crate::domain::{FileId, RelPath, TransferId};
 use sqlx::Row;
+use std::collections::{BTreeSet, HashMap};
+
+/// A complete member of an accepted archive, for [`Tx::insert_members`].
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub id: FileId,
+    pub path: RelPath,
+    pub size: u64,
+    pub sha256: String,
+    pub blake3: String,
+    pub expected_sha256: Option<String>,
+    /// In the archive's pack; `None`: stored as its own segment 0 (a large member).
+    pub pack: Option<PackRef>,
+}
+
+/// Files whose key is any of a JSON list of keys: one index lookup per key (the list is
+/// scanned, never the transfer's files).
+pub(super) const KEYS_TAKEN_SQL: &str = "SELECT j.value AS k, f.path FROM json_each($2) j \
+     CROSS JOIN files f ON f.transfer_id = $1 AND f.collision_key = j.value LIMIT 1";
+/// A file under any of a JSON list of keys (`key/...`): one index range per key.
+pub(super) const KEYS_UNDER_SQL: &str = "SELECT j.value AS k, f.path FROM json_each($2) j \
+     CROSS JOIN files f ON f.transfer_id = $1 AND f.collision_key >= j.value || '/' \
+     AND f.collision_key < j.value || '0' LIMIT 1";
 
 /// A tus archive upload in progress.
 #[derive(Debug, Clone)]
@@ -32,6 +55,15 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ArchiveUploadRow> {
 }
 
 impl Store {
+    /// Whether a pack was accepted (at start, a spooled pack without a row is removed).
+    pub async fn pack_exists(&self, id: FileId) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n > 0)
+    }
+
     pub async fn archive_upload(&self, id: FileId) -> Result<Option<ArchiveUploadRow>> {
         let row = sqlx::query("SELECT * FROM archive_uploads WHERE id = $1")
             .bind(id.to_string())
@@ -52,7 +84,147 @@ impl Store {
     }
 }
 
+/// A file-and-folder conflict between member `i` and the file `other`, named by its later
+/// member (as one-by-one inserts would find it): `other` itself when it is a later member of
+/// the batch.
+fn later_of(members: &[MemberRow], i: usize, other: String) -> (usize, FileConflict) {
+    match members.iter().position(|m| m.path.as_str() == other) {
+        Some(j) if j > i => (j, FileConflict::FileFolder(members[i].path.to_string())),
+        _ => (i, FileConflict::FileFolder(other)),
+    }
+}
+
 impl Tx<'_> {
+    /// Inserts complete archive members in a few statements, whatever their number: one
+    /// multi-row insert of their files and one of their segments, then one indexed lookup of
+    /// every folder they imply and one of every path they take. The checks run after the
+    /// insert, so they see the existing files, earlier batches and this one alike. On a
+    /// conflict nothing more is inserted and the caller rolls back; the index of the member
+    /// named in the conflict comes with it.
+    pub async fn insert_members(
+        &mut self,
+        transfer: TransferId,
+        members: &[MemberRow],
+    ) -> Result<std::result::Result<(), (usize, FileConflict)>> {
+        if members.is_empty() {
+            return Ok(Ok(()));
+        }
+        let tid = transfer.to_string();
+        let at = now();
+        let keys: Vec<String> = members.iter().map(|m| m.path.collision_key()).collect();
+        let mut files = sqlx::QueryBuilder::new(
+            "INSERT INTO files (id, transfer_id, path, collision_key, length, received, complete, \
+             sha256, blake3, expected_sha256, created_at, completed_at, pack, pack_offset) ",
+        );
+        files.push_values(members.iter().zip(&keys), |mut b, (m, key)| {
+            b.push_bind(m.id.to_string())
+                .push_bind(&tid)
+                .push_bind(m.path.as_str())
+                .push_bind(key)
+                .push_bind(m.size as i64)
+                .push_bind(m.size as i64)
+                .push_bind(1i64)
+                .push_bind(&m.sha256)
+                .push_bind(&m.blake3)
+                .push_bind(&m.expected_sha256)
+                .push_bind(&at)
+                .push_bind(&at)
+                .push_bind(m.pack.map(|p| p.id.to_string()))
+                .push_bind(m.pack.map(|p| p.offset as i64));
+        });
+        match files.build().execute(&mut *self.tx).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return self.name_taken(&tid, members, &keys).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let own: Vec<&MemberRow> = members.iter().filter(|m| m.pack.is_none()).collect();
+        if !own.is_empty() {
+            let mut segs = sqlx::QueryBuilder::new("INSERT INTO segments (file_id, seq, size) ");
+            segs.push_values(own, |mut b, m| {
+                b.push_bind(m.id.to_string())
+                    .push_bind(0i64)
+                    .push_bind(m.size as i64);
+            });
+            segs.build().execute(&mut *self.tx).await?;
+        }
+        // A folder of a member is a file (existing, or a member).
+        let parents: BTreeSet<String> = members.iter().flat_map(|m| m.path.parent_keys()).collect();
+        if let Some((k, other)) = self.first_hit(KEYS_TAKEN_SQL, &tid, parents).await? {
+            let i = members
+                .iter()
+                .position(|m| m.path.parent_keys().contains(&k))
+                .unwrap_or(0);
+            return Ok(Err(later_of(members, i, other)));
+        }
+        // A member is a folder of a file (existing, or a member).
+        if let Some((k, other)) = self.first_hit(KEYS_UNDER_SQL, &tid, keys.iter()).await? {
+            let i = keys.iter().position(|x| *x == k).unwrap_or(0);
+            return Ok(Err(later_of(members, i, other)));
+        }
+        Ok(Ok(()))
+    }
+
+    async fn first_hit<T: serde::Serialize>(
+        &mut self,
+        sql: &str,
+        tid: &str,
+        keys: impl IntoIterator<Item = T>,
+    ) -> Result<Option<(String, String)>> {
+        let list: Vec<T> = keys.into_iter().collect();
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let row = sqlx::query(sql)
+            .bind(tid)
+            .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| Ok((r.try_get("k")?, r.try_get("path")?)))
+            .transpose()
+    }
+
+    /// After a unique violation (the statement was undone, nothing of it kept): the first
+    /// member whose key an existing file or an earlier member of the batch already has.
+    async fn name_taken(
+        &mut self,
+        tid: &str,
+        members: &[MemberRow],
+        keys: &[String],
+    ) -> Result<std::result::Result<(), (usize, FileConflict)>> {
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (i, (m, key)) in members.iter().zip(keys).enumerate() {
+            if let Some(other) = seen.get(key.as_str()) {
+                return Ok(Err((i, FileConflict::SameName((*other).to_owned()))));
+            }
+            if let Some(r) = sqlx::query(SAME_KEY_SQL)
+                .bind(tid)
+                .bind(key)
+                .fetch_optional(&mut *self.tx)
+                .await?
+            {
+                return Ok(Err((i, FileConflict::SameName(r.try_get("path")?))));
+            }
+            seen.insert(key, m.path.as_str());
+        }
+        Err(StoreError::Corrupt {
+            table: "files",
+            message: "a unique violation that no member's name explains".into(),
+        })
+    }
+
+    /// Records an accepted archive's pack (so re-verification expects its object).
+    pub async fn insert_pack(&mut self, id: FileId, transfer: TransferId, size: u64) -> Result<()> {
+        sqlx::query("INSERT INTO packs (id, transfer_id, size) VALUES ($1, $2, $3)")
+            .bind(id.to_string())
+            .bind(transfer.to_string())
+            .bind(size as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn insert_archive_upload(&mut self, a: &ArchiveUploadRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO archive_uploads (id, transfer_id, prefix, length, received, created_at) \

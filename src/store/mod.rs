@@ -22,7 +22,7 @@ mod fixity;
 mod governance;
 mod metrics;
 mod scans;
-pub use archives::ArchiveUploadRow;
+pub use archives::{ArchiveUploadRow, MemberRow};
 pub use fixity::{AtRest, FixityRow};
 pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
@@ -123,6 +123,15 @@ pub struct FileRow {
     pub blake3: Option<String>,
     pub expected_sha256: Option<String>,
     pub created_at: String,
+    /// Where a packed archive member's bytes lie (it has no segments of its own).
+    pub pack: Option<PackRef>,
+}
+
+/// A packed file's place: `len` bytes (its `length`) at `offset` in the pack object `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackRef {
+    pub id: FileId,
+    pub offset: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +224,16 @@ fn file_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow> {
         blake3: r.try_get("blake3")?,
         expected_sha256: r.try_get("expected_sha256")?,
         created_at: r.try_get("created_at")?,
+        pack: match r.try_get::<Option<String>, _>("pack")? {
+            Some(id) => Some(PackRef {
+                id: parse(t, &id)?,
+                offset: r
+                    .try_get::<Option<i64>, _>("pack_offset")?
+                    .unwrap_or(0)
+                    .max(0) as u64,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -247,6 +266,7 @@ impl Store {
             .execute(&pool)
             .await?;
         audit_mac_column(&pool).await?;
+        pack_columns(&pool).await?;
         backfill_totals(&pool).await?;
         scans::backfill_scan_counts(&pool).await?;
         let wal = {
@@ -718,6 +738,23 @@ async fn audit_mac_column(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// Adds `files.pack` and `files.pack_offset` to a database from before archives were packed.
+async fn pack_columns(pool: &SqlitePool) -> Result<()> {
+    let has: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('files') WHERE name = 'pack'")
+            .fetch_one(pool)
+            .await?;
+    if has == 0 {
+        sqlx::query("ALTER TABLE files ADD COLUMN pack TEXT")
+            .execute(pool)
+            .await?;
+        sqlx::query("ALTER TABLE files ADD COLUMN pack_offset INTEGER")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Gives every transfer from before `transfer_totals` existed its totals, counted once.
 async fn backfill_totals(pool: &SqlitePool) -> Result<()> {
     sqlx::query(
@@ -780,7 +817,8 @@ async fn files_page_on(
 
 // Queries run once per file (or per upload request). Each must be an index search, never a
 // scan of the transfer's files: `per_file_queries_use_an_index` checks their query plans.
-const SAME_KEY_SQL: &str = "SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2";
+pub(crate) const SAME_KEY_SQL: &str =
+    "SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2";
 const UNDER_KEY_SQL: &str = "SELECT path FROM files WHERE transfer_id = $1 \
      AND collision_key >= $2 AND collision_key < $3 LIMIT 1";
 const FILES_PAGE_SQL: &str =
@@ -1455,6 +1493,25 @@ mod plan_tests {
                 assert!(
                     !(files_of_transfer && s.contains("(transfer_id=?)")),
                     "{name} walks the transfer's files: {s}"
+                );
+            }
+        }
+        // The batched member checks walk their bound list, and search the files by key.
+        for (name, sql) in [
+            ("keys taken", archives::KEYS_TAKEN_SQL),
+            ("keys under", archives::KEYS_UNDER_SQL),
+        ] {
+            let steps = plan(&store, sql, 2).await;
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.starts_with("SEARCH f USING") && s.contains("collision_key")),
+                "{name}: {steps:?}"
+            );
+            for s in &steps {
+                assert!(
+                    !s.starts_with("SCAN") || s.starts_with("SCAN j"),
+                    "{name}: {s} ({steps:?})"
                 );
             }
         }

@@ -98,6 +98,10 @@ CREATE TABLE IF NOT EXISTS files (
     expected_sha256 TEXT,
     created_at TEXT NOT NULL,
     completed_at TEXT,
+    -- A small member of a tar archive is stored inside its archive's pack (`packs`), at this
+    -- offset, and has no `segments`; every other file is its own segments.
+    pack TEXT,
+    pack_offset INTEGER,
     UNIQUE (transfer_id, collision_key)
 );
 CREATE TABLE IF NOT EXISTS segments (
@@ -268,6 +272,14 @@ CREATE TABLE IF NOT EXISTS archive_uploads (
     length INTEGER NOT NULL,
     received INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL
+);
+-- The small members of one accepted tar archive, stored one after another in one quarantine
+-- object (`transfers/<transfer>/<pack>/0000000000`): creating one file per 4 KiB member would
+-- cost more than everything else the upload does. Members name their pack and offset.
+CREATE TABLE IF NOT EXISTS packs (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS archive_uploads_transfer ON archive_uploads(transfer_id);
 CREATE TABLE IF NOT EXISTS archive_segments (

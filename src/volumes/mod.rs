@@ -281,6 +281,31 @@ impl Volumes {
         self.read_objects(seqs.map(move |seq| Self::segment_key(transfer, file, seq)))
     }
 
+    /// `len` bytes at `offset` of a pack: one packed archive member.
+    pub fn read_packed(
+        &self,
+        transfer: TransferId,
+        pack: FileId,
+        offset: u64,
+        len: u64,
+    ) -> BoxStream<'static, Result<Bytes>> {
+        let store = self.quarantine.clone();
+        let key = Self::segment_key(transfer, pack, 0);
+        futures::stream::once(async move {
+            if len == 0 {
+                return Ok::<_, VolumeError>(futures::stream::empty().boxed());
+            }
+            let opts = object_store::GetOptions {
+                range: Some(object_store::GetRange::Bounded(offset..offset + len)),
+                ..Default::default()
+            };
+            let got = store.get_opts(&key, opts).await?;
+            Ok(got.into_stream().map_err(VolumeError::from).boxed())
+        })
+        .try_flatten()
+        .boxed()
+    }
+
     /// The quarantine objects `keys`, one after another, as one stream (a file's segments, or
     /// a tus archive upload's).
     fn read_objects(

@@ -39,7 +39,7 @@ use crate::audit::AuditEvent;
 use crate::domain::tarball::{self, Block, Kind, Pending, TarError, BLOCK};
 use crate::domain::*;
 use crate::hashing::{ChunkChecksum, Digests, HashState, StreamHasher};
-use crate::store::{now, ArchiveUploadRow, FileConflict, FileRow, Transfer};
+use crate::store::{now, ArchiveUploadRow, FileConflict, MemberRow, PackRef, Transfer};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use std::net::IpAddr;
@@ -50,6 +50,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 /// Members up to this size are gathered whole and written with one put; larger ones stream
 /// through a segment writer. Bounds the memory one member can take.
 const SMALL: u64 = 256 << 10;
+/// Members up to this size are hashed on the async thread that reads them.
+const INLINE_HASH: u64 = 64 << 10;
+/// Members inserted per statement when an archive is accepted (14 values each, well under
+/// SQLite's limit of bound values).
+const INSERT_BATCH: usize = 400;
 /// How much the archive's frames are batched before being handed to its hashers.
 const BATCH: usize = 1 << 20;
 /// Bytes accepted after the end-of-archive block (tar pads to 10 KiB records; some writers
@@ -217,6 +222,25 @@ struct SpoolLine {
     sha256: HexDigest,
     blake3: HexDigest,
     expected: Option<HexDigest>,
+    /// Where a small member lies in the archive's pack; `None`: its own segment 0.
+    #[serde(default)]
+    pack: Option<FileId>,
+    #[serde(default)]
+    offset: u64,
+}
+
+/// Spooled before the first byte goes into an archive's pack, so a crash at any point leaves
+/// a list that names it (`sweep`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PackLine {
+    pack_of: TransferId,
+    pack: FileId,
+}
+
+/// The pack being written: every small member of the archive, one after another.
+struct Pack {
+    id: FileId,
+    writer: crate::volumes::SegmentWriter,
 }
 
 /// The members written so far: listed in a file, so their count costs no memory, and the
@@ -227,6 +251,9 @@ struct Spool {
     current: Option<FileId>,
     members: u64,
     bytes: u64,
+    pack: Option<Pack>,
+    /// The finished pack's id and size, once the stream has ended.
+    packed: Option<(FileId, u64)>,
 }
 
 impl Spool {
@@ -242,19 +269,62 @@ impl Spool {
             current: None,
             members: 0,
             bytes: 0,
+            pack: None,
+            packed: None,
         })
     }
 
-    async fn push(&mut self, line: &SpoolLine) -> Result<()> {
+    async fn write_line(&mut self, line: &impl serde::Serialize) -> Result<()> {
         let mut text =
             serde_json::to_string(line).map_err(|e| Error::Internal(format!("spool: {e}")))?;
         text.push('\n');
         if let Some(out) = self.out.as_mut() {
             out.write_all(text.as_bytes()).await?;
         }
+        Ok(())
+    }
+
+    async fn push(&mut self, line: &SpoolLine) -> Result<()> {
+        self.write_line(line).await?;
         self.members += 1;
         self.bytes += line.size;
         self.current = None;
+        Ok(())
+    }
+
+    /// Appends a small member's bytes to the pack (opened on the first): its offset there.
+    async fn pack(
+        &mut self,
+        app: &App,
+        transfer: TransferId,
+        bytes: Bytes,
+    ) -> Result<(FileId, u64)> {
+        if self.pack.is_none() {
+            let id = FileId::new();
+            self.write_line(&PackLine {
+                pack_of: transfer,
+                pack: id,
+            })
+            .await?;
+            // The line is on disk before the pack is (`sweep` finds every pack by its line).
+            if let Some(out) = self.out.as_mut() {
+                out.flush().await?;
+            }
+            let writer = app.volumes.segment_writer(transfer, id, 0).await?;
+            self.pack = Some(Pack { id, writer });
+        }
+        let pack = self.pack.as_mut().expect("opened above");
+        let at = pack.writer.written();
+        pack.writer.write(bytes).await?;
+        Ok((pack.id, at))
+    }
+
+    /// Completes the pack (unsynced: the archive is synced once, before it is accepted).
+    async fn finish_pack(&mut self) -> Result<()> {
+        if let Some(p) = self.pack.take() {
+            let size = p.writer.finish_unsynced().await?;
+            self.packed = Some((p.id, size));
+        }
         Ok(())
     }
 
@@ -262,17 +332,29 @@ impl Spool {
         if let Some(mut out) = self.out.take() {
             out.flush().await?;
         }
-        Ok(())
+        self.finish_pack().await
     }
 
     /// Every spooled member, in archive order.
-    async fn lines(&self) -> Result<tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>> {
-        let f = tokio::fs::File::open(&self.path).await?;
-        Ok(tokio::io::BufReader::new(f).lines())
+    /// (Takes the path, not `&self`: a `Spool` is not `Sync`, its pack writer is not.)
+    fn lines(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>>,
+    > + Send
+           + 'static {
+        let path = self.path.clone();
+        async move {
+            let f = tokio::fs::File::open(&path).await?;
+            Ok(tokio::io::BufReader::new(f).lines())
+        }
     }
 
     /// Removes every member written and the list itself.
     async fn discard(mut self, app: &App, transfer: TransferId) {
+        if let Some(p) = self.pack.take() {
+            p.writer.abort().await;
+        }
         let _ = self.close().await;
         if let Some(id) = self.current.take() {
             if let Err(e) = app.volumes.delete_file(transfer, id).await {
@@ -281,10 +363,16 @@ impl Spool {
         }
         if let Ok(mut lines) = self.lines().await {
             while let Ok(Some(l)) = lines.next_line().await {
-                if let Ok(m) = serde_json::from_str::<SpoolLine>(&l) {
-                    if let Err(e) = app.volumes.delete_file(transfer, m.id).await {
-                        tracing::warn!(file = %m.id, error = %e, "cannot remove a refused archive member");
-                    }
+                let id = match serde_json::from_str::<SpoolLine>(&l) {
+                    Ok(m) if m.pack.is_none() => m.id,
+                    Ok(_) => continue,
+                    Err(_) => match serde_json::from_str::<PackLine>(&l) {
+                        Ok(p) => p.pack,
+                        Err(_) => continue,
+                    },
+                };
+                if let Err(e) = app.volumes.delete_file(transfer, id).await {
+                    tracing::warn!(file = %id, error = %e, "cannot remove a refused archive member");
                 }
             }
         }
@@ -307,8 +395,9 @@ struct Budget {
     bytes: u64,
 }
 
-/// Writes one member's `size` bytes to segment 0 of `id`, hashing them; no fsync (the archive
-/// is synced once, before it is accepted).
+/// Writes one member's `size` bytes, hashing them: a small one into the archive's pack (its
+/// place there is returned), a larger one to segment 0 of `id`. No fsync (the archive is
+/// synced once, before it is accepted).
 async fn write_member<S, E>(
     app: &App,
     transfer: TransferId,
@@ -316,7 +405,8 @@ async fn write_member<S, E>(
     size: u64,
     raw: &str,
     framer: &mut Framer<S>,
-) -> Result<Digests>
+    spool: &mut Spool,
+) -> Result<(Digests, Option<(FileId, u64)>)>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -332,19 +422,23 @@ where
             buf.extend_from_slice(&b);
         }
         let bytes = buf.freeze();
-        let data = bytes.clone();
-        // Hashing is CPU work: off the async threads, even for a small member.
-        let digests = tokio::task::spawn_blocking(move || {
+        let digests = if size <= INLINE_HASH {
+            // A few microseconds: less than handing it to a blocking worker would cost.
             let mut h = HashState::new();
-            h.update(&data);
+            h.update(&bytes);
             h.finish()
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("hashing worker failed: {e}")))?;
-        app.volumes
-            .put_segment_unsynced(transfer, id, 0, bytes)
-            .await?;
-        return Ok(digests);
+        } else {
+            let data = bytes.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut h = HashState::new();
+                h.update(&data);
+                h.finish()
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("hashing worker failed: {e}")))?
+        };
+        let at = spool.pack(app, transfer, bytes).await?;
+        return Ok((digests, Some(at)));
     }
     let mut writer = app.volumes.segment_writer(transfer, id, 0).await?;
     let mut hasher = StreamHasher::resume(HashState::new());
@@ -375,7 +469,7 @@ where
         return Err(e);
     }
     writer.finish_unsynced().await?;
-    Ok(state.finish())
+    Ok((state.finish(), None))
 }
 
 /// Reads the whole tar stream, writing each regular member; refuses at the first bad member.
@@ -470,7 +564,7 @@ where
         );
         let id = FileId::new();
         spool.current = Some(id);
-        let d = write_member(app, transfer, id, m.size, &raw, framer).await?;
+        let (d, packed) = write_member(app, transfer, id, m.size, &raw, framer, spool).await?;
         framer
             .skip(tarball::padding(m.size), &format!("member `{raw}`"))
             .await?;
@@ -484,6 +578,8 @@ where
                 sha256: d.sha256,
                 blake3: d.blake3,
                 expected: m.expected_sha256,
+                pack: packed.map(|p| p.0),
+                offset: packed.map_or(0, |p| p.1),
             })
             .await?;
     }
@@ -496,7 +592,7 @@ async fn accept(
     who: &Principal,
     t: &Transfer,
     limits: Limits,
-    spool: &Spool,
+    spool: &mut Spool,
     archive: &Digests,
     prefix: Option<&RelPath>,
     upload: Option<FileId>,
@@ -524,51 +620,66 @@ async fn accept(
     }
     let mut receipts = Vec::new();
     let mut lines = spool.lines().await?;
-    while let Some(l) = lines.next_line().await? {
-        let m: SpoolLine = serde_json::from_str(&l)
-            .map_err(|e| Error::Internal(format!("archive spool line: {e}")))?;
-        let path = RelPath::parse(&m.path)?;
-        let row = FileRow {
-            id: m.id,
-            transfer_id: t.id,
-            path: m.path.clone(),
-            length: Some(m.size),
-            received: 0,
-            complete: false,
-            sha256: None,
-            blake3: None,
-            expected_sha256: m.expected.as_ref().map(|d| d.to_string()),
-            created_at: now(),
-        };
-        match tx.insert_file(&row, &path).await? {
-            Ok(()) => {}
-            Err(FileConflict::SameName(other)) => {
-                return Err(Error::Conflict(format!(
+    let mut batch: Vec<(SpoolLine, MemberRow)> = Vec::with_capacity(INSERT_BATCH);
+    loop {
+        let line = lines.next_line().await?;
+        if let Some(l) = &line {
+            let Ok(m) = serde_json::from_str::<SpoolLine>(l) else {
+                // The pack's own line.
+                continue;
+            };
+            let row = MemberRow {
+                id: m.id,
+                path: RelPath::parse(&m.path)?,
+                size: m.size,
+                sha256: m.sha256.to_string(),
+                blake3: m.blake3.to_string(),
+                expected_sha256: m.expected.as_ref().map(|d| d.to_string()),
+                pack: m.pack.map(|id| PackRef {
+                    id,
+                    offset: m.offset,
+                }),
+            };
+            batch.push((m, row));
+            if batch.len() < INSERT_BATCH {
+                continue;
+            }
+        }
+        let rows: Vec<MemberRow> = batch.iter().map(|(_, r)| r.clone()).collect();
+        if let Err((i, conflict)) = tx.insert_members(t.id, &rows).await? {
+            let (m, row) = &batch[i];
+            let path = &row.path;
+            return Err(Error::Conflict(match conflict {
+                FileConflict::SameName(other) => format!(
                     "archive member `{}`: `{path}` collides with `{other}`, already in this \
                      transfer or earlier in this archive (names are compared ignoring case and \
                      Unicode width)",
                     m.raw
-                )))
-            }
-            Err(FileConflict::FileFolder(other)) => {
-                return Err(Error::Conflict(format!(
+                ),
+                FileConflict::FileFolder(other) => format!(
                     "archive member `{}`: `{path}` collides with `{other}`: one would be a file \
                      and a folder at once",
                     m.raw
-                )))
-            }
+                ),
+            }));
         }
-        tx.add_segment(m.id, 0, m.size).await?;
-        tx.complete_file(m.id, &m.sha256, &m.blake3).await?;
-        receipts.push(FileReceipt {
-            path: m.path,
-            size: m.size,
-            complete: true,
-            expected_sha256_matches: m.expected.as_ref().map(|e| *e == m.sha256),
-            expected_sha256: m.expected.map(|d| d.to_string()),
-            sha256: Some(m.sha256.to_string()),
-            blake3: Some(m.blake3.to_string()),
-        });
+        for (m, _) in batch.drain(..) {
+            receipts.push(FileReceipt {
+                path: m.path,
+                size: m.size,
+                complete: true,
+                expected_sha256_matches: m.expected.as_ref().map(|e| *e == m.sha256),
+                expected_sha256: m.expected.map(|d| d.to_string()),
+                sha256: Some(m.sha256.to_string()),
+                blake3: Some(m.blake3.to_string()),
+            });
+        }
+        if line.is_none() {
+            break;
+        }
+    }
+    if let Some((pack, size)) = spool.packed {
+        tx.insert_pack(pack, t.id, size).await?;
     }
     if let Some(id) = upload {
         tx.delete_archive_upload(id).await?;
@@ -618,7 +729,7 @@ where
     let digests = framer.finish().await;
     let done = match (expanded, digests) {
         (Ok(()), Ok(d)) => match spool.close().await {
-            Ok(()) => accept(app, who, t, limits, &spool, &d, prefix, upload).await,
+            Ok(()) => accept(app, who, t, limits, &mut spool, &d, prefix, upload).await,
             Err(e) => Err(e),
         },
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -1066,10 +1177,18 @@ pub async fn sweep(app: &App) -> Result<u64> {
         let mut lines = tokio::io::BufReader::new(f).lines();
         while let Some(l) = lines.next_line().await? {
             let Ok(m) = serde_json::from_str::<SpoolLine>(&l) else {
+                // A pack goes whole unless its archive was accepted.
+                if let Ok(p) = serde_json::from_str::<PackLine>(&l) {
+                    if !app.store.pack_exists(p.pack).await? {
+                        app.volumes.delete_file(p.pack_of, p.pack).await?;
+                    }
+                }
                 continue;
             };
             if app.store.file(m.id).await?.is_none() {
-                app.volumes.delete_file(m.transfer, m.id).await?;
+                if m.pack.is_none() {
+                    app.volumes.delete_file(m.transfer, m.id).await?;
+                }
                 removed += 1;
             }
         }

@@ -211,9 +211,9 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
     }
     let walked = walk_manifest(app, t, |f, want| async move {
         let path = RelPath::parse(&f.path)?;
-        let n = app.store.segments(f.id).await?.len();
+        let bytes = super::upload::stored_bytes(app, &f).await?;
         let mut w = app.volumes.staging_writer(t.id, &path).await?;
-        let copied = digest_stream(app.volumes.read_file(t.id, f.id, n), Some(&mut w)).await;
+        let copied = digest_stream(bytes, Some(&mut w)).await;
         let copied = match copied {
             Ok(d) => d,
             Err(e) => {

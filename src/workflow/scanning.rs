@@ -381,18 +381,22 @@ async fn scan_file(
 /// A path holding the file's bytes: its one segment where it has one, else the segments
 /// joined in the scratch space.
 async fn file_path(app: &App, f: &FileRow, scratch: &Path) -> std::io::Result<PathBuf> {
-    let n = app
-        .store
-        .segments(f.id)
-        .await
-        .map_err(std::io::Error::other)?
-        .len();
-    if n == 1 {
-        return Ok(app.volumes.segment_path(f.transfer_id, f.id, 0));
+    if f.pack.is_none() {
+        let n = app
+            .store
+            .segments(f.id)
+            .await
+            .map_err(std::io::Error::other)?
+            .len();
+        if n == 1 {
+            return Ok(app.volumes.segment_path(f.transfer_id, f.id, 0));
+        }
     }
     let joined = scratch.join(format!("f{}", f.id));
     let mut out = tokio::fs::File::create(&joined).await?;
-    let mut stream = app.volumes.read_file(f.transfer_id, f.id, n);
+    let mut stream = crate::workflow::upload::stored_bytes(app, f)
+        .await
+        .map_err(std::io::Error::other)?;
     use tokio::io::AsyncWriteExt;
     while let Some(chunk) = stream.next().await {
         out.write_all(&chunk.map_err(std::io::Error::other)?)

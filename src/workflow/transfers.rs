@@ -1157,7 +1157,7 @@ async fn content_stream(
         .await?
         .filter(|f| f.complete)
         .ok_or_else(|| Error::NotFound(format!("no complete file `{path}` in this transfer")))?;
-    let n = app.store.segments(file.id).await?.len();
+    let stream = super::upload::stored_bytes(app, &file).await?;
     let mut detail = serde_json::json!({ "path": file.path, "state": t.state });
     if !reason.is_empty() {
         detail["reason"] = serde_json::json!(reason);
@@ -1165,6 +1165,5 @@ async fn content_stream(
     app.store
         .audit(AuditEvent::new(actor, action).transfer(t.id).detail(detail))
         .await?;
-    let stream = app.volumes.read_file(t.id, file.id, n);
     Ok((file, stream))
 }

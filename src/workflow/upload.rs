@@ -246,6 +246,7 @@ async fn reserve(
         blake3: None,
         expected_sha256: expected.map(|d| d.to_string()),
         created_at: now(),
+        pack: None,
     };
     let mut tx = app.store.begin().await?;
     // Under the write lock, so a seal cannot slip in between this check and the insert.
@@ -748,10 +749,23 @@ async fn repair_tail(app: &App, file: &FileRow, sizes: &[u64]) -> Result<()> {
     Ok(())
 }
 
+/// A stored file's bytes: a packed archive member's range of its pack, or its segments in
+/// order.
+pub(crate) async fn stored_bytes(
+    app: &App,
+    f: &FileRow,
+) -> Result<futures::stream::BoxStream<'static, crate::volumes::Result<Bytes>>> {
+    if let Some(p) = f.pack {
+        let len = f.length.unwrap_or(f.received);
+        return Ok(app.volumes.read_packed(f.transfer_id, p.id, p.offset, len));
+    }
+    let n = app.store.segments(f.id).await?.len();
+    Ok(app.volumes.read_file(f.transfer_id, f.id, n))
+}
+
 /// Recomputes the running hash over what is stored of a file.
 async fn rehash(app: &App, file: &FileRow) -> Result<HashState> {
-    let n = app.store.segments(file.id).await?.len();
-    let mut stream = app.volumes.read_file(file.transfer_id, file.id, n);
+    let mut stream = stored_bytes(app, file).await?;
     let mut h = StreamHasher::resume(HashState::new());
     while let Some(chunk) = stream.next().await {
         h.update(chunk?).await;
