@@ -522,22 +522,6 @@ impl Volumes {
         }
     }
 
-    /// Writes a whole small segment of a file at once, without fsync: the caller makes it
-    /// durable with [`Volumes::sync_quarantine`] before recording it.
-    pub async fn put_segment_unsynced(
-        &self,
-        transfer: TransferId,
-        file: FileId,
-        seq: u64,
-        bytes: Bytes,
-    ) -> Result<()> {
-        self.quarantine
-            .put(&Self::segment_key(transfer, file, seq), bytes.into())
-            .await
-            .map_err(|e| on_write(QUARANTINE, e))?;
-        Ok(())
-    }
-
     /// Flushes everything written to the quarantine volume's filesystem (file data, new names,
     /// folders) with one `syncfs`: one flush for a whole archive's members.
     pub async fn sync_quarantine(&self) -> Result<()> {

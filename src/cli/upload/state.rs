@@ -40,6 +40,9 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Whether the folder held any entry when opened: a first run of 100,000 files then
+    /// costs no failed open per file.
+    had_entries: bool,
 }
 
 /// `$AIRLOCK_CACHE_DIR`, `$XDG_CACHE_HOME/airlock` or `~/.cache/airlock`.
@@ -69,7 +72,10 @@ impl StateDir {
         use std::os::unix::fs::PermissionsExt;
         // The entries name upload URLs and paths: nobody else's business.
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).ok();
-        Ok(Self { dir })
+        let had_entries = std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true);
+        Ok(Self { dir, had_entries })
     }
 
     pub fn dir(&self) -> &Path {
@@ -84,6 +90,9 @@ impl StateDir {
     /// The entry for `path`, if one was saved and reads back whole. An unreadable entry is as
     /// good as none: the file is sent again from the start.
     pub fn load(&self, path: &str) -> Option<Entry> {
+        if !self.had_entries {
+            return None;
+        }
         let raw = std::fs::read(self.file_for(path)).ok()?;
         serde_json::from_slice::<Entry>(&raw)
             .ok()
