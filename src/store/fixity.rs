@@ -121,8 +121,8 @@ impl Store {
         ))
     }
 
-    /// The segment counts of those of `ids` that are files of the transfer (one query for a
-    /// batch of names found in its quarantine folder).
+    /// The segment counts of those of `ids` that are files of the transfer, and of its packs
+    /// (one object each), in one query for a batch of names found in its quarantine folder.
     pub async fn segment_counts(
         &self,
         transfer: TransferId,

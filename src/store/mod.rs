@@ -265,8 +265,11 @@ impl Store {
         sqlx::raw_sql(include_str!("schema.sql"))
             .execute(&pool)
             .await?;
-        audit_mac_column(&pool).await?;
-        pack_columns(&pool).await?;
+        // `audit_events.mac`: from before the chain was keyed; `files.pack*`: from before
+        // archives were packed.
+        add_column(&pool, "audit_events", "mac", "TEXT").await?;
+        add_column(&pool, "files", "pack", "TEXT").await?;
+        add_column(&pool, "files", "pack_offset", "INTEGER").await?;
         backfill_totals(&pool).await?;
         scans::backfill_scan_counts(&pool).await?;
         let wal = {
@@ -723,32 +726,16 @@ impl Store {
     }
 }
 
-/// Adds `audit_events.mac` to a database from before the chain was keyed.
-async fn audit_mac_column(pool: &SqlitePool) -> Result<()> {
-    let has: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pragma_table_info('audit_events') WHERE name = 'mac'",
-    )
-    .fetch_one(pool)
-    .await?;
+/// Adds a column a database made by an older release lacks (table and column names are
+/// constants of this file, never input).
+async fn add_column(pool: &SqlitePool, table: &str, column: &str, decl: &str) -> Result<()> {
+    let has: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
+        .bind(table)
+        .bind(column)
+        .fetch_one(pool)
+        .await?;
     if has == 0 {
-        sqlx::query("ALTER TABLE audit_events ADD COLUMN mac TEXT")
-            .execute(pool)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Adds `files.pack` and `files.pack_offset` to a database from before archives were packed.
-async fn pack_columns(pool: &SqlitePool) -> Result<()> {
-    let has: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('files') WHERE name = 'pack'")
-            .fetch_one(pool)
-            .await?;
-    if has == 0 {
-        sqlx::query("ALTER TABLE files ADD COLUMN pack TEXT")
-            .execute(pool)
-            .await?;
-        sqlx::query("ALTER TABLE files ADD COLUMN pack_offset INTEGER")
+        sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
             .execute(pool)
             .await?;
     }
@@ -1523,5 +1510,59 @@ mod plan_tests {
         )
         .await;
         assert!(steps.iter().all(|s| !s.starts_with("SCAN")), "{steps:?}");
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    /// A database made before archives were packed has no `files.pack*`: opening it adds them,
+    /// and its files read back as unpacked.
+    #[tokio::test]
+    async fn a_files_table_without_pack_columns_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let old = SqlitePoolOptions::new()
+                .connect_with(
+                    SqliteConnectOptions::new()
+                        .filename(&path)
+                        .create_if_missing(true),
+                )
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE files (id TEXT PRIMARY KEY, transfer_id TEXT NOT NULL, \
+                 path TEXT NOT NULL, collision_key TEXT NOT NULL, length INTEGER, \
+                 received INTEGER NOT NULL, complete INTEGER NOT NULL, sha256 TEXT, blake3 TEXT, \
+                 expected_sha256 TEXT, created_at TEXT NOT NULL, completed_at TEXT, \
+                 UNIQUE (transfer_id, collision_key)); \
+                 INSERT INTO files VALUES ('00000000-0000-4000-8000-000000000001', \
+                 '00000000-0000-4000-8000-000000000002', 'a.txt', 'a.txt', 1, 1, 1, NULL, NULL, \
+                 NULL, 'then', NULL);",
+            )
+            .execute(&old)
+            .await
+            .unwrap();
+            old.close().await;
+        }
+        let store = Store::open_sqlite(&path).await.unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('files') WHERE name IN ('pack', 'pack_offset')",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(n, 2);
+        let f = store
+            .file("00000000-0000-4000-8000-000000000001".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((f.path.as_str(), f.pack), ("a.txt", None));
+        // Opening again changes nothing.
+        drop(store);
+        Store::open_sqlite(&path).await.unwrap();
     }
 }

@@ -40,9 +40,9 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
-    /// Whether the folder held any entry when opened: a first run of 100,000 files then
-    /// costs no failed open per file.
-    had_entries: bool,
+    /// Whether the folder may hold an entry (it held one when opened, or one was saved since):
+    /// a first run of 100,000 files then costs no failed open per file.
+    had_entries: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `$AIRLOCK_CACHE_DIR`, `$XDG_CACHE_HOME/airlock` or `~/.cache/airlock`.
@@ -75,7 +75,10 @@ impl StateDir {
         let had_entries = std::fs::read_dir(&dir)
             .map(|mut d| d.next().is_some())
             .unwrap_or(true);
-        Ok(Self { dir, had_entries })
+        Ok(Self {
+            dir,
+            had_entries: std::sync::Arc::new(had_entries.into()),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -90,7 +93,7 @@ impl StateDir {
     /// The entry for `path`, if one was saved and reads back whole. An unreadable entry is as
     /// good as none: the file is sent again from the start.
     pub fn load(&self, path: &str) -> Option<Entry> {
-        if !self.had_entries {
+        if !self.had_entries.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let raw = std::fs::read(self.file_for(path)).ok()?;
@@ -101,6 +104,8 @@ impl StateDir {
 
     /// Saves `entry` atomically: temporary file, fsync, rename, fsync of the folder.
     pub fn save(&self, entry: &Entry) -> anyhow::Result<()> {
+        self.had_entries
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let target = self.file_for(&entry.path);
         let tmp = target.with_extension(format!("tmp{}", std::process::id()));
         let body = serde_json::to_vec(entry)?;
