@@ -2,8 +2,10 @@
 //!
 //! `PUT /api/v1/transfers/{id}/archive[?prefix=DIR]` carries a tar stream (ustar, GNU or PAX;
 //! with or without a Content-Length). It is expanded **as it arrives**: each regular member is
-//! written to quarantine as segment 0 of a new file (the layout a PUT file has, so seal, scan,
-//! release and verify see an ordinary file), hashed SHA-256 and BLAKE3 on the way. The naming
+//! hashed SHA-256 and BLAKE3 on the way and written to quarantine, a small one (up to `SMALL`)
+//! into the archive's one pack object after the members before it (`files.pack`, `pack_offset`:
+//! creating a file per 4 KiB member would cost more than the rest of the upload), a larger one
+//! as segment 0 of a new file (the layout a PUT file has). The naming
 //! and type rules are `domain::tarball`'s: a link, a device, a hostile name, a member over the
 //! size limit or beyond the transfer's count or byte limit refuses the whole archive with the
 //! member named.
@@ -20,9 +22,9 @@
 //! All or nothing, under a crash too: members are written without rows; their list is spooled
 //! to a file in quarantine (so memory does not grow with the member count); once the stream
 //! has ended well, one `syncfs` makes every member's bytes durable, then one transaction
-//! re-checks the transfer, the token and the limits, inserts every member (the indexed
-//! collision checks of `Tx::insert_file` catch collisions with existing files and with earlier
-//! members alike), writes one `archive.uploaded` audit event (counts, bytes, the archive's own
+//! re-checks the transfer, the token and the limits, inserts the members a few hundred per
+//! statement (`Tx::insert_members`, whose indexed checks catch collisions with existing files
+//! and with earlier members alike), writes one `archive.uploaded` audit event (counts, bytes, the archive's own
 //! digests) and commits. Until that commit nothing of the archive is listed or counted; after a
 //! crash before it, the written members are unreferenced bytes (`sweep` removes them at start).
 //! The write lock is taken only for that transaction, after every byte has arrived.
