@@ -260,6 +260,10 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // No ping before each checkout: an embedded file cannot have dropped the
+            // connection, and the ping is one more round trip to the connection's worker
+            // thread (two thread wake-ups) for every query.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         sqlx::raw_sql(include_str!("schema.sql"))
@@ -341,51 +345,80 @@ impl Store {
     // ---- users, projects, workspaces -------------------------------------------------------
 
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT id, name FROM users WHERE name = $1")
+        let row = sqlx::query(&format!("{USER_SELECT} FROM users u WHERE u.name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(r) => Ok(Some(self.user_with_roles(&r).await?)),
+            Some(r) => Ok(Some(Self::user_from_row(&r)?)),
             None => Ok(None),
         }
     }
 
-    /// A user's name alone: one lookup (`user` also reads their roles).
-    pub async fn user_name(&self, id: UserId) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
     pub async fn user(&self, id: UserId) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT id, name FROM users WHERE id = $1")
+        let row = sqlx::query(&format!("{USER_SELECT} FROM users u WHERE u.id = $1"))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(r) => Ok(Some(self.user_with_roles(&r).await?)),
+            Some(r) => Ok(Some(Self::user_from_row(&r)?)),
             None => Ok(None),
         }
     }
 
-    async fn user_with_roles(&self, r: &sqlx::sqlite::SqliteRow) -> Result<User> {
+    /// A user from a row of [`USER_SELECT`]: roles and the disabled flag come with it, so a
+    /// user costs one query (this runs on every staff request).
+    fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User> {
         let id: UserId = parse("users", r.try_get("id")?)?;
-        let roles = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| parse("user_roles", r.try_get("role")?))
+        let list = r.try_get::<Option<String>, _>("roles")?.unwrap_or_default();
+        // In name order, as the roles were always listed.
+        let mut names: Vec<&str> = list.split(',').filter(|s| !s.is_empty()).collect();
+        names.sort_unstable();
+        let roles = names
+            .into_iter()
+            .map(|s| parse("user_roles", s))
             .collect::<Result<Vec<Role>>>()?;
-        let disabled = self.user_disabled(id).await?;
         Ok(User {
             id,
             name: r.try_get("name")?,
             roles,
-            disabled,
+            disabled: r.try_get::<i64, _>("disabled")? != 0,
         })
+    }
+
+    /// The user of a staff token, if both exist, with whether the token is unrevoked: one
+    /// query for what every staff request checks first.
+    pub async fn staff_token_user(
+        &self,
+        token: TokenId,
+        user: UserId,
+    ) -> Result<Option<(bool, User)>> {
+        let sql = format!(
+            "{USER_SELECT}, t.revoked_at IS NULL AS live FROM staff_tokens t \
+             JOIN users u ON u.id = t.user_id WHERE t.id = $1 AND u.id = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(token.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get::<i64, _>("live")? != 0, Self::user_from_row(&r)?)))
+            .transpose()
+    }
+
+    /// Names of users by id (one query; ids not found are left out).
+    pub async fn user_names(
+        &self,
+        ids: &[UserId],
+    ) -> Result<std::collections::HashMap<UserId, String>> {
+        let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        sqlx::query("SELECT u.id, u.name FROM json_each($1) j CROSS JOIN users u ON u.id = j.value")
+            .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((parse("users", r.try_get("id")?)?, r.try_get("name")?)))
+            .collect()
     }
 
     pub async fn project_by_name(&self, name: &str) -> Result<Option<Project>> {
@@ -456,6 +489,37 @@ impl Store {
     }
 
     // ---- transfers -------------------------------------------------------------------------
+
+    /// A transfer with its workspace, in one query (every request about a transfer starts
+    /// here). `None` if either is missing.
+    pub async fn transfer_with_workspace(
+        &self,
+        id: TransferId,
+    ) -> Result<Option<(Transfer, Workspace)>> {
+        let row = sqlx::query(
+            "SELECT t.*, w.project_id AS ws_project_id, p.name AS ws_project_name, \
+             w.name AS ws_name, w.tier AS ws_tier, w.policy_file AS ws_policy_file \
+             FROM transfers t JOIN workspaces w ON w.id = t.workspace_id \
+             JOIN projects p ON p.id = w.project_id WHERE t.id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let t = transfer_from_row(&r)?;
+        let w = "workspaces";
+        let ws = Workspace {
+            id: t.workspace_id,
+            project_id: parse(w, r.try_get("ws_project_id")?)?,
+            project_name: r.try_get("ws_project_name")?,
+            name: r.try_get("ws_name")?,
+            tier: Tier::try_from(r.try_get::<i64, _>("ws_tier")?).map_err(corrupt(w))?,
+            policy_file: r.try_get("ws_policy_file")?,
+        };
+        Ok(Some((t, ws)))
+    }
 
     pub async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>> {
         let row = sqlx::query("SELECT * FROM transfers WHERE id = $1")
@@ -804,6 +868,10 @@ async fn files_page_on(
 
 // Queries run once per file (or per upload request). Each must be an index search, never a
 // scan of the transfer's files: `per_file_queries_use_an_index` checks their query plans.
+/// A user with their roles and disabled flag, in one row (`u` is `users`).
+const USER_SELECT: &str = "SELECT u.id, u.name, \
+     (SELECT group_concat(role, ',') FROM user_roles WHERE user_id = u.id) AS roles, \
+     EXISTS (SELECT 1 FROM user_disabled WHERE user_id = u.id) AS disabled";
 pub(crate) const SAME_KEY_SQL: &str =
     "SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2";
 const UNDER_KEY_SQL: &str = "SELECT path FROM files WHERE transfer_id = $1 \

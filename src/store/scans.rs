@@ -202,6 +202,36 @@ impl Store {
     /// The transfer's current verdicts counted by kind (`clean`, `infected`, `unscannable`,
     /// `error`; each key always present), kept at the end of each scan: one row read,
     /// whatever the file count.
+    /// The transfer's totals and its current verdict counts, in one query (the summary).
+    pub async fn totals_and_scan_counts(
+        &self,
+        transfer: TransferId,
+    ) -> Result<(super::Totals, BTreeMap<String, u64>)> {
+        let r = sqlx::query(
+            "SELECT tt.files, tt.complete, tt.received, tt.reserved, sc.clean, sc.infected, \
+             sc.unscannable, sc.error FROM (SELECT $1 AS id) k \
+             LEFT JOIN transfer_totals tt ON tt.transfer_id = k.id \
+             LEFT JOIN scan_counts sc ON sc.transfer_id = k.id",
+        )
+        .bind(transfer.to_string())
+        .fetch_one(self.pool())
+        .await?;
+        let n = |c: &str| -> Result<u64> {
+            Ok(r.try_get::<Option<i64>, _>(c)?.unwrap_or(0).max(0) as u64)
+        };
+        let totals = super::Totals {
+            files: n("files")?,
+            complete: n("complete")?,
+            received: n("received")?,
+            reserved: n("reserved")?,
+        };
+        let mut counts = BTreeMap::new();
+        for k in VERDICT_KINDS {
+            counts.insert(k.to_owned(), n(k)?);
+        }
+        Ok((totals, counts))
+    }
+
     pub async fn scan_counts(&self, transfer: TransferId) -> Result<BTreeMap<String, u64>> {
         let row = sqlx::query(
             "SELECT clean, infected, unscannable, error FROM scan_counts WHERE transfer_id = $1",

@@ -124,13 +124,21 @@ async fn verify(
                 .sub
                 .parse()
                 .map_err(|_| Error::Unauthenticated("token is not valid".into()))?;
-            if !app.store.staff_token_live(jti).await? {
-                return Err(Error::Unauthenticated("token has been revoked".into()));
-            }
-            let user =
-                app.store.user(user_id).await?.ok_or_else(|| {
-                    Error::Unauthenticated("token's user no longer exists".into())
-                })?;
+            let user = match app.store.staff_token_user(jti, user_id).await? {
+                Some((true, user)) => user,
+                Some((false, _)) => {
+                    return Err(Error::Unauthenticated("token has been revoked".into()))
+                }
+                // No such token for this user, or no such user: say which, as before.
+                None if !app.store.staff_token_live(jti).await? => {
+                    return Err(Error::Unauthenticated("token has been revoked".into()))
+                }
+                None => {
+                    return Err(Error::Unauthenticated(
+                        "token's user no longer exists".into(),
+                    ))
+                }
+            };
             if user.disabled {
                 return Err(Error::Unauthenticated(format!(
                     "user {} has been disabled",
@@ -190,6 +198,10 @@ async fn verify(
 
 /// A transfer with its workspace, or 404.
 pub async fn load(app: &App, id: TransferId) -> Result<(Transfer, Workspace)> {
+    if let Some(both) = app.store.transfer_with_workspace(id).await? {
+        return Ok(both);
+    }
+    // Not both there: which one is missing decides the error.
     let t = app
         .store
         .transfer(id)
@@ -207,17 +219,34 @@ pub async fn load(app: &App, id: TransferId) -> Result<(Transfer, Workspace)> {
 /// in the project (or a Programme/System Manager), or a referee assigned to it. Anyone else
 /// gets the same 404 as for a transfer that does not exist, naming no project.
 pub async fn load_for(app: &App, user: &User, id: TransferId) -> Result<(Transfer, Workspace)> {
+    let s = load_seen(app, user, id).await?;
+    Ok((s.t, s.ws))
+}
+
+/// A transfer as one staff user may see it, with what decided that (their roles in its
+/// project, its referees), read once per request so later checks and the view reuse them.
+pub struct Seen {
+    pub t: Transfer,
+    pub ws: Workspace,
+    pub roles: Vec<Role>,
+    pub referees: Vec<crate::store::RefereeRow>,
+}
+
+/// [`load_for`], keeping what it read.
+pub async fn load_seen(app: &App, user: &User, id: TransferId) -> Result<Seen> {
     let (t, ws) = load(app, id).await.map_err(|_| no_transfer(id))?;
+    let roles = roles_in(app, user, &ws).await?;
+    let referees = app.store.referees(id).await?;
     if user.id == t.uploader_id
-        || !roles_in(app, user, &ws).await?.is_empty()
-        || app
-            .store
-            .referees(id)
-            .await?
-            .iter()
-            .any(|r| r.user_id == user.id)
+        || !roles.is_empty()
+        || referees.iter().any(|r| r.user_id == user.id)
     {
-        Ok((t, ws))
+        Ok(Seen {
+            t,
+            ws,
+            roles,
+            referees,
+        })
     } else {
         Err(no_transfer(id))
     }

@@ -287,10 +287,31 @@ pub(super) async fn require_viewer(
     if user.id == t.uploader_id || !held_roles(app, user, t, ws).await?.is_empty() {
         return Ok(());
     }
-    Err(Error::Forbidden(format!(
+    Err(not_a_viewer(user, ws))
+}
+
+fn not_a_viewer(user: &User, ws: &Workspace) -> Error {
+    Error::Forbidden(format!(
         "{} has no role in project {} and is not a referee of this transfer",
         user.name, ws.project_name
-    )))
+    ))
+}
+
+/// [`require_viewer`] on what [`access::load_seen`] read: the same rule (the uploader, a role
+/// in the project, or an active referee who is not a member), with no second read of the
+/// roles or the referees.
+pub(super) async fn require_viewer_seen(app: &App, user: &User, s: &access::Seen) -> Result<()> {
+    if user.id == s.t.uploader_id || !s.roles.is_empty() {
+        return Ok(());
+    }
+    let referee = s
+        .referees
+        .iter()
+        .any(|r| r.user_id == user.id && r.state == "active");
+    if referee && !app.store.is_member(s.ws.project_id, user.id).await? {
+        return Ok(());
+    }
+    Err(not_a_viewer(user, &s.ws))
 }
 
 /// The roles `user` holds for this transfer: their active roles in the project, the
@@ -619,18 +640,19 @@ pub struct RefereeView {
 }
 
 pub async fn referees(app: &App, id: TransferId) -> Result<Vec<RefereeView>> {
-    Ok(app
-        .store
-        .referees(id)
-        .await?
-        .into_iter()
+    Ok(referee_views(app.store.referees(id).await?))
+}
+
+/// Referee rows as a transfer's view shows them.
+pub fn referee_views(rows: Vec<crate::store::RefereeRow>) -> Vec<RefereeView> {
+    rows.into_iter()
         .map(|r| RefereeView {
             user: r.user,
             state: r.state,
             assigned_by: r.assigned_by,
             approved_by: r.approved_by,
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

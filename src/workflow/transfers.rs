@@ -787,15 +787,23 @@ pub struct ReleaseView {
 
 /// The transfer's summary: a constant number of reads whatever its file count (the files are
 /// listed by `files_page`, the manifest streamed by `sha256sums`).
-async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView> {
-    let totals = app.store.totals(t.id).await?;
+async fn view_of(
+    app: &App,
+    t: Transfer,
+    ws: &Workspace,
+    referees: Option<Vec<crate::store::RefereeRow>>,
+) -> Result<TransferView> {
+    let (totals, scan_counts) = app.store.totals_and_scan_counts(t.id).await?;
     let policy = app.policy(ws)?;
     let decisions = app.store.decisions(t.id).await?;
     let awaiting = super::governance::awaiting(app, &t, ws, &policy, &decisions).await?;
-    let referees = super::governance::referees(app, t.id).await?;
-    // Names only: a status read is on the hot path, and `user` would read roles too.
-    let name =
-        |id| async move { Ok::<_, Error>(app.store.user_name(id).await?.unwrap_or_default()) };
+    let referees = match referees {
+        Some(rows) => super::governance::referee_views(rows),
+        None => super::governance::referees(app, t.id).await?,
+    };
+    // Both names in one lookup: a status read is on the hot path.
+    let names = app.store.user_names(&[t.uploader_id, t.created_by]).await?;
+    let name = |id| Ok::<_, Error>(names.get(&id).cloned().unwrap_or_default());
     Ok(TransferView {
         id: t.id,
         kind: t.kind,
@@ -803,8 +811,8 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
         tier: ws.tier.get(),
         state: t.state,
         state_reason: t.state_reason,
-        uploader: name(t.uploader_id).await?,
-        created_by: name(t.created_by).await?,
+        uploader: name(t.uploader_id)?,
+        created_by: name(t.created_by)?,
         created_at: t.created_at,
         updated_at: t.updated_at,
         sealed_at: t.sealed_at,
@@ -856,7 +864,7 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
             })
             .collect(),
         scans: ScansView {
-            counts: scan_counts(app, t.id).await?,
+            counts: scan_counts,
             ack_required: t.ack_required,
         },
         release: t.release_location.map(|location| ReleaseView {
@@ -866,24 +874,22 @@ async fn view_of(app: &App, t: Transfer, ws: &Workspace) -> Result<TransferView>
     })
 }
 
-/// Verdicts of the latest scan, by kind: one kept row, whatever the file count.
-async fn scan_counts(app: &App, id: TransferId) -> Result<BTreeMap<String, u64>> {
-    Ok(app.store.scan_counts(id).await?)
-}
-
 /// A transfer as staff see it, with no access check: for background jobs (notifications).
 pub async fn view(app: &App, id: TransferId) -> Result<TransferView> {
     let (t, ws) = access::load(app, id).await?;
-    view_of(app, t, &ws).await
+    view_of(app, t, &ws, None).await
 }
 
 /// Members of the project, and the transfer's own uploader, see a transfer in full
 /// (metadata, not content).
 pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<TransferView> {
     let user = who.staff()?;
-    let (t, ws) = access::load_for(app, user, id).await?;
-    super::governance::require_viewer(app, user, &t, &ws).await?;
-    view_of(app, t, &ws).await
+    let seen = access::load_seen(app, user, id).await?;
+    super::governance::require_viewer_seen(app, user, &seen).await?;
+    let access::Seen {
+        t, ws, referees, ..
+    } = seen;
+    view_of(app, t, &ws, Some(referees)).await
 }
 
 /// Transfers of a workspace, for its members.
@@ -893,7 +899,7 @@ pub async fn list(app: &App, who: &Principal, workspace: &str) -> Result<Vec<Tra
     access::require_member(app, user, &ws).await?;
     let mut out = Vec::new();
     for t in app.store.transfers_in(ws.id).await? {
-        out.push(view_of(app, t, &ws).await?);
+        out.push(view_of(app, t, &ws, None).await?);
     }
     Ok(out)
 }
@@ -907,14 +913,18 @@ pub struct ManifestHead {
 
 /// The transfer's upload token, or a staff viewer, may list its files (metadata, never content).
 async fn may_list_files(app: &App, who: &Principal, id: TransferId) -> Result<Transfer> {
-    let (t, ws) = access::load_as(app, who, id).await?;
     match who {
         Principal::Upload { .. } => {
+            let (t, _) = access::load(app, id).await?;
             who.upload_for(id)?;
+            Ok(t)
         }
-        Principal::Staff(user) => super::governance::require_viewer(app, user, &t, &ws).await?,
+        Principal::Staff(user) => {
+            let seen = access::load_seen(app, user, id).await?;
+            super::governance::require_viewer_seen(app, user, &seen).await?;
+            Ok(seen.t)
+        }
     }
-    Ok(t)
 }
 
 /// Every file's receipt as a stream, read a page at a time: for the JSON manifest, whose body
