@@ -207,6 +207,8 @@ async fn upload(server: &str, args: &UploadArgs) -> anyhow::Result<()> {
                     } => send_tus(&ctx, file, resume, delete_first).await,
                     Work::Batch(files) => send_batch(&ctx, files).await,
                 }
+                // A batch's events leave together, as soon as it is settled.
+                ctx.rep.flush();
             }
         })
         .buffer_unordered(args.jobs as usize)

@@ -50,7 +50,9 @@ pub struct Reporter {
     total_bytes: u64,
     total_files: u64,
     /// stdout is one writer at a time, so lines never interleave.
-    out: Mutex<()>,
+    /// Lines not yet written (JSON and plain modes): a batch's events go out in one write, not
+    /// one write (and one wake-up of whatever reads them) per file.
+    out: Mutex<Pending>,
 }
 
 /// The progress of one file or batch in flight.
@@ -96,6 +98,12 @@ impl Item {
     }
 }
 
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        Self::write_out(self.out.get_mut().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
 impl Drop for Item {
     fn drop(&mut self) {
         if let Some(b) = self.bar.take() {
@@ -103,6 +111,18 @@ impl Drop for Item {
         }
     }
 }
+
+/// Buffered output lines and when they were last written.
+#[derive(Default)]
+struct Pending {
+    text: String,
+    written: Option<Instant>,
+}
+
+/// Output is written at least this often while events arrive, and at the end of every batch
+/// or file ([`Reporter::flush`]).
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const FLUSH_BYTES: usize = 64 << 10;
 
 impl Reporter {
     pub fn new(json: bool, total_files: u64, total_bytes: u64) -> Arc<Self> {
@@ -132,7 +152,7 @@ impl Reporter {
             files_done: AtomicU64::new(0),
             total_bytes,
             total_files,
-            out: Mutex::new(()),
+            out: Mutex::new(Pending::default()),
         })
     }
 
@@ -142,16 +162,37 @@ impl Reporter {
 
     /// Writes a line to stdout (suspending the bars so they are not torn).
     fn stdout_line(&self, line: &str) {
-        let _g = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let write = || {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
-            let _ = o.flush();
-        };
-        match &self.mode {
-            Mode::Bars { multi, .. } => multi.suspend(write),
-            _ => write(),
+        let mut p = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Mode::Bars { multi, .. } = &self.mode {
+            // People watch a terminal: at once.
+            multi.suspend(|| {
+                let mut o = std::io::stdout().lock();
+                let _ = writeln!(o, "{line}");
+                let _ = o.flush();
+            });
+            return;
         }
+        p.text.push_str(line);
+        p.text.push('\n');
+        let due = p.written.is_none_or(|t| t.elapsed() >= FLUSH_EVERY);
+        if due || p.text.len() >= FLUSH_BYTES {
+            Self::write_out(&mut p);
+        }
+    }
+
+    fn write_out(p: &mut Pending) {
+        if !p.text.is_empty() {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(p.text.as_bytes());
+            let _ = o.flush();
+            p.text.clear();
+        }
+        p.written = Some(Instant::now());
+    }
+
+    /// Writes out every line held: at the end of each batch or file, and at the end.
+    pub fn flush(&self) {
+        Self::write_out(&mut self.out.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// A message for people, on stderr (never in the JSON stream).
@@ -287,6 +328,7 @@ impl Reporter {
             total.finish_and_clear();
         }
         self.event(v);
+        self.flush();
     }
 
     /// The plain line: how far, how fast, how long still.
