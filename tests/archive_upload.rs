@@ -764,32 +764,6 @@ async fn members_left_by_a_crash_mid_expansion_are_removed_at_start_and_never_co
     t.stop().await;
 }
 
-/// `cargo test --test archive_upload -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "benchmark: run on its own"]
-async fn bench_20000_small_files_in_one_tar() {
-    let t = TestApp::spawn().await;
-    let people = t.bootstrap(2).await;
-    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
-    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
-    let n = 20_000;
-    let files: Vec<(String, Vec<u8>)> = (0..n)
-        .map(|i| (format!("d{}/f{i}.txt", i % 20), bytes(190, i as u64 + 3)))
-        .collect();
-    let members: Vec<M> = files.iter().map(|(p, d)| M::File(p, d)).collect();
-    let tar = archive(&members);
-    let started = std::time::Instant::now();
-    let (s, v) = put_archive(&t, &tok, &id, "", chunked(tar, 64 << 10)).await;
-    let took = started.elapsed().as_secs_f64();
-    assert_eq!(s, StatusCode::CREATED);
-    assert_eq!(v["files"].as_array().unwrap().len(), n);
-    eprintln!(
-        "{n} files of 190 bytes in one tar: {took:.2}s = {:.0} files/s",
-        n as f64 / took
-    );
-    t.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gnu_tar_piped_into_curl_lands_in_both_formats() {
     let t = TestApp::spawn().await;

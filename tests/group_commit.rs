@@ -100,28 +100,3 @@ async fn concurrent_small_puts_all_succeed_with_their_digests_and_share_their_fl
     );
     t.stop().await;
 }
-
-/// `cargo test --test group_commit -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "benchmark: run on its own"]
-async fn bench_2000_concurrent_small_puts_with_and_without_group_commit() {
-    let mut rates = Vec::new();
-    for group in [false, true] {
-        let t = TestApp::spawn_with(|s| s.storage.group_commit = group).await;
-        let people = t.bootstrap(2).await;
-        let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
-        let tok = t.upload_token(&people.pm, &id, Value::Null).await;
-        let src = tempfile::tempdir().unwrap();
-        let n = 2000;
-        let (took, receipts) = many_puts(&t, &tok, &id, src.path(), n, 32).await;
-        assert_eq!(receipts.len(), n);
-        let rate = n as f64 / took.as_secs_f64();
-        eprintln!(
-            "group_commit={group}: {n} PUTs in {:.2}s = {rate:.0} files/s",
-            took.as_secs_f64()
-        );
-        rates.push(rate);
-        t.stop().await;
-    }
-    eprintln!("ratio (group / per-request): {:.2}", rates[1] / rates[0]);
-}
