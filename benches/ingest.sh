@@ -106,7 +106,9 @@ settle() {
 
 # ---- disk check ---------------------------------------------------------------------------
 avail_kib=$(df -Pk "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
-need_kib=$((bytes / 1024 * 3 + 1048576))
+# The input, plus one copy at a time: dd's output is removed before the uploads, and each upload
+# is deleted through the API before the next.
+need_kib=$((bytes / 1024 * 2 + 2097152))
 df -h "$BENCH_TMP" >&2
 if ((avail_kib < need_kib)); then
     say "not enough free space in $BENCH_TMP: need ~$((need_kib / 1048576)) GiB, have $((avail_kib / 1048576)) GiB"
