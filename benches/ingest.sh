@@ -177,8 +177,9 @@ proc_ticks() { awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print f[12]
 sys_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, $6, t }' /proc/stat; }
 
 # "rchar wchar" of a process: bytes it read (socket + files) and wrote (file + socket) so far.
-# %d, not print: awk prints numbers past 2^31 as 2.1e+09, which bash arithmetic refuses.
-proc_io() { awk '/^rchar:/ { r = $2 } /^wchar:/ { w = $2 } END { printf "%d %d\n", r, w }' "/proc/$1/io"; }
+# %.0f: mawk prints numbers past 2^31 as 2.1e+09, and clamps %d to 2147483647 (so a kill at
+# 50% of a file over 4 GiB never came).
+proc_io() { awk '/^rchar:/ { r = $2 } /^wchar:/ { w = $2 } END { printf "%.0f %.0f\n", r, w }' "/proc/$1/io"; }
 
 sampler() { # pid outfile: "t_ns rss_kib cpu_ticks rchar wchar" every SAMPLE_SECS
     local pid=$1 out=$2

@@ -815,6 +815,14 @@ async fn gnu_tar_piped_into_curl_lands_in_both_formats() {
     t.stop().await;
 }
 
+/// `airlock verify ID`: whether it passed, and everything it printed.
+fn verify(t: &TestApp, id: &str) -> (bool, String) {
+    let out = t.cli(None, &["verify", id]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// Small members share one pack object; each is still checked on its own. `airlock verify`
 /// passes on the intact pack, names exactly the member whose byte was flipped, and reports
 /// every member missing once the pack is gone; the pack itself is never an unexpected file.
@@ -860,19 +868,15 @@ async fn packed_members_are_verified_one_by_one() {
     let pack = t.app.volumes.segment_path(tid, at.id, 0);
     assert_eq!(std::fs::metadata(&pack).unwrap().len(), 8700);
 
-    let out = t.cli(None, &["verify", &id]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = verify(&t, &id);
+    assert!(ok, "{text}");
     assert!(!text.contains("unexpected"), "{text}");
 
     let mut raw = std::fs::read(&pack).unwrap();
     raw[at.offset as usize + 10] ^= 0x80;
     std::fs::write(&pack, &raw).unwrap();
-    let out = t.cli(None, &["verify", &id]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = verify(&t, &id);
+    assert!(!ok, "{text}");
     assert!(text.contains("quarantine p/b.bin changed"), "{text}");
     assert!(
         !text.contains("p/a.bin") && !text.contains("p/c.bin"),
@@ -880,10 +884,8 @@ async fn packed_members_are_verified_one_by_one() {
     );
 
     std::fs::remove_file(&pack).unwrap();
-    let out = t.cli(None, &["verify", &id]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = verify(&t, &id);
+    assert!(!ok, "{text}");
     for p in ["p/a.bin", "p/b.bin", "p/c.bin"] {
         assert!(
             text.contains(&format!("quarantine {p} is missing")),
