@@ -894,3 +894,101 @@ async fn packed_members_are_verified_one_by_one() {
     }
     t.stop().await;
 }
+
+/// Deleting a packed member before seal: the others still read back whole; the last one
+/// deleted takes the pack's bytes with it (nothing the provider deleted stays in quarantine
+/// once no member needs it), and the names can be sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_deleted_member_takes_its_pack() {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let (a, b) = (bytes(3000, 11), bytes(5000, 12));
+    let (s, v) = put_archive(
+        &t,
+        &tok,
+        &id,
+        "",
+        archive(&[M::File("q/a.bin", &a), M::File("q/b.bin", &b)]).into(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tid: TransferId = id.parse().unwrap();
+    let fa = t
+        .app
+        .store
+        .file_by_path(tid, "q/a.bin")
+        .await
+        .unwrap()
+        .unwrap();
+    let pack = t
+        .app
+        .volumes
+        .segment_path(tid, fa.pack.expect("packed").id, 0);
+    assert!(pack.exists());
+    let packs = |t: &TestApp| {
+        let pool = t.app.store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM packs")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let del = |p: &'static str| {
+        t.http
+            .delete(t.api(&format!("/transfers/{id}/files/{p}")))
+            .bearer_auth(&tok)
+            .send()
+    };
+
+    let r = del("q/a.bin").await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert!(pack.exists(), "q/b.bin still needs the pack");
+    assert_eq!(packs(&t).await, 1);
+    let fb = t
+        .app
+        .store
+        .file_by_path(tid, "q/b.bin")
+        .await
+        .unwrap()
+        .unwrap();
+    let at = fb.pack.expect("packed").offset as usize;
+    let raw = std::fs::read(&pack).unwrap();
+    assert_eq!(
+        &raw[at..at + b.len()],
+        b.as_slice(),
+        "q/b.bin reads back whole"
+    );
+
+    let r = del("q/b.bin").await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert!(
+        !pack.exists(),
+        "the last member's deletion removes the pack"
+    );
+    assert_eq!(packs(&t).await, 0);
+
+    // The names are free again, and the new copy is whole.
+    let (s, v) = put_archive(&t, &tok, &id, "", archive(&[M::File("q/a.bin", &b)]).into()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (ok, text) = verify(&t, &id);
+    assert!(ok, "{text}");
+    assert!(!text.contains("unexpected"), "{text}");
+    t.stop().await;
+}

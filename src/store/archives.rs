@@ -214,12 +214,20 @@ impl Tx<'_> {
         })
     }
 
-    /// Records an accepted archive's pack (so re-verification expects its object).
-    pub async fn insert_pack(&mut self, id: FileId, transfer: TransferId, size: u64) -> Result<()> {
-        sqlx::query("INSERT INTO packs (id, transfer_id, size) VALUES ($1, $2, $3)")
+    /// Records an accepted archive's pack of `members` members (so re-verification expects
+    /// its object).
+    pub async fn insert_pack(
+        &mut self,
+        id: FileId,
+        transfer: TransferId,
+        size: u64,
+        members: u64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO packs (id, transfer_id, size, members) VALUES ($1, $2, $3, $4)")
             .bind(id.to_string())
             .bind(transfer.to_string())
             .bind(size as i64)
+            .bind(members as i64)
             .execute(&mut *self.tx)
             .await?;
         Ok(())

@@ -1444,7 +1444,12 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub async fn delete_file(&mut self, id: FileId) -> Result<()> {
+    /// Deletes a file's row and segments. A packed member leaves its pack one member fewer;
+    /// when it was the last, the pack's row goes too and its id is returned, for the caller to
+    /// delete its object once this commits (a crash in between leaves a stray object that
+    /// re-verification reports).
+    pub async fn delete_file(&mut self, f: &FileRow) -> Result<Option<FileId>> {
+        let id = f.id;
         self.drop_claim(id).await?;
         sqlx::query("DELETE FROM segments WHERE file_id = $1")
             .bind(id.to_string())
@@ -1454,7 +1459,23 @@ impl Tx<'_> {
             .bind(id.to_string())
             .execute(&mut *self.tx)
             .await?;
-        Ok(())
+        let Some(p) = f.pack else {
+            return Ok(None);
+        };
+        let left: Option<i64> = sqlx::query_scalar(
+            "UPDATE packs SET members = members - 1 WHERE id = $1 RETURNING members",
+        )
+        .bind(p.id.to_string())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        if left.is_some_and(|n| n > 0) {
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM packs WHERE id = $1")
+            .bind(p.id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(Some(p.id))
     }
 
     pub async fn insert_decision(&mut self, d: NewDecision<'_>) -> Result<()> {

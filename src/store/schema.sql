@@ -276,10 +276,12 @@ CREATE TABLE IF NOT EXISTS archive_uploads (
 -- The small members of one accepted tar archive, stored one after another in one quarantine
 -- object (`transfers/<transfer>/<pack>/0000000000`): creating one file per 4 KiB member would
 -- cost more than everything else the upload does. Members name their pack and offset.
+-- `members` counts the members still there: the pack goes when the last is deleted.
 CREATE TABLE IF NOT EXISTS packs (
     id TEXT PRIMARY KEY,
     transfer_id TEXT NOT NULL REFERENCES transfers(id),
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    members INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS archive_uploads_transfer ON archive_uploads(transfer_id);
 CREATE TABLE IF NOT EXISTS archive_segments (

@@ -243,6 +243,7 @@ struct PackLine {
 struct Pack {
     id: FileId,
     writer: crate::volumes::SegmentWriter,
+    members: u64,
 }
 
 /// The members written so far: listed in a file, so their count costs no memory, and the
@@ -254,8 +255,8 @@ struct Spool {
     members: u64,
     bytes: u64,
     pack: Option<Pack>,
-    /// The finished pack's id and size, once the stream has ended.
-    packed: Option<(FileId, u64)>,
+    /// The finished pack's id, size and number of members, once the stream has ended.
+    packed: Option<(FileId, u64, u64)>,
 }
 
 impl Spool {
@@ -313,9 +314,14 @@ impl Spool {
                 out.flush().await?;
             }
             let writer = app.volumes.segment_writer(transfer, id, 0).await?;
-            self.pack = Some(Pack { id, writer });
+            self.pack = Some(Pack {
+                id,
+                writer,
+                members: 0,
+            });
         }
         let pack = self.pack.as_mut().expect("opened above");
+        pack.members += 1;
         let at = pack.writer.written();
         pack.writer.write(bytes).await?;
         Ok((pack.id, at))
@@ -325,7 +331,7 @@ impl Spool {
     async fn finish_pack(&mut self) -> Result<()> {
         if let Some(p) = self.pack.take() {
             let size = p.writer.finish_unsynced().await?;
-            self.packed = Some((p.id, size));
+            self.packed = Some((p.id, size, p.members));
         }
         Ok(())
     }
@@ -680,8 +686,8 @@ async fn accept(
             break;
         }
     }
-    if let Some((pack, size)) = spool.packed {
-        tx.insert_pack(pack, t.id, size).await?;
+    if let Some((pack, size, members)) = spool.packed {
+        tx.insert_pack(pack, t.id, size, members).await?;
     }
     if let Some(id) = upload {
         tx.delete_archive_upload(id).await?;

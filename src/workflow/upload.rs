@@ -486,9 +486,14 @@ where
 async fn discard(app: &App, file: &FileRow) -> Result<()> {
     let mut tx = app.store.begin().await?;
     still_open(&mut tx, file.transfer_id).await?;
-    tx.delete_file(file.id).await?;
+    let emptied = tx.delete_file(file).await?;
     tx.commit().await?;
     app.volumes.delete_file(file.transfer_id, file.id).await?;
+    // A packed member's bytes stay in its pack while other members need it; the last one
+    // deleted takes the pack with it.
+    if let Some(pack) = emptied {
+        app.volumes.delete_file(file.transfer_id, pack).await?;
+    }
     app.uploads.forget(file.id);
     Ok(())
 }
