@@ -268,6 +268,18 @@ impl Metrics {
     pub fn ingested(&self, bytes: u64, created_at: &str) {
         self.ingested_files.inc();
         self.ingested_bytes.inc_by(bytes);
+        self.observe_upload(created_at);
+    }
+
+    /// A tar archive's `files` members, `bytes` bytes in all, were accepted: one upload, begun
+    /// at `created_at` (RFC 3339).
+    pub fn ingested_archive(&self, files: u64, bytes: u64, created_at: &str) {
+        self.ingested_files.inc_by(files);
+        self.ingested_bytes.inc_by(bytes);
+        self.observe_upload(created_at);
+    }
+
+    fn observe_upload(&self, created_at: &str) {
         match chrono::DateTime::parse_from_rfc3339(created_at) {
             Ok(t) => {
                 let ms = (chrono::Utc::now().timestamp_millis() - t.timestamp_millis()).max(0);

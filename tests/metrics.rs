@@ -195,8 +195,41 @@ async fn counters_move_by_exactly_what_was_sent_released_and_verified() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
     }
-    let sent_files = files.len() as f64 + 1.0;
-    let sent_bytes = (files.iter().map(|(_, b)| b.len()).sum::<usize>() + tus_bytes.len()) as f64;
+    // And a tar batch of three members (two packed, one stored on its own), one upload.
+    let members: Vec<(&str, Vec<u8>)> = vec![
+        ("batch/a.csv", bytes(4096, 5)),
+        ("batch/b.csv", bytes(10, 6)),
+        ("batch/big.bin", bytes(300_000, 7)),
+    ];
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, b) in &members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(b.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, path, b.as_slice()).unwrap();
+    }
+    let r = t
+        .http
+        .put(t.api(&format!("/transfers/{id}/archive")))
+        .bearer_auth(&up)
+        .header("Content-Type", "application/x-tar")
+        .body(tar.into_inner().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let sent_files = (files.len() + 1 + members.len()) as f64;
+    let sent_bytes = (files.iter().map(|(_, b)| b.len()).sum::<usize>()
+        + tus_bytes.len()
+        + members.iter().map(|(_, b)| b.len()).sum::<usize>()) as f64;
+    // The archive is one upload: its duration is observed once.
+    let uploads = (files.len() + 2) as f64;
 
     let (_, mid) = scrape(&t).await;
     let delta = |m: &BTreeMap<String, f64>, s: &str| get(m, s) - get(&before, s);
@@ -204,7 +237,7 @@ async fn counters_move_by_exactly_what_was_sent_released_and_verified() {
     assert_eq!(delta(&mid, "airlock_ingested_bytes_total"), sent_bytes);
     assert_eq!(
         delta(&mid, "airlock_upload_duration_seconds_count"),
-        sent_files
+        uploads
     );
     assert_eq!(get(&mid, "airlock_released_files_total"), 0.0);
 

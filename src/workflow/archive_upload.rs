@@ -604,6 +604,7 @@ async fn accept(
     archive: &Digests,
     prefix: Option<&RelPath>,
     upload: Option<FileId>,
+    started_at: &str,
 ) -> Result<Vec<FileReceipt>> {
     // Data before rows: every member's bytes are on disk before anything names them.
     app.volumes.sync_quarantine().await?;
@@ -707,6 +708,8 @@ async fn accept(
     )
     .await?;
     tx.commit().await?;
+    app.metrics
+        .ingested_archive(spool.members, spool.bytes, started_at);
     Ok(receipts)
 }
 
@@ -719,6 +722,7 @@ async fn expand_and_accept<S, E>(
     limits: Limits,
     prefix: Option<&RelPath>,
     upload: Option<FileId>,
+    started_at: &str,
     body: S,
 ) -> Result<Vec<FileReceipt>>
 where
@@ -737,7 +741,13 @@ where
     let digests = framer.finish().await;
     let done = match (expanded, digests) {
         (Ok(()), Ok(d)) => match spool.close().await {
-            Ok(()) => accept(app, who, t, limits, &mut spool, &d, prefix, upload).await,
+            Ok(()) => {
+                let archive = &d;
+                accept(
+                    app, who, t, limits, &mut spool, archive, prefix, upload, started_at,
+                )
+                .await
+            }
             Err(e) => Err(e),
         },
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -805,7 +815,18 @@ where
             ),
             None => None,
         };
-        expand_and_accept(app, who, &t, limits, prefix.as_ref(), None, body).await
+        let started_at = now();
+        expand_and_accept(
+            app,
+            who,
+            &t,
+            limits,
+            prefix.as_ref(),
+            None,
+            &started_at,
+            body,
+        )
+        .await
     }
     .await;
     if let Err(e) = &done {
@@ -1035,7 +1056,17 @@ where
         let stream = app.volumes.read_archive(t.id, id, 0..seq + 1);
         let prefix = a.prefix.as_deref().map(RelPath::parse).transpose()?;
         let limits = limits(app, &ws)?;
-        let done = expand_and_accept(app, who, &t, limits, prefix.as_ref(), Some(id), stream).await;
+        let done = expand_and_accept(
+            app,
+            who,
+            &t,
+            limits,
+            prefix.as_ref(),
+            Some(id),
+            &a.created_at,
+            stream,
+        )
+        .await;
         return match done {
             Ok(receipts) => {
                 app.volumes.delete_archive(t.id, id).await.ok();
