@@ -237,6 +237,11 @@ fn file_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow> {
     })
 }
 
+/// Connections in the SQLite pool.
+pub const CONNECTIONS: u32 = 8;
+/// Each connection's page cache, KiB (`PRAGMA cache_size = -N`).
+pub const PAGE_CACHE_KIB: u32 = 2048;
+
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies the schema.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
@@ -257,9 +262,14 @@ impl Store {
                 SqliteSynchronous::Full
             })
             .foreign_keys(true)
+            // The memory the database may hold whatever the file count: each connection's page
+            // cache is capped (SQLite's default, stated), so the pool's is at most
+            // `CONNECTIONS * PAGE_CACHE_KIB` (16 MiB): the fixed allowance over the server's
+            // 64 MiB in DESIGN.md's scale rules.
+            .pragma("cache_size", format!("-{PAGE_CACHE_KIB}"))
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(CONNECTIONS)
             // No ping before each checkout: an embedded file cannot have dropped the
             // connection, and the ping is one more round trip to the connection's worker
             // thread (two thread wake-ups) for every query.
@@ -1605,6 +1615,25 @@ mod plan_tests {
 #[cfg(test)]
 mod upgrade_tests {
     use super::*;
+
+    /// Every pooled connection's page cache is capped as stated: the database's share of the
+    /// server's memory is a fixed allowance, not something that grows with the file count.
+    #[tokio::test]
+    async fn every_connection_caps_its_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let mut c = store.pool().acquire().await.unwrap();
+            let n: i64 = sqlx::query_scalar("PRAGMA cache_size")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!(n, -i64::from(PAGE_CACHE_KIB));
+            held.push(c);
+        }
+        assert_eq!(store.pool().size(), CONNECTIONS);
+    }
 
     /// A database made before archives were packed has no `files.pack*`: opening it adds them,
     /// and its files read back as unpacked.

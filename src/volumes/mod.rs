@@ -471,8 +471,9 @@ impl Volumes {
         Ok(())
     }
 
-    /// Publishes a staged release atomically: files become 0444 and folders 0555, then one
-    /// rename makes the whole tree visible at once. Returns the published directory.
+    /// Publishes a staged release atomically: files become 0444 and folders 0555, one
+    /// `syncfs` makes every staged file durable (they are written without an fsync each),
+    /// then one rename makes the whole tree visible at once. Returns the published directory.
     pub async fn publish(&self, transfer: TransferId, dest: &ObjPath) -> Result<PathBuf> {
         let staged = self
             .released_root
@@ -484,10 +485,13 @@ impl Volumes {
             if let Some(parent) = dest.parent() {
                 create_traversable(parent)?;
             }
+            // Every file's data, name and mode are on disk before any of them is visible.
+            rustix::fs::syncfs(&std::fs::File::open(&staged)?).map_err(std::io::Error::from)?;
             // The top folder stays writable until it is in place: moving a folder to another
             // parent rewrites its `..` entry, which needs write permission on it.
             std::fs::rename(&staged, &dest)?;
             set_mode(&dest, 0o555)?;
+            std::fs::File::open(&dest)?.sync_all()?;
             if let Some(parent) = dest.parent() {
                 std::fs::File::open(parent)?.sync_all()?;
             }
