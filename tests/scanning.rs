@@ -695,3 +695,99 @@ async fn archives_nested_past_the_depth_limit_are_a_finding() {
         .contains("nested deeper than 1 (archive.max_depth)"));
     t.stop().await;
 }
+
+/// Members of a tar batch are packed, with no file of their own: each is still scanned by
+/// every scanner, from memory, and named by its own path. EICAR as a member is caught; so is
+/// EICAR inside a zip that is itself a packed member (opened from a scratch copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn packed_members_are_each_scanned_and_named() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let eicar = write(dir.path(), "eicar.com", EICAR);
+    let batch = dir.path().join("batch.tar");
+    python(
+        "import sys, zipfile, tarfile, io\n\
+         b = io.BytesIO()\n\
+         with zipfile.ZipFile(b, 'w', zipfile.ZIP_DEFLATED) as z:\n\
+         \x20   z.write(sys.argv[1], 'inner/eicar.com')\n\
+         data = b.getvalue()\n\
+         with tarfile.open(sys.argv[2], 'w', format=tarfile.PAX_FORMAT) as t:\n\
+         \x20   t.add(sys.argv[1], 'm/eicar.com')\n\
+         \x20   i = tarfile.TarInfo('m/bundle.zip'); i.size = len(data)\n\
+         \x20   t.addfile(i, io.BytesIO(data))\n\
+         \x20   c = b'id,value\\n1,2\\n'\n\
+         \x20   i = tarfile.TarInfo('m/clean.csv'); i.size = len(c)\n\
+         \x20   t.addfile(i, io.BytesIO(c))\n",
+        &[&eicar, &batch],
+    );
+    let id = t
+        .open_transfer_in(&p.pm, "proj/ws", "data-ingress", "prov")
+        .await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    let r = t
+        .http
+        .put(t.api(&format!("/transfers/{id}/archive")))
+        .bearer_auth(&up)
+        .header("Content-Type", "application/x-tar")
+        .body(std::fs::read(&batch).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let tid: airlock::domain::TransferId = id.parse().unwrap();
+    for m in ["m/eicar.com", "m/bundle.zip", "m/clean.csv"] {
+        let f = t.app.store.file_by_path(tid, m).await.unwrap().unwrap();
+        assert!(f.pack.is_some(), "{m} is packed");
+    }
+    let (s, v) = t
+        .post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    t.scans_done(&id).await;
+    let v = t.show(&p.pm, &id).await;
+    assert_eq!(v["state"], "blocked", "{v}");
+    let infected = verdicts(&v, "infected");
+    assert!(
+        infected.iter().any(|x| x["path"] == "m/eicar.com"
+            && x.get("member").is_none()
+            && x["scanner"] == "clamav"
+            && x["detail"].as_str().unwrap().starts_with("Test.EICAR.HDB")),
+        "{v}"
+    );
+    assert!(
+        infected.iter().any(|x| x["path"] == "m/bundle.zip"
+            && x["member"] == "inner/eicar.com"
+            && x["scanner"] == "clamav"),
+        "{v}"
+    );
+    // Every scanner saw the clean member, and found nothing.
+    let clean: Vec<&Value> = v["scans"]["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["path"] == "m/clean.csv")
+        .collect();
+    let names: std::collections::BTreeSet<&str> = clean
+        .iter()
+        .map(|x| x["scanner"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["archive", "clamav", "filetype"].into_iter().collect(),
+        "{v}"
+    );
+    assert!(clean.iter().all(|x| x["verdict"] == "clean"), "{v}");
+    // Nothing was left in scratch space.
+    let scratch = t.app.volumes.scratch_dir(tid);
+    assert!(
+        !scratch.exists() || std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "scratch space left behind"
+    );
+    t.stop().await;
+}

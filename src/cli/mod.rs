@@ -847,6 +847,7 @@ async fn scan_files(
             for sc in scanners {
                 let t = Target {
                     path: f,
+                    data: None,
                     size,
                     kind: crate::domain::TransferKind::DataIngress,
                     rules,

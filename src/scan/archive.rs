@@ -275,11 +275,20 @@ const SFX: &[(&[u8], &str)] = &[
 /// readers find it from the end, so data may precede it: a self-extractor, a polyglot), and
 /// self-extracting RAR, 7z or CAB archives. Each one found is inspected.
 pub fn detect(path: &Path, limits: &Limits) -> std::io::Result<Vec<Found>> {
-    let max_window = limits.max_window;
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
+    detect_in(&mut f, len, limits)
+}
+
+/// [`detect`] over a file already in memory.
+pub fn detect_bytes(data: &[u8], limits: &Limits) -> std::io::Result<Vec<Found>> {
+    detect_in(&mut std::io::Cursor::new(data), data.len() as u64, limits)
+}
+
+fn detect_in<R: Read + Seek>(f: &mut R, len: u64, limits: &Limits) -> std::io::Result<Vec<Found>> {
+    let max_window = limits.max_window;
     let mut head = Vec::with_capacity(HEAD as usize);
-    (&mut f).take(HEAD).read_to_end(&mut head)?;
+    f.by_ref().take(HEAD).read_to_end(&mut head)?;
     let mut found = Vec::new();
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         found.push(Found::Open(Format::Zip));
@@ -289,7 +298,8 @@ pub fn detect(path: &Path, limits: &Limits) -> std::io::Result<Vec<Found>> {
         // Is it a tar inside? Decompress the first block to see (a failure says nothing:
         // expanding it will say what is wrong).
         let mut inner = Vec::with_capacity(512);
-        if let Ok(d) = c.decoder(BufReader::new(File::open(path)?), max_window) {
+        f.seek(std::io::SeekFrom::Start(0))?;
+        if let Ok(d) = c.decoder(BufReader::new(f.by_ref()), max_window) {
             let _ = d.take(512).read_to_end(&mut inner);
         }
         found.push(Found::Open(if is_tar_header(&inner) {
@@ -313,11 +323,11 @@ pub fn detect(path: &Path, limits: &Limits) -> std::io::Result<Vec<Found>> {
     {
         found.push(Found::Unsupported("compress (.Z) stream"));
     }
-    if found.first() != Some(&Found::Open(Format::Zip)) && has_zip_directory(&mut f, len)? {
+    if found.first() != Some(&Found::Open(Format::Zip)) && has_zip_directory(f, len)? {
         found.push(Found::Open(Format::Zip));
     }
     if found.is_empty() {
-        if let Some(what) = sfx(&mut f)? {
+        if let Some(what) = sfx(f)? {
             found.push(Found::Unsupported(what));
         }
     }
@@ -379,11 +389,11 @@ fn is_tar_header(b: &[u8]) -> bool {
 /// Whether the last bytes of the file hold a zip's end-of-central-directory record whose
 /// central directory is where the record says, relative to wherever the zip starts (the
 /// same check zip readers make): so a stray "PK\5\6" in compressed data does not count.
-fn has_zip_directory(f: &mut File, len: u64) -> std::io::Result<bool> {
+fn has_zip_directory<R: Read + Seek>(f: &mut R, len: u64) -> std::io::Result<bool> {
     let start = len.saturating_sub(EOCD_SEARCH);
     f.seek(std::io::SeekFrom::Start(start))?;
     let mut tail = Vec::with_capacity((len - start) as usize);
-    f.take(EOCD_SEARCH).read_to_end(&mut tail)?;
+    f.by_ref().take(EOCD_SEARCH).read_to_end(&mut tail)?;
     let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     for i in (0..tail.len().saturating_sub(21)).rev() {
@@ -426,10 +436,10 @@ fn has_zip_directory(f: &mut File, len: u64) -> std::io::Result<bool> {
 }
 
 /// A RAR, 7z or CAB archive behind a self-extracting stub, in the first MiB.
-fn sfx(f: &mut File) -> std::io::Result<Option<&'static str>> {
+fn sfx<R: Read + Seek>(f: &mut R) -> std::io::Result<Option<&'static str>> {
     f.seek(std::io::SeekFrom::Start(0))?;
     let mut b = Vec::new();
-    f.take(SFX_SEARCH).read_to_end(&mut b)?;
+    f.by_ref().take(SFX_SEARCH).read_to_end(&mut b)?;
     for (magic, what) in SFX {
         if b.windows(magic.len()).any(|w| w == *magic) {
             return Ok(Some(what));

@@ -239,6 +239,10 @@ impl Scanner for ClamAv {
         })
     }
 
+    fn reads_memory(&self) -> bool {
+        true
+    }
+
     async fn scan(&self, target: &Target<'_>) -> Result<Outcome, String> {
         if target.size > self.stream_max_length {
             return Ok(Outcome::Unscannable(format!(
@@ -246,10 +250,22 @@ impl Scanner for ClamAv {
                 target.size, self.stream_max_length
             )));
         }
-        let file = tokio::fs::File::open(target.path)
-            .await
-            .map_err(|e| format!("cannot read the quarantined file: {e}"))?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK).boxed();
+        let stream = match target.data {
+            // Read once already: streamed from memory, in INSTREAM-sized pieces.
+            Some(data) => {
+                let pieces: Vec<std::io::Result<bytes::Bytes>> = (0..data.len())
+                    .step_by(CHUNK)
+                    .map(|at| Ok(data.slice(at..(at + CHUNK).min(data.len()))))
+                    .collect();
+                futures::stream::iter(pieces).boxed()
+            }
+            None => {
+                let file = tokio::fs::File::open(target.path)
+                    .await
+                    .map_err(|e| format!("cannot read the quarantined file: {e}"))?;
+                tokio_util::io::ReaderStream::with_capacity(file, CHUNK).boxed()
+            }
+        };
         let fut = async {
             match &self.addr {
                 Addr::Tcp(a) => {

@@ -206,6 +206,7 @@ mod tests {
             std::fs::write(&p, body).unwrap();
             let t = Target {
                 path: &p,
+                data: None,
                 size: body.len() as u64,
                 kind: crate::domain::TransferKind::DataIngress,
                 rules: &rules,
@@ -218,6 +219,7 @@ mod tests {
         let p = dir.path().join("missing");
         let t = Target {
             path: &p,
+            data: None,
             size: 0,
             kind: crate::domain::TransferKind::DataIngress,
             rules: &rules,

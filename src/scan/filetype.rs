@@ -76,12 +76,21 @@ impl Scanner for FileType {
         })
     }
 
+    fn reads_memory(&self) -> bool {
+        true
+    }
+
     async fn scan(&self, target: &Target<'_>) -> Result<Outcome, String> {
-        let path = target.path.to_owned();
-        let head = tokio::task::spawn_blocking(move || read_head(&path))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read the file: {e}"))?;
+        let head = match target.data {
+            Some(data) => data.slice(..data.len().min(HEAD)).to_vec(),
+            None => {
+                let path = target.path.to_owned();
+                tokio::task::spawn_blocking(move || read_head(&path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot read the file: {e}"))?
+            }
+        };
         if head.is_empty() {
             return Ok(Outcome::Clean);
         }

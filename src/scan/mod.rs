@@ -69,7 +69,11 @@ pub struct Versions {
 
 /// One file to scan: where its bytes are and what the policy says about it.
 pub struct Target<'a> {
+    /// Where the bytes are. With `data`, a scanner that [`Scanner::reads_memory`] must not
+    /// open it (nothing may be written there).
     pub path: &'a Path,
+    /// The whole file, when it is small enough to be read once for every scanner.
+    pub data: Option<&'a bytes::Bytes>,
     pub size: u64,
     pub kind: TransferKind,
     pub rules: &'a crate::policy::Scanning,
@@ -83,6 +87,11 @@ pub trait Scanner: Send + Sync {
     async fn versions(&self) -> Result<Versions, String>;
     /// Scans one file. `Err` means no verdict (the scanner failed): never a pass.
     async fn scan(&self, target: &Target<'_>) -> Result<Outcome, String>;
+    /// Whether it scans `Target::data` when given it, without the file at `path`. A scanner
+    /// that needs the path (an external command) makes every file be written there.
+    fn reads_memory(&self) -> bool {
+        false
+    }
 }
 
 /// A problem in a scanner's configuration file.

@@ -130,7 +130,17 @@ struct Ctx<'a> {
     kind: TransferKind,
     policy: &'a Policy,
     scratch: PathBuf,
+    /// Every scanner reads a file from memory: small files are read once, not copied out.
+    in_memory: bool,
 }
+
+/// Files up to this size are read into memory once and handed to every scanner from there
+/// (when all of them can take it), instead of being copied to scratch space: a packed archive
+/// member has no file of its own, and 100,000 scratch copies cost more than the scans.
+/// Bounds the memory a scan holds to `concurrency` times this.
+const IN_MEMORY: u64 = 256 << 10;
+/// In-memory files up to this size are inspected for archives on the async thread.
+const INLINE_DETECT: usize = 64 << 10;
 
 /// Where a scan's verdicts go as they are given: a bounded channel to the writer, which
 /// stores them a batch at a time. Scanning waits when the writer falls behind, so memory holds
@@ -323,12 +333,14 @@ async fn scan_transfer(
             return Err((name.clone(), "not configured in scanners/".into()));
         }
     }
+    let in_memory = scanners.iter().all(|(s, _)| s.reads_memory());
     let ctx = Ctx {
         scanners,
         archive,
         kind: t.kind,
         policy,
         scratch: scratch.to_owned(),
+        in_memory,
     };
     let ctx = &ctx;
     let out = &out;
@@ -348,9 +360,16 @@ async fn scan_file(
     f: &FileRow,
     out: &Out,
 ) -> std::result::Result<(), Failed> {
-    let path = file_path(app, f, &ctx.scratch)
-        .await
-        .map_err(|e| ("airlock".to_owned(), format!("{}: {e}", f.path)))?;
+    let failed = |e: std::io::Error| ("airlock".to_owned(), format!("{}: {e}", f.path));
+    let (path, data) = if ctx.in_memory && f.received <= IN_MEMORY {
+        // Its scratch name is used only if it turns out to be an archive to expand.
+        let data = read_whole(app, f).await.map_err(failed)?;
+        (ctx.scratch.join(format!("f{}", f.id)), Some(data))
+    } else {
+        (file_path(app, f, &ctx.scratch).await.map_err(failed)?, None)
+    };
+    let mut data = data;
+    let in_memory = data.is_some();
     let mut budget = archive::Budget::new(f.received);
     let sha = f.sha256.clone().unwrap_or_default();
     let sent = scan_tree(
@@ -358,6 +377,7 @@ async fn scan_file(
         f,
         String::new(),
         path.clone(),
+        &mut data,
         f.received,
         sha,
         0,
@@ -366,8 +386,10 @@ async fn scan_file(
     )
     .await;
     // A joined copy goes as soon as its file is scanned: scratch space holds at most one
-    // copy per file being scanned at once, never the whole transfer.
-    if path.starts_with(&ctx.scratch) {
+    // copy per file being scanned at once, never the whole transfer. (A file read into memory
+    // has a copy only if it was an archive to open.)
+    let copied = !in_memory || data.is_none();
+    if copied && path.starts_with(&ctx.scratch) {
         let _ = tokio::fs::remove_file(&path).await;
     }
     sent.map_err(|_| {
@@ -406,6 +428,18 @@ async fn file_path(app: &App, f: &FileRow, scratch: &Path) -> std::io::Result<Pa
     Ok(joined)
 }
 
+/// A small file's stored bytes, whole.
+async fn read_whole(app: &App, f: &FileRow) -> std::io::Result<bytes::Bytes> {
+    let mut stream = crate::workflow::upload::stored_bytes(app, f)
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut buf = bytes::BytesMut::with_capacity(f.received as usize);
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.map_err(std::io::Error::other)?);
+    }
+    Ok(buf.freeze())
+}
+
 /// The writer is gone (it failed): the scan stops.
 struct Stopped;
 
@@ -415,6 +449,8 @@ fn scan_tree<'a>(
     file: &'a FileRow,
     member: String,
     path: PathBuf,
+    // Taken (`None`) once written to `path` to be opened as an archive.
+    data: &'a mut Option<bytes::Bytes>,
     size: u64,
     sha256: String,
     depth: u32,
@@ -447,6 +483,7 @@ fn scan_tree<'a>(
         for (s, v) in &ctx.scanners {
             let target = Target {
                 path: &path,
+                data: data.as_ref(),
                 size,
                 kind: ctx.kind,
                 rules: &ctx.policy.rules.scanning,
@@ -462,7 +499,15 @@ fn scan_tree<'a>(
             database: String::new(),
         };
         let (p, l) = (path.clone(), *limits);
-        let found = match tokio::task::spawn_blocking(move || archive::detect(&p, &l)).await {
+        let detected = match &data {
+            Some(d) if d.len() <= INLINE_DETECT => Ok(archive::detect_bytes(d, &l)),
+            Some(d) => {
+                let d = d.clone();
+                tokio::task::spawn_blocking(move || archive::detect_bytes(&d, &l)).await
+            }
+            None => tokio::task::spawn_blocking(move || archive::detect(&p, &l)).await,
+        };
+        let found = match detected {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 rows.push(row(aname, &v, Err(format!("cannot read: {e}"))));
@@ -476,6 +521,13 @@ fn scan_tree<'a>(
         if found.is_empty() {
             rows.push(row(aname, &v, Ok(Outcome::Clean)));
             return send(out, rows).await;
+        }
+        // An archive read into memory is opened from its scratch copy (removed with the file).
+        if let Some(d) = data.take() {
+            if let Err(e) = tokio::fs::write(&path, d).await {
+                rows.push(row(aname, &v, Err(format!("scratch space: {e}"))));
+                return send(out, rows).await;
+            }
         }
         // A file may be several things at once (a tar with a zip appended): each is opened.
         for f in found {
@@ -540,6 +592,7 @@ fn scan_tree<'a>(
                             file,
                             name,
                             m.path,
+                            &mut None,
                             m.size,
                             m.sha256,
                             depth + 1,
