@@ -13,16 +13,30 @@ use std::io::Read;
 /// `max_bytes` bytes; an item bigger than `max_bytes` gets a batch of its own. Returns the
 /// index ranges.
 pub fn plan(sizes: &[u64], max_files: usize, max_bytes: u64) -> Vec<std::ops::Range<usize>> {
+    plan_ramped(sizes, max_files, max_files, max_bytes)
+}
+
+/// As [`plan`], but the first batch holds at most `first_files` files and each next one
+/// twice as many, up to `max_files`: the first batches are read, sent and confirmed quickly,
+/// so the server has work (and the user sees files arrive) while the larger ones are read.
+pub fn plan_ramped(
+    sizes: &[u64],
+    first_files: usize,
+    max_files: usize,
+    max_bytes: u64,
+) -> Vec<std::ops::Range<usize>> {
     let max_files = max_files.max(1);
+    let mut cap = first_files.clamp(1, max_files);
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0u64;
     for (i, &s) in sizes.iter().enumerate() {
-        let full = i - start >= max_files || (i > start && bytes + s > max_bytes);
+        let full = i - start >= cap || (i > start && bytes + s > max_bytes);
         if full {
             out.push(start..i);
             start = i;
             bytes = 0;
+            cap = (cap * 2).min(max_files);
         }
         bytes += s;
     }
@@ -32,11 +46,12 @@ pub fn plan(sizes: &[u64], max_files: usize, max_bytes: u64) -> Vec<std::ops::Ra
     out
 }
 
-/// One member read from disk, with the digests of exactly the bytes packed.
+/// One member read from disk, with the digests of exactly the bytes packed. (`Bytes`: a
+/// batch handed to the packing thread, or a member sent again alone, is not copied.)
 #[derive(Debug, Clone)]
 pub struct Member {
     pub remote: String,
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     pub sha256: String,
     pub blake3: String,
 }
@@ -54,7 +69,7 @@ impl Member {
             remote: remote.to_owned(),
             sha256: hex::encode(sha2::Sha256::digest(&data)),
             blake3: blake3::hash(&data).to_hex().to_string(),
-            data,
+            data: data.into(),
         }
     }
 }
@@ -74,7 +89,7 @@ pub fn build(members: &[Member], mtime: u64) -> std::io::Result<Vec<u8>> {
         h.set_mode(0o644);
         h.set_mtime(mtime);
         // Long names go as GNU long-name entries (the tar crate's way); readers take either.
-        b.append_data(&mut h, &m.remote, m.data.as_slice())?;
+        b.append_data(&mut h, &m.remote, m.data.as_ref())?;
     }
     b.into_inner()
 }
@@ -94,6 +109,20 @@ mod tests {
         let p = plan(&sizes, 1000, 1 << 20);
         assert_eq!(p.iter().map(|r| r.len()).sum::<usize>(), 2500);
         assert!(p.iter().all(|r| r.len() <= 1000));
+    }
+
+    #[test]
+    fn ramped_batches_double_up_to_the_cap() {
+        let p = plan_ramped(&[1; 40], 2, 8, 100);
+        let lens: Vec<usize> = p.iter().map(|r| r.len()).collect();
+        assert_eq!(lens, vec![2, 4, 8, 8, 8, 8, 2]);
+        assert_eq!(p.first().unwrap().start, 0);
+        assert!(p.windows(2).all(|w| w[0].end == w[1].start));
+        // The byte budget still closes a batch early.
+        assert_eq!(
+            plan_ramped(&[60, 60, 60], 1, 8, 100),
+            vec![0..1, 1..2, 2..3]
+        );
     }
 
     #[test]

@@ -491,7 +491,9 @@ async fn reconcile(
         }
     }
     let sizes: Vec<u64> = small.iter().map(|(f, _)| f.size).collect();
-    let ranges = batch::plan(&sizes, args.batch_files, args.batch_bytes);
+    // The first batches are small (1/16 of the size, doubling): the pipeline fills at once.
+    let first = (args.batch_files / 16).max(1);
+    let ranges = batch::plan_ramped(&sizes, first, args.batch_files, args.batch_bytes);
     let mut it = small.into_iter();
     let mut work = tus;
     for r in ranges {
@@ -1274,7 +1276,7 @@ async fn send_put(ctx: &Arc<Ctx>, m: &batch::Member, announce: bool) {
         ctx.rep.start(path, m.data.len() as u64, "put");
     }
     let item = Arc::new(ctx.rep.item(path, m.data.len() as u64));
-    let data = Bytes::from(m.data.clone());
+    let data = m.data.clone();
     let mut attempt = 1;
     let mut unsure = false;
     let receipt = loop {
