@@ -895,9 +895,9 @@ async fn packed_members_are_verified_one_by_one() {
     t.stop().await;
 }
 
-/// Deleting a packed member before seal: the others still read back whole; the last one
-/// deleted takes the pack's bytes with it (nothing the provider deleted stays in quarantine
-/// once no member needs it), and the names can be sent again.
+/// Deleting a packed member before seal: its bytes are overwritten in the pack it shares, the
+/// others still read back whole, the last one deleted takes the pack with it (nothing the
+/// provider deleted stays in quarantine), and the names can be sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_last_deleted_member_takes_its_pack() {
     let t = TestApp::spawn().await;
@@ -965,6 +965,12 @@ async fn the_last_deleted_member_takes_its_pack() {
         &raw[at..at + b.len()],
         b.as_slice(),
         "q/b.bin reads back whole"
+    );
+    // The deleted member's bytes are gone from the pack it shares (overwritten with zeros).
+    let a_at = fa.pack.unwrap().offset as usize;
+    assert!(
+        raw[a_at..a_at + a.len()].iter().all(|&x| x == 0),
+        "q/a.bin's bytes are still in the pack"
     );
 
     let r = del("q/b.bin").await.unwrap();

@@ -387,6 +387,34 @@ impl Volumes {
         Ok(())
     }
 
+    /// Overwrites `len` bytes at `offset` of a pack with zeros, durably: a deleted member's
+    /// bytes do not stay in the pack its neighbours still need. (Local backend: in place. An
+    /// object store would rewrite the pack without them.)
+    pub async fn erase_range(
+        &self,
+        transfer: TransferId,
+        pack: FileId,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        let path = self.segment_path(transfer, pack, 0);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let zeros = vec![0u8; len.min(PART_SIZE as u64) as usize];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(zeros.len() as u64) as usize;
+                f.write_all_at(&zeros[..n], offset + done)?;
+                done += n as u64;
+            }
+            f.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
     /// Where a transfer's release is staged before it is published.
     pub fn staging_prefix(transfer: TransferId) -> ObjPath {
         ObjPath::from(format!(".staging/{transfer}"))

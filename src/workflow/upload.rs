@@ -489,10 +489,17 @@ async fn discard(app: &App, file: &FileRow) -> Result<()> {
     let emptied = tx.delete_file(file).await?;
     tx.commit().await?;
     app.volumes.delete_file(file.transfer_id, file.id).await?;
-    // A packed member's bytes stay in its pack while other members need it; the last one
-    // deleted takes the pack with it.
-    if let Some(pack) = emptied {
-        app.volumes.delete_file(file.transfer_id, pack).await?;
+    // A packed member's bytes are erased from the pack its neighbours still need; the last
+    // one deleted takes the pack with it.
+    match (emptied, file.pack) {
+        (Some(pack), _) => app.volumes.delete_file(file.transfer_id, pack).await?,
+        (None, Some(p)) => {
+            let len = file.length.unwrap_or(file.received);
+            app.volumes
+                .erase_range(file.transfer_id, p.id, p.offset, len)
+                .await?
+        }
+        (None, None) => {}
     }
     app.uploads.forget(file.id);
     Ok(())
