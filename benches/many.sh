@@ -164,7 +164,7 @@ stop_server
 
 # ---- rates --------------------------------------------------------------------------------
 # From the client's `done` events (time of arrival) and from the server's ingest counter.
-read -r C_ALL C_FIRST C_LAST C_DONE <<<"$(python3 - "$LOG/events" "$UP_T0" "$FILES" <<'PY'
+read -r C_ALL C_FIRST C_LAST C_DONE C_MID1 C_MID9 <<<"$(python3 - "$LOG/events" "$UP_T0" "$FILES" <<'PY'
 import json, sys
 path, t0, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ts = []
@@ -179,12 +179,16 @@ for line in open(path):
 ts.sort()
 k = len(ts)
 if k < 10:
-    print("- - -", k); sys.exit()
+    print("- - -", k, "- -"); sys.exit()
 d = max(k // 10, 1)
 rate = lambda a, b, m: m / max((b - a) / 1e9, 1e-9)
 first = rate(t0, ts[d - 1], d)
 last = rate(ts[k - d - 1], ts[k - 1], d)
-print(f"{rate(t0, ts[-1], k):.0f} {first:.0f} {last:.0f} {k}")
+# Without the start (the walk of the tree, the pipeline filling) and the end: files 10-20%
+# against 80-90%, between confirmations.
+mid1 = rate(ts[d - 1], ts[2 * d - 1], d)
+mid9 = rate(ts[k - 2 * d - 1], ts[k - d - 1], d)
+print(f"{rate(t0, ts[-1], k):.0f} {first:.0f} {last:.0f} {k} {mid1:.0f} {mid9:.0f}")
 PY
 )"
 read -r S_FIRST S_LAST <<<"$(python3 - "$SAMPLES" "$UP_T0" "$FILES" <<'PY'
@@ -222,6 +226,7 @@ files:    $FILES x $FILE_KIB KiB ($((bytes / 1048576)) MiB) in folders of $PER_D
 
 upload (client wall time)        ${UPLOAD_SECS} s   $(awk -v n="$FILES" -v s="$UPLOAD_SECS" 'BEGIN { printf "%.0f", n / s }') files/s   ($C_DONE done/skipped events)
 rate, client done events         first 10%: $C_FIRST files/s   last 10%: $C_LAST files/s   last/first: $(ratio "$C_FIRST" "$C_LAST")   (target >= 0.80)
+rate, client, 10-20% vs 80-90%   10-20%: $C_MID1 files/s   80-90%: $C_MID9 files/s   ratio: $(ratio "$C_MID1" "$C_MID9")   (the start and end without the walk and the pipeline filling and draining)
 rate, server ingest counter      first 10%: $S_FIRST files/s   last 10%: $S_LAST files/s   last/first: $(ratio "$S_FIRST" "$S_LAST")
 EOF
 if [[ -n $RSYNC_SECS ]]; then
