@@ -7,7 +7,7 @@
 //! beside it) onto its own rows, so the previous scan's verdicts stand until then. Rows outside
 //! the range (a superseded scan, one cut short by a crash) are pruned in batches.
 
-use super::{now, Result, Store, Tx};
+use super::{now, Result, Store, StoreError, Tx};
 use crate::domain::{FileId, TransferId};
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +49,8 @@ pub const VERDICT_KINDS: [&str; 4] = ["clean", "infected", "unscannable", "error
 
 /// How many verdict rows one pruning statement deletes.
 const PRUNE_BATCH: i64 = 1000;
+/// Verdict rows per INSERT statement.
+const VERDICTS_PER_INSERT: usize = 400;
 
 /// What a scan has written so far: the span of its row ids, its counts by kind and the
 /// (scanner, database version) pairs it used. Constant in size whatever the file count.
@@ -307,29 +309,41 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         let mut span: Option<(i64, i64)> = None;
-        for v in rows {
-            let id: i64 = sqlx::query_scalar(
+        let tid = transfer.to_string();
+        // A few hundred rows per statement (11 values each, well under SQLite's limit of
+        // bound values): one round trip to the database thread per batch, not per row.
+        for chunk in rows.chunks(VERDICTS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(
                 "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
-                 detail, sha256, scanner_version, db_version, scanned_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            )
-            .bind(transfer.to_string())
-            .bind(v.file_id.to_string())
-            .bind(&v.path)
-            .bind(&v.member)
-            .bind(&v.scanner)
-            .bind(&v.verdict)
-            .bind(&v.detail)
-            .bind(&v.sha256)
-            .bind(&v.scanner_version)
-            .bind(&v.db_version)
-            .bind(&v.scanned_at)
-            .fetch_one(&mut *tx.tx)
-            .await?;
-            span = Some(match span {
-                None => (id, id),
-                Some((a, b)) => (a.min(id), b.max(id)),
+                 detail, sha256, scanner_version, db_version, scanned_at) ",
+            );
+            q.push_values(chunk, |mut b, v| {
+                b.push_bind(&tid)
+                    .push_bind(v.file_id.to_string())
+                    .push_bind(&v.path)
+                    .push_bind(&v.member)
+                    .push_bind(&v.scanner)
+                    .push_bind(&v.verdict)
+                    .push_bind(&v.detail)
+                    .push_bind(&v.sha256)
+                    .push_bind(&v.scanner_version)
+                    .push_bind(&v.db_version)
+                    .push_bind(&v.scanned_at);
             });
+            q.push(" RETURNING id");
+            let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx.tx).await?;
+            if ids.len() != chunk.len() {
+                return Err(StoreError::Corrupt {
+                    table: "scan_verdicts",
+                    message: format!("{} rows inserted, {} ids returned", chunk.len(), ids.len()),
+                });
+            }
+            for id in ids {
+                span = Some(match span {
+                    None => (id, id),
+                    Some((a, b)) => (a.min(id), b.max(id)),
+                });
+            }
         }
         tx.commit().await?;
         Ok(span)
