@@ -106,16 +106,7 @@ async fn put_archive(
     query: &str,
     body: reqwest::Body,
 ) -> (StatusCode, Value) {
-    let r = reqwest::Client::new()
-        .put(t.api(&format!("/transfers/{id}/archive{query}")))
-        .bearer_auth(tok)
-        .header("Content-Type", "application/x-tar")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
+    t.put_archive(tok, id, query, body).await
 }
 
 /// `tool FILE...` → {file: digest}, one run for all of them.

@@ -209,21 +209,8 @@ async fn counters_move_by_exactly_what_was_sent_released_and_verified() {
         h.set_entry_type(tar::EntryType::Regular);
         tar.append_data(&mut h, path, b.as_slice()).unwrap();
     }
-    let r = t
-        .http
-        .put(t.api(&format!("/transfers/{id}/archive")))
-        .bearer_auth(&up)
-        .header("Content-Type", "application/x-tar")
-        .body(tar.into_inner().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    let (s, v) = t.put_archive(&up, &id, "", tar.into_inner().unwrap()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let sent_files = (files.len() + 1 + members.len()) as f64;
     let sent_bytes = (files.iter().map(|(_, b)| b.len()).sum::<usize>()
         + tus_bytes.len()

@@ -725,21 +725,10 @@ async fn packed_members_are_each_scanned_and_named() {
         .open_transfer_in(&p.pm, "proj/ws", "data-ingress", "prov")
         .await;
     let up = t.upload_token(&p.pm, &id, Value::Null).await;
-    let r = t
-        .http
-        .put(t.api(&format!("/transfers/{id}/archive")))
-        .bearer_auth(&up)
-        .header("Content-Type", "application/x-tar")
-        .body(std::fs::read(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    let (s, v) = t
+        .put_archive(&up, &id, "", std::fs::read(&batch).unwrap())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let tid: airlock::domain::TransferId = id.parse().unwrap();
     for m in ["m/eicar.com", "m/bundle.zip", "m/clean.csv"] {
         let f = t.app.store.file_by_path(tid, m).await.unwrap().unwrap();

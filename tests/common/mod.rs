@@ -272,6 +272,27 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// PUTs a tar stream to `/transfers/{id}/archive{query}` with an upload token.
+    pub async fn put_archive(
+        &self,
+        token: &str,
+        id: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .put(self.api(&format!("/transfers/{id}/archive{query}")))
+            .bearer_auth(token)
+            .header("Content-Type", "application/x-tar")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// The transfer's summary, with `scans.verdicts` filled from the verdict pages as
     /// `airlock transfer show --json` fills it (the summary itself carries only counts).
     pub async fn show(&self, token: &str, id: &str) -> Value {
