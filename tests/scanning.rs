@@ -780,3 +780,56 @@ async fn packed_members_are_each_scanned_and_named() {
     );
     t.stop().await;
 }
+
+/// A store opened while a first scan is still writing its verdicts (the CLI's `airlock
+/// verify`, another replica) leaves that scan's counts to the scan: no partial `scan_counts`
+/// row, and no failure when the scan's own row lands first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opening_the_store_mid_scan_leaves_the_scan_its_counts() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(2).await;
+    let id = t
+        .open_transfer_in(&p.pm, "proj/ws", "data-ingress", "prov")
+        .await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    let (s, v) = t.put(&up, &id, "a.csv", b"id\n1\n".to_vec()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tid: airlock::domain::TransferId = id.parse().unwrap();
+    let f = t
+        .app
+        .store
+        .file_by_path(tid, "a.csv")
+        .await
+        .unwrap()
+        .unwrap();
+    // As a scan in progress leaves it: state `scanning`, some verdicts, no counts yet.
+    sqlx::query("UPDATE transfers SET state = 'scanning' WHERE id = $1")
+        .bind(&id)
+        .execute(t.app.store.pool())
+        .await
+        .unwrap();
+    let row = airlock::store::VerdictRow {
+        seq: 0,
+        file_id: f.id,
+        path: "a.csv".into(),
+        member: String::new(),
+        scanner: "clamav".into(),
+        verdict: "clean".into(),
+        detail: String::new(),
+        sha256: f.sha256.clone().unwrap(),
+        scanner_version: "ClamAV 1".into(),
+        db_version: "1".into(),
+        scanned_at: "2026-12-02T00:00:00Z".into(),
+    };
+    t.app.store.insert_verdicts(tid, &[row]).await.unwrap();
+    let other = airlock::store::Store::open_sqlite(&t.data_dir().join("airlock.db"))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scan_counts WHERE transfer_id = $1")
+        .bind(&id)
+        .fetch_one(other.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "a partial scan was counted as done");
+    t.stop().await;
+}

@@ -89,9 +89,12 @@ impl ScanTally {
 /// versions, computed once from its verdicts.
 pub(super) async fn backfill_scan_counts(pool: &sqlx::SqlitePool) -> Result<()> {
     // Driven by transfers, each an index probe: every start pays per transfer, not per verdict.
+    // A transfer in `scanning` is a first scan still writing (seen by another process: the
+    // CLI, a replica): its counts are the scan's to write when it ends, never a partial tally.
     let todo: Vec<String> = sqlx::query_scalar(
         "SELECT t.id FROM transfers t \
-         WHERE NOT EXISTS (SELECT 1 FROM scan_counts c WHERE c.transfer_id = t.id) \
+         WHERE t.state <> 'scanning' \
+         AND NOT EXISTS (SELECT 1 FROM scan_counts c WHERE c.transfer_id = t.id) \
          AND EXISTS (SELECT 1 FROM scan_verdicts v WHERE v.transfer_id = t.id)",
     )
     .fetch_all(pool)
@@ -99,7 +102,8 @@ pub(super) async fn backfill_scan_counts(pool: &sqlx::SqlitePool) -> Result<()> 
     for t in todo {
         let mut tx = pool.begin().await?;
         sqlx::query(
-            "INSERT INTO scan_counts (transfer_id, first_seq, last_seq, clean, infected, \
+            // OR IGNORE: a scan that ended since the query above has written its own row.
+            "INSERT OR IGNORE INTO scan_counts (transfer_id, first_seq, last_seq, clean, infected, \
              unscannable, error) SELECT transfer_id, MIN(id), MAX(id), \
              SUM(verdict = 'clean'), SUM(verdict = 'infected'), SUM(verdict = 'unscannable'), \
              SUM(verdict = 'error') FROM scan_verdicts WHERE transfer_id = $1 GROUP BY transfer_id",
