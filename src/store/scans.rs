@@ -72,17 +72,22 @@ impl ScanTally {
 
     /// Widens the id span by a batch's.
     pub fn extend(&mut self, span: Option<(i64, i64)>) {
-        if let Some((a, b)) = span {
-            self.span = Some(match self.span {
-                None => (a, b),
-                Some((x, y)) => (x.min(a), y.max(b)),
-            });
+        if let Some(s) = span {
+            self.span = widen(self.span, s);
         }
     }
 
     pub fn count(&self, kind: &str) -> u64 {
         self.counts.get(kind).copied().unwrap_or(0)
     }
+}
+
+/// `span` grown to cover `(lo, hi)`.
+fn widen(span: Option<(i64, i64)>, (lo, hi): (i64, i64)) -> Option<(i64, i64)> {
+    Some(match span {
+        None => (lo, hi),
+        Some((a, b)) => (a.min(lo), b.max(hi)),
+    })
 }
 
 /// Gives every transfer scanned before `scan_counts` existed its range, counts and database
@@ -312,43 +317,7 @@ impl Store {
             return Ok(None);
         }
         let mut tx = self.begin().await?;
-        let mut span: Option<(i64, i64)> = None;
-        let tid = transfer.to_string();
-        // A few hundred rows per statement (11 values each, well under SQLite's limit of
-        // bound values): one round trip to the database thread per batch, not per row.
-        for chunk in rows.chunks(VERDICTS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
-                 detail, sha256, scanner_version, db_version, scanned_at) ",
-            );
-            q.push_values(chunk, |mut b, v| {
-                b.push_bind(&tid)
-                    .push_bind(v.file_id.to_string())
-                    .push_bind(&v.path)
-                    .push_bind(&v.member)
-                    .push_bind(&v.scanner)
-                    .push_bind(&v.verdict)
-                    .push_bind(&v.detail)
-                    .push_bind(&v.sha256)
-                    .push_bind(&v.scanner_version)
-                    .push_bind(&v.db_version)
-                    .push_bind(&v.scanned_at);
-            });
-            q.push(" RETURNING id");
-            let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx.tx).await?;
-            if ids.len() != chunk.len() {
-                return Err(StoreError::Corrupt {
-                    table: "scan_verdicts",
-                    message: format!("{} rows inserted, {} ids returned", chunk.len(), ids.len()),
-                });
-            }
-            for id in ids {
-                span = Some(match span {
-                    None => (id, id),
-                    Some((a, b)) => (a.min(id), b.max(id)),
-                });
-            }
-        }
+        let span = tx.insert_verdict_rows(transfer, rows).await?;
         tx.commit().await?;
         Ok(span)
     }
@@ -475,6 +444,49 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Inserts `rows` a few hundred per statement (11 values each, well under SQLite's limit of
+    /// bound values): one round trip to the database thread per batch, not per row. Returns
+    /// the span of the ids given.
+    async fn insert_verdict_rows(
+        &mut self,
+        transfer: TransferId,
+        rows: &[VerdictRow],
+    ) -> Result<Option<(i64, i64)>> {
+        let mut span = None;
+        let tid = transfer.to_string();
+        for chunk in rows.chunks(VERDICTS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
+                 detail, sha256, scanner_version, db_version, scanned_at) ",
+            );
+            q.push_values(chunk, |mut b, v| {
+                b.push_bind(&tid)
+                    .push_bind(v.file_id.to_string())
+                    .push_bind(&v.path)
+                    .push_bind(&v.member)
+                    .push_bind(&v.scanner)
+                    .push_bind(&v.verdict)
+                    .push_bind(&v.detail)
+                    .push_bind(&v.sha256)
+                    .push_bind(&v.scanner_version)
+                    .push_bind(&v.db_version)
+                    .push_bind(&v.scanned_at);
+            });
+            q.push(" RETURNING id");
+            let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *self.tx).await?;
+            if ids.len() != chunk.len() {
+                return Err(StoreError::Corrupt {
+                    table: "scan_verdicts",
+                    message: format!("{} rows inserted, {} ids returned", chunk.len(), ids.len()),
+                });
+            }
+            if let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) {
+                span = widen(span, (lo, hi));
+            }
+        }
+        Ok(span)
+    }
+
     /// Replaces a transfer's verdicts with `rows` at once (small scans and tests; a transfer's
     /// scan writes in batches and switches with [`Tx::switch_verdicts`]).
     pub async fn replace_verdicts(
@@ -484,26 +496,9 @@ impl Tx<'_> {
     ) -> Result<()> {
         let mut tally = ScanTally::default();
         for v in rows {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
-                 detail, sha256, scanner_version, db_version, scanned_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            )
-            .bind(transfer.to_string())
-            .bind(v.file_id.to_string())
-            .bind(&v.path)
-            .bind(&v.member)
-            .bind(&v.scanner)
-            .bind(&v.verdict)
-            .bind(&v.detail)
-            .bind(&v.sha256)
-            .bind(&v.scanner_version)
-            .bind(&v.db_version)
-            .bind(&v.scanned_at)
-            .fetch_one(&mut *self.tx)
-            .await?;
-            tally.add(v, Some((id, id)));
+            tally.add(v, None);
         }
+        tally.extend(self.insert_verdict_rows(transfer, rows).await?);
         self.switch_verdicts(transfer, &tally).await?;
         sqlx::query("DELETE FROM scan_verdicts WHERE transfer_id = $1 AND (id < $2 OR id > $3)")
             .bind(transfer.to_string())

@@ -361,14 +361,13 @@ async fn scan_file(
     out: &Out,
 ) -> std::result::Result<(), Failed> {
     let failed = |e: std::io::Error| ("airlock".to_owned(), format!("{}: {e}", f.path));
-    let (path, data) = if ctx.in_memory && f.received <= IN_MEMORY {
+    let (path, mut data) = if ctx.in_memory && f.received <= IN_MEMORY {
         // Its scratch name is used only if it turns out to be an archive to expand.
         let data = read_whole(app, f).await.map_err(failed)?;
         (ctx.scratch.join(format!("f{}", f.id)), Some(data))
     } else {
         (file_path(app, f, &ctx.scratch).await.map_err(failed)?, None)
     };
-    let mut data = data;
     let in_memory = data.is_some();
     let mut budget = archive::Budget::new(f.received);
     let sha = f.sha256.clone().unwrap_or_default();
