@@ -487,28 +487,6 @@ impl Tx<'_> {
         Ok(span)
     }
 
-    /// Replaces a transfer's verdicts with `rows` at once (small scans and tests; a transfer's
-    /// scan writes in batches and switches with [`Tx::switch_verdicts`]).
-    pub async fn replace_verdicts(
-        &mut self,
-        transfer: TransferId,
-        rows: &[VerdictRow],
-    ) -> Result<()> {
-        let mut tally = ScanTally::default();
-        for v in rows {
-            tally.add(v, None);
-        }
-        tally.extend(self.insert_verdict_rows(transfer, rows).await?);
-        self.switch_verdicts(transfer, &tally).await?;
-        sqlx::query("DELETE FROM scan_verdicts WHERE transfer_id = $1 AND (id < $2 OR id > $3)")
-            .bind(transfer.to_string())
-            .bind(tally.span.map_or(1, |s| s.0))
-            .bind(tally.span.map_or(0, |s| s.1))
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
     /// Records a failed attempt; returns how many there have been.
     pub async fn scan_failed(
         &mut self,
