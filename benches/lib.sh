@@ -119,6 +119,11 @@ stop_server() {
 # Memory of a process, KiB.
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# RSS split: "anon file shmem" KiB (RssAnon, RssFile, RssShmem).
+rss_parts_kib() {
+    awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } /^RssShmem:/ { s = $2 } END { print a + 0, f + 0, s + 0 }' \
+        "/proc/$1/status" 2>/dev/null || echo "0 0 0"
+}
 # Resets a process's VmHWM to its current RSS (Linux >= 4.0), so the next reading is the peak
 # of the next step alone. Returns non-zero where the kernel does not allow it.
 reset_hwm() { echo 5 2>/dev/null >"/proc/$1/clear_refs"; }

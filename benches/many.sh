@@ -14,6 +14,8 @@
 #   AIRLOCK_BIN  the server (and CLI) binary (default: a release build, see lib.sh)
 #   CLIENT_BIN   the binary whose `upload` is measured            (default AIRLOCK_BIN)
 #   SKIP_RSYNC=1 measure without the rsync baseline (no ratio)
+#   TENTHS=0     skip the flatness runs: the same tree into a second transfer, a tenth of its
+#                folders per client run, the first tenth's rate against the last's
 #   KEEP_DATA=1  keep the scratch dir
 set -euo pipefail
 
@@ -23,6 +25,7 @@ PER_DIR=${PER_DIR:-1000}
 JOBS=${JOBS:-4}
 SAMPLE_SECS=${SAMPLE_SECS:-0.5}
 SKIP_RSYNC=${SKIP_RSYNC:-0}
+TENTHS=${TENTHS:-1}
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 find_airlock
@@ -91,13 +94,15 @@ IDLE_KIB=$(rss_kib "$SERVER_PID")
 TID=$("$A" transfer create --workspace bench/ws --kind data-ingress --uploader prov)
 UT=$("$A" transfer token "$TID" --ttl 24h 2>>"$LOG/cli.err")
 
-# The server's RSS and files ingested, every SAMPLE_SECS: "t_ns rss_kib ingested".
+# The server's RSS and files ingested, every SAMPLE_SECS: "t_ns rss_kib ingested anon file shmem"
+# (the last three: RSS split into anonymous memory, mapped files and shared memory, KiB).
 SAMPLES=$LOG/samples
 (
     while kill -0 "$SERVER_PID" 2>/dev/null; do
-        printf '%s %s %s\n' "$(now_ns)" "$(rss_kib "$SERVER_PID")" \
+        printf '%s %s %s %s\n' "$(now_ns)" "$(rss_kib "$SERVER_PID")" \
             "$(curl -sS -m 2 "$AIRLOCK_SERVER/metrics" 2>/dev/null |
-                awk '$1 == "airlock_ingested_files_total" { print $2; f = 1 } END { if (!f) print "-" }')"
+                awk '$1 == "airlock_ingested_files_total" { print $2; f = 1 } END { if (!f) print "-" }')" \
+            "$(rss_parts_kib "$SERVER_PID")"
         sleep "$SAMPLE_SECS"
     done
 ) >"$SAMPLES" &
@@ -160,6 +165,41 @@ n_show=$(jq '.files | length' "$LOG/out.transfer_show___json__CLI_")
 kill "${BG_PIDS[@]}" 2>/dev/null || true
 BG_PIDS=()
 PEAK_KIB=$(awk 'max < $2 { max = $2 } END { print max + 0 }' "$SAMPLES")
+
+# ---- flatness: a tenth per run ------------------------------------------------------------
+# One run's own rate over its first and last 10% holds its start (the walk, the pipeline
+# filling: about a second at --jobs 4 with 4,000-file batches, more than 10% of the files at
+# 20,000 files/s) and its drain. So the cost per file as the transfer fills is also measured
+# with what is the same in every run taken out: the same tree into a second transfer, a tenth
+# of its folders per client run, each run timed whole. The first run meets an empty transfer,
+# the last one holding 90% of the files.
+TENTH_RATES=()
+if [[ $TENTHS == 1 ]]; then
+    TID2=$("$A" transfer create --workspace bench/ws --kind data-ingress --uploader prov)
+    UT2=$("$A" transfer token "$TID2" --ttl 24h 2>>"$LOG/cli.err")
+    mapfile -t dirs < <(cd "$SRC" && find tree -mindepth 1 -maxdepth 1 -type d | sort)
+    nd=${#dirs[@]}
+    if ((nd >= 10)); then
+        say "flatness: the tree again, a tenth of its $nd folders per client run ..."
+        per=$(((nd + 9) / 10))
+        for ((i = 0; i < 10; i++)); do
+            part=("${dirs[@]:i*per:per}")
+            ((${#part[@]} > 0)) || continue
+            n=$(cd "$SRC" && find "${part[@]}" -type f | wc -l)
+            sync
+            t0=$(now_ns)
+            (cd "$SRC" && "$C" upload --token "$UT2" --jobs "$JOBS" --json "${part[@]}") \
+                >"$LOG/tenth.$i" 2>"$LOG/tenth.$i.err" ||
+                { tail -20 "$LOG/tenth.$i.err" >&2; die "airlock upload (tenth $i) failed"; }
+            t1=$(now_ns)
+            done_n=$(jq -c 'select(.event == "done")' "$LOG/tenth.$i" | wc -l)
+            ((done_n == n)) || die "tenth $i: $done_n files confirmed, not $n"
+            TENTH_RATES+=("$(awk -v n="$n" -v s="$(secs "$t0" "$t1")" 'BEGIN { printf "%.0f", n / s }')")
+        done
+    else
+        say "flatness runs skipped: $nd folders, fewer than 10 (FILES / PER_DIR)"
+    fi
+fi
 stop_server
 
 # ---- rates --------------------------------------------------------------------------------
@@ -194,7 +234,7 @@ PY
 read -r S_FIRST S_LAST <<<"$(python3 - "$SAMPLES" "$UP_T0" "$FILES" <<'PY'
 import sys
 path, t0, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-pts = [(int(t), float(c)) for t, _, c in (l.split() for l in open(path)) if c != "-"]
+pts = [(int(t), float(c)) for t, _, c in (l.split()[:3] for l in open(path)) if c != "-"]
 def when(count):
     # The first time the counter reached `count`, interpolated between samples.
     prev = (t0, 0.0)
@@ -229,6 +269,13 @@ rate, client done events         first 10%: $C_FIRST files/s   last 10%: $C_LAST
 rate, client, 10-20% vs 80-90%   10-20%: $C_MID1 files/s   80-90%: $C_MID9 files/s   ratio: $(ratio "$C_MID1" "$C_MID9")   (the start and end without the walk and the pipeline filling and draining)
 rate, server ingest counter      first 10%: $S_FIRST files/s   last 10%: $S_LAST files/s   last/first: $(ratio "$S_FIRST" "$S_LAST")
 EOF
+if ((${#TENTH_RATES[@]} == 10)); then
+    tr=$(ratio "${TENTH_RATES[0]}" "${TENTH_RATES[9]}")
+    cat <<EOF
+rate, a tenth per client run     first tenth: ${TENTH_RATES[0]} files/s   last tenth: ${TENTH_RATES[9]} files/s   last/first: $tr   (target 0.80 to 1.20: $(awk -v r="$tr" 'BEGIN { print (r >= 0.8 && r <= 1.2) ? "PASS" : "FAIL" }'))
+                                 every tenth: ${TENTH_RATES[*]} files/s
+EOF
+fi
 if [[ -n $RSYNC_SECS ]]; then
     r=$(ratio "$UPLOAD_SECS" "$RSYNC_SECS")
     cat <<EOF
@@ -239,6 +286,7 @@ fi
 cat <<EOF
 
 server memory: idle $(mib "$IDLE_KIB") MiB; max sampled VmRSS $(mib "$PEAK_KIB") MiB; VmHWM reset before each step: $HWM_RESET
+  at that sample: $(awk 'max < $2 { max = $2; a = $4; f = $5; s = $6 } END { printf "anonymous %.1f MiB, files %.1f MiB, shared %.1f MiB", a / 1024, f / 1024, s / 1024 }' "$SAMPLES")
 target: under 64 MiB + the SQLite page-cache allowance of 1 MiB (8 connections x 128 KiB, src/store) = 65 MiB: $(awk -v k="$PEAK_KIB" 'BEGIN { print (k / 1024 < 65) ? "PASS" : "FAIL" }')
 EOF
 {

@@ -19,6 +19,7 @@
 //! - [`cli`]: the `airlock` command line, server and client.
 //! - [`telemetry`]: structured logs.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`, and the calls that count.
+//! - [`memory`]: the allocator's settings (malloc arenas), so memory stays flat.
 
 pub mod api;
 pub mod app;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod domain;
 pub mod hashing;
 pub mod integrity;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

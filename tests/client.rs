@@ -284,13 +284,37 @@ async fn assert_server_matches_tree(s: &Setup, dir: &Path) {
         assert_eq!(s256, &sha[p], "sha256 of {p}");
         assert_eq!(bl, &b3[p], "blake3 of {p}");
     }
+    // The client sent its own SHA-256 of every file (a tar member's PAX record, a tus
+    // upload's last PATCH), for the server to compare at seal.
+    let tid = s.id.parse().unwrap();
+    for f in s.app.app.store.files(tid).await.unwrap() {
+        assert_eq!(
+            f.expected_sha256.as_deref(),
+            Some(sha[&f.path].as_str()),
+            "the provider's sha256 of {}",
+            f.path
+        );
+    }
 }
 
 /// A tree of nested folders: `big` files of the given sizes and `small` small ones.
 fn make_tree(dir: &Path, big: &[usize], small: usize, small_size: usize) -> u64 {
     let mut total = 0;
     for (i, &n) in big.iter().enumerate() {
-        write(dir, &format!("big/file{i}.bin"), &bytes(n, 1000 + i as u64));
+        // Written a few MiB at a time: a 1 GiB file is not held whole.
+        use std::io::Write;
+        let path = write(dir, &format!("big/file{i}.bin"), &[]);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        let mut left = n;
+        let mut piece = 0u64;
+        while left > 0 {
+            let k = left.min(4 * MIB);
+            f.write_all(&bytes(k, 1000 + i as u64 * 100_000 + piece))
+                .unwrap();
+            left -= k;
+            piece += 1;
+        }
+        f.into_inner().unwrap().sync_all().unwrap();
         total += n as u64;
     }
     for i in 0..small {
@@ -407,13 +431,15 @@ async fn killed_with_sigkill_halfway_the_same_command_resumes_without_resending_
 {
     let s = setup().await;
     let src = tempfile::tempdir().unwrap();
-    const BIG: usize = 64 * MIB;
-    const SMALL: usize = 600;
+    // The sizes: a 1 GiB file and a folder of 5,000 small ones.
+    const BIG: usize = 1024 * MIB;
+    const SMALL: usize = 5000;
     make_tree(src.path(), &[BIG], SMALL, 4096);
     let big = "big/file0.bin";
     let args = ["--json", "--jobs", "2", "--batch-files", "50", "."];
     // First run, slowed so it can be stopped midway without a race: SIGKILL once the
-    // server has acknowledged 16 MiB of the big file.
+    // server has acknowledged 16 MiB of the big file. The rate is shared by the two jobs, so
+    // by then about 16 MiB of the small files' 24 MiB of tar have gone too.
     let mut first = s
         .command(
             &s.app.url,
@@ -902,5 +928,64 @@ async fn busy_and_failing_answers_are_retried_after_the_wait_the_server_asks_for
         assert!(r["wait_ms"].as_u64().unwrap() >= 1000, "{r}");
     }
     assert!(began.elapsed() >= Duration::from_secs(2));
+    assert_server_matches_tree(&s, src.path()).await;
+}
+
+/// How many times the server's file list (`GET .../files`) was asked for, from its metrics.
+async fn list_requests(s: &Setup) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", s.app.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("airlock_http_request_duration_seconds_count{")
+                && l.contains("route=\"/api/v1/transfers/{id}/files\"")
+                && l.contains("method=\"GET\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_adding_a_folder_reads_only_its_stretch_of_the_servers_list() {
+    // 2,500 files already in the transfer fill three pages of the server's list; a later run
+    // sending a new folder must not read them all to decide what to send (its work would grow
+    // with the files already there).
+    let s = setup().await;
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..2500 {
+        write(
+            src.path(),
+            &format!("a/f{i:05}.txt"),
+            &bytes(10 + i % 7, i as u64),
+        );
+    }
+    let out = s.upload(src.path(), &["--json", "a"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for i in 0..5 {
+        write(
+            src.path(),
+            &format!("b/g{i}.txt"),
+            &bytes(100, 7000 + i as u64),
+        );
+    }
+    let before = list_requests(&s).await;
+    let out = s.upload(src.path(), &["--json", "b"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lists = list_requests(&s).await - before;
+    assert_eq!(
+        lists, 1,
+        "the second run read the server's list {lists} times (its folder fits one page)"
+    );
+    assert_eq!(paths_of(&events(&out), "done").len(), 5);
+    // Files already there, in the stretch, are still found and skipped.
+    let before = list_requests(&s).await;
+    let out = s.upload(src.path(), &["--json", "b"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(paths_of(&events(&out), "skipped").len(), 5);
+    assert_eq!(list_requests(&s).await - before, 1);
     assert_server_matches_tree(&s, src.path()).await;
 }

@@ -394,3 +394,134 @@ async fn creation_with_upload_refuses_cleanly_and_the_upload_url_dies_at_seal() 
     }
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_providers_sha256_may_come_with_the_last_patch_and_is_compared_at_seal() {
+    // A client that hashes while it sends knows the digest only at the end: it sends it in
+    // Airlock-Expected-Sha256 with the last PATCH, and the server treats it as it treats the
+    // creation's `sha256` metadata.
+    use sha2::Digest;
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(1).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let create = |name: &'static str, len: usize, meta: String| {
+        let t = &t;
+        let (tok, id) = (tok.clone(), id.clone());
+        async move {
+            let r = t
+                .tus_create(&tok, &id)
+                .header("Upload-Length", len.to_string())
+                .header("Upload-Metadata", meta)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED, "{name}");
+            r.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let full = |loc: &str| format!("{}{loc}", t.url);
+    let good = bytes(300_000, 31);
+    let good_sha = hex::encode(sha2::Sha256::digest(&good));
+    let rel = create("good.bin", good.len(), tus_meta("good.bin")).await;
+    let loc = full(&rel);
+    let r = t
+        .tus_patch(&tok, &loc, 0, good[..100_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Not a digest: 400, and the bytes are not taken.
+    let r = t
+        .tus_patch(&tok, &loc, 100_000, good[100_000..].to_vec())
+        .header("Airlock-Expected-Sha256", "not-hex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("airlock-expected-sha256"));
+    assert_eq!(head_offset(&t, &rel, &tok).await, 100_000);
+    let r = t
+        .tus_patch(&tok, &loc, 100_000, good[100_000..].to_vec())
+        .header("Airlock-Expected-Sha256", &good_sha)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // A file whose creation named one digest cannot be given another at the end.
+    let other = bytes(50_000, 32);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let named = hex::encode(sha2::Sha256::digest(&other));
+    let rel2 = create(
+        "other.bin",
+        other.len(),
+        format!("{},sha256 {}", tus_meta("other.bin"), b64.encode(&named)),
+    )
+    .await;
+    let loc2 = full(&rel2);
+    let r = t
+        .tus_patch(&tok, &loc2, 0, other.clone())
+        .header("Airlock-Expected-Sha256", "ab".repeat(32))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("differs"));
+    assert_eq!(head_offset(&t, &rel2, &tok).await, 0);
+
+    // A wrong digest at the end is recorded as given, and found at seal.
+    let bad = bytes(70_000, 33);
+    let loc3 = full(&create("bad.bin", bad.len(), tus_meta("bad.bin")).await);
+    let r = t
+        .tus_patch(&tok, &loc3, 0, bad.clone())
+        .header("Airlock-Expected-Sha256", "cd".repeat(32))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let (_, m) = t.get_json(&tok, &format!("/transfers/{id}/manifest")).await;
+    let by_path = |p: &str| {
+        m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap()
+            .clone()
+    };
+    let g = by_path("good.bin");
+    assert_eq!(g["sha256"], good_sha);
+    assert_eq!(g["expected_sha256"], good_sha);
+    assert_eq!(g["expected_sha256_matches"], true);
+    let b = by_path("bad.bin");
+    assert_eq!(b["expected_sha256"], "cd".repeat(32));
+    assert_eq!(b["expected_sha256_matches"], false);
+    // other.bin is not complete: finish it with no header, its creation's digest stands.
+    let r = t.tus_patch(&tok, &loc2, 0, other).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (_, m) = t.get_json(&tok, &format!("/transfers/{id}/manifest")).await;
+    let o = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "other.bin")
+        .unwrap()
+        .clone();
+    assert_eq!(o["expected_sha256_matches"], true);
+    // Seal finds the mismatch and blocks the transfer, naming the file.
+    let (_, v) = t
+        .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    t.scans_done(&id).await;
+    assert_eq!(v["state"], "blocked", "{v}");
+    let full = t.show(&people.pm, &id).await;
+    let reason = full["state_reason"].as_str().unwrap();
+    assert!(reason.contains("bad.bin: provider sent sha256"), "{full}");
+    assert!(
+        !reason.contains("good.bin") && !reason.contains("other.bin"),
+        "{full}"
+    );
+    t.stop().await;
+}

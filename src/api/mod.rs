@@ -327,17 +327,12 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
         .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
 }
 
-/// The expected SHA-256 of a PUT, if the uploader sent one.
+/// The expected SHA-256 of a PUT (or of a tus upload, on a PATCH), if the uploader sent one.
 pub const EXPECTED_SHA256_HEADER: &str = "airlock-expected-sha256";
 
-pub async fn put_file(
-    State(app): State<AppState>,
-    Caller(who): Caller,
-    Path((id, path)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<(StatusCode, Json<upload::FileReceipt>)> {
-    let expected = headers
+/// The [`EXPECTED_SHA256_HEADER`] of a request, if it has one; 400 if it is not a digest.
+pub fn expected_sha256(headers: &HeaderMap) -> Result<Option<crate::domain::HexDigest>, Error> {
+    headers
         .get(EXPECTED_SHA256_HEADER)
         .map(|v| {
             v.to_str()
@@ -347,7 +342,17 @@ pub async fn put_file(
                     Error::BadRequest(format!("{EXPECTED_SHA256_HEADER} must be 64 hex digits"))
                 })
         })
-        .transpose()?;
+        .transpose()
+}
+
+pub async fn put_file(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<upload::FileReceipt>)> {
+    let expected = expected_sha256(&headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -376,7 +381,7 @@ pub async fn put_archive(
     Query(q): Query<ArchiveQuery>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<ArchiveAnswer>)> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -416,10 +421,14 @@ pub async fn put_archive(
         .await
     })
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "files": files })),
-    ))
+    Ok((StatusCode::CREATED, Json(ArchiveAnswer { files })))
+}
+
+/// The answer to `PUT /archive`: every member's receipt, in member order. Serialized straight
+/// from the receipts: a `serde_json::Value` of a 4,000-member batch held about 4 MB more.
+#[derive(serde::Serialize)]
+pub struct ArchiveAnswer {
+    files: Vec<upload::FileReceipt>,
 }
 
 pub async fn delete_file(

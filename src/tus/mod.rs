@@ -3,7 +3,9 @@
 //! protocol lives here: headers in, headers out; the work is `workflow::upload`'s.
 //!
 //! Upload metadata keys understood: `relativePath` (or `path`, or `filename`) names the file
-//! inside the transfer; `sha256` (hex) is the provider's digest, compared at seal. Instead of a
+//! inside the transfer; `sha256` (hex) is the provider's digest, compared at seal (a client
+//! that hashes while it sends gives it instead with a PATCH, in the header
+//! `Airlock-Expected-Sha256`, recorded with that PATCH's bytes). Instead of a
 //! file name, `archive` (`tar`) makes the upload a tar stream that the server expands into the
 //! transfer when its last byte arrives (`workflow::archive_upload`), under `prefix` if given.
 
@@ -325,7 +327,7 @@ pub async fn create(
         let stream = body.into_data_stream().map_err(|e| e.to_string());
         let (app2, who2, fid) = (app.clone(), who.clone(), file.id);
         let appended = crate::api::detached(async move {
-            upload::append(&app2, &who2, tid, fid, 0, checksum, stream).await
+            upload::append(&app2, &who2, tid, fid, 0, checksum, None, stream).await
         })
         .await;
         match appended {
@@ -410,6 +412,7 @@ pub async fn patch(
     let offset = parse_u64(&headers, "upload-offset")?
         .ok_or_else(|| TusResponse::from(Error::BadRequest("Upload-Offset is required".into())))?;
     let checksum = parse_checksum(&headers)?;
+    let expected = crate::api::expected_sha256(&headers)?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let (tid, fid) = (transfer_id(&id)?, file_id(&upload_id)?);
     let (app2, who2) = (app.clone(), who.clone());
@@ -417,6 +420,13 @@ pub async fn patch(
         .await?
         .is_some()
     {
+        if expected.is_some() {
+            return Err(Error::BadRequest(format!(
+                "{} is for one file; an archive's members carry theirs as AIRLOCK.sha256 records",
+                crate::api::EXPECTED_SHA256_HEADER
+            ))
+            .into());
+        }
         let origin = origin(
             addr,
             "PATCH",
@@ -441,7 +451,7 @@ pub async fn patch(
         }
     } else {
         let f = crate::api::detached(async move {
-            upload::append(&app2, &who2, tid, fid, offset, checksum, stream).await
+            upload::append(&app2, &who2, tid, fid, offset, checksum, expected, stream).await
         })
         .await?;
         with_offset(StatusCode::NO_CONTENT.into_response(), &f)

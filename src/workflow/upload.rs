@@ -333,17 +333,27 @@ impl Piece {
 
 /// Records a piece that does not finish the file, after re-checking in the same transaction
 /// that the transfer is open and the token live: bytes are never acknowledged after either.
-async fn record_piece(app: &App, who: &Principal, file: &FileRow, piece: Piece) -> Result<()> {
+async fn record_piece(
+    app: &App,
+    who: &Principal,
+    file: &FileRow,
+    piece: Piece,
+    expected: Option<&HexDigest>,
+) -> Result<()> {
     let mut tx = app.store.begin().await?;
     still_open(&mut tx, file.transfer_id).await?;
     token_still_live(&mut tx, who).await?;
     piece.record(&mut tx, file.id).await?;
+    if let Some(e) = expected {
+        tx.set_expected_sha256(file.id, e).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
 
 /// Marks a file complete with its digests and records it. `budget` is the transfer's size
 /// limit when the file's length was never declared: its real size is checked against it again.
+/// `expected`: the provider's SHA-256 sent with the last bytes (a tus PATCH), recorded with them.
 async fn complete(
     app: &App,
     who: &Principal,
@@ -351,6 +361,7 @@ async fn complete(
     state: &HashState,
     last_segment: Option<Piece>,
     budget: Option<u64>,
+    expected: Option<&HexDigest>,
 ) -> Result<FileRow> {
     let d = state.finish();
     let mut tx = app.store.begin().await?;
@@ -373,6 +384,9 @@ async fn complete(
         }
     }
     tx.complete_file(file.id, &d.sha256, &d.blake3).await?;
+    if let Some(e) = expected {
+        tx.set_expected_sha256(file.id, e).await?;
+    }
     tx.audit(
         AuditEvent::new(who.actor(), "file.uploaded")
             .transfer(file.transfer_id)
@@ -474,7 +488,7 @@ where
         added: size,
     };
     let budget = declared_len.is_none().then_some(limits.total);
-    match complete(app, who, &file, &state, Some(piece), budget).await {
+    match complete(app, who, &file, &state, Some(piece), budget, None).await {
         Ok(done) => Ok(FileReceipt::from(&done)),
         Err(e) => {
             discard(app, &file).await.ok();
@@ -569,7 +583,7 @@ pub async fn create_upload(
     )
     .await?;
     if new.length == 0 {
-        return complete(app, who, &file, &HashState::new(), None, None).await;
+        return complete(app, who, &file, &HashState::new(), None, None, None).await;
     }
     Ok(file)
 }
@@ -594,6 +608,7 @@ pub async fn upload_status(
 /// tus PATCH: appends `body` at `offset`. Returns the new offset. Bytes that arrived before an
 /// interruption are kept (and hashed) unless the chunk carried a checksum that can no longer
 /// be checked.
+#[allow(clippy::too_many_arguments)]
 pub async fn append<S, E>(
     app: &App,
     who: &Principal,
@@ -601,6 +616,7 @@ pub async fn append<S, E>(
     file_id: FileId,
     offset: u64,
     mut checksum: Option<ChunkChecksum>,
+    expected: Option<HexDigest>,
     body: S,
 ) -> Result<FileRow>
 where
@@ -625,6 +641,15 @@ where
             "Upload-Offset {offset} does not match the {} bytes stored; ask with HEAD and resume there",
             file.received
         )));
+    }
+    // The provider's digest may come with the last bytes instead of at creation (a client that
+    // hashes while it sends), but a file has one: a second, different one is refused.
+    if let (Some(e), Some(had)) = (&expected, &file.expected_sha256) {
+        if e.as_str() != had {
+            return Err(Error::BadRequest(format!(
+                "the expected sha256 {e} differs from the {had} this upload was given before"
+            )));
+        }
     }
     let length = file
         .length
@@ -704,7 +729,17 @@ where
     };
     if offset + added == length && !matches!(end, Ok(End::Interrupted(_))) {
         writer.commit().await?;
-        return match complete(app, who, &file, &state, Some(piece), None).await {
+        return match complete(
+            app,
+            who,
+            &file,
+            &state,
+            Some(piece),
+            None,
+            expected.as_ref(),
+        )
+        .await
+        {
             Ok(done) => Ok(done),
             Err(e) => {
                 piece.undo(app, t.id, file.id).await;
@@ -715,7 +750,7 @@ where
     }
     if added > 0 {
         writer.commit().await?;
-        if let Err(e) = record_piece(app, who, &file, piece).await {
+        if let Err(e) = record_piece(app, who, &file, piece, expected.as_ref()).await {
             piece.undo(app, t.id, file.id).await;
             *cached = Some(start);
             return Err(e);

@@ -3,15 +3,16 @@
 //! How a run goes:
 //! 1. **Select** ([`paths`]): walk the arguments, map each file to its path in the transfer,
 //!    apply `--exclude`, refuse links unless `--follow-links`.
-//! 2. **Reconcile** with the server, once: one walk of the transfer's file list
-//!    (`GET /api/v1/transfers/{id}/files?after=PATH&limit=N`, or the whole manifest from a
-//!    server without it). A file already complete there with the local digests is skipped; one
+//! 2. **Reconcile** with the server, once: one walk of the stretch of the transfer's file list
+//!    the selected paths fall in (`GET /api/v1/transfers/{id}/files?after=PATH&limit=N`, or
+//!    the whole manifest from a server without it). A file already complete there with the local digests is skipped; one
 //!    that differs, or an unfinished upload this cache did not start, is deleted there and
 //!    sent again from the start (reported as `changed`); an unfinished upload this cache
 //!    started for the file as it is now is resumed.
-//! 3. **Send**, `--jobs` at once: files of at least the tus threshold (8 MiB) by tus (the
-//!    SHA-256 computed in a first pass goes in the creation metadata, so the server compares
-//!    it; 32 MiB PATCHes read from the file as they go; the upload URL is saved in the
+//! 3. **Send**, `--jobs` at once: files of at least the tus threshold (8 MiB) by tus (SHA-256
+//!    and BLAKE3 computed on a blocking thread while the first chunks go; the SHA-256 goes
+//!    with the last PATCH, `Airlock-Expected-Sha256`, so the server compares it; 32 MiB
+//!    PATCHes read from the file as they go; the upload URL is saved in the
 //!    [`state`] cache before the first byte goes, so a run killed at any point resumes from the
 //!    server's HEAD offset and never re-sends an acknowledged byte); smaller files packed into
 //!    tar batches ([`batch`]) for `PUT /api/v1/transfers/{id}/archive`, or one PUT each where
@@ -391,9 +392,18 @@ async fn reconcile(
     files: Vec<LocalFile>,
     args: &UploadArgs,
 ) -> anyhow::Result<Vec<Work>> {
-    let server = list_all(ctx)
-        .await
-        .map_err(|f| anyhow::anyhow!("cannot read the transfer's files: {}", f.message()))?;
+    // Only the stretch of the server's list the selection's paths fall in (the selection is
+    // sorted): a run adding a folder to a transfer that already holds 90,000 files lists what
+    // is under that folder, not the 90,000.
+    let (lo, hi) = (
+        files.first().map(|f| f.remote.as_str()),
+        files.last().map(|f| f.remote.as_str()),
+    );
+    let server = match (lo, hi) {
+        (Some(lo), Some(hi)) => list_range(ctx, Some(lo), Some(hi)).await,
+        _ => Ok(HashMap::new()),
+    }
+    .map_err(|f| anyhow::anyhow!("cannot read the transfer's files: {}", f.message()))?;
     // Files the server holds complete at the same size: compared by digest, hashed here off
     // the async threads (and in parallel: this is the whole cost of a re-run).
     let to_hash: Vec<(usize, std::path::PathBuf)> = files
@@ -750,11 +760,6 @@ where
     }
 }
 
-/// Every file the server holds for this transfer, by path.
-async fn list_all(ctx: &Ctx) -> Result<HashMap<String, Receipt>, Failure> {
-    list_range(ctx, None, None).await
-}
-
 /// The files the server holds with paths in `lo..=hi` (`None`: unbounded). The list is
 /// ordered by path (bytewise), so the walk starts just before `lo` (at `lo` less its last
 /// character) and stops past `hi`.
@@ -912,15 +917,18 @@ async fn tus_inner(
             }
             (e, o)
         }
-        None => {
-            item.label(&format!("hashing {path}"));
-            let e = create(ctx, f).await?;
-            item.label(path);
-            (e, 0)
-        }
+        None => (create(ctx, f).await?, 0),
     };
     let url = ctx.absolute(&entry.url);
     let with_url = |e: String| (e, Some(url.clone()));
+    // The digests: from the run that hashed the file already, or computed now on a blocking
+    // thread while the first chunks go (one pass of time over the file, not a hashing pass
+    // before the first byte). The SHA-256 is needed only with the last PATCH.
+    let mut entry = entry;
+    let mut hashing = (entry.sha256.is_empty() || entry.blake3.is_empty()).then(|| {
+        let local = f.local.clone();
+        tokio::task::spawn_blocking(move || hash_big_file(&local))
+    });
     let mut attempt = 1;
     while offset < f.size {
         if !unchanged(f) {
@@ -930,6 +938,14 @@ async fn tus_inner(
             )));
         }
         let len = (f.size - offset).min(ctx.chunk);
+        let last = offset + len == f.size;
+        if last {
+            if let Some(h) = hashing.take() {
+                digests_into(ctx, f, &mut entry, h)
+                    .await
+                    .map_err(with_url)?;
+            }
+        }
         // No Upload-Checksum: it would cost a SHA-256 of every chunk on both sides, and a
         // chunk that carries one is discarded whole when cut off, where one without keeps
         // what arrived. The end-to-end SHA-256 and BLAKE3 check every byte anyway.
@@ -939,8 +955,14 @@ async fn tus_inner(
             .header("Tus-Resumable", TUS_VERSION)
             .header("Upload-Offset", offset.to_string())
             .header("Content-Type", "application/offset+octet-stream")
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(ctx.file_body(f.local.clone(), offset, len, item.clone()));
+            .header(reqwest::header::CONTENT_LENGTH, len);
+        // With the last bytes, the provider's SHA-256: the server compares it at seal.
+        let req = if last {
+            req.header(EXPECTED_SHA256, &entry.sha256)
+        } else {
+            req
+        }
+        .body(ctx.file_body(f.local.clone(), offset, len, item.clone()));
         match ctx.send(req, len).await {
             Ok(r) => {
                 offset = header_u64(&r, "upload-offset").unwrap_or(offset + len);
@@ -975,6 +997,13 @@ async fn tus_inner(
             }
         }
     }
+    // Every byte was already on the server (an earlier run sent the last one, with the
+    // digest, and stopped before confirming it): the digests are still checked.
+    if let Some(h) = hashing.take() {
+        digests_into(ctx, f, &mut entry, h)
+            .await
+            .map_err(with_url)?;
+    }
     let r = retrying(ctx, path, || receipt_of(ctx, path))
         .await
         .map_err(|e| with_url(e.message()))?
@@ -989,26 +1018,38 @@ async fn tus_inner(
     Ok((entry.sha256, entry.blake3))
 }
 
-/// tus creation, after hashing the file (the server takes the `sha256` only at creation).
-/// The URL is saved before any byte is sent.
-async fn create(ctx: &Arc<Ctx>, f: &LocalFile) -> Result<Entry, (String, Option<String>)> {
-    let path = f.remote.as_str();
-    let local = f.local.clone();
-    let (sha, b3, n) = tokio::task::spawn_blocking(move || hash_big_file(&local))
+/// The provider's SHA-256, sent with the last PATCH (the server records it with those bytes).
+const EXPECTED_SHA256: &str = "airlock-expected-sha256";
+
+/// Waits for the hashing of `f` and keeps its digests in `entry` and in the state cache, so
+/// a later run resumes without hashing again.
+async fn digests_into(
+    ctx: &Ctx,
+    f: &LocalFile,
+    entry: &mut Entry,
+    hashing: tokio::task::JoinHandle<std::io::Result<(String, String, u64)>>,
+) -> Result<(), String> {
+    let (sha, b3, n) = hashing
         .await
-        .map_err(|e| (format!("hashing worker failed: {e}"), None))?
-        .map_err(|e| (format!("cannot read {}: {e}", f.local.display()), None))?;
+        .map_err(|e| format!("hashing worker failed: {e}"))?
+        .map_err(|e| format!("cannot read {}: {e}", f.local.display()))?;
     if n != f.size || !unchanged(f) {
-        return Err((
-            format!(
-                "{} changed while it was being read; run again",
-                f.local.display()
-            ),
-            None,
+        return Err(format!(
+            "{} changed while it was being read; run again to send it from the start",
+            f.local.display()
         ));
     }
+    entry.sha256 = sha;
+    entry.blake3 = b3;
+    ctx.state.save(entry).map_err(|e| format!("{e:#}"))
+}
+
+/// tus creation. The URL is saved before any byte is sent; the digests follow once hashed
+/// (`digests_into`).
+async fn create(ctx: &Arc<Ctx>, f: &LocalFile) -> Result<Entry, (String, Option<String>)> {
+    let path = f.remote.as_str();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let meta = format!("filename {},sha256 {}", b64(path), b64(&sha));
+    let meta = format!("filename {}", b64(path));
     let mut attempt = 1;
     let mut unsure = false;
     let url = loop {
@@ -1056,8 +1097,8 @@ async fn create(ctx: &Arc<Ctx>, f: &LocalFile) -> Result<Entry, (String, Option<
         size: f.size,
         mtime: f.mtime,
         url: url.clone(),
-        sha256: sha,
-        blake3: b3,
+        sha256: String::new(),
+        blake3: String::new(),
     };
     ctx.state
         .save(&entry)

@@ -24,7 +24,8 @@ pub struct Entry {
     /// The tus upload URL as the server's Location gave it (usually a path, resolved
     /// against the server address of each run).
     pub url: String,
-    /// Digests of the local file when the upload was created.
+    /// Digests of the local file, once hashed: empty until then (the hashing runs while the
+    /// first chunks are sent), and hashed again by a run that resumes before it finished.
     pub sha256: String,
     pub blake3: String,
 }
