@@ -989,3 +989,84 @@ async fn a_run_adding_a_folder_reads_only_its_stretch_of_the_servers_list() {
     assert_eq!(list_requests(&s).await - before, 1);
     assert_server_matches_tree(&s, src.path()).await;
 }
+
+/// The client's saved state for `path` in this transfer (`state.rs`), if it has one.
+fn saved_entry(s: &Setup, path: &str) -> Option<Value> {
+    use sha2::Digest;
+    let key = hex::encode(sha2::Sha256::digest(path.as_bytes()));
+    let file = s
+        .cache
+        .path()
+        .join("transfers")
+        .join(&s.id)
+        .join(format!("{key}.json"));
+    serde_json::from_slice(&std::fs::read(file).ok()?).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_file_is_hashed_while_it_is_sent_and_a_resumed_run_keeps_the_digests() {
+    // No hashing pass before the first byte: the first PATCH is acknowledged while the digests
+    // are still unknown to the client's state, they are saved once computed (so a run killed
+    // after that does not hash again), and the last PATCH carries the SHA-256.
+    let s = setup().await;
+    let src = tempfile::tempdir().unwrap();
+    const BIG: usize = 48 * MIB;
+    make_tree(src.path(), &[BIG], 0, 0);
+    let big = "big/file0.bin";
+    let sha = digests_of_tree("sha256sum", src.path())[big].clone();
+    let b3 = digests_of_tree("b3sum", src.path())[big].clone();
+    let args = ["--json", "--chunk-size", "4194304", "."];
+    let mut first = s
+        .command(
+            &s.app.url,
+            src.path(),
+            &[&["--limit-rate", "4M"], &args[..]].concat(),
+        )
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    // Bytes went before the digests were known...
+    while s.received(big).await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+        assert!(waited < 1500, "nothing arrived");
+    }
+    let e = saved_entry(&s, big).expect("the upload URL is saved before any byte goes");
+    assert!(e["url"].as_str().is_some_and(|u| !u.is_empty()), "{e}");
+    // ...and once known, they are kept while the upload goes on.
+    let mut waited = 0;
+    let e = loop {
+        if let Some(e) = saved_entry(&s, big).filter(|e| e["sha256"] != "") {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+        assert!(waited < 1500, "the digests were never saved");
+        if let Ok(Some(st)) = first.try_wait() {
+            panic!("the first run ended before it was killed: {st}");
+        }
+    };
+    assert_eq!(e["sha256"], sha);
+    assert_eq!(e["blake3"], b3);
+    // Kept well before the end (hashing 48 MiB takes a fraction of the 12 s the rate cap
+    // gives the sending), not only when the last PATCH needs them.
+    let at = s.received(big).await;
+    assert!(at < BIG as u64 / 2, "the digests were saved only at {at}");
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked = s.received(big).await;
+    assert!(acked > 0 && acked < BIG as u64, "killed at {acked}");
+    let out = s.upload(src.path(), &args).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ev = events(&out);
+    assert_eq!(
+        of_kind(&ev, "resumed")[0]["offset"].as_u64().unwrap(),
+        acked
+    );
+    let done = of_kind(&ev, "done");
+    assert_eq!(done[0]["sha256"], sha);
+    assert_eq!(done[0]["blake3"], b3);
+    // The server has the provider's SHA-256, from the last PATCH.
+    assert_server_matches_tree(&s, src.path()).await;
+}

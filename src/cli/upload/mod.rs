@@ -968,6 +968,15 @@ async fn tus_inner(
                 offset = header_u64(&r, "upload-offset").unwrap_or(offset + len);
                 item.rewind(offset);
                 attempt = 1;
+                // Digests kept as soon as they are known: a run stopped after this resumes
+                // without hashing the file again.
+                if hashing.as_ref().is_some_and(|h| h.is_finished()) {
+                    if let Some(h) = hashing.take() {
+                        digests_into(ctx, f, &mut entry, h)
+                            .await
+                            .map_err(with_url)?;
+                    }
+                }
             }
             Err(e) => {
                 ctx.refused(&e);
