@@ -38,6 +38,17 @@ pub struct App {
     pub refusal_throttle: crate::workflow::throttle::RefusalThrottle,
     /// Signs the audit chain's head (`keys/anchor.key`).
     pub anchor_key: Arc<crate::audit::AnchorKey>,
+    /// tus archive uploads being expanded as their pieces arrive, on this replica.
+    pub expansions: crate::workflow::archive_upload::Expansions,
+    /// This `App` itself, for work that outlives the request that starts it (an expansion).
+    me: std::sync::Weak<App>,
+}
+
+impl App {
+    /// The shared handle of this `App` (`None` only while it is being dropped).
+    pub fn handle(&self) -> Option<Arc<App>> {
+        self.me.upgrade()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +111,9 @@ impl App {
             settings.audit.refusals_per_client,
             settings.audit.refusals_per_token,
         );
-        Ok(Arc::new(App {
+        Ok(Arc::new_cyclic(|me| App {
+            me: me.clone(),
+            expansions: Default::default(),
             settings,
             store,
             volumes,

@@ -339,7 +339,7 @@ async fn head_offset(t: &TestApp, tok: &str, url: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_tar_over_tus_resumes_after_an_interruption_and_a_restart_and_expands_at_the_end() {
+async fn a_tar_over_tus_resumes_after_an_interruption_and_a_restart_and_is_accepted_at_the_end() {
     let t = TestApp::spawn().await;
     let people = t.bootstrap(2).await;
     let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
@@ -491,6 +491,83 @@ async fn a_refused_tar_over_tus_answers_the_final_patch_and_leaves_nothing() {
         v["error"].as_str().unwrap().contains("symbolic link"),
         "{v}"
     );
+    assert_eq!(snapshot(&t, &id).await, before);
+    let r = reqwest::Client::new()
+        .head(&url)
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(audit_actions(&t, "archive.refused").await, 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tar_over_tus_is_expanded_as_it_arrives_and_a_bad_member_refuses_the_patch_that_brings_it(
+) {
+    let t = TestApp::spawn().await;
+    let people = t.bootstrap(2).await;
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let tok = t.upload_token(&people.pm, &id, Value::Null).await;
+    let before = snapshot(&t, &id).await;
+    let big = bytes(3_000_000, 77);
+    let tar = archive(&[
+        M::File("first.txt", b"first"),
+        M::File("large.bin", &big),
+        M::Symlink("sneaky", "/etc/shadow"),
+        M::File("after.bin", &big),
+    ]);
+    let r = t
+        .tus_create(&tok, &id)
+        .header("Upload-Length", tar.len().to_string())
+        .header("Upload-Metadata", tus_archive_meta(None))
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}{}", t.url, r.headers()["location"].to_str().unwrap());
+    // The first PATCH: the first member and most of the large one. Taken in as it arrives:
+    // its members are written to quarantine already, none listed.
+    let cut = 2_000_000;
+    let r = t
+        .tus_patch(&tok, &url, 0, tar[..cut].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let tid: TransferId = id.parse().unwrap();
+    assert_eq!(t.app.store.totals(tid).await.unwrap().files, 0);
+    // (Members are written in 1 MiB parts: the first part of large.bin is on disk by now,
+    // give or take the last write landing.)
+    let mut stored = 0;
+    for _ in 0..40 {
+        stored = quarantine(&t)
+            .iter()
+            .filter(|(k, _)| !k.starts_with("archives/"))
+            .map(|(_, n)| *n)
+            .sum::<u64>();
+        if stored >= 1_000_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        stored >= 1_000_000,
+        "the members of the first piece are not written yet ({stored} bytes)"
+    );
+    // The second PATCH brings the link, and a megabyte past it: that PATCH is refused, the
+    // link named, before the rest of the archive is sent.
+    let link_end = 3_100_000 + 1_048_576;
+    let r = t
+        .tus_patch(&tok, &url, cut, tar[cut..link_end].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("`sneaky`"), "{v}");
+    // Nothing of it is kept: no member, no upload, the same quarantine as before.
     assert_eq!(snapshot(&t, &id).await, before);
     let r = reqwest::Client::new()
         .head(&url)

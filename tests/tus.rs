@@ -421,6 +421,19 @@ async fn the_providers_sha256_may_come_with_the_last_patch_and_is_compared_at_se
         }
     };
     let full = |loc: &str| format!("{}{loc}", t.url);
+    // A PATCH the server refuses before reading its body: on a connection of its own (the
+    // server closes it, and a pooled one would fail the next request).
+    let refused_patch = |url: &str, offset: usize, body: Vec<u8>, digest: String| {
+        reqwest::Client::new()
+            .patch(url)
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Airlock-Expected-Sha256", digest)
+            .body(body)
+            .send()
+    };
     let good = bytes(300_000, 31);
     let good_sha = hex::encode(sha2::Sha256::digest(&good));
     let rel = create("good.bin", good.len(), tus_meta("good.bin")).await;
@@ -432,10 +445,7 @@ async fn the_providers_sha256_may_come_with_the_last_patch_and_is_compared_at_se
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // Not a digest: 400, and the bytes are not taken.
-    let r = t
-        .tus_patch(&tok, &loc, 100_000, good[100_000..].to_vec())
-        .header("Airlock-Expected-Sha256", "not-hex")
-        .send()
+    let r = refused_patch(&loc, 100_000, good[100_000..].to_vec(), "not-hex".into())
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -460,10 +470,7 @@ async fn the_providers_sha256_may_come_with_the_last_patch_and_is_compared_at_se
     )
     .await;
     let loc2 = full(&rel2);
-    let r = t
-        .tus_patch(&tok, &loc2, 0, other.clone())
-        .header("Airlock-Expected-Sha256", "ab".repeat(32))
-        .send()
+    let r = refused_patch(&loc2, 0, other.clone(), "ab".repeat(32))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);

@@ -13,11 +13,14 @@
 //! Over tus (Upload-Metadata `archive dGFy`, optional `prefix`) the archive's own bytes are
 //! stored like any tus upload, apart from the transfer's files (`archive_uploads`, never listed
 //! or counted; seal refuses while one waits), and resume the same way, across restarts too.
-//! Expansion happens **when the final PATCH lands**, from the stored bytes; that PATCH answers
-//! the refusal if there is one, and a refusal removes the upload and everything expanded. The
-//! final piece is recorded only by the transaction that accepts the archive, so a crash
-//! during expansion leaves the upload one piece short: the client's HEAD shows where to resume
-//! and the same expansion runs again.
+//! It is expanded **as its pieces arrive**: each PATCH, once its piece is stored and recorded,
+//! feeds it to the upload's expansion (a task running the same `expand` over a channel,
+//! [`Expansion`]) and answers once it is taken in, so a bad member refuses the PATCH that
+//! brings it, and a refusal removes the upload and everything expanded. After a restart (or
+//! on another replica) the next PATCH starts the expansion again from the stored pieces. The
+//! PATCH with the last byte ends the archive and accepts it; that piece is recorded only by
+//! the accepting transaction, so a crash in between leaves the upload one piece short: the
+//! client's HEAD shows where to resume and the expansion runs again.
 //!
 //! All or nothing, under a crash too: members are written without rows; their list is spooled
 //! to a file in quarantine (so memory does not grow with the member count); once the stream
@@ -1050,23 +1053,21 @@ where
         };
     }
     writer.commit().await?;
+    // The segments as they stand with this piece.
+    let mut stored = sizes.clone();
+    if carried > 0 {
+        if let Some(last) = stored.last_mut() {
+            *last = carried + added;
+        }
+    } else {
+        stored.push(added);
+    }
+    let limits = limits(app, &ws)?;
     if offset + added == a.length && interrupted.is_none() {
         // The last piece is recorded by the transaction that accepts the archive, or never:
         // after a crash in between, the upload resumes one piece short and expands again.
-        let stream = app.volumes.read_archive(t.id, id, 0..seq + 1);
         let prefix = a.prefix.as_deref().map(RelPath::parse).transpose()?;
-        let limits = limits(app, &ws)?;
-        let done = expand_and_accept(
-            app,
-            who,
-            &t,
-            limits,
-            prefix.as_ref(),
-            Some(id),
-            &a.created_at,
-            stream,
-        )
-        .await;
+        let done = finish_expansion(app, who, &t, limits, prefix.as_ref(), &a, &stored).await;
         return match done {
             Ok(receipts) => {
                 app.volumes.delete_archive(t.id, id).await.ok();
@@ -1103,6 +1104,16 @@ where
         return Err(e);
     }
     tx.commit().await?;
+    // Expanded as it arrives: the piece, stored and recorded, goes on to the expansion; a bad
+    // member in it refuses the archive now, not when the last byte comes.
+    let prefix = a.prefix.as_deref().map(RelPath::parse).transpose()?;
+    if let Err(e) = advance(app, &t, limits, prefix.as_ref(), &a, &stored).await {
+        refused(app, who, origin, t.id, &e).await;
+        if !matches!(e, Error::Internal(_) | Error::InsufficientStorage(_)) {
+            drop_upload(app, &a).await?;
+        }
+        return Err(e);
+    }
     if let Some(e) = interrupted {
         return Err(Error::Interrupted(e));
     }
@@ -1112,6 +1123,317 @@ where
         .await?
         .ok_or_else(|| Error::Internal("archive upload vanished".into()))?;
     Ok(Appended::Stored(now))
+}
+
+// ---- a tus archive expanded as its pieces arrive -------------------------------------------
+
+/// What an expansion is fed: a stored piece's bytes, a mark answered once every byte before
+/// it has been taken in (parsed, members written), or the end of the archive.
+enum Feed {
+    Bytes(Bytes),
+    Sync(tokio::sync::oneshot::Sender<()>),
+    End,
+}
+
+/// How an expansion ended.
+enum Outcome {
+    /// Every byte expanded: the spooled members (written, not yet synced) and the archive's
+    /// own digests. `accept` takes it from here.
+    Expanded(Box<(Spool, Digests)>),
+    /// The archive is refused (a bad member, a limit) or our side failed; what it wrote is
+    /// removed.
+    Failed(Error),
+    /// Stopped before its end (abandoned, or no piece for `IDLE`); what it wrote is removed.
+    Abandoned,
+}
+
+/// A tus archive upload being expanded on this replica as its pieces arrive: a task runs
+/// `expand` over a channel that each PATCH feeds with its piece once the piece is stored
+/// and recorded (never a piece that may still be taken back).
+pub struct Expansion {
+    feed: tokio::sync::mpsc::Sender<Feed>,
+    /// Bytes of the upload fed so far.
+    fed: u64,
+    task: tokio::task::JoinHandle<Outcome>,
+}
+
+impl Expansion {
+    /// Stops it and waits until what it wrote is removed.
+    async fn abandon(self) {
+        drop(self.feed);
+        let _ = self.task.await;
+    }
+}
+
+/// The expansions running on this replica, by upload; each is taken and put back under its
+/// upload's lock. After a restart (or on another replica) there is none: the next PATCH
+/// starts one from the stored pieces.
+#[derive(Default)]
+pub struct Expansions(std::sync::Mutex<std::collections::HashMap<FileId, Expansion>>);
+
+impl Expansions {
+    fn take(&self, id: FileId) -> Option<Expansion> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)
+    }
+
+    fn put(&self, id: FileId, e: Expansion) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, e);
+    }
+}
+
+/// How long an expansion waits for the next piece before it stops and removes what it wrote
+/// (the upload stays; its next PATCH starts the expansion again from the stored pieces).
+const IDLE: Duration = Duration::from_secs(3600);
+/// Frames on their way to an expansion: the PATCH waits when it is this far ahead.
+const FEED_FRAMES: usize = 16;
+
+/// Starts expanding upload `a` of transfer `t` from its first byte.
+fn start_expansion(
+    app: &App,
+    t: &Transfer,
+    limits: Limits,
+    prefix: Option<&RelPath>,
+    budget_from: crate::store::Totals,
+) -> Result<Expansion> {
+    let app = app
+        .handle()
+        .ok_or_else(|| Error::Internal("the service is stopping".into()))?;
+    let (feed, rx) = tokio::sync::mpsc::channel::<Feed>(FEED_FRAMES);
+    let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = abandoned.clone();
+    let body = futures::stream::unfold(Some(rx), move |rx| {
+        let flag = flag.clone();
+        async move {
+            let mut rx = rx?;
+            loop {
+                return match tokio::time::timeout(IDLE, rx.recv()).await {
+                    Ok(Some(Feed::Bytes(b))) => Some((Ok::<Bytes, String>(b), Some(rx))),
+                    // Asked for more: everything before the mark has been taken in.
+                    Ok(Some(Feed::Sync(ack))) => {
+                        let _ = ack.send(());
+                        continue;
+                    }
+                    Ok(Some(Feed::End)) => None,
+                    // Abandoned, or idle too long: the stream fails, and the task cleans up.
+                    Ok(None) | Err(_) => {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        Some((Err("the upload's expansion was stopped".to_owned()), None))
+                    }
+                };
+            }
+        }
+    });
+    let (tid, prefix) = (t.id, prefix.cloned());
+    let budget = Budget {
+        limits,
+        files: budget_from.files,
+        bytes: budget_from.reserved,
+    };
+    let task = tokio::spawn(async move {
+        // A spool of its own (not named by the upload): one abandoned here and one started
+        // elsewhere never share a list.
+        let mut spool = match Spool::create(&app, FileId::new()).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let mut framer = Framer::new(Box::pin(body));
+        let expanded = expand(&app, tid, prefix.as_ref(), &budget, &mut spool, &mut framer).await;
+        let digests = framer.finish().await;
+        if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            spool.discard(&app, tid).await;
+            return Outcome::Abandoned;
+        }
+        let closed = match (expanded, digests) {
+            (Ok(()), Ok(d)) => spool.close().await.map(|()| d),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        match closed {
+            Ok(d) => Outcome::Expanded(Box::new((spool, d))),
+            Err(e) => {
+                spool.discard(&app, tid).await;
+                Outcome::Failed(e)
+            }
+        }
+    });
+    Ok(Expansion { feed, fed: 0, task })
+}
+
+/// The upload's expansion as far as the pieces before this one (`stored` less its last
+/// piece's new bytes, `before`): the running one if it has fed exactly those, else a new
+/// one (after a restart, or when something went wrong) that starts from the first byte.
+async fn expansion_at(
+    app: &App,
+    t: &Transfer,
+    limits: Limits,
+    prefix: Option<&RelPath>,
+    a: &ArchiveUploadRow,
+) -> Result<Expansion> {
+    match app.expansions.take(a.id) {
+        Some(ex) if ex.fed == a.received && !ex.task.is_finished() => Ok(ex),
+        other => {
+            if let Some(ex) = other {
+                ex.abandon().await;
+            }
+            let totals = app.store.totals(t.id).await?;
+            start_expansion(app, t, limits, prefix, totals)
+        }
+    }
+}
+
+/// Feeds the stored bytes from where the expansion stands up to `to` (`stored`: the sizes
+/// of the upload's pieces). False when the expansion stopped taking them (it has ended).
+async fn feed_stored(
+    app: &App,
+    t: &Transfer,
+    a: &ArchiveUploadRow,
+    stored: &[u64],
+    ex: &mut Expansion,
+    to: u64,
+) -> Result<bool> {
+    let mut start = 0u64;
+    for (seq, &len) in stored.iter().enumerate() {
+        let end = start + len;
+        if end <= ex.fed {
+            start = end;
+            continue;
+        }
+        if start >= to {
+            break;
+        }
+        let mut skip = ex.fed - start;
+        let seq = seq as u64;
+        let mut piece = app.volumes.read_archive(t.id, a.id, seq..seq + 1);
+        while let Some(chunk) = piece.next().await {
+            let mut chunk = chunk?;
+            if skip >= chunk.len() as u64 {
+                skip -= chunk.len() as u64;
+                continue;
+            }
+            let chunk = chunk.split_off(skip as usize);
+            skip = 0;
+            let room = (to - ex.fed).min(chunk.len() as u64) as usize;
+            if room == 0 {
+                break;
+            }
+            if ex
+                .feed
+                .send(Feed::Bytes(chunk.slice(..room)))
+                .await
+                .is_err()
+            {
+                return Ok(false);
+            }
+            ex.fed += room as u64;
+        }
+        start = end;
+    }
+    Ok(true)
+}
+
+/// After a piece that does not finish the upload is recorded: feeds it to the expansion and
+/// waits until it is taken in. An error is the archive's refusal (a bad member in what has
+/// arrived) or our failure; either way the expansion is gone.
+async fn advance(
+    app: &App,
+    t: &Transfer,
+    limits: Limits,
+    prefix: Option<&RelPath>,
+    a: &ArchiveUploadRow,
+    stored: &[u64],
+) -> Result<()> {
+    let mut ex = expansion_at(app, t, limits, prefix, a).await?;
+    let to: u64 = stored.iter().sum();
+    let fed = match feed_stored(app, t, a, stored, &mut ex, to).await {
+        Ok(fed) => fed,
+        Err(e) => {
+            ex.abandon().await;
+            return Err(e);
+        }
+    };
+    // The PATCH answers once its bytes are expanded: a bad member in them refuses it.
+    let running = fed && {
+        let (ack, taken) = tokio::sync::oneshot::channel();
+        ex.feed.send(Feed::Sync(ack)).await.is_ok() && taken.await.is_ok()
+    };
+    if running {
+        app.expansions.put(a.id, ex);
+        return Ok(());
+    }
+    // It ended before the archive did: a refusal, or it was stopped.
+    drop(ex.feed);
+    match ex.task.await {
+        Ok(Outcome::Failed(e)) => Err(e),
+        Ok(Outcome::Abandoned) => Ok(()),
+        Ok(Outcome::Expanded(done)) => {
+            done.0.discard(app, t.id).await;
+            Err(corrupt("the archive ended before the upload's last byte"))
+        }
+        Err(e) => Err(Error::Internal(format!("archive expansion failed: {e}"))),
+    }
+}
+
+/// With the last piece stored: feeds the rest, ends the archive, and accepts what was
+/// expanded (all or nothing, as a PUT archive is).
+async fn finish_expansion(
+    app: &App,
+    who: &Principal,
+    t: &Transfer,
+    limits: Limits,
+    prefix: Option<&RelPath>,
+    a: &ArchiveUploadRow,
+    stored: &[u64],
+) -> Result<Vec<FileReceipt>> {
+    let mut ex = expansion_at(app, t, limits, prefix, a).await?;
+    let fed = match feed_stored(app, t, a, stored, &mut ex, a.length).await {
+        Ok(fed) => fed,
+        Err(e) => {
+            ex.abandon().await;
+            return Err(e);
+        }
+    };
+    if fed {
+        // The end of the stream: the expansion checks the archive's trailer and finishes.
+        let _ = ex.feed.send(Feed::End).await;
+    }
+    drop(ex.feed);
+    let outcome = ex
+        .task
+        .await
+        .map_err(|e| Error::Internal(format!("archive expansion failed: {e}")))?;
+    let (mut spool, digests) = match outcome {
+        Outcome::Expanded(done) => *done,
+        Outcome::Failed(e) => return Err(e),
+        Outcome::Abandoned => {
+            return Err(Error::Internal(
+                "the archive's expansion stopped before its end".into(),
+            ))
+        }
+    };
+    match accept(
+        app,
+        who,
+        t,
+        limits,
+        &mut spool,
+        &digests,
+        prefix,
+        Some(a.id),
+        &a.created_at,
+    )
+    .await
+    {
+        Ok(receipts) => {
+            spool.remove().await;
+            Ok(receipts)
+        }
+        Err(e) => {
+            spool.discard(app, t.id).await;
+            Err(e)
+        }
+    }
 }
 
 /// Writes a batch of frames, updating the tus chunk checksum off the async threads.
@@ -1165,6 +1487,9 @@ async fn undo_piece(app: &App, a: &ArchiveUploadRow, seq: u64, carried: u64) {
 
 /// Removes an archive upload: its row, then its bytes.
 async fn drop_upload(app: &App, a: &ArchiveUploadRow) -> Result<()> {
+    if let Some(ex) = app.expansions.take(a.id) {
+        ex.abandon().await;
+    }
     let mut tx = app.store.begin().await?;
     tx.delete_archive_upload(a.id).await?;
     tx.commit().await?;
