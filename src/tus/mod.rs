@@ -211,8 +211,8 @@ async fn create_archive(
         .await;
         match appended {
             Ok(Appended::Stored(now)) => now.received,
-            Ok(Appended::Accepted { length, receipts }) => {
-                extra = Some(receipts.len());
+            Ok(Appended::Accepted { length, accepted }) => {
+                extra = Some(accepted.files);
                 length
             }
             Err(Error::Interrupted(_)) => archive_upload::upload_status(app, who, tid, a.id)
@@ -442,10 +442,10 @@ pub async fn patch(
                 a.received,
                 Some(a.length),
             ),
-            Appended::Accepted { length, receipts } => {
+            Appended::Accepted { length, accepted } => {
                 let mut r =
                     with_offsets(StatusCode::NO_CONTENT.into_response(), length, Some(length));
-                r.headers_mut().insert(ARCHIVE_FILES, receipts.len().into());
+                r.headers_mut().insert(ARCHIVE_FILES, accepted.files.into());
                 r
             }
         }
