@@ -321,14 +321,19 @@ fn tus_archive_meta(prefix: Option<&str>) -> String {
     m
 }
 
-async fn head_offset(t: &TestApp, tok: &str, url: &str) -> u64 {
-    let r = reqwest::Client::new()
+/// The status of a tus HEAD of the upload at `url`, and its answer.
+async fn tus_head(tok: &str, url: &str) -> reqwest::Response {
+    reqwest::Client::new()
         .head(url)
         .bearer_auth(tok)
         .header("Tus-Resumable", "1.0.0")
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn head_offset(t: &TestApp, tok: &str, url: &str) -> u64 {
+    let r = tus_head(tok, url).await;
     assert_eq!(r.status(), StatusCode::OK);
     let _ = t;
     r.headers()["upload-offset"]
@@ -448,14 +453,7 @@ async fn a_tar_over_tus_resumes_after_an_interruption_and_a_restart_and_is_accep
         files.len() as u64 + 1
     );
     // The upload itself is gone, and so are its bytes.
-    let r = reqwest::Client::new()
-        .head(&url)
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(tus_head(&tok, &url).await.status(), StatusCode::NOT_FOUND);
     assert!(!quarantine(&t).keys().any(|k| k.starts_with("archives/")));
     let (s, v) = t
         .post_json(&tok, &format!("/transfers/{id}/seal"), Value::Null)
@@ -492,14 +490,7 @@ async fn a_refused_tar_over_tus_answers_the_final_patch_and_leaves_nothing() {
         "{v}"
     );
     assert_eq!(snapshot(&t, &id).await, before);
-    let r = reqwest::Client::new()
-        .head(&url)
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(tus_head(&tok, &url).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(audit_actions(&t, "archive.refused").await, 1);
     t.stop().await;
 }
@@ -569,14 +560,7 @@ async fn a_tar_over_tus_is_expanded_as_it_arrives_and_a_bad_member_refuses_the_p
     assert!(v["error"].as_str().unwrap().contains("`sneaky`"), "{v}");
     // Nothing of it is kept: no member, no upload, the same quarantine as before.
     assert_eq!(snapshot(&t, &id).await, before);
-    let r = reqwest::Client::new()
-        .head(&url)
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(tus_head(&tok, &url).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(audit_actions(&t, "archive.refused").await, 1);
     t.stop().await;
 }

@@ -406,6 +406,18 @@ struct Budget {
     bytes: u64,
 }
 
+impl Budget {
+    /// The transfer's budget as its totals stand now.
+    async fn now(app: &App, t: &Transfer, limits: Limits) -> Result<Budget> {
+        let totals = app.store.totals(t.id).await?;
+        Ok(Budget {
+            limits,
+            files: totals.files,
+            bytes: totals.reserved,
+        })
+    }
+}
+
 /// Writes one member's `size` bytes, hashing them: a small one into the archive's pack (its
 /// place there is returned), a larger one to segment 0 of `id`. No fsync (the archive is
 /// synced once, before it is accepted).
@@ -741,6 +753,59 @@ async fn accept(
     })
 }
 
+/// Expands the whole of `framer`'s stream into `spool`, then closes it: the archive's own
+/// digests once every member is written (unsynced), ready for `accept`. On an error the spool
+/// is left for the caller to discard.
+async fn expand_all<S, E>(
+    app: &App,
+    transfer: TransferId,
+    prefix: Option<&RelPath>,
+    budget: &Budget,
+    spool: &mut Spool,
+    mut framer: Framer<S>,
+) -> Result<Digests>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let expanded = expand(app, transfer, prefix, budget, spool, &mut framer).await;
+    let digests = framer.finish().await;
+    match (expanded, digests) {
+        (Ok(()), Ok(d)) => spool.close().await.map(|()| d),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+/// `accept`, then the spool goes: only its list once the archive is accepted, everything it
+/// wrote if not.
+#[allow(clippy::too_many_arguments)]
+async fn accept_or_discard(
+    app: &App,
+    who: &Principal,
+    t: &Transfer,
+    limits: Limits,
+    mut spool: Spool,
+    archive: &Digests,
+    prefix: Option<&RelPath>,
+    upload: Option<FileId>,
+    started_at: &str,
+) -> Result<Accepted> {
+    let done = accept(
+        app, who, t, limits, &mut spool, archive, prefix, upload, started_at,
+    )
+    .await;
+    match done {
+        Ok(accepted) => {
+            spool.remove().await;
+            Ok(accepted)
+        }
+        Err(e) => {
+            spool.discard(app, t.id).await;
+            Err(e)
+        }
+    }
+}
+
 /// Expands `body` into the transfer and accepts it whole, or removes everything it wrote.
 #[allow(clippy::too_many_arguments)]
 async fn expand_and_accept<S, E>(
@@ -757,39 +822,23 @@ where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let totals = app.store.totals(t.id).await?;
-    let budget = Budget {
-        limits,
-        files: totals.files,
-        bytes: totals.reserved,
-    };
+    let budget = Budget::now(app, t, limits).await?;
     let mut spool = Spool::create(app, upload.unwrap_or_default()).await?;
-    let mut framer = Framer::new(body);
-    let expanded = expand(app, t.id, prefix, &budget, &mut spool, &mut framer).await;
-    let digests = framer.finish().await;
-    let done = match (expanded, digests) {
-        (Ok(()), Ok(d)) => match spool.close().await {
-            Ok(()) => {
-                let archive = &d;
-                accept(
-                    app, who, t, limits, &mut spool, archive, prefix, upload, started_at,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        },
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    match done {
-        Ok(accepted) => {
-            spool.remove().await;
-            Ok(accepted)
+    match expand_all(app, t.id, prefix, &budget, &mut spool, Framer::new(body)).await {
+        Ok(d) => {
+            accept_or_discard(app, who, t, limits, spool, &d, prefix, upload, started_at).await
         }
         Err(e) => {
             spool.discard(app, t.id).await;
             Err(e)
         }
     }
+}
+
+/// Whether `e` is our own failure (the upload stays, to be resumed), not the archive's
+/// refusal (which removes the upload: the same bytes would meet it again).
+fn ours(e: &Error) -> bool {
+    matches!(e, Error::Internal(_) | Error::InsufficientStorage(_))
 }
 
 /// Audits a refused archive once (through the token-event summariser).
@@ -1103,7 +1152,7 @@ where
                 refused(app, who, origin, t.id, &e).await;
                 // A refusal removes the upload too; so does anything the same bytes would
                 // meet again. Only our own failures leave it to be resumed.
-                if !matches!(e, Error::Internal(_) | Error::InsufficientStorage(_)) {
+                if !ours(&e) {
                     drop_upload(app, &a).await?;
                 } else {
                     undo_piece(app, &a, seq, carried).await;
@@ -1131,7 +1180,7 @@ where
     let prefix = a.prefix.as_deref().map(RelPath::parse).transpose()?;
     if let Err(e) = advance(app, &t, limits, prefix.as_ref(), &a, &stored).await {
         refused(app, who, origin, t.id, &e).await;
-        if !matches!(e, Error::Internal(_) | Error::InsufficientStorage(_)) {
+        if !ours(&e) {
             drop_upload(app, &a).await?;
         }
         return Err(e);
@@ -1216,9 +1265,8 @@ const FEED_FRAMES: usize = 16;
 fn start_expansion(
     app: &App,
     t: &Transfer,
-    limits: Limits,
     prefix: Option<&RelPath>,
-    budget_from: crate::store::Totals,
+    budget: Budget,
 ) -> Result<Expansion> {
     let app = app
         .handle()
@@ -1249,11 +1297,6 @@ fn start_expansion(
         }
     });
     let (tid, prefix) = (t.id, prefix.cloned());
-    let budget = Budget {
-        limits,
-        files: budget_from.files,
-        bytes: budget_from.reserved,
-    };
     let task = tokio::spawn(async move {
         // A spool of its own (not named by the upload): one abandoned here and one started
         // elsewhere never share a list.
@@ -1261,18 +1304,13 @@ fn start_expansion(
             Ok(s) => s,
             Err(e) => return Outcome::Failed(e),
         };
-        let mut framer = Framer::new(Box::pin(body));
-        let expanded = expand(&app, tid, prefix.as_ref(), &budget, &mut spool, &mut framer).await;
-        let digests = framer.finish().await;
+        let framer = Framer::new(Box::pin(body));
+        let expanded = expand_all(&app, tid, prefix.as_ref(), &budget, &mut spool, framer).await;
         if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
             spool.discard(&app, tid).await;
             return Outcome::Abandoned;
         }
-        let closed = match (expanded, digests) {
-            (Ok(()), Ok(d)) => spool.close().await.map(|()| d),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        match closed {
+        match expanded {
             Ok(d) => Outcome::Expanded(Box::new((spool, d))),
             Err(e) => {
                 spool.discard(&app, tid).await;
@@ -1283,9 +1321,9 @@ fn start_expansion(
     Ok(Expansion { feed, fed: 0, task })
 }
 
-/// The upload's expansion as far as the pieces before this one (`stored` less its last
-/// piece's new bytes, `before`): the running one if it has fed exactly those, else a new
-/// one (after a restart, or when something went wrong) that starts from the first byte.
+/// The upload's expansion as far as the bytes recorded before this PATCH (`a.received`): the
+/// running one if it has fed exactly those, else a new one (after a restart, or when
+/// something went wrong) that starts from the first byte.
 async fn expansion_at(
     app: &App,
     t: &Transfer,
@@ -1299,8 +1337,8 @@ async fn expansion_at(
             if let Some(ex) = other {
                 ex.abandon().await;
             }
-            let totals = app.store.totals(t.id).await?;
-            start_expansion(app, t, limits, prefix, totals)
+            let budget = Budget::now(app, t, limits).await?;
+            start_expansion(app, t, prefix, budget)
         }
     }
 }
@@ -1425,7 +1463,7 @@ async fn finish_expansion(
         .task
         .await
         .map_err(|e| Error::Internal(format!("archive expansion failed: {e}")))?;
-    let (mut spool, digests) = match outcome {
+    let (spool, digests) = match outcome {
         Outcome::Expanded(done) => *done,
         Outcome::Failed(e) => return Err(e),
         Outcome::Abandoned => {
@@ -1434,28 +1472,18 @@ async fn finish_expansion(
             ))
         }
     };
-    match accept(
+    accept_or_discard(
         app,
         who,
         t,
         limits,
-        &mut spool,
+        spool,
         &digests,
         prefix,
         Some(a.id),
         &a.created_at,
     )
     .await
-    {
-        Ok(accepted) => {
-            spool.remove().await;
-            Ok(accepted)
-        }
-        Err(e) => {
-            spool.discard(app, t.id).await;
-            Err(e)
-        }
-    }
 }
 
 /// Writes a batch of frames, updating the tus chunk checksum off the async threads.

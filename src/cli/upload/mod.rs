@@ -940,11 +940,9 @@ async fn tus_inner(
         let len = (f.size - offset).min(ctx.chunk);
         let last = offset + len == f.size;
         if last {
-            if let Some(h) = hashing.take() {
-                digests_into(ctx, f, &mut entry, h)
-                    .await
-                    .map_err(with_url)?;
-            }
+            digests_into(ctx, f, &mut entry, &mut hashing, true)
+                .await
+                .map_err(with_url)?;
         }
         // No Upload-Checksum: it would cost a SHA-256 of every chunk on both sides, and a
         // chunk that carries one is discarded whole when cut off, where one without keeps
@@ -958,7 +956,7 @@ async fn tus_inner(
             .header(reqwest::header::CONTENT_LENGTH, len);
         // With the last bytes, the provider's SHA-256: the server compares it at seal.
         let req = if last {
-            req.header(EXPECTED_SHA256, &entry.sha256)
+            req.header(crate::api::EXPECTED_SHA256_HEADER, &entry.sha256)
         } else {
             req
         }
@@ -970,13 +968,9 @@ async fn tus_inner(
                 attempt = 1;
                 // Digests kept as soon as they are known: a run stopped after this resumes
                 // without hashing the file again.
-                if hashing.as_ref().is_some_and(|h| h.is_finished()) {
-                    if let Some(h) = hashing.take() {
-                        digests_into(ctx, f, &mut entry, h)
-                            .await
-                            .map_err(with_url)?;
-                    }
-                }
+                digests_into(ctx, f, &mut entry, &mut hashing, false)
+                    .await
+                    .map_err(with_url)?;
             }
             Err(e) => {
                 ctx.refused(&e);
@@ -1008,11 +1002,9 @@ async fn tus_inner(
     }
     // Every byte was already on the server (an earlier run sent the last one, with the
     // digest, and stopped before confirming it): the digests are still checked.
-    if let Some(h) = hashing.take() {
-        digests_into(ctx, f, &mut entry, h)
-            .await
-            .map_err(with_url)?;
-    }
+    digests_into(ctx, f, &mut entry, &mut hashing, true)
+        .await
+        .map_err(with_url)?;
     let r = retrying(ctx, path, || receipt_of(ctx, path))
         .await
         .map_err(|e| with_url(e.message()))?
@@ -1027,18 +1019,26 @@ async fn tus_inner(
     Ok((entry.sha256, entry.blake3))
 }
 
-/// The provider's SHA-256, sent with the last PATCH (the server records it with those bytes).
-const EXPECTED_SHA256: &str = "airlock-expected-sha256";
+/// A big file's hashing on a blocking thread: SHA-256, BLAKE3 and the bytes read.
+type Hashing = tokio::task::JoinHandle<std::io::Result<(String, String, u64)>>;
 
-/// Waits for the hashing of `f` and keeps its digests in `entry` and in the state cache, so
-/// a later run resumes without hashing again.
+/// Once the hashing of `f` has ended (or, with `wait`, after waiting for it): keeps its
+/// digests in `entry` and in the state cache, so a later run resumes without hashing again.
+/// Nothing to do once they are kept.
 async fn digests_into(
     ctx: &Ctx,
     f: &LocalFile,
     entry: &mut Entry,
-    hashing: tokio::task::JoinHandle<std::io::Result<(String, String, u64)>>,
+    hashing: &mut Option<Hashing>,
+    wait: bool,
 ) -> Result<(), String> {
-    let (sha, b3, n) = hashing
+    if !wait && !hashing.as_ref().is_some_and(|h| h.is_finished()) {
+        return Ok(());
+    }
+    let Some(h) = hashing.take() else {
+        return Ok(());
+    };
+    let (sha, b3, n) = h
         .await
         .map_err(|e| format!("hashing worker failed: {e}"))?
         .map_err(|e| format!("cannot read {}: {e}", f.local.display()))?;
@@ -1334,7 +1334,7 @@ async fn send_put(ctx: &Arc<Ctx>, m: &batch::Member, announce: bool) {
         let req = ctx
             .http
             .put(ctx.file_url(path))
-            .header("airlock-expected-sha256", &m.sha256)
+            .header(crate::api::EXPECTED_SHA256_HEADER, &m.sha256)
             .header(reqwest::header::CONTENT_LENGTH, data.len() as u64)
             .body(ctx.body(data.clone(), item.clone()));
         match ctx.send(req, data.len() as u64).await {
