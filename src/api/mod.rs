@@ -1,5 +1,7 @@
 //! Thin JSON API handlers: extract, call one workflow function, map the result.
 
+pub mod egress;
+
 use crate::domain::TransferId;
 use crate::server::error::ApiError;
 use crate::server::AppState;
@@ -45,7 +47,7 @@ pub fn transfer_id(raw: &str) -> Result<TransferId, ApiError> {
         .map_err(|_| ApiError(Error::NotFound(format!("no transfer {raw}"))))
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Logs every request with its status and duration.
 pub async fn trace_requests(req: Request, next: Next) -> Response {
@@ -313,7 +315,7 @@ pub async fn detached<T: Send + 'static>(
 }
 
 /// Optional JSON bodies: empty means defaults.
-fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
@@ -322,7 +324,7 @@ fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Res
 }
 
 /// A required JSON body.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
 }

@@ -20,13 +20,15 @@ const ISSUER: &str = "airlock";
 pub enum TokenKind {
     Staff,
     Upload,
+    /// A named recipient's read-only token for one released egress package.
+    Collect,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
     pub typ: TokenKind,
-    /// The user id (staff) or the transfer id (upload).
+    /// The user id (staff) or the transfer id (upload, collect).
     pub sub: String,
     pub jti: String,
     pub iat: i64,
@@ -107,6 +109,10 @@ impl Keys {
 
     pub fn mint_upload(&self, transfer: TransferId, ttl: Duration) -> (TokenId, String, i64) {
         self.mint(TokenKind::Upload, &transfer.to_string(), ttl)
+    }
+
+    pub fn mint_collect(&self, transfer: TransferId, ttl: Duration) -> (TokenId, String, i64) {
+        self.mint(TokenKind::Collect, &transfer.to_string(), ttl)
     }
 
     /// Checks signature (HS256 only: `alg: none` and every other algorithm are refused),

@@ -9,14 +9,14 @@ use anyhow::{anyhow, bail, Context};
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
-fn staff_token() -> anyhow::Result<String> {
+pub(super) fn staff_token() -> anyhow::Result<String> {
     std::env::var("AIRLOCK_TOKEN").map_err(|_| {
         anyhow!("set AIRLOCK_TOKEN to a staff token (airlock admin token USER prints one)")
     })
 }
 
 /// Sends a request and turns an error status into the server's message.
-async fn send(req: RequestBuilder) -> anyhow::Result<Response> {
+pub(super) async fn send(req: RequestBuilder) -> anyhow::Result<Response> {
     let resp = req
         .send()
         .await

@@ -2,6 +2,8 @@
 //! client commands that talk to a running server (`transfer`, `upload`, `seal`).
 
 mod client;
+mod egress;
+pub use egress::{CollectArgs, EgressCommand};
 pub mod upload;
 
 use crate::app::App;
@@ -116,6 +118,14 @@ pub enum Command {
     /// Work with transfers (needs AIRLOCK_TOKEN, a staff token).
     #[command(subcommand)]
     Transfer(TransferCommand),
+    /// Egress requests: a researcher's outputs, checked by output checkers, collected by
+    /// named recipients (needs AIRLOCK_TOKEN, a staff token).
+    #[command(subcommand)]
+    Egress(EgressCommand),
+    /// Download a released egress package with a recipient's collection token: resumable
+    /// (run it again after an interruption); every file's digest is checked; exit 1 on a
+    /// mismatch.
+    Collect(CollectArgs),
     /// Referees of a transfer (needs AIRLOCK_TOKEN).
     #[command(subcommand)]
     Referee(RefereeCommand),
@@ -310,6 +320,17 @@ pub enum WorkspaceCommand {
         /// A policy file overriding the tier's default (checked now and at every start).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// The folder the analysis environment writes outputs to (airlock only reads it).
+        /// Default: <data_dir>/volumes/PROJECT/WORKSPACE/output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// A workspace: tier, policy and volumes (output, data, software).
+    Show {
+        /// PROJECT/WORKSPACE.
+        workspace: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -609,6 +630,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
+        Command::Egress(cmd) => egress::egress(&cli.server, cmd).await,
+        Command::Collect(args) => egress::collect(&cli.server, args).await,
         Command::Referee(cmd) => client::referee(&cli.server, cmd).await,
         Command::Member(cmd) => client::member(&cli.server, cmd).await,
         Command::User(cmd) => client::user(&cli.server, cmd).await,
@@ -762,9 +785,25 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
             name,
             tier,
             policy,
+            output,
         }) => {
             let id = a::create_workspace(app, project, name, *tier, policy.as_deref()).await?;
+            if let Some(dir) = output {
+                a::set_output_volume(app, project, name, dir).await?;
+            }
             println!("{id}");
+        }
+        AdminCommand::Workspace(WorkspaceCommand::Show { workspace, json }) => {
+            let v = a::show_workspace(app, workspace).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("workspace {workspace} (tier {})", v["tier"]);
+                println!("  policy   {} ({})", v["policy"]["file"], v["policy"]["version"]);
+                for k in ["output", "data", "software", "egress"] {
+                    println!("  {k:<8} {}", v["volumes"][k].as_str().unwrap_or("-"));
+                }
+            }
         }
         AdminCommand::Token { user, ttl } => {
             let t = a::staff_token(app, user, ttl.map(Into::into)).await?;

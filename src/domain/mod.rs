@@ -152,6 +152,9 @@ pub enum TransferKind {
     DataIngress,
     /// Code or packages from a Researcher into the software volume (paper 9.2).
     SoftwareIngress,
+    /// Outputs a Researcher asks to take out of the workspace's output volume (paper 4.1.4,
+    /// 10): pinned at submit, checked by output checkers, collected by named recipients.
+    Egress,
 }
 
 impl TransferKind {
@@ -159,15 +162,21 @@ impl TransferKind {
         match self {
             TransferKind::DataIngress => "data-ingress",
             TransferKind::SoftwareIngress => "software-ingress",
+            TransferKind::Egress => "egress",
         }
     }
 
-    /// The role the uploader must hold for this kind.
+    /// The role the uploader (for egress: the requester) must hold for this kind.
     pub fn uploader_role(self) -> Role {
         match self {
             TransferKind::DataIngress => Role::Provider,
-            TransferKind::SoftwareIngress => Role::Researcher,
+            TransferKind::SoftwareIngress | TransferKind::Egress => Role::Researcher,
         }
+    }
+
+    /// Whether files come in (ingress) rather than go out of a workspace.
+    pub fn is_ingress(self) -> bool {
+        matches!(self, TransferKind::DataIngress | TransferKind::SoftwareIngress)
     }
 
     /// The folder of the workspace's read-only volume that released files go to.
@@ -175,6 +184,7 @@ impl TransferKind {
         match self {
             TransferKind::DataIngress => "data",
             TransferKind::SoftwareIngress => "software",
+            TransferKind::Egress => "egress",
         }
     }
 }
@@ -191,8 +201,9 @@ impl FromStr for TransferKind {
         match s {
             "data-ingress" => Ok(TransferKind::DataIngress),
             "software-ingress" => Ok(TransferKind::SoftwareIngress),
+            "egress" => Ok(TransferKind::Egress),
             other => Err(format!(
-                "unknown transfer kind `{other}`: expected data-ingress or software-ingress"
+                "unknown transfer kind `{other}`: expected data-ingress, software-ingress or egress"
             )),
         }
     }

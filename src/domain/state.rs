@@ -101,6 +101,11 @@ impl TransferState {
             (S::Approved, E::Block) => S::Blocked,
             (S::Approved, E::Recheck) => S::InReview,
             (S::Released, E::Revoke) => S::Revoked,
+            // The requester of an egress request takes it back before the outcome.
+            (
+                S::Open | S::Sealed | S::Scanning | S::ScanError | S::InReview | S::Returned,
+                E::Withdraw,
+            ) => S::Cancelled,
             (from, event) => return Err(TransitionError { from, event }),
         };
         Ok(next)
@@ -127,6 +132,8 @@ pub enum Event {
     Recheck,
     Release,
     Revoke,
+    /// The requester withdraws an egress request before its outcome.
+    Withdraw,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -403,6 +403,23 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
             crate::integrity::scheduler::ms(t.released_at.as_deref()),
         ));
     }
+    // An egress package holds its output files only, with the output-checking record beside
+    // them: the supporting and code files stay in quarantine.
+    let (not_released, record): (std::collections::HashSet<String>, &[&str]) =
+        if t.kind == crate::domain::TransferKind::Egress && released.is_some() {
+            let held = app
+                .store
+                .egress_files(t.id)
+                .await?
+                .into_iter()
+                .filter(|p| p.role != crate::workflow::egress::FileRole::Output.as_str())
+                .map(|p| p.path)
+                .collect();
+            (held, &crate::workflow::egress::RECORD_FILES)
+        } else {
+            (Default::default(), &[])
+        };
+    let expected_extra = |p: &[u8]| record.iter().any(|r| r.as_bytes() == p);
     for (location, base) in locations {
         let mut tree = match (location, &released) {
             (RELEASED, Some(root)) => Some((root.clone(), spawn_walk(root.clone()))),
@@ -424,6 +441,9 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
             let mut missing = Vec::new();
             for row in page {
                 let want = crate::workflow::transfers::manifest_entry(&row.file)?;
+                if location == RELEASED && not_released.contains(&want.path) {
+                    continue;
+                }
                 let range = match (&tree, row.file.pack) {
                     (None, Some(p)) => Some((p.offset, want.size)),
                     _ => None,
@@ -442,7 +462,9 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                         while let Some(p) = next_on_disk.as_deref() {
                             match p.cmp(want.path.as_bytes()) {
                                 std::cmp::Ordering::Less => {
-                                    report.add(unexpected_released(p));
+                                    if !expected_extra(p) {
+                                        report.add(unexpected_released(p));
+                                    }
                                     next_on_disk = rx.recv().await;
                                 }
                                 std::cmp::Ordering::Equal => {
@@ -493,7 +515,9 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
         batch.flush(app, t, &mut report).await?;
         if let Some((_, rx)) = tree.as_mut() {
             while let Some(p) = next_on_disk.take() {
-                report.add(unexpected_released(&p));
+                if !expected_extra(&p) {
+                    report.add(unexpected_released(&p));
+                }
                 next_on_disk = rx.recv().await;
             }
         }

@@ -28,6 +28,46 @@ pub struct Rules {
     pub scanning: Scanning,
     pub integrity: Integrity,
     pub approvals: Approvals,
+    /// Output checking; left out, the defaults of [`EgressRules`].
+    #[serde(default)]
+    pub egress: EgressRules,
+}
+
+/// How egress requests are checked and collected (the `[egress]` table of a policy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressRules {
+    /// Checkers see each other's votes and comments only once their own review is submitted.
+    /// Default: on at tier 2 and above.
+    pub blinded: Option<bool>,
+    /// What a disclosure finding does: `acknowledge` (default: every required checker must
+    /// acknowledge it before submitting their review) or `block` (a `fail` finding blocks the
+    /// request; `review` findings still need acknowledging).
+    pub findings: FindingRule,
+    /// Longest lifetime a recipient's collection token may be given (default 7 days).
+    #[serde(deserialize_with = "duration")]
+    pub collection_max_ttl: Duration,
+    /// Overrides of `scanners/disclosure.toml` for this tier (`threshold = 7`, ...).
+    pub disclosure: toml::Table,
+}
+
+impl Default for EgressRules {
+    fn default() -> Self {
+        EgressRules {
+            blinded: None,
+            findings: FindingRule::Acknowledge,
+            collection_max_ttl: Duration::from_secs(7 * 24 * 3600),
+            disclosure: toml::Table::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingRule {
+    #[default]
+    Acknowledge,
+    Block,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +293,11 @@ impl Policy {
             message: format!("cannot read: {e}"),
         })?;
         Policy::parse(&file, &text, expect_tier)
+    }
+
+    /// Whether output checkers review blind (see [`EgressRules::blinded`]).
+    pub fn blinded(&self) -> bool {
+        self.rules.egress.blinded.unwrap_or(self.rules.tier >= 2)
     }
 
     pub fn tier(&self) -> Tier {

@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod clamav;
 pub mod command;
+pub mod disclosure;
 pub mod filetype;
 
 use crate::domain::TransferKind;
@@ -110,6 +111,8 @@ enum ScannerFile {
     Filetype(filetype::Config),
     Archive(archive::Config),
     Command(command::Config),
+    /// The egress disclosure checks; read again from the text by [`disclosure::Rules`].
+    Disclosure(serde::de::IgnoredAny),
 }
 
 impl std::fmt::Debug for Scanners {
@@ -131,9 +134,16 @@ pub struct Scanners {
     pub type_groups: BTreeMap<String, Vec<String>>,
     /// Files scanned at once.
     pub concurrency: usize,
+    /// The disclosure checks' rules (`disclosure.toml`; the defaults without one), run on
+    /// every egress request's output and code files.
+    pub disclosure: disclosure::Rules,
 }
 
-const DEFAULTS: [(&str, &str); 4] = [
+const DEFAULTS: [(&str, &str); 5] = [
+    (
+        "scanners/disclosure.toml",
+        include_str!("../../scanners/disclosure.toml"),
+    ),
     (
         "scanners/clamav.toml",
         include_str!("../../scanners/clamav.toml"),
@@ -190,6 +200,7 @@ impl Scanners {
             clamav: None,
             type_groups: BTreeMap::new(),
             concurrency: 4,
+            disclosure: disclosure::Rules::default(),
         };
         for (file, text) in files {
             let name = Path::new(&file)
@@ -232,6 +243,10 @@ impl Scanners {
                 ScannerFile::Archive(c) => {
                     let limits = archive::Limits::try_from(c).map_err(|(k, m)| err(k, m))?;
                     out.archive = Some((name, limits));
+                }
+                ScannerFile::Disclosure(_) => {
+                    out.disclosure =
+                        disclosure::Rules::from_toml(&text).map_err(|m| err("", m))?;
                 }
                 ScannerFile::Command(c) => {
                     let s = command::CommandScanner::new(&name, c).map_err(|(k, m)| err(k, m))?;

@@ -26,6 +26,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::ChecksumMismatch(_) => StatusCode::from_u16(460).expect("460 is a valid status"),
         Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -50,6 +51,12 @@ impl IntoResponse for ApiError {
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("60"),
             );
+        }
+        if let Error::RangeNotSatisfiable(size) = &self.0 {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut()
+                    .insert(axum::http::header::CONTENT_RANGE, v);
+            }
         }
         if let Error::TooManyRequests { retry_after, .. } = &self.0 {
             resp.headers_mut()

@@ -149,6 +149,54 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("head", TUS_UPLOAD, tus_route(head(tus::head))),
         ("patch", TUS_UPLOAD, tus_route(patch(tus::patch))),
         ("delete", TUS_UPLOAD, tus_route(delete(tus::terminate))),
+        // Egress: requests, output checking, collection tokens.
+        ("post", "/api/v1/egress", post(api::egress::create)),
+        ("put", "/api/v1/egress/{id}", put(api::egress::edit)),
+        ("post", "/api/v1/egress/{id}/submit", post(api::egress::submit)),
+        (
+            "post",
+            "/api/v1/egress/{id}/withdraw",
+            post(api::egress::withdraw),
+        ),
+        ("post", "/api/v1/egress/{id}/votes", post(api::egress::vote)),
+        ("post", "/api/v1/egress/{id}/review", post(api::egress::review)),
+        (
+            "post",
+            "/api/v1/egress/{id}/acknowledge",
+            post(api::egress::acknowledge),
+        ),
+        (
+            "get",
+            "/api/v1/egress/{id}/results.json",
+            get(api::egress::results),
+        ),
+        (
+            "post",
+            "/api/v1/egress/{id}/collection-tokens",
+            post(api::egress::issue_collection_token),
+        ),
+        (
+            "post",
+            "/api/v1/egress/{id}/collection-tokens/revoke",
+            post(api::egress::revoke_collection_tokens),
+        ),
+        // Collection, with a recipient's collection token.
+        ("get", "/api/v1/collect", get(api::egress::package)),
+        (
+            "get",
+            "/api/v1/collect/files/{*path}",
+            get(api::egress::file),
+        ),
+        (
+            "get",
+            "/api/v1/collect/package.zip",
+            get(api::egress::package_zip),
+        ),
+        (
+            "get",
+            "/api/v1/collect/package.tar",
+            get(api::egress::package_tar),
+        ),
         ("get", "/healthz", get(api::healthz)),
         ("get", "/readyz", get(api::readyz)),
         ("get", "/metrics", get(api::metrics)),

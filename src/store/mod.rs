@@ -27,6 +27,10 @@ pub use fixity::{AtRest, FixityRow};
 pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod webhooks;
+mod egress;
+pub use egress::{
+    AckRow, CollectionRow, CollectionTokenRow, EgressRow, FindingRow, PinnedRow, ReviewRow, VoteRow,
+};
 pub use governance::{Member, RefereeRow};
 pub use webhooks::{AuditRow, Delivery};
 

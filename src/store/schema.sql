@@ -313,3 +313,123 @@ CREATE TABLE IF NOT EXISTS scan_databases (
 -- Re-verification reads each location's oldest check of a transfer, and how many files have
 -- one, from this index alone.
 CREATE INDEX IF NOT EXISTS fixity_age ON fixity(transfer_id, location, verified_at);
+-- Egress (DESIGN.md, "Egress in detail"). An egress request is a transfer of kind `egress`;
+-- these tables hold what only egress has. Tables of their own, so that a data directory made
+-- before egress upgrades in place.
+-- A workspace's output volume when it is not `<project>/<workspace>/output` in the volumes.
+CREATE TABLE IF NOT EXISTS workspace_output (
+    workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id),
+    dir TEXT NOT NULL
+);
+-- The request: its context, its target workspace (a derived workspace) if any, and its round
+-- (1 at the first submit, one more at each resubmit: votes of earlier rounds are void).
+CREATE TABLE IF NOT EXISTS egress_requests (
+    transfer_id TEXT PRIMARY KEY REFERENCES transfers(id),
+    context TEXT NOT NULL,
+    target_workspace_id TEXT REFERENCES workspaces(id),
+    round INTEGER NOT NULL DEFAULT 0
+);
+-- What the researcher chose: files or folders of the output volume, each with its role
+-- (`output`, `supporting`, `code`). A folder's files take its role at submit.
+CREATE TABLE IF NOT EXISTS egress_items (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    path TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, path)
+);
+CREATE TABLE IF NOT EXISTS egress_recipients (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    PRIMARY KEY (transfer_id, user_id)
+);
+-- The role of each pinned file (the files table holds its digests), and the size and
+-- modification time it had in the output volume when pinned: a file changed since shows so.
+CREATE TABLE IF NOT EXISTS egress_files (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    path TEXT NOT NULL,
+    role TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    PRIMARY KEY (transfer_id, path)
+);
+-- Per-file votes of output checkers, per round.
+CREATE TABLE IF NOT EXISTS egress_votes (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    round INTEGER NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    path TEXT NOT NULL,
+    vote TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    -- `checkers` or `shared` (with the researcher).
+    visibility TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, round, user_id, path)
+);
+-- A checker's review, submitted once every file has their vote.
+CREATE TABLE IF NOT EXISTS egress_reviews (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    round INTEGER NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, round, user_id)
+);
+-- What the disclosure scanner found, per round. Never the value itself.
+CREATE TABLE IF NOT EXISTS disclosure_findings (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    round INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    status TEXT NOT NULL,
+    location TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS disclosure_findings_transfer ON disclosure_findings(transfer_id, round);
+-- Each file's disclosure report (ACRO-style JSON: kind, status, counts), per round.
+CREATE TABLE IF NOT EXISTS disclosure_reports (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    round INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, round, path)
+);
+CREATE TABLE IF NOT EXISTS finding_acks (
+    finding_id TEXT NOT NULL REFERENCES disclosure_findings(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (finding_id, user_id)
+);
+-- Read-only tokens of named recipients. The token itself is never stored.
+CREATE TABLE IF NOT EXISTS collection_tokens (
+    id TEXT PRIMARY KEY,
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    recipient_id TEXT NOT NULL REFERENCES users(id),
+    root_digest TEXT NOT NULL,
+    issued_by TEXT NOT NULL REFERENCES users(id),
+    issued_at TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    cidrs TEXT NOT NULL,
+    -- NULL: no limit.
+    max_downloads INTEGER,
+    downloads INTEGER NOT NULL DEFAULT 0,
+    revoked_at TEXT
+);
+CREATE INDEX IF NOT EXISTS collection_tokens_transfer ON collection_tokens(transfer_id);
+-- Who collected what and when.
+CREATE TABLE IF NOT EXISTS collections (
+    id TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL REFERENCES collection_tokens(id),
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    recipient TEXT NOT NULL,
+    client TEXT NOT NULL,
+    what TEXT NOT NULL,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS collections_transfer ON collections(transfer_id);

@@ -474,6 +474,36 @@ impl Volumes {
         Ok(got.into_stream().map_err(VolumeError::from).boxed())
     }
 
+    /// Reads `range` of a published file (a collection, resumed where it stopped).
+    pub async fn read_published_range(
+        &self,
+        dest: &ObjPath,
+        path: &RelPath,
+        range: std::ops::Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let key = path.object_path(dest).map_err(object_store::Error::from)?;
+        let opts = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        let got = self.released.get_opts(&key, opts).await?;
+        Ok(got.into_stream().map_err(VolumeError::from).boxed())
+    }
+
+    /// The size of a published file.
+    pub async fn published_len(&self, dest: &ObjPath, path: &RelPath) -> Result<u64> {
+        let key = path.object_path(dest).map_err(object_store::Error::from)?;
+        Ok(self.released.head(&key).await?.size)
+    }
+
+    /// Writes a small file (the package's record) into a release's staging area.
+    pub async fn stage_bytes(&self, transfer: TransferId, path: &RelPath, data: Bytes) -> Result<()> {
+        let mut w = self.staging_writer(transfer, path).await?;
+        w.write(data).await?;
+        w.finish_unsynced().await?;
+        Ok(())
+    }
+
     /// Reads a staged file back, to verify the copy.
     pub async fn read_staged(
         &self,

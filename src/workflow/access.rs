@@ -20,6 +20,12 @@ pub enum Principal {
         token: TokenId,
         transfer: TransferId,
     },
+    /// A recipient's collection token: may read one released egress package, nothing else.
+    Collect {
+        token: TokenId,
+        transfer: TransferId,
+        recipient: User,
+    },
 }
 
 impl Principal {
@@ -27,6 +33,9 @@ impl Principal {
         match self {
             Principal::Staff(u) => format!("user:{}", u.name),
             Principal::Upload { token, .. } => format!("upload-token:{token}"),
+            Principal::Collect {
+                token, recipient, ..
+            } => format!("collection-token:{token}:{}", recipient.name),
         }
     }
 
@@ -39,6 +48,7 @@ impl Principal {
                  nor act as a person"
                     .into(),
             )),
+            Principal::Collect { .. } => Err(collect_only()),
         }
     }
 
@@ -49,11 +59,19 @@ impl Principal {
             Principal::Upload { .. } => Err(Error::Forbidden(
                 "this upload token belongs to another transfer".into(),
             )),
-            Principal::Staff(_) => Err(Error::Forbidden(
+            Principal::Staff(_) | Principal::Collect { .. } => Err(Error::Forbidden(
                 "only the transfer's upload token may upload files".into(),
             )),
         }
     }
+}
+
+/// What a collection token gets anywhere but the collection routes.
+pub fn collect_only() -> Error {
+    Error::Forbidden(
+        "collection tokens are read-only: they can collect one released package, nothing else"
+            .into(),
+    )
 }
 
 /// Turns an `Authorization` header into a principal, checking everything a token promises.
@@ -193,6 +211,7 @@ async fn verify(
                 transfer: row.transfer_id,
             })
         }
+        TokenKind::Collect => super::collect::collector(app, jti, &claims.sub, client).await,
     }
 }
 
@@ -258,6 +277,7 @@ pub async fn load_as(app: &App, who: &Principal, id: TransferId) -> Result<(Tran
     match who {
         Principal::Staff(user) => load_for(app, user, id).await,
         Principal::Upload { .. } => load(app, id).await,
+        Principal::Collect { .. } => Err(collect_only()),
     }
 }
 

@@ -128,7 +128,72 @@ pub async fn create_workspace(
     )
     .await?;
     tx.commit().await?;
+    // The output volume the analysis environment writes to; airlock only ever reads it.
+    let ws = app
+        .store
+        .workspace(id)
+        .await?
+        .ok_or_else(|| Error::Internal("workspace vanished".into()))?;
+    let out = super::egress::default_output_dir(app, &ws);
+    std::fs::create_dir_all(&out)?;
     Ok(id)
+}
+
+/// Names another folder as a workspace's output volume (it must exist).
+pub async fn set_output_volume(
+    app: &App,
+    project: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let ws = super::transfers::workspace_by_path(app, &format!("{project}/{name}")).await?;
+    let abs = std::fs::canonicalize(dir)
+        .map_err(|e| Error::BadRequest(format!("output volume {}: {e}", dir.display())))?;
+    if !abs.is_dir() {
+        return Err(Error::BadRequest(format!(
+            "output volume {}: not a folder",
+            abs.display()
+        )));
+    }
+    let abs = abs.display().to_string();
+    let mut tx = app.store.begin().await?;
+    tx.set_workspace_output(ws.id, &abs).await?;
+    tx.audit(
+        AuditEvent::new(ADMIN, "workspace.output_volume").detail(serde_json::json!({
+            "project": project, "workspace": name, "output": abs,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A workspace as `airlock admin workspace show --json` prints it.
+pub async fn show_workspace(app: &App, path: &str) -> Result<serde_json::Value> {
+    let ws = super::transfers::workspace_by_path(app, path).await?;
+    let policy = app.policy(&ws)?;
+    let released = app.settings.storage.data_dir.join("volumes");
+    let vol = |kind: TransferKind| {
+        released
+            .join(&ws.project_name)
+            .join(&ws.name)
+            .join(kind.volume())
+            .display()
+            .to_string()
+    };
+    Ok(serde_json::json!({
+        "id": ws.id,
+        "project": ws.project_name,
+        "name": ws.name,
+        "tier": ws.tier.get(),
+        "policy": { "file": policy.file, "version": policy.version },
+        "volumes": {
+            "output": super::egress::output_dir(app, &ws).await?.display().to_string(),
+            "data": vol(TransferKind::DataIngress),
+            "software": vol(TransferKind::SoftwareIngress),
+            "egress": vol(TransferKind::Egress),
+        },
+    }))
 }
 
 /// Mints a staff token for `user`. The token itself is never stored.

@@ -715,6 +715,7 @@ async fn accept(
                     expected_sha256: m.expected.map(|d| d.to_string()),
                     sha256: Some(m.sha256.to_string()),
                     blake3: Some(m.blake3.to_string()),
+                    role: None,
                 },
             )
             .map_err(|e| Error::Internal(format!("archive answer: {e}")))?;

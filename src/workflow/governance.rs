@@ -356,90 +356,28 @@ pub async fn decide(
     verdict: Verdict,
     req: DecisionRequest,
 ) -> Result<Transfer> {
+    decide_as(app, who, id, verdict, req, false).await
+}
+
+/// [`decide`]; `from_review` when an egress checker's submitted review decides (an egress
+/// request is approved or returned only that way).
+pub(super) async fn decide_as(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    verdict: Verdict,
+    req: DecisionRequest,
+    from_review: bool,
+) -> Result<Transfer> {
     let user = who.staff()?;
     let (t, ws) = access::load_for(app, user, id).await?;
-    let held = held_roles(app, user, &t, &ws).await?;
-    if held.is_empty() && req.role != Some(Role::Referee) {
-        return Err(Error::Forbidden(format!(
-            "{} has no role in project {} and is not a referee of this transfer",
-            user.name, ws.project_name
-        )));
-    }
     let policy = app.policy(&ws)?;
-    let asked: Vec<Role> = required(&policy, &t).iter().map(|(r, _)| *r).collect();
-    let role = match req.role {
-        Some(r) if held.contains(&r) => r,
-        Some(Role::Referee) => {
-            let pending = app
-                .store
-                .referees(t.id)
-                .await?
-                .iter()
-                .any(|r| r.user_id == user.id && r.state == "pending");
-            return Err(Error::Forbidden(if pending {
-                format!(
-                    "{} is assigned as referee but awaits the Dataset Provider \
-                     Representative's counter-approval (tier 3+)",
-                    user.name
-                )
-            } else {
-                format!("{} is not an assigned referee of this transfer", user.name)
-            }));
-        }
-        Some(r) => {
-            return Err(Error::Forbidden(format!(
-                "{} does not hold the {r} role in project {}; they hold: {}",
-                user.name,
-                ws.project_name,
-                role_list(&held)
-            )))
-        }
-        None => {
-            let both: Vec<Role> = asked.iter().copied().filter(|r| held.contains(r)).collect();
-            match both.as_slice() {
-                [one] => *one,
-                [] => {
-                    return Err(Error::Forbidden(format!(
-                    "{} holds none of the roles the policy asks to decide on a {} transfer ({})",
-                    user.name,
-                    t.kind,
-                    role_list(&asked)
-                )))
-                }
-                _ => {
-                    return Err(Error::BadRequest(format!(
-                        "say which role you decide in (`as`): you hold {}",
-                        role_list(&both)
-                    )))
-                }
-            }
-        }
-    };
-    if !asked.contains(&role) {
-        return Err(Error::Forbidden(format!(
-            "the tier {} policy does not ask a {role} to decide on a {} transfer; it asks: {}",
-            ws.tier.get(),
-            t.kind,
-            role_list(&asked)
-        )));
-    }
-    if user.id == t.uploader_id {
-        return Err(Error::Forbidden(format!(
-            "{} requested this transfer (uploaded it) and never decides on it",
-            user.name
-        )));
-    }
-    // Whoever held an upload token could have written into the transfer: same rule.
-    if app.store.token_issuers(id).await?.contains(&user.id) {
-        return Err(Error::Forbidden(format!(
-            "{} issued this transfer's upload token, so could have written into it, and cannot decide on it",
-            user.name
-        )));
-    }
-    if role == Role::Referee && app.store.is_member(ws.project_id, user.id).await? {
-        return Err(Error::Forbidden(format!(
-            "a Referee is never a member of the project, and {} is a member of {}",
-            user.name, ws.project_name
+    let role = decider_role(app, user, &t, &ws, &policy, req.role).await?;
+    if t.kind == TransferKind::Egress && !from_review && verdict != Verdict::Reject {
+        return Err(Error::Conflict(format!(
+            "an egress request is {} through output checking: vote on every file and submit \
+             your review (`airlock egress vote` and `airlock egress review`)",
+            if verdict == Verdict::Approve { "approved" } else { "returned" }
         )));
     }
     if verdict != Verdict::Approve && req.comment.trim().is_empty() {
@@ -603,8 +541,14 @@ pub async fn decide(
         }
         Verdict::Return => {
             let why = format!(
-                "returned to the requester by {} ({role}): {}; a new upload token reopens it",
-                user.name, req.comment
+                "returned to the requester by {} ({role}): {}; {}",
+                user.name,
+                req.comment,
+                if t.kind == TransferKind::Egress {
+                    "the requester edits the request and submits it again"
+                } else {
+                    "a new upload token reopens it"
+                }
             );
             tx.set_state(id, TransferState::InReview, TransferState::Returned, &why)
                 .await?;
@@ -627,6 +571,104 @@ pub async fn decide(
         app.jobs.notify_one();
     }
     Ok(access::load(app, id).await?.0)
+}
+
+/// The role `user` decides (or checks) in on `t`, from the one they asked for (or the only
+/// one of theirs the policy asks for), with every rule that holds whatever the policy says:
+/// the requester never decides, nor whoever issued its upload token; a Referee is assigned
+/// (and counter-approved at tier 3+) and is never a member of the project.
+pub(super) async fn decider_role(
+    app: &App,
+    user: &User,
+    t: &Transfer,
+    ws: &Workspace,
+    policy: &Policy,
+    asked_role: Option<Role>,
+) -> Result<Role> {
+    let held = held_roles(app, user, t, ws).await?;
+    if held.is_empty() && asked_role != Some(Role::Referee) {
+        return Err(Error::Forbidden(format!(
+            "{} has no role in project {} and is not a referee of this transfer",
+            user.name, ws.project_name
+        )));
+    }
+    let asked: Vec<Role> = required(policy, t).iter().map(|(r, _)| *r).collect();
+    let role = match asked_role {
+        Some(r) if held.contains(&r) => r,
+        Some(Role::Referee) => {
+            let pending = app
+                .store
+                .referees(t.id)
+                .await?
+                .iter()
+                .any(|r| r.user_id == user.id && r.state == "pending");
+            return Err(Error::Forbidden(if pending {
+                format!(
+                    "{} is assigned as referee but awaits the Dataset Provider \
+                     Representative's counter-approval (tier 3+)",
+                    user.name
+                )
+            } else {
+                format!("{} is not an assigned referee of this transfer", user.name)
+            }));
+        }
+        Some(r) => {
+            return Err(Error::Forbidden(format!(
+                "{} does not hold the {r} role in project {}; they hold: {}",
+                user.name,
+                ws.project_name,
+                role_list(&held)
+            )))
+        }
+        None => {
+            let both: Vec<Role> = asked.iter().copied().filter(|r| held.contains(r)).collect();
+            match both.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(Error::Forbidden(format!(
+                    "{} holds none of the roles the policy asks to decide on a {} transfer ({})",
+                    user.name,
+                    t.kind,
+                    role_list(&asked)
+                )))
+                }
+                _ => {
+                    return Err(Error::BadRequest(format!(
+                        "say which role you decide in (`as`): you hold {}",
+                        role_list(&both)
+                    )))
+                }
+            }
+        }
+    };
+    if !asked.contains(&role) {
+        return Err(Error::Forbidden(format!(
+            "the tier {} policy does not ask a {role} to decide on a {} transfer; it asks: {}",
+            ws.tier.get(),
+            t.kind,
+            role_list(&asked)
+        )));
+    }
+    if user.id == t.uploader_id {
+        return Err(Error::Forbidden(format!(
+            "{} requested this transfer (uploaded it) and never decides on it",
+            user.name
+        )));
+    }
+    // Whoever held an upload token could have written into the transfer: same rule.
+    if app.store.token_issuers(t.id).await?.contains(&user.id) {
+        return Err(Error::Forbidden(format!(
+            "{} issued this transfer's upload token, so could have written into it, and cannot decide on it",
+            user.name
+        )));
+    }
+    if role == Role::Referee && app.store.is_member(ws.project_id, user.id).await? {
+        return Err(Error::Forbidden(format!(
+            "a Referee is never a member of the project, and {} is a member of {}",
+            user.name, ws.project_name
+        )));
+    }
+    Ok(role)
 }
 
 /// A referee as `transfer show` lists them.

@@ -6,6 +6,8 @@ pub mod access;
 pub mod admin;
 pub mod archive_upload;
 mod budget;
+pub mod collect;
+pub mod egress;
 pub mod governance;
 pub mod membership;
 pub mod refusals;
@@ -55,6 +57,9 @@ pub enum Error {
     /// `Retry-After`.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
+    /// A download's `Range` lies outside the file (its size given). 416.
+    #[error("the range lies outside the file's {0} bytes")]
+    RangeNotSatisfiable(u64),
     /// Our fault. 500, with the cause logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),

@@ -168,13 +168,27 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         .await?
         .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
     app.volumes.clear_staging(t.id).await?;
-    let dest = Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id);
+    let egress = match t.kind {
+        TransferKind::Egress => Some(super::egress::package_plan(app, t, &ws).await?),
+        _ => None,
+    };
+    let dest = match &egress {
+        Some(plan) => plan.dest.clone(),
+        None => Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id),
+    };
+    // Only an egress request's output files are released; its supporting and code files
+    // stay in quarantine (they are still walked: the root digest covers them).
+    let released = |path: &str| egress.as_ref().is_none_or(|p| p.outputs.contains(path));
+    let released = &released;
     let sealed_root = t.root_digest.clone().unwrap_or_default();
     if app.volumes.published(&dest) {
         // Published before a crash stopped us from recording it: accept it only if every
         // file is there and matches the manifest.
         let dest = &dest;
         let mut walked = walk_manifest(app, t, |f, want| async move {
+            if !released(&f.path) {
+                return Ok(None);
+            }
             let path = RelPath::parse(&f.path)?;
             let got = match app.volumes.read_published(dest, &path).await {
                 Ok(s) => digest_stream(s, None).await?,
@@ -210,6 +224,9 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         };
     }
     let walked = walk_manifest(app, t, |f, want| async move {
+        if !released(&f.path) {
+            return Ok(None);
+        }
         let path = RelPath::parse(&f.path)?;
         let bytes = super::upload::stored_bytes(app, &f).await?;
         let mut w = app.volumes.staging_writer(t.id, &path).await?;
@@ -246,6 +263,18 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
     let checked = match walked.mismatch.take() {
         Some(why) => Err(why),
         None => root_matches(walked, &sealed_root),
+    };
+    let checked = match (checked, &egress) {
+        (Ok(done), Some(plan)) => {
+            // The output-checking record goes with the files, written before the package
+            // becomes visible.
+            for (name, data) in super::egress::package_record(app, t, &ws, plan).await? {
+                let path = RelPath::parse(name)?;
+                app.volumes.stage_bytes(t.id, &path, data).await?;
+            }
+            Ok(done)
+        }
+        (other, _) => other,
     };
     match checked {
         Ok((files, bytes)) => {

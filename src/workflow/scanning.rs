@@ -269,7 +269,7 @@ pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()
         write_verdicts(app, t.id, rx)
     );
     let _ = tokio::fs::remove_dir_all(&scratch).await;
-    let found = match (outcome, written) {
+    let mut found = match (outcome, written) {
         (Ok(()), Ok(found)) => found,
         (outcome, written) => {
             let e = match (outcome, written) {
@@ -301,7 +301,43 @@ pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()
             found
         }
     };
-    let r = record(app, t, &ws, &policy, &found, rescan).await;
+    // An egress request's disclosure checks run once its files are scanned clean; a rescan
+    // (new signatures) keeps the findings of its round.
+    let disclosure_block = if t.kind == TransferKind::Egress
+        && !rescan
+        && found.count(VerdictKind::Infected) == 0
+        && found.count(VerdictKind::Error) == 0
+    {
+        match super::egress::disclose(app, t, &ws).await {
+            Ok(block) => block,
+            Err(e) => {
+                // Never a pass: an error verdict, and the scan is retried like any other.
+                tracing::warn!(transfer = %t.id, error = %e, "disclosure checks failed; will retry");
+                let row = VerdictRow {
+                    seq: 0,
+                    file_id: FileId::new(),
+                    path: String::new(),
+                    member: String::new(),
+                    scanner: "disclosure".into(),
+                    verdict: VerdictKind::Error.as_str().into(),
+                    detail: e.to_string(),
+                    sha256: String::new(),
+                    scanner_version: crate::scan::disclosure::VERSION.into(),
+                    db_version: String::new(),
+                    scanned_at: crate::store::now(),
+                };
+                let span = app
+                    .store
+                    .insert_verdicts(t.id, std::slice::from_ref(&row))
+                    .await?;
+                found.add(row, span);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let r = record(app, t, &ws, &policy, &found, rescan, disclosure_block).await;
     // The superseded scan's rows (or this one's, if it did not count), a batch at a time.
     app.store.prune_verdicts(t.id).await?;
     r
@@ -677,6 +713,7 @@ async fn record(
     policy: &Policy,
     found: &Found,
     rescan: bool,
+    disclosure_block: Option<String>,
 ) -> Result<()> {
     let id = t.id;
     let (infected, unscannable, errors) = (
@@ -794,6 +831,9 @@ async fn record(
         )
         .await?;
         tracing::warn!(transfer = %id, "{reason}");
+    } else if let Some(why) = disclosure_block {
+        super::transfers::block_in(&mut tx, id, from, "disclosure", &why).await?;
+        tx.scan_done(id).await?;
     } else if unscannable > 0 && blocks_unscannable {
         let why = format!(
             "could not be scanned, and the policy blocks what cannot be scanned: {}",

@@ -35,6 +35,13 @@ pub async fn workspace_by_path(app: &App, path: &str) -> Result<Workspace> {
 /// A Project Manager opens a transfer into a workspace.
 pub async fn create(app: &App, who: &Principal, req: CreateTransfer) -> Result<Transfer> {
     let user = who.staff()?;
+    if !req.kind.is_ingress() {
+        return Err(Error::BadRequest(
+            "an egress request is made by its researcher: POST /api/v1/egress \
+             (`airlock egress create`)"
+                .into(),
+        ));
+    }
     let ws = access::visible_workspace(app, user, &req.workspace).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
     let uploader = app
@@ -273,10 +280,28 @@ pub async fn seal(
         Principal::Upload { .. } => {
             who.upload_for(id)?;
         }
-        Principal::Staff(user) => {
+        Principal::Staff(user) if t.kind.is_ingress() => {
             access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
         }
+        Principal::Staff(_) => {
+            return Err(Error::Conflict(
+                "an egress request is sealed by submitting it (`airlock egress submit`)".into(),
+            ))
+        }
+        Principal::Collect { .. } => return Err(access::collect_only()),
     }
+    seal_checked(app, who, t, ws, req).await
+}
+
+/// [`seal`] once the caller may seal: also the end of an egress request's submit.
+pub(super) async fn seal_checked(
+    app: &App,
+    who: &Principal,
+    t: Transfer,
+    ws: Workspace,
+    req: SealRequest,
+) -> Result<Transfer> {
+    let id = t.id;
     t.state
         .on(Event::Seal)
         .map_err(|e| Error::Conflict(format!("cannot seal: {e}")))?;
@@ -727,6 +752,10 @@ pub struct TransferView {
     /// What the scanners said about every file (and archive member).
     pub scans: ScansView,
     pub release: Option<ReleaseView>,
+    /// An egress request's own part (context, files with roles, disclosure findings, votes,
+    /// collections), at the top level beside the rest.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<super::egress::EgressView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -792,7 +821,9 @@ async fn view_of(
     t: Transfer,
     ws: &Workspace,
     referees: Option<Vec<crate::store::RefereeRow>>,
+    viewer: Option<&crate::store::User>,
 ) -> Result<TransferView> {
+    let egress = super::egress::view(app, &t, ws, viewer).await?;
     let (totals, scan_counts) = app.store.totals_and_scan_counts(t.id).await?;
     let policy = app.policy(ws)?;
     let decisions = app.store.decisions(t.id).await?;
@@ -871,13 +902,14 @@ async fn view_of(
             location,
             released_at: t.released_at,
         }),
+        egress,
     })
 }
 
 /// A transfer as staff see it, with no access check: for background jobs (notifications).
 pub async fn view(app: &App, id: TransferId) -> Result<TransferView> {
     let (t, ws) = access::load(app, id).await?;
-    view_of(app, t, &ws, None).await
+    view_of(app, t, &ws, None, None).await
 }
 
 /// Members of the project, and the transfer's own uploader, see a transfer in full
@@ -889,7 +921,7 @@ pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<Transfer
     let access::Seen {
         t, ws, referees, ..
     } = seen;
-    view_of(app, t, &ws, Some(referees)).await
+    view_of(app, t, &ws, Some(referees), Some(user)).await
 }
 
 /// Transfers of a workspace, for its members.
@@ -899,7 +931,7 @@ pub async fn list(app: &App, who: &Principal, workspace: &str) -> Result<Vec<Tra
     access::require_member(app, user, &ws).await?;
     let mut out = Vec::new();
     for t in app.store.transfers_in(ws.id).await? {
-        out.push(view_of(app, t, &ws, None).await?);
+        out.push(view_of(app, t, &ws, None, Some(user)).await?);
     }
     Ok(out)
 }
@@ -924,6 +956,7 @@ async fn may_list_files(app: &App, who: &Principal, id: TransferId) -> Result<Tr
             super::governance::require_viewer_seen(app, user, &seen).await?;
             Ok(seen.t)
         }
+        Principal::Collect { .. } => Err(access::collect_only()),
     }
 }
 
@@ -972,7 +1005,7 @@ pub async fn files_page(
         Some(n) => n.min(MAX_PAGE),
         None => MAX_PAGE,
     };
-    may_list_files(app, who, id).await?;
+    let t = may_list_files(app, who, id).await?;
     // One row more than asked tells whether another page follows.
     let mut rows = app.store.files_page(id, after, limit + 1).await?;
     let next = if rows.len() > limit as usize {
@@ -981,10 +1014,20 @@ pub async fn files_page(
     } else {
         None
     };
-    Ok(FilesPage {
-        files: rows.iter().map(Into::into).collect(),
-        next,
-    })
+    let mut files: Vec<super::upload::FileReceipt> = rows.iter().map(Into::into).collect();
+    if t.kind == TransferKind::Egress {
+        let roles: BTreeMap<String, String> = app
+            .store
+            .egress_files(id)
+            .await?
+            .into_iter()
+            .map(|p| (p.path, p.role))
+            .collect();
+        for f in &mut files {
+            f.role = roles.get(&f.path).cloned();
+        }
+    }
+    Ok(FilesPage { files, next })
 }
 
 /// One page of the latest scan's verdicts, in the order the scan wrote them.

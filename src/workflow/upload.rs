@@ -51,6 +51,9 @@ pub struct FileReceipt {
     /// `Some(false)` when the digest sent with the upload does not match: the transfer will be
     /// blocked at seal unless the file is deleted and sent again.
     pub expected_sha256_matches: Option<bool>,
+    /// An egress request's file: `output`, `supporting` or `code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl From<&FileRow> for FileReceipt {
@@ -66,6 +69,7 @@ impl From<&FileRow> for FileReceipt {
                 (Some(e), Some(s)) => Some(e == s),
                 _ => None,
             },
+            role: None,
         }
     }
 }
@@ -420,9 +424,30 @@ where
 {
     who.upload_for(transfer_id)?;
     let (t, ws) = super::access::load(app, transfer_id).await?;
-    require_open(&t)?;
     let path = RelPath::parse(raw_path)?;
-    let limits = limits(app, &ws)?;
+    store_whole(app, who, &t, &ws, &path, expected, declared_len, body).await
+}
+
+/// Stores one whole file into an open transfer from `body`, hashing it as it streams: all or
+/// nothing. `who` has been checked by the caller (the upload token of a PUT, or the requester
+/// whose egress request pins a file from the output volume).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn store_whole<S, E>(
+    app: &App,
+    who: &Principal,
+    t: &crate::store::Transfer,
+    ws: &crate::store::Workspace,
+    path: &RelPath,
+    expected: Option<HexDigest>,
+    declared_len: Option<u64>,
+    body: S,
+) -> Result<FileReceipt>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    require_open(t)?;
+    let limits = limits(app, ws)?;
     if let Some(len) = declared_len {
         check_size(limits, len)?;
     }
@@ -434,7 +459,7 @@ where
         ),
         None => None,
     };
-    let file = reserve(app, &t, &ws, &path, declared_len, expected.as_ref()).await?;
+    let file = reserve(app, t, ws, path, declared_len, expected.as_ref()).await?;
     // Held until the PUT ends, so a DELETE of the same path waits instead of racing it.
     let slot = app.uploads.slot(file.id);
     let _writing = slot.lock().await;
@@ -497,7 +522,9 @@ where
     }
 }
 
-async fn discard(app: &App, file: &FileRow) -> Result<()> {
+/// Deletes a file's row and bytes from an open transfer (a failed upload, or an egress
+/// request's earlier snapshot when it is submitted again).
+pub(super) async fn discard(app: &App, file: &FileRow) -> Result<()> {
     let mut tx = app.store.begin().await?;
     still_open(&mut tx, file.transfer_id).await?;
     let emptied = tx.delete_file(file).await?;

@@ -1,0 +1,1528 @@
+//! Egress (DESIGN.md, "Egress in detail"; the Turing paper, 4.1.4, 4.1.5 and 10): a
+//! Researcher asks for files of the workspace's output volume to go out, each typed `output`
+//! (released), `supporting` (for the checkers only, never released) or `code` (the analysis
+//! that made the outputs; at least one). Submit pins every file into quarantine, hashed as it
+//! is copied, and seals the request exactly as an ingress transfer is sealed; the scanners run,
+//! with the `disclosure` checks; output checkers vote per file, blind until their own review is
+//! in; the outcome follows from the reviews through the same decisions as ingress. Approved,
+//! the output files alone are released into the workspace's egress area with the
+//! output-checking record, and named recipients collect them with read-only tokens
+//! ([`super::collect`]).
+//!
+//! An egress request is a transfer of kind `egress`: every list and `transfer show` treat it
+//! like the others. A draft is `open`; submit seals it; withdrawal is `cancelled` with its
+//! reason; approval leads to `released` once the package is ready.
+
+use super::access::{self, Principal};
+use super::governance::{self, DecisionRequest, Verdict};
+use super::{Error, Result};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::domain::state::Event;
+use crate::domain::*;
+use crate::store::{FindingRow, PinnedRow, Transfer, User, Workspace};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What a file of an egress request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileRole {
+    /// Released to the recipients once approved.
+    Output,
+    /// For the checkers only (the underlying counts, say); never released.
+    Supporting,
+    /// The analysis that made the outputs (paper 4.1.4); never released.
+    Code,
+}
+
+impl FileRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileRole::Output => "output",
+            FileRole::Supporting => "supporting",
+            FileRole::Code => "code",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [FileRole::Output, FileRole::Supporting, FileRole::Code]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Names the package's record takes at the top of the release: no output may use them.
+pub const RECORD_FILES: [&str; 2] = ["manifest-sha256.txt", "disclosure-record.json"];
+
+/// One file or folder of the output volume, with its role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    /// Relative to the output volume.
+    pub path: String,
+    pub role: FileRole,
+}
+
+/// A draft: `POST /api/v1/egress` (with `workspace`) or `PUT /api/v1/egress/{id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Draft {
+    /// `PROJECT/WORKSPACE`; only when creating.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// What the outputs are, and why they are safe to release.
+    pub context: String,
+    pub files: Vec<Item>,
+    /// User names of the recipients.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// `PROJECT/WORKSPACE` of a derived workspace the outputs go to instead of recipients.
+    #[serde(default)]
+    pub target_workspace: Option<String>,
+}
+
+/// The workspace's output volume: the analysis environment writes there, airlock only reads.
+pub async fn output_dir(app: &App, ws: &Workspace) -> Result<PathBuf> {
+    Ok(match app.store.workspace_output(ws.id).await? {
+        Some(dir) => PathBuf::from(dir),
+        None => default_output_dir(app, ws),
+    })
+}
+
+/// `<data_dir>/volumes/<project>/<workspace>/output`.
+pub fn default_output_dir(app: &App, ws: &Workspace) -> PathBuf {
+    app.settings
+        .storage
+        .data_dir
+        .join("volumes")
+        .join(&ws.project_name)
+        .join(&ws.name)
+        .join("output")
+}
+
+/// A file of the output volume, found by walking from its root without following links.
+struct Found {
+    rel: RelPath,
+    abs: PathBuf,
+    role: FileRole,
+    meta: std::fs::Metadata,
+}
+
+/// Resolves the chosen items to files: folders are walked, and a link, a device, a socket or
+/// a path outside the volume is refused with the path named. Refused, nothing is pinned.
+fn resolve(root: &Path, items: &[Item]) -> Result<Vec<Found>> {
+    let root = std::fs::canonicalize(root).map_err(|e| {
+        Error::Conflict(format!(
+            "the workspace's output volume {} cannot be read: {e}",
+            root.display()
+        ))
+    })?;
+    let mut out: BTreeMap<String, Found> = BTreeMap::new();
+    for item in items {
+        let rel = RelPath::parse(&item.path).map_err(|e| {
+            Error::BadRequest(format!(
+                "{}: not a path inside the output volume: {e}",
+                item.path
+            ))
+        })?;
+        // Every component from the root is looked at, not followed: a link anywhere on the
+        // way would lead out of the volume.
+        let mut at = root.clone();
+        let parts: Vec<&str> = rel.as_str().split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            let meta = std::fs::symlink_metadata(&at).map_err(|e| {
+                Error::BadRequest(format!("{}: not in the output volume: {e}", item.path))
+            })?;
+            let last = i + 1 == parts.len();
+            if meta.file_type().is_symlink() {
+                return Err(Error::BadRequest(format!(
+                    "{}: is a link (at {}); links are never followed out of the output volume",
+                    item.path,
+                    parts[..=i].join("/")
+                )));
+            }
+            if !last && !meta.is_dir() {
+                return Err(Error::BadRequest(format!(
+                    "{}: {} is not a folder",
+                    item.path,
+                    parts[..=i].join("/")
+                )));
+            }
+        }
+        walk(&root, &at, rel, item.role, &mut out)?;
+    }
+    Ok(out.into_values().collect())
+}
+
+fn walk(
+    root: &Path,
+    at: &Path,
+    rel: RelPath,
+    role: FileRole,
+    out: &mut BTreeMap<String, Found>,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(at)
+        .map_err(|e| Error::BadRequest(format!("{rel}: cannot be read: {e}")))?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        return Err(Error::BadRequest(format!(
+            "{rel}: is a link; links are never followed out of the output volume"
+        )));
+    }
+    if ft.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(at)
+            .map_err(|e| Error::BadRequest(format!("{rel}: cannot be listed: {e}")))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::BadRequest(format!("{rel}: cannot be listed: {e}")))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let name = name.to_str().ok_or_else(|| {
+                Error::BadRequest(format!("{rel}: holds a name that is not UTF-8"))
+            })?;
+            let child = RelPath::parse(&format!("{rel}/{name}"))
+                .map_err(|e| Error::BadRequest(format!("{rel}/{name}: {e}")))?;
+            walk(root, &e.path(), child, role, out)?;
+        }
+        return Ok(());
+    }
+    if !ft.is_file() {
+        return Err(Error::BadRequest(format!(
+            "{rel}: is not a regular file (a device, socket or pipe); only files leave"
+        )));
+    }
+    if !rel.as_str().contains('/') && RECORD_FILES.contains(&rel.as_str()) {
+        return Err(Error::BadRequest(format!(
+            "{rel}: the name is taken by the package's own record; rename the file"
+        )));
+    }
+    if let Some(prev) = out.get(rel.as_str()) {
+        if prev.role != role {
+            return Err(Error::BadRequest(format!(
+                "{rel}: chosen twice, as {} and as {}",
+                prev.role.as_str(),
+                role.as_str()
+            )));
+        }
+        return Ok(());
+    }
+    let _ = root;
+    out.insert(
+        rel.as_str().to_owned(),
+        Found {
+            abs: at.to_owned(),
+            rel,
+            role,
+            meta,
+        },
+    );
+    Ok(())
+}
+
+/// A draft's own rules: a context, at least one output and one code file, and recipients or a
+/// target workspace (not both).
+async fn check_draft(
+    app: &App,
+    ws: &Workspace,
+    d: &Draft,
+) -> Result<(Vec<UserId>, Option<WorkspaceId>)> {
+    if d.context.trim().is_empty() {
+        return Err(Error::BadRequest(
+            "a context is required: what the outputs are, and why they are safe to release"
+                .into(),
+        ));
+    }
+    if !d.files.iter().any(|i| i.role == FileRole::Output) {
+        return Err(Error::BadRequest(
+            "name at least one output file (role `output`): what is to be released".into(),
+        ));
+    }
+    if !d.files.iter().any(|i| i.role == FileRole::Code) {
+        return Err(Error::BadRequest(
+            "name at least one code file (role `code`): the analysis script that made the \
+             outputs (paper 4.1.4)"
+                .into(),
+        ));
+    }
+    let mut recipients = Vec::new();
+    for name in &d.recipients {
+        let u = app
+            .store
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| Error::BadRequest(format!("recipient {name}: no such user")))?;
+        if u.disabled {
+            return Err(Error::BadRequest(format!(
+                "recipient {name}: the user is disabled"
+            )));
+        }
+        if !recipients.contains(&u.id) {
+            recipients.push(u.id);
+        }
+    }
+    let target = match &d.target_workspace {
+        Some(path) => {
+            let t = super::transfers::workspace_by_path(app, path).await?;
+            if t.id == ws.id {
+                return Err(Error::BadRequest(
+                    "the target workspace must be another workspace".into(),
+                ));
+            }
+            Some(t.id)
+        }
+        None => None,
+    };
+    match (recipients.is_empty(), target.is_some()) {
+        (true, false) => Err(Error::BadRequest(
+            "name the recipient(s) who may collect the outputs, or a target workspace".into(),
+        )),
+        (false, true) => Err(Error::BadRequest(
+            "name recipients or a target workspace, not both".into(),
+        )),
+        _ => Ok((recipients, target)),
+    }
+}
+
+fn items_of(d: &Draft) -> Vec<(String, String)> {
+    d.files
+        .iter()
+        .map(|i| (i.path.clone(), i.role.as_str().to_owned()))
+        .collect()
+}
+
+/// A Researcher who is a member of the workspace's project makes a draft.
+pub async fn create(app: &App, who: &Principal, d: Draft) -> Result<Transfer> {
+    let user = who.staff()?;
+    let path = d
+        .workspace
+        .clone()
+        .ok_or_else(|| Error::BadRequest("name the workspace: PROJECT/WORKSPACE".into()))?;
+    let ws = access::visible_workspace(app, user, &path).await?;
+    access::require_role(app, user, &ws, &[Role::Researcher]).await?;
+    let (recipients, target) = check_draft(app, &ws, &d).await?;
+    // The paths are checked now, so a mistake shows at once; they are resolved again at submit.
+    let root = output_dir(app, &ws).await?;
+    let items = d.files.clone();
+    tokio::task::spawn_blocking(move || resolve(&root, &items))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let at = crate::store::now();
+    let t = Transfer {
+        id: TransferId::new(),
+        workspace_id: ws.id,
+        kind: TransferKind::Egress,
+        state: TransferState::Open,
+        state_reason: format!("draft by {}; submit pins it for output checking", user.name),
+        uploader_id: user.id,
+        created_by: user.id,
+        created_at: at.clone(),
+        updated_at: at,
+        sealed_at: None,
+        root_digest: None,
+        expected_root_digest: None,
+        release_location: None,
+        released_at: None,
+        policy_version: None,
+        ack_required: false,
+    };
+    let mut tx = app.store.begin().await?;
+    tx.insert_transfer(&t).await?;
+    tx.put_egress_draft(t.id, &d.context, target, &items_of(&d), &recipients)
+        .await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "egress.created")
+            .transfer(t.id)
+            .detail(serde_json::json!({
+                "workspace": path, "files": d.files.len(), "recipients": d.recipients,
+                "target_workspace": d.target_workspace,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(t)
+}
+
+/// The requester, on their own request: anyone else gets 403 (or 404 if they cannot see it).
+async fn requester(app: &App, who: &Principal, id: TransferId) -> Result<(Transfer, Workspace)> {
+    let user = who.staff()?;
+    let (t, ws) = access::load_for(app, user, id).await?;
+    if t.kind != TransferKind::Egress {
+        return Err(Error::Conflict(format!(
+            "transfer {id} is a {} transfer, not an egress request",
+            t.kind
+        )));
+    }
+    if t.uploader_id != user.id {
+        return Err(Error::Forbidden(format!(
+            "only the requester may change or submit egress request {id}"
+        )));
+    }
+    Ok((t, ws))
+}
+
+/// The requester rewrites a draft (open, or returned to them).
+pub async fn edit(app: &App, who: &Principal, id: TransferId, d: Draft) -> Result<()> {
+    let (t, ws) = requester(app, who, id).await?;
+    if !matches!(t.state, TransferState::Open | TransferState::Returned) {
+        return Err(Error::Conflict(format!(
+            "a {} request cannot be edited: only a draft or a returned request",
+            t.state
+        )));
+    }
+    if d.workspace.is_some() {
+        return Err(Error::BadRequest(
+            "a request's workspace cannot change; leave `workspace` out".into(),
+        ));
+    }
+    let (recipients, target) = check_draft(app, &ws, &d).await?;
+    let root = output_dir(app, &ws).await?;
+    let items = d.files.clone();
+    tokio::task::spawn_blocking(move || resolve(&root, &items))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let mut tx = app.store.begin().await?;
+    if tx.transfer_state(id).await? != Some(t.state) {
+        return Err(Error::Conflict(
+            "the request changed state meanwhile; look again".into(),
+        ));
+    }
+    tx.put_egress_draft(id, &d.context, target, &items_of(&d), &recipients)
+        .await?;
+    tx.audit(
+        AuditEvent::new(who.actor(), "egress.edited")
+            .transfer(id)
+            .detail(serde_json::json!({ "files": d.files.len(), "recipients": d.recipients })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec()
+}
+
+/// Submit: every chosen file is copied into quarantine and hashed while it is copied, and the
+/// request is sealed (manifest and root digest fixed as at an ingress seal). A returned
+/// request is submitted again the same way: a new snapshot, and every earlier vote void.
+pub async fn submit(app: &App, who: &Principal, id: TransferId) -> Result<Transfer> {
+    let (t, ws) = requester(app, who, id).await?;
+    let user = who.staff()?.clone();
+    match t.state {
+        TransferState::Open => {}
+        TransferState::Returned => {
+            let mut tx = app.store.begin().await?;
+            let next = t
+                .state
+                .on(Event::Reopen)
+                .map_err(|e| Error::Conflict(e.to_string()))?;
+            if !tx
+                .set_state(
+                    id,
+                    TransferState::Returned,
+                    next,
+                    &format!("resubmitted by {}; pinning the files again", user.name),
+                )
+                .await?
+            {
+                return Err(Error::Conflict(
+                    "the request changed state meanwhile; look again".into(),
+                ));
+            }
+            tx.audit(AuditEvent::new(who.actor(), "egress.reopened").transfer(id))
+                .await?;
+            tx.commit().await?;
+        }
+        s => {
+            return Err(Error::Conflict(format!(
+                "a {s} request cannot be submitted: only a draft or a returned request"
+            )))
+        }
+    }
+    let (t, ws) = (access::load(app, id).await?.0, ws);
+    let items: Vec<Item> = app
+        .store
+        .egress_items(id)
+        .await?
+        .into_iter()
+        .filter_map(|(path, role)| FileRole::parse(&role).map(|role| Item { path, role }))
+        .collect();
+    // The earlier snapshot goes: its rows and bytes.
+    for f in app.store.files(id).await? {
+        super::upload::discard(app, &f).await?;
+    }
+    let root = output_dir(app, &ws).await?;
+    let found = tokio::task::spawn_blocking(move || resolve(&root, &items))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let mut pinned = Vec::with_capacity(found.len());
+    for f in found {
+        pinned.push(pin(app, who, &t, &ws, f).await?);
+    }
+    let round = {
+        let mut tx = app.store.begin().await?;
+        tx.clear_egress_files(id).await?;
+        for p in &pinned {
+            tx.insert_egress_file(id, p).await?;
+        }
+        let round = tx.next_round(id).await?;
+        tx.void_decisions(id, "the request was submitted again")
+            .await?;
+        tx.audit(
+            AuditEvent::new(who.actor(), "egress.submitted")
+                .transfer(id)
+                .detail(serde_json::json!({ "round": round, "files": pinned.len() })),
+        )
+        .await?;
+        tx.commit().await?;
+        round
+    };
+    tracing::info!(transfer = %id, round, files = pinned.len(), "egress request pinned");
+    super::transfers::seal_checked(app, who, t, ws, Default::default()).await
+}
+
+/// Copies one file of the output volume into the request, hashing it as it goes. The file is
+/// opened without following links and checked to be the one walked: a file swapped for a link
+/// between the walk and the open is refused.
+async fn pin(
+    app: &App,
+    who: &Principal,
+    t: &Transfer,
+    ws: &Workspace,
+    f: Found,
+) -> Result<PinnedRow> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&f.abs)
+        .map_err(|e| Error::BadRequest(format!("{}: cannot be opened: {e}", f.rel)))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::BadRequest(format!("{}: {e}", f.rel)))?;
+    if !meta.is_file() || meta.ino() != f.meta.ino() || meta.dev() != f.meta.dev() {
+        return Err(Error::BadRequest(format!(
+            "{}: changed while it was being pinned; submit again",
+            f.rel
+        )));
+    }
+    let size = meta.len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20);
+    let receipt =
+        super::upload::store_whole(app, who, t, ws, &f.rel, None, Some(size), stream).await?;
+    Ok(PinnedRow {
+        path: receipt.path,
+        role: f.role.as_str().to_owned(),
+        size: receipt.size,
+        mtime_ns: mtime_ns(&meta),
+    })
+}
+
+/// The requester withdraws the request before its outcome, saying why.
+pub async fn withdraw(app: &App, who: &Principal, id: TransferId, reason: &str) -> Result<Transfer> {
+    let (t, _) = requester(app, who, id).await?;
+    if reason.trim().is_empty() {
+        return Err(Error::BadRequest("say why the request is withdrawn".into()));
+    }
+    let next = t.state.on(Event::Withdraw).map_err(|_| {
+        Error::Conflict(format!(
+            "a {} request cannot be withdrawn: its outcome is in",
+            t.state
+        ))
+    })?;
+    let mut tx = app.store.begin().await?;
+    let user = who.staff()?;
+    if !tx
+        .set_state(
+            id,
+            t.state,
+            next,
+            &format!("withdrawn by {}: {reason}", user.name),
+        )
+        .await?
+    {
+        return Err(Error::Conflict(
+            "the request changed state meanwhile; look again".into(),
+        ));
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "egress.withdrawn")
+            .transfer(id)
+            .detail(serde_json::json!({ "from": t.state, "reason": reason })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(access::load(app, id).await?.0)
+}
+
+/// A checker's vote on one output file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    pub path: String,
+    #[serde(rename = "as")]
+    pub role: Option<Role>,
+    /// `approve` or `request-changes`.
+    pub vote: String,
+    #[serde(default)]
+    pub comment: String,
+    /// `shared` (default: the researcher sees it once the outcome is in) or `checkers`.
+    #[serde(default)]
+    pub visibility: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    #[serde(rename = "as")]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    pub finding: String,
+    #[serde(rename = "as")]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// An output checker of a request in review: their role, checked as a decision is.
+async fn checker(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    role: Option<Role>,
+) -> Result<(User, Transfer, Workspace, Role, i64)> {
+    let user = who.staff()?.clone();
+    let (t, ws) = access::load_for(app, &user, id).await?;
+    if t.kind != TransferKind::Egress {
+        return Err(Error::Conflict(format!(
+            "transfer {id} is a {} transfer, not an egress request",
+            t.kind
+        )));
+    }
+    let policy = app.policy(&ws)?;
+    let role = governance::decider_role(app, &user, &t, &ws, &policy, role).await?;
+    if t.state != TransferState::InReview {
+        return Err(Error::Conflict(format!(
+            "request {id} is {}, not in review",
+            t.state
+        )));
+    }
+    let round = app.store.egress(id).await?.map(|e| e.round).unwrap_or(0);
+    if app
+        .store
+        .egress_reviews(id, round)
+        .await?
+        .iter()
+        .any(|r| r.user_id == user.id)
+    {
+        return Err(Error::Conflict(format!(
+            "{} has already submitted their review of this round",
+            user.name
+        )));
+    }
+    Ok((user, t, ws, role, round))
+}
+
+pub async fn vote(app: &App, who: &Principal, id: TransferId, req: VoteRequest) -> Result<()> {
+    let (user, _t, _ws, role, round) = checker(app, who, id, req.role).await?;
+    let vote = match req.vote.as_str() {
+        "approve" => "approve",
+        "request-changes" => "request-changes",
+        other => {
+            return Err(Error::BadRequest(format!(
+                "vote `{other}`: expected approve or request-changes"
+            )))
+        }
+    };
+    if vote == "request-changes" && req.comment.trim().is_empty() {
+        return Err(Error::BadRequest(
+            "request-changes needs a comment saying what to change".into(),
+        ));
+    }
+    let visibility = req.visibility.as_deref().unwrap_or("shared");
+    if !["shared", "checkers"].contains(&visibility) {
+        return Err(Error::BadRequest(format!(
+            "visibility `{visibility}`: expected shared or checkers"
+        )));
+    }
+    let files = app.store.egress_files(id).await?;
+    match files.iter().find(|f| f.path == req.path) {
+        None => {
+            return Err(Error::NotFound(format!(
+                "{}: not a file of this request",
+                req.path
+            )))
+        }
+        Some(f) if f.role != FileRole::Output.as_str() => {
+            return Err(Error::BadRequest(format!(
+                "{}: is a {} file; checkers vote on output files, which alone are released",
+                req.path, f.role
+            )))
+        }
+        Some(_) => {}
+    }
+    let mut tx = app.store.begin().await?;
+    if tx.transfer_state(id).await? != Some(TransferState::InReview) {
+        return Err(Error::Conflict(
+            "the request changed state meanwhile; look again".into(),
+        ));
+    }
+    tx.put_vote(
+        id,
+        round,
+        user.id,
+        role,
+        &req.path,
+        vote,
+        &req.comment,
+        visibility,
+    )
+    .await?;
+    // The vote itself is recorded; the audit names file and vote, not the comment, which
+    // blinded checkers must not read from a shared log view before their own review.
+    tx.audit(
+        AuditEvent::new(who.actor(), "egress.voted")
+            .transfer(id)
+            .detail(serde_json::json!({
+                "round": round, "role": role, "path": req.path, "vote": vote,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn acknowledge(app: &App, who: &Principal, id: TransferId, req: AckRequest) -> Result<()> {
+    let (user, _t, _ws, role, round) = checker(app, who, id, req.role).await?;
+    let findings = app.store.findings(id, round).await?;
+    if !findings.iter().any(|f| f.id == req.finding) {
+        return Err(Error::NotFound(format!(
+            "finding {}: not a finding of this request's current round",
+            req.finding
+        )));
+    }
+    let mut tx = app.store.begin().await?;
+    if !tx
+        .insert_ack(&req.finding, user.id, role, &req.comment)
+        .await?
+    {
+        return Err(Error::Conflict(format!(
+            "{} has already acknowledged finding {}",
+            user.name, req.finding
+        )));
+    }
+    tx.audit(
+        AuditEvent::new(who.actor(), "egress.finding_acknowledged")
+            .transfer(id)
+            .detail(serde_json::json!({ "round": round, "role": role, "finding": req.finding })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A checker submits their review once every output file has their vote and they have
+/// acknowledged every finding. Request-changes on any file returns the request to the
+/// researcher with the shared comments; all approvals count as this checker's approval, and
+/// the request is approved once the policy's required checkers have all approved.
+pub async fn review(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: ReviewRequest,
+) -> Result<Transfer> {
+    let (user, t, _ws, role, round) = checker(app, who, id, req.role).await?;
+    let files = app.store.egress_files(id).await?;
+    let votes: Vec<_> = app
+        .store
+        .egress_votes(id, round)
+        .await?
+        .into_iter()
+        .filter(|v| v.user_id == user.id)
+        .collect();
+    let unvoted: Vec<&str> = files
+        .iter()
+        .filter(|f| f.role == FileRole::Output.as_str())
+        .filter(|f| !votes.iter().any(|v| v.path == f.path))
+        .map(|f| f.path.as_str())
+        .collect();
+    if !unvoted.is_empty() {
+        return Err(Error::Conflict(format!(
+            "vote on every output file first; not yet voted: {}",
+            unvoted.join(", ")
+        )));
+    }
+    let acked: BTreeSet<String> = app
+        .store
+        .finding_acks(id, round)
+        .await?
+        .into_iter()
+        .filter(|a| a.user_id == user.id)
+        .map(|a| a.finding_id)
+        .collect();
+    let open: Vec<String> = app
+        .store
+        .findings(id, round)
+        .await?
+        .into_iter()
+        .filter(|f| !acked.contains(&f.id))
+        .map(|f| format!("{} ({} in {})", f.id, f.rule, f.path))
+        .collect();
+    if !open.is_empty() {
+        return Err(Error::Conflict(format!(
+            "acknowledge every disclosure finding first ({} open): {}",
+            open.len(),
+            open.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let changes: Vec<_> = votes.iter().filter(|v| v.vote == "request-changes").collect();
+    let outcome = if changes.is_empty() {
+        "approve"
+    } else {
+        "request-changes"
+    };
+    {
+        let mut tx = app.store.begin().await?;
+        if !tx.insert_review(id, round, user.id, role, outcome).await? {
+            return Err(Error::Conflict(format!(
+                "{} has already submitted their review of this round",
+                user.name
+            )));
+        }
+        tx.audit(
+            AuditEvent::new(who.actor(), "egress.reviewed")
+                .transfer(id)
+                .detail(serde_json::json!({
+                    "round": round, "role": role, "outcome": outcome,
+                    "request_changes": changes.len(),
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let decision = DecisionRequest {
+        role: Some(role),
+        comment: if changes.is_empty() {
+            req.comment.clone()
+        } else {
+            let mut c: Vec<String> = changes
+                .iter()
+                .map(|v| format!("{}: {}", v.path, v.comment))
+                .collect();
+            if !req.comment.trim().is_empty() {
+                c.insert(0, req.comment.clone());
+            }
+            c.join("; ")
+        },
+        root_digest: t.root_digest.clone(),
+        policy_version: None,
+        // The review is the acknowledgment of anything unscannable, on the record.
+        acknowledge_unscannable: role == Role::Referee && t.ack_required,
+    };
+    let verdict = if changes.is_empty() {
+        Verdict::Approve
+    } else {
+        Verdict::Return
+    };
+    governance::decide_as(app, who, id, verdict, decision, true).await
+}
+
+/// One file of a request as `transfer show` lists it.
+#[derive(Debug, Serialize)]
+pub struct FileView {
+    pub path: String,
+    pub role: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub blake3: Option<String>,
+    /// The file in the output volume is no longer what was pinned (size or digest differ, or
+    /// it is gone): the researcher may withdraw and submit again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_on_disk: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FindingView {
+    pub id: String,
+    pub path: String,
+    pub rule: String,
+    pub location: serde_json::Value,
+    /// `fail` or `review`.
+    pub status: String,
+    pub message: String,
+    /// Who acknowledged it (visible as votes are).
+    pub acknowledged_by: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DisclosureView {
+    pub findings: Vec<FindingView>,
+    /// Findings by status (`fail`, `review`).
+    pub counts: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VoteView {
+    pub user: String,
+    pub role: String,
+    pub path: String,
+    pub vote: String,
+    pub comment: String,
+    pub visibility: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReviewView {
+    pub user: String,
+    pub role: String,
+    pub outcome: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CollectionView {
+    pub recipient: String,
+    pub client: String,
+    pub what: String,
+    pub bytes: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub recipient: String,
+    pub issued_by: String,
+    pub issued_at: String,
+    pub expires_at: i64,
+    pub cidrs: Vec<String>,
+    pub max_downloads: Option<i64>,
+    pub downloads: i64,
+    pub revoked_at: Option<String>,
+}
+
+/// An earlier request of the same workspace, for checkers (Azure TRE #5077: differencing
+/// across releases).
+#[derive(Debug, Serialize)]
+pub struct PastView {
+    pub id: TransferId,
+    pub state: TransferState,
+    pub created_at: String,
+    pub files: Vec<FileView>,
+}
+
+/// What only an egress request shows.
+#[derive(Debug, Serialize)]
+pub struct EgressView {
+    pub context: String,
+    pub round: i64,
+    pub recipients: Vec<String>,
+    pub target_workspace: Option<String>,
+    /// The files pinned at the last submit, with roles and whether the output volume still
+    /// holds the same bytes (before the first submit: the chosen items, with no digests).
+    /// `files` (paged) lists them too, each with its `role`.
+    pub pinned: Vec<FileView>,
+    pub disclosure: DisclosureView,
+    /// The votes this viewer may see: their own; everyone's once their review is in (or
+    /// always when the policy does not blind review); the shared ones for the requester once
+    /// the outcome is in.
+    pub votes: Vec<VoteView>,
+    pub reviews: Vec<ReviewView>,
+    /// Whether checkers review blind.
+    pub blinded: bool,
+    pub collection_tokens: Vec<TokenView>,
+    pub collections: Vec<CollectionView>,
+    /// Earlier requests of the workspace with their paths and digests (checkers only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub past_requests: Vec<PastView>,
+}
+
+/// Compares a pinned file with the output volume now: `None` when unchanged.
+fn changed(root: &Path, p: &PinnedRow, sha256: Option<&str>) -> Option<String> {
+    let abs = root.join(&p.path);
+    let meta = match std::fs::symlink_metadata(&abs) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Some("changed on disk since submit: no longer a regular file".into()),
+        Err(_) => return Some("changed on disk since submit: gone from the output volume".into()),
+    };
+    if meta.len() != p.size {
+        return Some(format!(
+            "changed on disk since submit: {} bytes now, {} pinned",
+            meta.len(),
+            p.size
+        ));
+    }
+    if mtime_ns(&meta) == p.mtime_ns {
+        return None;
+    }
+    // Touched: only the digest tells whether the bytes changed.
+    let file = std::fs::File::open(&abs).ok()?;
+    let now = crate::hashing::hash_reader(file).ok()?;
+    (Some(now.sha256.as_str()) != sha256)
+        .then(|| "changed on disk since submit: the digest differs".to_owned())
+}
+
+/// The egress part of `transfer show`, as `viewer` may see it (`None`: a background reader,
+/// such as webhooks, which get counts, never votes).
+pub async fn view(
+    app: &App,
+    t: &Transfer,
+    ws: &Workspace,
+    viewer: Option<&User>,
+) -> Result<Option<EgressView>> {
+    if t.kind != TransferKind::Egress {
+        return Ok(None);
+    }
+    let Some(e) = app.store.egress(t.id).await? else {
+        return Ok(None);
+    };
+    let policy = app.policy(ws)?;
+    let blinded = policy.blinded();
+    let target_workspace = match e.target_workspace_id {
+        Some(w) => app
+            .store
+            .workspace(w)
+            .await?
+            .map(|w| format!("{}/{}", w.project_name, w.name)),
+        None => None,
+    };
+    let files = files_view(app, t, ws, e.round).await?;
+    let acks = app.store.finding_acks(t.id, e.round).await?;
+    let reviews = app.store.egress_reviews(t.id, e.round).await?;
+    let is_requester = viewer.is_some_and(|u| u.id == t.uploader_id);
+    let reviewed = viewer.is_some_and(|u| reviews.iter().any(|r| r.user_id == u.id));
+    let outcome_in = !matches!(
+        t.state,
+        TransferState::Open
+            | TransferState::Sealed
+            | TransferState::Scanning
+            | TransferState::ScanError
+            | TransferState::InReview
+    );
+    // Whose votes (and acknowledgments) this viewer sees.
+    let sees = |voter: UserId, visibility: &str| -> bool {
+        let Some(u) = viewer else { return false };
+        if is_requester {
+            return outcome_in && visibility == "shared";
+        }
+        voter == u.id || !blinded || reviewed || outcome_in
+    };
+    let mut counts = BTreeMap::new();
+    let findings = app
+        .store
+        .findings(t.id, e.round)
+        .await?
+        .into_iter()
+        .map(|f| {
+            *counts.entry(f.status.clone()).or_insert(0) += 1;
+            FindingView {
+                acknowledged_by: acks
+                    .iter()
+                    .filter(|a| a.finding_id == f.id && sees(a.user_id, "checkers"))
+                    .map(|a| format!("{} ({})", a.user, a.role))
+                    .collect(),
+                location: serde_json::from_str(&f.location).unwrap_or_default(),
+                id: f.id,
+                path: f.path,
+                rule: f.rule,
+                status: f.status,
+                message: f.message,
+            }
+        })
+        .collect();
+    let votes = app
+        .store
+        .egress_votes(t.id, e.round)
+        .await?
+        .into_iter()
+        .filter(|v| sees(v.user_id, &v.visibility))
+        .map(|v| VoteView {
+            user: v.user,
+            role: v.role.as_str().to_owned(),
+            path: v.path,
+            vote: v.vote,
+            comment: v.comment,
+            visibility: v.visibility,
+            at: v.at,
+        })
+        .collect();
+    let past_requests = if viewer.is_some() && !is_requester {
+        past(app, t, ws).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(EgressView {
+        context: e.context,
+        round: e.round,
+        recipients: app
+            .store
+            .egress_recipients(t.id)
+            .await?
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect(),
+        target_workspace,
+        pinned: files,
+        disclosure: DisclosureView { findings, counts },
+        votes,
+        reviews: reviews
+            .into_iter()
+            .map(|r| ReviewView {
+                user: r.user,
+                role: r.role.as_str().to_owned(),
+                outcome: if viewer.is_some_and(|u| u.id == r.user_id)
+                    || !blinded
+                    || reviewed
+                    || outcome_in
+                {
+                    r.outcome
+                } else {
+                    "submitted".into()
+                },
+                at: r.at,
+            })
+            .collect(),
+        blinded,
+        collection_tokens: app
+            .store
+            .collection_tokens(t.id)
+            .await?
+            .into_iter()
+            .map(|c| TokenView {
+                id: c.id.to_string(),
+                recipient: c.recipient,
+                issued_by: c.issued_by,
+                issued_at: c.issued_at,
+                expires_at: c.expires_at,
+                cidrs: c.cidrs.iter().map(|n| n.to_string()).collect(),
+                max_downloads: c.max_downloads,
+                downloads: c.downloads,
+                revoked_at: c.revoked_at,
+            })
+            .collect(),
+        collections: app
+            .store
+            .collections(t.id)
+            .await?
+            .into_iter()
+            .map(|c| CollectionView {
+                recipient: c.recipient,
+                client: c.client,
+                what: c.what,
+                bytes: c.bytes,
+                started_at: c.started_at,
+                finished_at: c.finished_at,
+            })
+            .collect(),
+        past_requests,
+    }))
+}
+
+async fn files_view(app: &App, t: &Transfer, ws: &Workspace, round: i64) -> Result<Vec<FileView>> {
+    if round == 0 {
+        return Ok(app
+            .store
+            .egress_items(t.id)
+            .await?
+            .into_iter()
+            .map(|(path, role)| FileView {
+                path,
+                role,
+                size: 0,
+                sha256: None,
+                blake3: None,
+                changed_on_disk: None,
+            })
+            .collect());
+    }
+    let pinned = app.store.egress_files(t.id).await?;
+    let rows: BTreeMap<String, crate::store::FileRow> = app
+        .store
+        .files(t.id)
+        .await?
+        .into_iter()
+        .map(|f| (f.path.clone(), f))
+        .collect();
+    // Only while the request can still change course is the disk compared.
+    let live = matches!(
+        t.state,
+        TransferState::Sealed
+            | TransferState::Scanning
+            | TransferState::ScanError
+            | TransferState::InReview
+            | TransferState::Returned
+    );
+    let root = output_dir(app, ws).await?;
+    let mut out = Vec::with_capacity(pinned.len());
+    for p in pinned {
+        let row = rows.get(&p.path);
+        let sha = row.and_then(|r| r.sha256.clone());
+        let changed_on_disk = if live {
+            let (root, p2, s) = (root.clone(), p.clone(), sha.clone());
+            tokio::task::spawn_blocking(move || changed(&root, &p2, s.as_deref()))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+        } else {
+            None
+        };
+        out.push(FileView {
+            size: p.size,
+            sha256: sha,
+            blake3: row.and_then(|r| r.blake3.clone()),
+            path: p.path,
+            role: p.role,
+            changed_on_disk,
+        });
+    }
+    Ok(out)
+}
+
+/// Earlier egress requests of the workspace (approved, released, rejected, withdrawn...).
+async fn past(app: &App, t: &Transfer, ws: &Workspace) -> Result<Vec<PastView>> {
+    let mut out = Vec::new();
+    for other in app.store.transfers_in(ws.id).await? {
+        if other.id == t.id || other.kind != TransferKind::Egress || other.sealed_at.is_none() {
+            continue;
+        }
+        let rows: BTreeMap<String, crate::store::FileRow> = app
+            .store
+            .files(other.id)
+            .await?
+            .into_iter()
+            .map(|f| (f.path.clone(), f))
+            .collect();
+        let files = app
+            .store
+            .egress_files(other.id)
+            .await?
+            .into_iter()
+            .map(|p| FileView {
+                sha256: rows.get(&p.path).and_then(|r| r.sha256.clone()),
+                blake3: rows.get(&p.path).and_then(|r| r.blake3.clone()),
+                size: p.size,
+                path: p.path,
+                role: p.role,
+                changed_on_disk: None,
+            })
+            .collect();
+        out.push(PastView {
+            id: other.id,
+            state: other.state,
+            created_at: other.created_at,
+            files,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the disclosure checks over a sealed request's output and code files (supporting files
+/// are for the checkers and never leave, so what they hold is not a finding) and stores the
+/// findings and each file's report for the request's round. Returns the summary that blocks
+/// the request, if the policy says findings block and one fails.
+pub async fn disclose(app: &App, t: &Transfer, ws: &Workspace) -> Result<Option<String>> {
+    use crate::scan::disclosure;
+    let policy = app.policy(ws)?;
+    let rules = app
+        .scanners
+        .disclosure
+        .with_overrides(&policy.rules.egress.disclosure)
+        .map_err(|e| Error::Internal(format!("disclosure rules: {e}")))?;
+    let round = app.store.egress(t.id).await?.map(|e| e.round).unwrap_or(0);
+    let roles: BTreeMap<String, String> = app
+        .store
+        .egress_files(t.id)
+        .await?
+        .into_iter()
+        .map(|p| (p.path, p.role))
+        .collect();
+    let mut reports: Vec<(String, disclosure::Report)> = Vec::new();
+    for f in app.store.files(t.id).await? {
+        let role = roles.get(&f.path).map(String::as_str).unwrap_or("output");
+        if role == FileRole::Supporting.as_str() {
+            continue;
+        }
+        let stream = super::upload::stored_bytes(app, &f).await?;
+        let reader = tokio_util::io::StreamReader::new(futures::TryStreamExt::map_err(
+            stream,
+            std::io::Error::other,
+        ));
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let (name, rules) = (f.path.clone(), rules.clone());
+        // CPU-bound parsing of the whole file, off the async threads.
+        let report = tokio::task::spawn_blocking(move || disclosure::check(&name, bridge, &rules))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(format!("disclosure check of {}: {e}", f.path)))?;
+        reports.push((f.path.clone(), report));
+    }
+    let mut fails = 0u64;
+    let mut reviews = 0u64;
+    let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tx = app.store.begin().await?;
+    tx.clear_findings(t.id, round).await?;
+    let mut n = 0u64;
+    for (path, report) in &reports {
+        let json = serde_json::to_string(report).map_err(|e| Error::Internal(e.to_string()))?;
+        tx.insert_report(t.id, round, path, &json).await?;
+        for f in &report.findings {
+            n += 1;
+            match f.status {
+                disclosure::Status::Fail => fails += 1,
+                _ => reviews += 1,
+            }
+            *by_rule.entry(f.rule.clone()).or_insert(0) += 1;
+            tx.insert_finding(
+                t.id,
+                round,
+                &FindingRow {
+                    id: format!("F{round}-{n}"),
+                    path: path.clone(),
+                    rule: f.rule.clone(),
+                    status: serde_json::to_value(f.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    location: serde_json::to_string(&f.location).unwrap_or_default(),
+                    message: f.message.clone(),
+                },
+            )
+            .await?;
+        }
+    }
+    // Counts and rules only: a finding's message never holds the value, but the audit log
+    // goes to webhooks and needs none of it.
+    tx.audit(
+        AuditEvent::new("system", "egress.disclosure_checked")
+            .transfer(t.id)
+            .detail(serde_json::json!({
+                "round": round, "files": reports.len(), "fail": fails, "review": reviews,
+                "rules": by_rule, "checker": disclosure::VERSION, "threshold": rules.threshold,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    if fails > 0 && policy.rules.egress.findings == crate::policy::FindingRule::Block {
+        let rules: Vec<String> = by_rule.keys().cloned().collect();
+        return Ok(Some(format!(
+            "{fails} disclosure finding(s) fail and the policy blocks them ({})",
+            rules.join(", ")
+        )));
+    }
+    Ok(None)
+}
+
+/// ACRO-compatible `results.json` of the request's current round.
+pub async fn results(app: &App, who: &Principal, id: TransferId) -> Result<serde_json::Value> {
+    let user = who.staff()?;
+    let seen = access::load_seen(app, user, id).await?;
+    governance::require_viewer_seen(app, user, &seen).await?;
+    let round = app.store.egress(id).await?.map(|e| e.round).unwrap_or(0);
+    let reports = app.store.disclosure_reports(id, round).await?;
+    let parsed: Vec<(String, crate::scan::disclosure::Report)> = reports
+        .into_iter()
+        .filter_map(|(p, r)| serde_json::from_str(&r).ok().map(|r| (p, r)))
+        .collect();
+    Ok(crate::scan::disclosure::acro_results(
+        parsed.iter().map(|(p, r)| (p.as_str(), r)),
+    ))
+}
+
+/// Where an approved request's package goes, and which files are in it.
+pub struct PackagePlan {
+    pub dest: object_store::path::Path,
+    /// The output files: the only ones released.
+    pub outputs: std::collections::HashSet<String>,
+    /// A derived workspace the outputs go to instead of recipients.
+    pub target: Option<Workspace>,
+}
+
+/// The package of an approved request: the workspace's egress area, or the data volume of
+/// its target workspace (a derived workspace, paper 4.1.4).
+pub async fn package_plan(app: &App, t: &Transfer, ws: &Workspace) -> Result<PackagePlan> {
+    let e = app
+        .store
+        .egress(t.id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("egress request {} has no request row", t.id)))?;
+    let target = match e.target_workspace_id {
+        Some(w) => Some(
+            app.store
+                .workspace(w)
+                .await?
+                .ok_or_else(|| Error::Internal("target workspace vanished".into()))?,
+        ),
+        None => None,
+    };
+    let dest = match &target {
+        Some(tw) => crate::volumes::Volumes::release_prefix(
+            &tw.project_name,
+            &tw.name,
+            TransferKind::DataIngress.volume(),
+            t.id,
+        ),
+        None => super::collect::package_prefix(ws, t),
+    };
+    let outputs = app
+        .store
+        .egress_files(t.id)
+        .await?
+        .into_iter()
+        .filter(|p| p.role == FileRole::Output.as_str())
+        .map(|p| p.path)
+        .collect();
+    Ok(PackagePlan {
+        dest,
+        outputs,
+        target,
+    })
+}
+
+/// The output-checking record written with the package: `manifest-sha256.txt` (the output
+/// files) and `disclosure-record.json` (policy version, thresholds, checker version, findings,
+/// every vote, acknowledgment, review and decision with who and when, and the provenance:
+/// the originating workspace, the request and its code files' digests).
+pub async fn package_record(
+    app: &App,
+    t: &Transfer,
+    ws: &Workspace,
+    plan: &PackagePlan,
+) -> Result<Vec<(&'static str, bytes::Bytes)>> {
+    let e = app
+        .store
+        .egress(t.id)
+        .await?
+        .ok_or_else(|| Error::Internal("egress request row vanished".into()))?;
+    let files = app.store.files(t.id).await?;
+    let roles: BTreeMap<String, String> = app
+        .store
+        .egress_files(t.id)
+        .await?
+        .into_iter()
+        .map(|p| (p.path, p.role))
+        .collect();
+    let mut manifest = String::new();
+    let mut listed = Vec::new();
+    for f in &files {
+        let role = roles.get(&f.path).cloned().unwrap_or_default();
+        let sha = f.sha256.clone().unwrap_or_default();
+        if plan.outputs.contains(&f.path) {
+            manifest.push_str(&format!("{sha}  {}\n", f.path));
+        }
+        listed.push(serde_json::json!({
+            "path": f.path, "role": role, "size": f.length.unwrap_or(f.received),
+            "sha256": sha, "blake3": f.blake3, "released": plan.outputs.contains(&f.path),
+        }));
+    }
+    let policy = app.policy(ws)?;
+    let rules = app
+        .scanners
+        .disclosure
+        .with_overrides(&policy.rules.egress.disclosure)
+        .map_err(|e| Error::Internal(format!("disclosure rules: {e}")))?;
+    let names = app.store.user_names(&[t.uploader_id]).await?;
+    let acks = app.store.finding_acks(t.id, e.round).await?;
+    let findings: Vec<serde_json::Value> = app
+        .store
+        .findings(t.id, e.round)
+        .await?
+        .into_iter()
+        .map(|f| {
+            serde_json::json!({
+                "id": f.id, "path": f.path, "rule": f.rule, "status": f.status,
+                "location": serde_json::from_str::<serde_json::Value>(&f.location).unwrap_or_default(),
+                "message": f.message,
+                "acknowledged_by": acks.iter().filter(|a| a.finding_id == f.id).map(|a| serde_json::json!({
+                    "user": a.user, "role": a.role, "comment": a.comment, "at": a.at,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let votes: Vec<serde_json::Value> = app
+        .store
+        .egress_votes(t.id, e.round)
+        .await?
+        .into_iter()
+        .map(|v| {
+            serde_json::json!({
+                "user": v.user, "role": v.role, "path": v.path, "vote": v.vote,
+                "comment": v.comment, "visibility": v.visibility, "at": v.at,
+            })
+        })
+        .collect();
+    let reviews: Vec<serde_json::Value> = app
+        .store
+        .egress_reviews(t.id, e.round)
+        .await?
+        .into_iter()
+        .map(|r| serde_json::json!({"user": r.user, "role": r.role, "outcome": r.outcome, "at": r.at}))
+        .collect();
+    let decisions: Vec<serde_json::Value> = app
+        .store
+        .decisions(t.id)
+        .await?
+        .into_iter()
+        .filter(|d| d.void_reason.is_none())
+        .map(|d| {
+            serde_json::json!({
+                "user": d.user, "role": d.role, "decision": d.decision, "comment": d.comment,
+                "root_digest": d.root_digest, "policy_version": d.policy_version, "at": d.at,
+            })
+        })
+        .collect();
+    let code: Vec<serde_json::Value> = files
+        .iter()
+        .filter(|f| roles.get(&f.path).map(String::as_str) == Some(FileRole::Code.as_str()))
+        .map(|f| serde_json::json!({"path": f.path, "sha256": f.sha256, "blake3": f.blake3}))
+        .collect();
+    let reports = app.store.disclosure_reports(t.id, e.round).await?;
+    let parsed: Vec<(String, crate::scan::disclosure::Report)> = reports
+        .into_iter()
+        .filter_map(|(p, r)| serde_json::from_str(&r).ok().map(|r| (p, r)))
+        .collect();
+    let record = serde_json::json!({
+        "request": t.id,
+        "kind": t.kind,
+        "workspace": format!("{}/{}", ws.project_name, ws.name),
+        "tier": ws.tier.get(),
+        "requester": names.get(&t.uploader_id),
+        "context": e.context,
+        "round": e.round,
+        "root_digest": t.root_digest,
+        "policy": { "file": policy.file, "version": t.policy_version, "blinded": policy.blinded() },
+        "disclosure": {
+            "checker": crate::scan::disclosure::VERSION,
+            "rules": rules,
+            "findings": findings,
+            "results": crate::scan::disclosure::acro_results(parsed.iter().map(|(p, r)| (p.as_str(), r))),
+        },
+        "files": listed,
+        "votes": votes,
+        "reviews": reviews,
+        "decisions": decisions,
+        "recipients": app.store.egress_recipients(t.id).await?.into_iter().map(|(_, n)| n).collect::<Vec<_>>(),
+        "target_workspace": plan.target.as_ref().map(|w| format!("{}/{}", w.project_name, w.name)),
+        "provenance": {
+            "origin_workspace": format!("{}/{}", ws.project_name, ws.name),
+            "request": t.id,
+            "code": code,
+        },
+        "written_at": crate::store::now(),
+    });
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(vec![
+        (RECORD_FILES[0], bytes::Bytes::from(manifest)),
+        (RECORD_FILES[1], bytes::Bytes::from(json)),
+    ])
+}
