@@ -30,6 +30,8 @@ const STAFF: [&str; 10] = [
     "pm", "inv", "res", "prov", "provrep", "ref", "college", "progm", "sysm", "outsider",
 ];
 const UPLOADS: [&str; 2] = ["upload", "upload-other"];
+/// A recipient's collection token for the released egress request.
+const COLLECTS: [&str; 1] = ["collect"];
 
 /// Transfers in the states the routes need, in a workspace at tier 2.
 struct Fixture {
@@ -41,6 +43,10 @@ struct Fixture {
     review_root: String,
     /// Released (built only for the routes that need it).
     released: String,
+    /// Egress requests by `res`: a draft, one in review (`ref` assigned) and one released
+    /// (with `collect`, a collection token for `inv`), each built only for the routes that
+    /// need it.
+    egress: String,
     tokens: HashMap<&'static str, String>,
 }
 
@@ -63,6 +69,10 @@ async fn people(t: &TestApp) -> HashMap<&'static str, String> {
     admin::add_member(a, "proj", "provrep", Role::Provider)
         .await
         .unwrap();
+    // The output volume's files of the egress requests.
+    let out = t.data_dir().join("volumes/proj/ws/output");
+    write(&out, "tables/t.csv", b"region,n\nnorth,120\nsouth,95\n");
+    write(&out, "code/a.py", b"print('counts')\n");
     // Someone to disable, and a role to remove (the routes that cut people off).
     admin::add_user(a, "victim", &[Role::Investigator])
         .await
@@ -139,7 +149,8 @@ async fn people(t: &TestApp) -> HashMap<&'static str, String> {
     tok
 }
 
-async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, released: bool) -> Fixture {
+async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, on: On) -> Fixture {
+    let released = matches!(on, On::Released);
     let pm = &people["pm"];
     let mut tokens = people.clone();
     let open = t.open_transfer(pm, "data-ingress", "prov").await;
@@ -190,14 +201,87 @@ async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, released: 
     } else {
         String::new()
     };
+    let egress = match on {
+        On::EgressDraft => egress_request(t, people, false).await,
+        On::EgressReview => {
+            let id = egress_request(t, people, true).await;
+            let (s, v) = t
+                .post_json(pm, &format!("/transfers/{id}/referees"), json!({ "user": "ref" }))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            id
+        }
+        On::EgressReleased | On::Collect => {
+            let id = egress_request(t, people, true).await;
+            let (s, v) = t
+                .post_json(pm, &format!("/transfers/{id}/referees"), json!({ "user": "ref" }))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            for (who, role) in [("inv", "investigator"), ("provrep", "provider"), ("ref", "referee")] {
+                let (s, v) = t
+                    .post_json(
+                        &people[who],
+                        &format!("/egress/{id}/votes"),
+                        json!({ "path": "tables/t.csv", "as": role, "vote": "approve" }),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                let (s, v) = t
+                    .post_json(&people[who], &format!("/egress/{id}/review"), json!({ "as": role }))
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+            }
+            t.wait_for_state(pm, &id, "released").await;
+            let (s, v) = t
+                .post_json(
+                    pm,
+                    &format!("/egress/{id}/collection-tokens"),
+                    json!({ "recipient": "inv" }),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            tokens.insert("collect", v["token"].as_str().unwrap().to_owned());
+            id
+        }
+        _ => String::new(),
+    };
+    tokens
+        .entry("collect")
+        .or_insert_with(|| "not-issued-for-this-case".into());
     Fixture {
         open,
         tus,
         review,
         review_root,
         released,
+        egress,
         tokens,
     }
+}
+
+/// An egress request by `res` of the output volume's files; submitted and scanned if `submit`.
+async fn egress_request(t: &TestApp, people: &HashMap<&'static str, String>, submit: bool) -> String {
+    let (s, v) = t
+        .post_json(
+            &people["res"],
+            "/egress",
+            json!({
+                "workspace": "proj/ws", "context": "counts by region",
+                "files": [{"path": "tables/t.csv", "role": "output"}, {"path": "code/a.py", "role": "code"}],
+                "recipients": ["inv"],
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    if submit {
+        let (s, v) = t
+            .post_json(&people["res"], &format!("/egress/{id}/submit"), Value::Null)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        t.wait_for_state(&people["res"], &id, "in_review").await;
+    }
+    id
 }
 
 /// A sealed transfer with `ref` assigned; approved by the Investigator if `approve`.
@@ -238,6 +322,11 @@ enum On {
     Review,
     Released,
     Tus,
+    EgressDraft,
+    EgressReview,
+    EgressReleased,
+    /// The collection routes (no id: the token names its request).
+    Collect,
 }
 
 struct RouteCase {
@@ -262,6 +351,20 @@ const ANY_STAFF: &[&str] = &[
 ];
 const PROJECT_READERS: &[&str] = &["pm", "inv", "res", "provrep", "progm", "sysm"];
 const DECIDERS: &[&str] = &["inv", "ref"];
+/// The tier 2 policy's output checkers: Investigator, Provider and the assigned Referee.
+const CHECKERS: &[&str] = &["inv", "provrep", "ref"];
+
+fn egress_body(create: bool) -> Value {
+    let mut v = json!({
+        "context": "counts by region",
+        "files": [{"path": "tables/t.csv", "role": "output"}, {"path": "code/a.py", "role": "code"}],
+        "recipients": ["inv"],
+    });
+    if create {
+        v["workspace"] = json!("proj/ws");
+    }
+    v
+}
 
 /// Cases beyond one per route: the same route called with another body.
 const VARIANTS: usize = 1;
@@ -571,6 +674,111 @@ fn cases() -> Vec<RouteCase> {
             &["upload"],
             true,
         ),
+        c(
+            "post",
+            "/api/v1/egress",
+            On::None,
+            |_, _| Some(egress_body(true)),
+            &["res"],
+            false,
+        ),
+        c(
+            "put",
+            "/api/v1/egress/{id}",
+            On::EgressDraft,
+            |_, _| Some(egress_body(false)),
+            &["res"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/egress/{id}/submit",
+            On::EgressDraft,
+            no_body,
+            &["res"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/egress/{id}/withdraw",
+            On::EgressDraft,
+            |_, _| Some(json!({ "reason": "wrong table" })),
+            &["res"],
+            true,
+        ),
+        c(
+            "post",
+            "/api/v1/egress/{id}/votes",
+            On::EgressReview,
+            |_, _| Some(json!({ "path": "tables/t.csv", "vote": "approve" })),
+            CHECKERS,
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/egress/{id}/review",
+            On::EgressReview,
+            |_, _| Some(json!({})),
+            CHECKERS,
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/egress/{id}/acknowledge",
+            On::EgressReview,
+            |_, _| Some(json!({ "finding": "F1-1" })),
+            CHECKERS,
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/egress/{id}/results.json",
+            On::EgressReview,
+            no_body,
+            &["pm", "inv", "res", "provrep", "ref", "progm", "sysm"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/egress/{id}/collection-tokens",
+            On::EgressReleased,
+            |_, _| Some(json!({ "recipient": "inv" })),
+            &["pm"],
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/egress/{id}/collection-tokens/revoke",
+            On::EgressReleased,
+            no_body,
+            &["pm"],
+            false,
+        ),
+        c("get", "/api/v1/collect", On::Collect, no_body, &["collect"], false),
+        c(
+            "get",
+            "/api/v1/collect/files/{path}",
+            On::Collect,
+            no_body,
+            &["collect"],
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/collect/package.zip",
+            On::Collect,
+            no_body,
+            &["collect"],
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/collect/package.tar",
+            On::Collect,
+            no_body,
+            &["collect"],
+            false,
+        ),
         c("get", "/healthz", On::None, no_body, PUBLIC, false),
         c("get", "/readyz", On::None, no_body, PUBLIC, false),
         c("get", "/metrics", On::None, no_body, PUBLIC, false),
@@ -596,7 +804,12 @@ fn sees(case: &RouteCase, who: &str) -> bool {
     const PROJECT: &[&str] = &["pm", "inv", "res", "provrep", "progm", "sysm", "extra"];
     let scoped = case.pattern.contains("{project}")
         || case.pattern == "/api/v1/transfers"
+        || case.pattern == "/api/v1/egress"
         || case.pattern.contains("{id}");
+    // The collection routes refuse every staff token alike.
+    if matches!(case.on, On::Collect) {
+        return true;
+    }
     // Upload-only routes refuse every staff token alike, transfer or no transfer.
     if !scoped || case.allowed == ["upload"] {
         return true;
@@ -605,9 +818,16 @@ fn sees(case: &RouteCase, who: &str) -> bool {
     if who == "college" && case.pattern.ends_with("/referees") {
         return true;
     }
+    // An egress request's requester is `res`, a member; `prov` uploads the ingress transfers.
+    let egress = case.pattern.starts_with("/api/v1/egress");
     PROJECT.contains(&who)
         || (case.pattern.contains("{id}")
-            && (who == "prov" || (who == "ref" && matches!(case.on, On::Review | On::Released))))
+            && ((who == "prov" && !egress)
+                || (who == "ref"
+                    && matches!(
+                        case.on,
+                        On::Review | On::Released | On::EgressReview | On::EgressReleased
+                    ))))
 }
 
 async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -> StatusCode {
@@ -615,7 +835,8 @@ async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -
         On::Open | On::Tus => &f.open,
         On::Review => &f.review,
         On::Released => &f.released,
-        On::None => "",
+        On::EgressDraft | On::EgressReview | On::EgressReleased => &f.egress,
+        On::None | On::Collect => "",
     };
     let url = match case.on {
         On::Tus => f.tus.clone(),
@@ -629,6 +850,7 @@ async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -
                     "{path}",
                     match case.on {
                         On::Review => "f.txt",
+                        On::Collect => "tables/t.csv",
                         _ if case.method == "put" => "new/{n}.txt",
                         _ => "a.txt",
                     },
@@ -694,17 +916,17 @@ async fn every_route_admits_exactly_its_callers() {
     let callers: Vec<&str> = BAD_CREDENTIALS
         .iter()
         .chain(UPLOADS.iter())
+        .chain(COLLECTS.iter())
         .chain(STAFF.iter())
         .copied()
         .collect();
     let mut wrong = Vec::new();
     let mut n = 0;
     for case in &table {
-        let needs_release = matches!(case.on, On::Released);
-        let mut f = fixture(&t, &people, needs_release).await;
+        let mut f = fixture(&t, &people, case.on).await;
         for who in &callers {
             if case.fresh {
-                f = fixture(&t, &people, needs_release).await;
+                f = fixture(&t, &people, case.on).await;
             }
             n += 1;
             let status = call(&t, &f, case, who, n).await;
@@ -714,7 +936,7 @@ async fn every_route_admits_exactly_its_callers() {
                 status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN
             } else if BAD_CREDENTIALS.contains(who) {
                 status == StatusCode::UNAUTHORIZED
-            } else if UPLOADS.contains(who) || sees(case, who) {
+            } else if UPLOADS.contains(who) || COLLECTS.contains(who) || sees(case, who) {
                 status == StatusCode::FORBIDDEN
             } else {
                 // Someone with no role in the project is told it (or the transfer) does not
