@@ -137,6 +137,9 @@ async fn people(t: &TestApp) -> HashMap<&'static str, String> {
     )
     .unwrap();
     payload["sub"] = json!(progm_id.to_string());
+    // A recipient's collection token for a released egress request: a caller of every route.
+    let (_, collect) = released_egress(t, &tok).await;
+    tok.insert("collect", collect);
     tok.insert(
         "changed-claims",
         format!(
@@ -206,18 +209,49 @@ async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, on: On) ->
         On::EgressReview => {
             let id = egress_request(t, people, true).await;
             let (s, v) = t
-                .post_json(pm, &format!("/transfers/{id}/referees"), json!({ "user": "ref" }))
+                .post_json(
+                    pm,
+                    &format!("/transfers/{id}/referees"),
+                    json!({ "user": "ref" }),
+                )
                 .await;
             assert_eq!(s, StatusCode::OK, "{v}");
             id
         }
-        On::EgressReleased | On::Collect => {
+        On::EgressReleased => released_egress(t, people).await.0,
+        _ => String::new(),
+    };
+    Fixture {
+        open,
+        tus,
+        review,
+        review_root,
+        released,
+        egress,
+        tokens,
+    }
+}
+
+/// A released egress request by `res`, checked by `inv`, `provrep` and `ref`, and a collection
+/// token for its recipient `inv`.
+async fn released_egress(t: &TestApp, people: &HashMap<&'static str, String>) -> (String, String) {
+    let pm = &people["pm"];
+    {
+        {
             let id = egress_request(t, people, true).await;
             let (s, v) = t
-                .post_json(pm, &format!("/transfers/{id}/referees"), json!({ "user": "ref" }))
+                .post_json(
+                    pm,
+                    &format!("/transfers/{id}/referees"),
+                    json!({ "user": "ref" }),
+                )
                 .await;
             assert_eq!(s, StatusCode::OK, "{v}");
-            for (who, role) in [("inv", "investigator"), ("provrep", "provider"), ("ref", "referee")] {
+            for (who, role) in [
+                ("inv", "investigator"),
+                ("provrep", "provider"),
+                ("ref", "referee"),
+            ] {
                 let (s, v) = t
                     .post_json(
                         &people[who],
@@ -227,7 +261,11 @@ async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, on: On) ->
                     .await;
                 assert_eq!(s, StatusCode::OK, "{v}");
                 let (s, v) = t
-                    .post_json(&people[who], &format!("/egress/{id}/review"), json!({ "as": role }))
+                    .post_json(
+                        &people[who],
+                        &format!("/egress/{id}/review"),
+                        json!({ "as": role }),
+                    )
                     .await;
                 assert_eq!(s, StatusCode::OK, "{v}");
             }
@@ -240,27 +278,17 @@ async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, on: On) ->
                 )
                 .await;
             assert_eq!(s, StatusCode::CREATED, "{v}");
-            tokens.insert("collect", v["token"].as_str().unwrap().to_owned());
-            id
+            (id, v["token"].as_str().unwrap().to_owned())
         }
-        _ => String::new(),
-    };
-    tokens
-        .entry("collect")
-        .or_insert_with(|| "not-issued-for-this-case".into());
-    Fixture {
-        open,
-        tus,
-        review,
-        review_root,
-        released,
-        egress,
-        tokens,
     }
 }
 
 /// An egress request by `res` of the output volume's files; submitted and scanned if `submit`.
-async fn egress_request(t: &TestApp, people: &HashMap<&'static str, String>, submit: bool) -> String {
+async fn egress_request(
+    t: &TestApp,
+    people: &HashMap<&'static str, String>,
+    submit: bool,
+) -> String {
     let (s, v) = t
         .post_json(
             &people["res"],
@@ -754,7 +782,14 @@ fn cases() -> Vec<RouteCase> {
             &["pm"],
             false,
         ),
-        c("get", "/api/v1/collect", On::Collect, no_body, &["collect"], false),
+        c(
+            "get",
+            "/api/v1/collect",
+            On::Collect,
+            no_body,
+            &["collect"],
+            false,
+        ),
         c(
             "get",
             "/api/v1/collect/files/{path}",
@@ -882,7 +917,7 @@ async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -
                 .header("Content-Type", "application/offset+octet-stream")
                 .body("hel");
         }
-    } else if case.method == "put" {
+    } else if case.method == "put" && case.pattern.starts_with("/api/v1/transfers") {
         req = req.body("xyz");
     } else if let Some(body) = (case.body)(f, who) {
         req = req.json(&body);

@@ -50,11 +50,16 @@ async fn setup(tier: i64) -> Egress {
 const SAFE_TABLE: &str = "region,cases,controls\nnorth,120,340\nsouth,95,410\neast,230,180\n";
 /// The underlying counts: never released.
 const RAW: &str = "id,region,case\n1,north,1\n2,south,0\n";
-const SCRIPT: &str = "import pandas as pd\ndf = pd.read_csv('raw.csv')\nprint(df.groupby('region').sum())\n";
+const SCRIPT: &str =
+    "import pandas as pd\ndf = pd.read_csv('raw.csv')\nprint(df.groupby('region').sum())\n";
 
 fn outputs(out: &Path) {
     write(out, "tables/counts.csv", SAFE_TABLE.as_bytes());
-    write(out, "tables/figure.txt", b"a plain summary with nothing to flag\n");
+    write(
+        out,
+        "tables/figure.txt",
+        b"a plain summary with nothing to flag\n",
+    );
     write(out, "analysis.py", SCRIPT.as_bytes());
     write(out, "supporting/raw.csv", RAW.as_bytes());
 }
@@ -83,16 +88,27 @@ async fn submitted(e: &Egress) -> String {
     assert_eq!(v["kind"], "egress");
     assert_eq!(v["state"], "open");
     let id = v["id"].as_str().unwrap().to_owned();
-    let (s, v) = e
-        .t
-        .post_json(&e.p.researcher, &format!("/egress/{id}/submit"), Value::Null)
+    let (s, v) =
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/submit"),
+            Value::Null,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
     id
 }
 
-async fn vote(e: &Egress, tok: &str, id: &str, path: &str, role: &str, v: &str, c: &str) -> (StatusCode, Value) {
+async fn vote(
+    e: &Egress,
+    tok: &str,
+    id: &str,
+    path: &str,
+    role: &str,
+    v: &str,
+    c: &str,
+) -> (StatusCode, Value) {
     e.t.post_json(
         tok,
         &format!("/egress/{id}/votes"),
@@ -104,9 +120,8 @@ async fn vote(e: &Egress, tok: &str, id: &str, path: &str, role: &str, v: &str, 
 async fn acknowledge_all(e: &Egress, tok: &str, id: &str, role: &str) {
     let v = e.t.show(tok, id).await;
     for f in v["disclosure"]["findings"].as_array().unwrap() {
-        let (s, r) = e
-            .t
-            .post_json(
+        let (s, r) =
+            e.t.post_json(
                 tok,
                 &format!("/egress/{id}/acknowledge"),
                 json!({"finding": f["id"], "as": role, "comment": "seen"}),
@@ -143,18 +158,20 @@ async fn approve_all(e: &Egress, id: &str, checkers: &[(&str, &str)]) {
 }
 
 async fn assign_referee(e: &Egress, id: &str) {
-    let (s, v) = e
-        .t
-        .post_json(&e.p.pm, &format!("/transfers/{id}/referees"), json!({"user": "ref"}))
+    let (s, v) =
+        e.t.post_json(
+            &e.p.pm,
+            &format!("/transfers/{id}/referees"),
+            json!({"user": "ref"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 async fn collection_token(e: &Egress, id: &str, body: Value) -> String {
-    let (s, v) = e
-        .t
-        .post_json(&e.p.pm, &format!("/egress/{id}/collection-tokens"), body)
-        .await;
+    let (s, v) =
+        e.t.post_json(&e.p.pm, &format!("/egress/{id}/collection-tokens"), body)
+            .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     v["token"].as_str().unwrap().to_owned()
 }
@@ -177,7 +194,12 @@ async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files
     let pinned = v["pinned"].as_array().unwrap();
     let roles: Vec<(String, String)> = pinned
         .iter()
-        .map(|f| (f["path"].as_str().unwrap().into(), f["role"].as_str().unwrap().into()))
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().into(),
+                f["role"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         roles,
@@ -195,50 +217,112 @@ async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files
     }
     assert!(v["root_digest"].as_str().is_some());
     // The paged file list gains each file's role.
-    let (_, page) = e.t.get_json(&e.p.pm, &format!("/transfers/{id}/files")).await;
-    assert!(page["files"].as_array().unwrap().iter().all(|f| f["role"].is_string()), "{page}");
+    let (_, page) =
+        e.t.get_json(&e.p.pm, &format!("/transfers/{id}/files"))
+            .await;
+    assert!(
+        page["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["role"].is_string()),
+        "{page}"
+    );
 
     // Egress is never approved outside output checking.
-    let (s, r) = e
-        .t
-        .post_json(&e.p.inv, &format!("/transfers/{id}/approve"), json!({"as": "investigator"}))
+    let (s, r) =
+        e.t.post_json(
+            &e.p.inv,
+            &format!("/transfers/{id}/approve"),
+            json!({"as": "investigator"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{r}");
     // The requester never checks.
-    let (s, r) = vote(&e, &e.p.researcher, &id, "tables/counts.csv", "investigator", "approve", "").await;
+    let (s, r) = vote(
+        &e,
+        &e.p.researcher,
+        &id,
+        "tables/counts.csv",
+        "investigator",
+        "approve",
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{r}");
     // Votes are per output file; supporting files are not voted on.
-    let (s, r) = vote(&e, &e.p.inv, &id, "supporting/raw.csv", "investigator", "approve", "").await;
+    let (s, r) = vote(
+        &e,
+        &e.p.inv,
+        &id,
+        "supporting/raw.csv",
+        "investigator",
+        "approve",
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{r}");
     // Request-changes needs a comment.
-    let (s, r) = vote(&e, &e.p.inv, &id, "tables/counts.csv", "investigator", "request-changes", "").await;
+    let (s, r) = vote(
+        &e,
+        &e.p.inv,
+        &id,
+        "tables/counts.csv",
+        "investigator",
+        "request-changes",
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{r}");
 
     // Blinded review: the investigator's vote is hidden from the provider until the provider
     // has submitted their own review.
-    let (s, r) = vote(&e, &e.p.inv, &id, "tables/counts.csv", "investigator", "approve", "fine").await;
+    let (s, r) = vote(
+        &e,
+        &e.p.inv,
+        &id,
+        "tables/counts.csv",
+        "investigator",
+        "approve",
+        "fine",
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let prov_view = e.t.show(&e.p.prov, &id).await;
     assert!(prov_view["blinded"].as_bool().unwrap());
-    assert_eq!(prov_view["votes"].as_array().unwrap().len(), 0, "{prov_view}");
+    assert_eq!(
+        prov_view["votes"].as_array().unwrap().len(),
+        0,
+        "{prov_view}"
+    );
     let inv_view = e.t.show(&e.p.inv, &id).await;
     assert_eq!(inv_view["votes"].as_array().unwrap().len(), 1, "{inv_view}");
     // A review with a file not voted on is refused, naming it.
     let (s, r) = review(&e, &e.p.inv, &id, "investigator").await;
     assert_eq!(s, StatusCode::CONFLICT, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("tables/figure.txt"), "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("tables/figure.txt"),
+        "{r}"
+    );
 
     assign_referee(&e, &id).await;
     approve_all(
         &e,
         &id,
-        &[(&e.p.inv, "investigator"), (&e.p.prov, "provider"), (&e.referee, "referee")],
+        &[
+            (&e.p.inv, "investigator"),
+            (&e.p.prov, "provider"),
+            (&e.referee, "referee"),
+        ],
     )
     .await;
     let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
     // Once the outcome is in, everyone's votes are visible to the checkers.
     let prov_view = e.t.show(&e.p.prov, &id).await;
-    assert!(prov_view["votes"].as_array().unwrap().len() >= 6, "{prov_view}");
+    assert!(
+        prov_view["votes"].as_array().unwrap().len() >= 6,
+        "{prov_view}"
+    );
 
     // The package: the output files alone, read-only, with the output-checking record.
     let loc = PathBuf::from(v["release"]["location"].as_str().unwrap());
@@ -264,20 +348,30 @@ async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files
         .current_dir(&loc)
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let record: Value =
-        serde_json::from_slice(&std::fs::read(loc.join("disclosure-record.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(loc.join("disclosure-record.json")).unwrap())
+            .unwrap();
     assert_eq!(record["reviews"].as_array().unwrap().len(), 3, "{record}");
     assert_eq!(record["provenance"]["code"][0]["path"], "analysis.py");
-    assert!(record["disclosure"]["rules"]["threshold"].is_number(), "{record}");
+    assert!(
+        record["disclosure"]["rules"]["threshold"].is_number(),
+        "{record}"
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(loc.join("tables/counts.csv")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(loc.join("tables/counts.csv"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o222, 0, "released files are read-only");
 
     // Collection by the named recipient only.
-    let (s, r) = e
-        .t
-        .post_json(
+    let (s, r) =
+        e.t.post_json(
             &e.p.pm,
             &format!("/egress/{id}/collection-tokens"),
             json!({"recipient": "outsider"}),
@@ -298,30 +392,28 @@ async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files
     let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(&sha).unwrap());
     assert_eq!(digest, format!("sha-256=:{b64}:"));
     // A range resumes: the rest of the file, byte for byte.
-    let r = e
-        .t
-        .http
-        .get(e.t.api("/collect/files/tables/counts.csv"))
-        .bearer_auth(&tok)
-        .header("range", "bytes=10-")
-        .send()
-        .await
-        .unwrap();
+    let r =
+        e.t.http
+            .get(e.t.api("/collect/files/tables/counts.csv"))
+            .bearer_auth(&tok)
+            .header("range", "bytes=10-")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         r.headers()["content-range"],
         format!("bytes 10-{}/{}", SAFE_TABLE.len() - 1, SAFE_TABLE.len()).as_str()
     );
     assert_eq!(&r.bytes().await.unwrap()[..], &SAFE_TABLE.as_bytes()[10..]);
-    let r = e
-        .t
-        .http
-        .get(e.t.api("/collect/files/tables/counts.csv"))
-        .bearer_auth(&tok)
-        .header("range", "bytes=9999-")
-        .send()
-        .await
-        .unwrap();
+    let r =
+        e.t.http
+            .get(e.t.api("/collect/files/tables/counts.csv"))
+            .bearer_auth(&tok)
+            .header("range", "bytes=9999-")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     // Supporting and code files are never collected.
     let r = get(&e, &tok, "/collect/files/supporting/raw.csv").await;
@@ -345,61 +437,106 @@ async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files
         .arg(&zip_path)
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let listed = String::from_utf8(py.stdout).unwrap();
     for f in ["tables/counts.csv", "tables/figure.txt"] {
         let want = digest_with("sha256sum", &e.out.join(f));
         assert!(listed.contains(&format!("{want} {f}")), "{listed}");
     }
     assert!(listed.contains("manifest-sha256.txt") && listed.contains("disclosure-record.json"));
-    assert!(!listed.contains("raw.csv") && !listed.contains("analysis.py"), "{listed}");
+    assert!(
+        !listed.contains("raw.csv") && !listed.contains("analysis.py"),
+        "{listed}"
+    );
     // The tar stream, read by GNU tar.
     let tar = get(&e, &tok, "/collect/package.tar").await;
     let tar_path = e.t.data_dir().join("pkg.tar");
     std::fs::write(&tar_path, tar.bytes().await.unwrap()).unwrap();
     let list = run(std::process::Command::new("tar").arg("-tf").arg(&tar_path));
-    assert!(list.contains("tables/counts.csv") && !list.contains("raw.csv"), "{list}");
+    assert!(
+        list.contains("tables/counts.csv") && !list.contains("raw.csv"),
+        "{list}"
+    );
 
     // `airlock collect`: resumable, every digest checked.
     let dest = e.t.data_dir().join("collected");
-    let out = e.t.cli(None, &["collect", "--token", &tok, "--output", dest.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = e.t.cli(
+        None,
+        &[
+            "collect",
+            "--token",
+            &tok,
+            "--output",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         std::fs::read(dest.join("tables/counts.csv")).unwrap(),
         SAFE_TABLE.as_bytes()
     );
 
     // What a collection token cannot do, and who cannot collect.
-    let r = e
-        .t
-        .http
-        .put(e.t.api(&format!("/transfers/{id}/files/x.txt")))
-        .bearer_auth(&tok)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r =
+        e.t.http
+            .put(e.t.api(&format!("/transfers/{id}/files/x.txt")))
+            .bearer_auth(&tok)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let (s, _) = e.t.post_json(&tok, &format!("/transfers/{id}/reject"), json!({"comment": "x"})).await;
+    let (s, _) =
+        e.t.post_json(
+            &tok,
+            &format!("/transfers/{id}/reject"),
+            json!({"comment": "x"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = e.t.get_json(&tok, &format!("/transfers/{id}")).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     for staff in [&e.p.pm, &e.recipient] {
-        assert_eq!(get(&e, staff, "/collect").await.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            get(&e, staff, "/collect").await.status(),
+            StatusCode::FORBIDDEN
+        );
     }
     // The whole story is on the request: who collected what.
     let v = e.t.show(&e.p.pm, &id).await;
     let collections = v["collections"].as_array().unwrap();
-    assert!(collections.iter().any(|c| c["what"] == "package.zip" && c["recipient"] == "recip"), "{v}");
-    assert!(collections.iter().all(|c| c["client"] == "127.0.0.1"), "{v}");
+    assert!(
+        collections
+            .iter()
+            .any(|c| c["what"] == "package.zip" && c["recipient"] == "recip"),
+        "{v}"
+    );
+    assert!(
+        collections.iter().all(|c| c["client"] == "127.0.0.1"),
+        "{v}"
+    );
 
     // Revocation cuts access at once.
-    let (s, r) = e
-        .t
-        .post_json(&e.p.pm, &format!("/egress/{id}/collection-tokens/revoke"), Value::Null)
+    let (s, r) =
+        e.t.post_json(
+            &e.p.pm,
+            &format!("/egress/{id}/collection-tokens/revoke"),
+            Value::Null,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    assert_eq!(get(&e, &tok, "/collect").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&e, &tok, "/collect").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     e.t.stop().await;
 }
 
@@ -424,27 +561,51 @@ fn walk(root: &Path) -> Vec<String> {
 async fn collection_tokens_expire_are_bound_to_ranges_and_counts_and_cannot_be_forged() {
     let e = setup(1).await;
     let id = submitted(&e).await;
-    approve_all(&e, &id, &[(&e.p.inv, "investigator"), (&e.p.prov, "provider")]).await;
+    approve_all(
+        &e,
+        &id,
+        &[(&e.p.inv, "investigator"), (&e.p.prov, "provider")],
+    )
+    .await;
     e.t.wait_for_state(&e.p.pm, &id, "released").await;
 
     // Count: one download of a file from its first byte; the second is refused everywhere.
     let tok = collection_token(&e, &id, json!({"recipient": "recip", "max_downloads": 1})).await;
-    assert_eq!(get(&e, &tok, "/collect/files/tables/counts.csv").await.status(), StatusCode::OK);
     assert_eq!(
-        get(&e, &tok, "/collect/files/tables/counts.csv").await.status(),
+        get(&e, &tok, "/collect/files/tables/counts.csv")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&e, &tok, "/collect/files/tables/counts.csv")
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(get(&e, &tok, "/collect").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&e, &tok, "/collect").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // CIDR: bound to a range the test's address is outside.
-    let tok = collection_token(&e, &id, json!({"recipient": "recip", "cidrs": ["10.0.0.0/8"]})).await;
+    let tok = collection_token(
+        &e,
+        &id,
+        json!({"recipient": "recip", "cidrs": ["10.0.0.0/8"]}),
+    )
+    .await;
     let r = get(&e, &tok, "/collect").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let tok = collection_token(&e, &id, json!({"recipient": "recip", "cidrs": ["127.0.0.0/8"]})).await;
+    let tok = collection_token(
+        &e,
+        &id,
+        json!({"recipient": "recip", "cidrs": ["127.0.0.0/8"]}),
+    )
+    .await;
     assert_eq!(get(&e, &tok, "/collect").await.status(), StatusCode::OK);
     // Expiry; and a ttl beyond the policy's cap is refused.
-    let (s, r) = e
-        .t
-        .post_json(
+    let (s, r) =
+        e.t.post_json(
             &e.p.pm,
             &format!("/egress/{id}/collection-tokens"),
             json!({"recipient": "recip", "ttl": "400d"}),
@@ -453,24 +614,42 @@ async fn collection_tokens_expire_are_bound_to_ranges_and_counts_and_cannot_be_f
     assert_eq!(s, StatusCode::BAD_REQUEST, "{r}");
     let tok = collection_token(&e, &id, json!({"recipient": "recip", "ttl": "1s"})).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(get(&e, &tok, "/collect").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&e, &tok, "/collect").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Forged: the same claims signed with another key.
     let good = collection_token(&e, &id, json!({"recipient": "recip"})).await;
     let claims = airlock::auth::peek_claims(&good).unwrap();
     let other = airlock::auth::Keys::from_secret(b"not the server's key");
-    let (_, forged, _) = other.mint_collect(claims.sub.parse().unwrap(), std::time::Duration::from_secs(600));
-    assert_eq!(get(&e, &forged, "/collect").await.status(), StatusCode::UNAUTHORIZED);
+    let (_, forged, _) = other.mint_collect(
+        claims.sub.parse().unwrap(),
+        std::time::Duration::from_secs(600),
+    );
+    assert_eq!(
+        get(&e, &forged, "/collect").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // An upload token cannot collect.
     let up_id = e.t.open_transfer(&e.p.pm, "data-ingress", "prov").await;
     let up = e.t.upload_token(&e.p.pm, &up_id, Value::Null).await;
-    assert_eq!(get(&e, &up, "/collect").await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&e, &up, "/collect").await.status(),
+        StatusCode::FORBIDDEN
+    );
     // Revoking the release cuts every token at once.
-    let (s, r) = e
-        .t
-        .post_json(&e.p.pm, &format!("/transfers/{id}/revoke"), json!({"reason": "recalled"}))
+    let (s, r) =
+        e.t.post_json(
+            &e.p.pm,
+            &format!("/transfers/{id}/revoke"),
+            json!({"reason": "recalled"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    assert_eq!(get(&e, &good, "/collect").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&e, &good, "/collect").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     e.t.stop().await;
 }
 
@@ -482,7 +661,10 @@ async fn a_return_voids_the_votes_a_changed_file_is_flagged_and_bad_requests_are
     std::os::unix::fs::symlink("/etc/passwd", e.out.join("tables/passwd")).unwrap();
     let (s, v) = create(&e, request()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("tables/passwd"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("tables/passwd"),
+        "{v}"
+    );
     std::fs::remove_file(e.out.join("tables/passwd")).unwrap();
     let mut no_code = request();
     no_code["files"] = json!([{"path": "tables", "role": "output"}]);
@@ -496,14 +678,14 @@ async fn a_return_voids_the_votes_a_changed_file_is_flagged_and_bad_requests_are
     let mut no_context = request();
     no_context["context"] = json!(" ");
     assert_eq!(create(&e, no_context).await.0, StatusCode::BAD_REQUEST);
-    let (s, _) = e
-        .t
-        .post_json(&e.p.pm, "/egress", request())
-        .await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "only a researcher makes a request");
-    let (s, v) = e
-        .t
-        .post_json(
+    let (s, _) = e.t.post_json(&e.p.pm, "/egress", request()).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "only a researcher makes a request"
+    );
+    let (s, v) =
+        e.t.post_json(
             &e.p.pm,
             "/transfers",
             json!({"workspace": "proj/ws", "kind": "egress", "uploader": "res"}),
@@ -522,28 +704,73 @@ async fn a_return_voids_the_votes_a_changed_file_is_flagged_and_bad_requests_are
         .find(|f| f["path"] == "tables/counts.csv")
         .unwrap()
         .clone();
-    assert!(f["changed_on_disk"].as_str().unwrap().contains("changed on disk since submit"), "{f}");
-    let r = get(&e, &e.p.inv, &format!("/transfers/{id}/files/tables/counts.csv")).await;
+    assert!(
+        f["changed_on_disk"]
+            .as_str()
+            .unwrap()
+            .contains("changed on disk since submit"),
+        "{f}"
+    );
+    let r = get(
+        &e,
+        &e.p.inv,
+        &format!("/transfers/{id}/files/tables/counts.csv"),
+    )
+    .await;
     assert_eq!(r.bytes().await.unwrap(), SAFE_TABLE.as_bytes());
 
     // Request-changes on a file returns the request, with the comment.
-    let (s, r) = vote(&e, &e.p.inv, &id, "tables/counts.csv", "investigator", "request-changes", "round the counts").await;
+    let (s, r) = vote(
+        &e,
+        &e.p.inv,
+        &id,
+        "tables/counts.csv",
+        "investigator",
+        "request-changes",
+        "round the counts",
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    let (s, r) = vote(&e, &e.p.inv, &id, "tables/figure.txt", "investigator", "approve", "").await;
+    let (s, r) = vote(
+        &e,
+        &e.p.inv,
+        &id,
+        "tables/figure.txt",
+        "investigator",
+        "approve",
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     acknowledge_all(&e, &e.p.inv, &id, "investigator").await;
     let (s, r) = review(&e, &e.p.inv, &id, "investigator").await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["state"], "returned", "{r}");
-    assert!(r["state_reason"].as_str().unwrap().contains("round the counts"), "{r}");
+    assert!(
+        r["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("round the counts"),
+        "{r}"
+    );
     // The researcher sees the shared comment once the outcome is in.
     let v = e.t.show(&e.p.researcher, &id).await;
-    assert!(v["votes"].as_array().unwrap().iter().any(|x| x["comment"] == "round the counts"), "{v}");
+    assert!(
+        v["votes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["comment"] == "round the counts"),
+        "{v}"
+    );
 
     // Resubmitted: a new snapshot, round 2, every earlier vote void.
-    let (s, r) = e
-        .t
-        .post_json(&e.p.researcher, &format!("/egress/{id}/submit"), Value::Null)
+    let (s, r) =
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/submit"),
+            Value::Null,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let v = e.t.wait_for_state(&e.p.inv, &id, "in_review").await;
@@ -561,9 +788,12 @@ async fn a_return_voids_the_votes_a_changed_file_is_flagged_and_bad_requests_are
         digest_with("sha256sum", &e.out.join("tables/counts.csv")).as_str()
     );
     // Withdrawn before the outcome: cancelled, with the reason.
-    let (s, r) = e
-        .t
-        .post_json(&e.p.researcher, &format!("/egress/{id}/withdraw"), json!({"reason": "wrong table"}))
+    let (s, r) =
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/withdraw"),
+            json!({"reason": "wrong table"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["state"], "cancelled");

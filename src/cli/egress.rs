@@ -48,7 +48,11 @@ pub enum EgressCommand {
         path: String,
         #[arg(long = "as")]
         role: Role,
-        #[arg(long, conflicts_with = "request_changes", required_unless_present = "request_changes")]
+        #[arg(
+            long,
+            conflicts_with = "request_changes",
+            required_unless_present = "request_changes"
+        )]
         approve: bool,
         #[arg(long)]
         request_changes: bool,
@@ -127,7 +131,11 @@ pub async fn egress(server: &str, cmd: &EgressCommand) -> anyhow::Result<()> {
             paths,
         } => {
             let mut files: Vec<Value> = Vec::new();
-            for (list, role) in [(paths, "output"), (supporting, "supporting"), (code, "code")] {
+            for (list, role) in [
+                (paths, "output"),
+                (supporting, "supporting"),
+                (code, "code"),
+            ] {
                 for p in list {
                     files.push(serde_json::json!({ "path": p, "role": role }));
                 }
@@ -316,7 +324,10 @@ pub async fn collect(server: &str, args: &CollectArgs) -> anyhow::Result<()> {
             continue;
         }
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        let mut req = auth(http.get(api(server, &format!("/collect/files/{}", encode_path(path)))));
+        let mut req = auth(http.get(api(
+            server,
+            &format!("/collect/files/{}", encode_path(path)),
+        )));
         if have > 0 && have < size {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }

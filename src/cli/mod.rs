@@ -799,7 +799,10 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("workspace {workspace} (tier {})", v["tier"]);
-                println!("  policy   {} ({})", v["policy"]["file"], v["policy"]["version"]);
+                println!(
+                    "  policy   {} ({})",
+                    v["policy"]["file"], v["policy"]["version"]
+                );
                 for k in ["output", "data", "software", "egress"] {
                     println!("  {k:<8} {}", v["volumes"][k].as_str().unwrap_or("-"));
                 }

@@ -22,7 +22,9 @@ macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $new_doc:literal, $gen:path) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(utoipa::ToSchema)]
         #[serde(transparent)]
+        #[schema(value_type = String, format = "uuid")]
         pub struct $name(pub uuid::Uuid);
 
         impl $name {
@@ -87,8 +89,16 @@ uuid_id!(
 );
 
 /// The roles of the Turing paper, section 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schema(
+    description = "A role of the Turing paper, section 2. System-wide: `system-manager` \
+    (runs the service; never decides), `programme-manager` (adds users and projects, sees every \
+    project, may assign referees and decide where a policy asks), `referee` (the referee \
+    college: acts only on transfers it is assigned to), and `provider` (may be named uploader \
+    of data). Per project: `project-manager`, `investigator`, `researcher` (requests, never \
+    approves) and `provider` (the project's Dataset Provider Representative)."
+)]
 pub enum Role {
     SystemManager,
     ProgrammeManager,
@@ -145,8 +155,13 @@ impl FromStr for Role {
 }
 
 /// What a transfer carries and in which direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schema(
+    description = "`data-ingress`: a dataset from a Dataset Provider Representative \
+    (role `provider`) into the workspace's data volume. `software-ingress`: code or packages \
+    from a Researcher into its software volume."
+)]
 pub enum TransferKind {
     /// A dataset from a Dataset Provider Representative into the secure data volume.
     DataIngress,
@@ -176,7 +191,10 @@ impl TransferKind {
 
     /// Whether files come in (ingress) rather than go out of a workspace.
     pub fn is_ingress(self) -> bool {
-        matches!(self, TransferKind::DataIngress | TransferKind::SoftwareIngress)
+        matches!(
+            self,
+            TransferKind::DataIngress | TransferKind::SoftwareIngress
+        )
     }
 
     /// The folder of the workspace's read-only volume that released files go to.
@@ -284,8 +302,13 @@ impl fmt::Display for Name {
 }
 
 /// A lowercase-hex digest of a fixed byte length (32 for SHA-256 and BLAKE3).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schema(
+    value_type = String,
+    pattern = "^[0-9a-fA-F]{64}$",
+    description = "A 32-byte digest as 64 hex digits (airlock always writes lowercase)."
+)]
 pub struct HexDigest(String);
 
 impl HexDigest {

@@ -5,8 +5,19 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where a transfer stands; each variant's comment says what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(
+    description = "`open`: token live, uploads accepted. `sealed`: token dead, manifest \
+    fixed. `scanning`: scanners running. `scan_error`: a scanner could not answer (retried). \
+    `in_review`: waiting for approvals. `approved`: release under way. `released`: files \
+    published to the read-only volume. `rejected`: refused (final). `returned`: sent back to \
+    the requester for changes; a new upload token reopens it (`open`), or it is cancelled. \
+    `blocked`: malware, integrity or hash-confirmation failure. `cancelled`: cancelled before \
+    seal, after a return, or in `scan_error`. `expired`: the upload token ran out before seal. \
+    `revoked`: access cut off after release."
+)]
 pub enum TransferState {
     /// Token live, uploads accepted.
     Open,

@@ -245,8 +245,7 @@ impl Scanners {
                     out.archive = Some((name, limits));
                 }
                 ScannerFile::Disclosure(_) => {
-                    out.disclosure =
-                        disclosure::Rules::from_toml(&text).map_err(|m| err("", m))?;
+                    out.disclosure = disclosure::Rules::from_toml(&text).map_err(|m| err("", m))?;
                 }
                 ScannerFile::Command(c) => {
                     let s = command::CommandScanner::new(&name, c).map_err(|(k, m)| err(k, m))?;

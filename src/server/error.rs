@@ -9,6 +9,19 @@ use axum::Json;
 /// A workflow error on its way out as an HTTP response.
 pub struct ApiError(pub Error);
 
+/// Every error. Client mistakes carry a message naming the problem; internal errors (500)
+/// carry an opaque message and a `request_id` to quote to the operator.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// Only on 500: the id under which the cause was logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub request_id: Option<uuid::Uuid>,
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         ApiError(e)
@@ -37,12 +50,15 @@ impl IntoResponse for ApiError {
         let body = if let Error::Internal(cause) = &self.0 {
             let request_id = uuid::Uuid::new_v4();
             tracing::error!(%request_id, %cause, "internal error");
-            serde_json::json!({
-                "error": format!("internal error; quote request id {request_id} to the operator"),
-                "request_id": request_id,
-            })
+            ErrorBody {
+                error: format!("internal error; quote request id {request_id} to the operator"),
+                request_id: Some(request_id),
+            }
         } else {
-            serde_json::json!({ "error": self.0.to_string() })
+            ErrorBody {
+                error: self.0.to_string(),
+                request_id: None,
+            }
         };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::INSUFFICIENT_STORAGE {

@@ -152,14 +152,22 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         // Egress: requests, output checking, collection tokens.
         ("post", "/api/v1/egress", post(api::egress::create)),
         ("put", "/api/v1/egress/{id}", put(api::egress::edit)),
-        ("post", "/api/v1/egress/{id}/submit", post(api::egress::submit)),
+        (
+            "post",
+            "/api/v1/egress/{id}/submit",
+            post(api::egress::submit),
+        ),
         (
             "post",
             "/api/v1/egress/{id}/withdraw",
             post(api::egress::withdraw),
         ),
         ("post", "/api/v1/egress/{id}/votes", post(api::egress::vote)),
-        ("post", "/api/v1/egress/{id}/review", post(api::egress::review)),
+        (
+            "post",
+            "/api/v1/egress/{id}/review",
+            post(api::egress::review),
+        ),
         (
             "post",
             "/api/v1/egress/{id}/acknowledge",

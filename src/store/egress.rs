@@ -155,12 +155,11 @@ impl Store {
 
     /// The chosen files and folders, with their roles, in path order.
     pub async fn egress_items(&self, transfer: TransferId) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT path, role FROM egress_items WHERE transfer_id = $1 ORDER BY path",
-        )
-        .bind(transfer.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT path, role FROM egress_items WHERE transfer_id = $1 ORDER BY path")
+                .bind(transfer.to_string())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("path")?, r.try_get("role")?)))
             .collect()
@@ -336,12 +335,11 @@ impl Store {
     }
 
     pub async fn collections(&self, transfer: TransferId) -> Result<Vec<CollectionRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM collections WHERE transfer_id = $1 ORDER BY started_at, id",
-        )
-        .bind(transfer.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM collections WHERE transfer_id = $1 ORDER BY started_at, id")
+                .bind(transfer.to_string())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(CollectionRow {

@@ -26,8 +26,8 @@ pub use archives::{ArchiveUploadRow, MemberRow};
 pub use fixity::{AtRest, FixityRow};
 pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
-mod webhooks;
 mod egress;
+mod webhooks;
 pub use egress::{
     AckRow, CollectionRow, CollectionTokenRow, EgressRow, FindingRow, PinnedRow, ReviewRow, VoteRow,
 };

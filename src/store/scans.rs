@@ -13,25 +13,35 @@ use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One verdict: a file (or an archive member) and one scanner.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ScanVerdict)]
 pub struct VerdictRow {
     /// The row's id: the cursor of [`Store::verdicts_page`] (0 before it is written).
     #[serde(skip)]
     pub seq: i64,
     #[serde(skip)]
     pub file_id: FileId,
+    /// The file's path in the transfer.
     pub path: String,
-    /// Path inside the file for an archive member ("inner.zip!a.txt"), else "".
+    /// Path inside the file for an archive member ("inner.zip!a.txt"), else "" (left out of
+    /// the JSON).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub member: String,
+    /// The scanner's name (a file of scanners/).
     pub scanner: String,
+    /// `clean`, `infected`, `unscannable` or `error`.
     pub verdict: String,
+    /// The signature or finding name, why it was unscannable, or the error; left out when
+    /// clean.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// SHA-256 of the bytes scanned (the file's, or the member's).
     pub sha256: String,
     pub scanner_version: String,
+    /// The signature database's version; left out for scanners without one.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub db_version: String,
+    #[schema(format = DateTime)]
     pub scanned_at: String,
 }
 

@@ -9,10 +9,15 @@
 //! file name, `archive` (`tar`) makes the upload a tar stream that the server expands into the
 //! transfer when its last byte arrives (`workflow::archive_upload`), under `prefix` if given.
 
+use crate::api::doc::{
+    InsufficientStorage, InternalTus, Octets, Throttled, TransferPath, TusResumable, TusUploadPath,
+    TusVersionMismatch, UnauthenticatedTus, UploadBusy, UploadCapped, UploadIdle,
+};
 use crate::api::{transfer_id, Caller};
 use crate::domain::{FileId, HexDigest};
 use crate::hashing::ChunkChecksum;
 use crate::server::error::ApiError;
+use crate::server::error::ErrorBody;
 use crate::server::AppState;
 use crate::store::FileRow;
 use crate::workflow::access::Principal;
@@ -248,6 +253,28 @@ async fn create_archive(
 pub const ARCHIVE_FILES: &str = "airlock-archive-files";
 
 /// OPTIONS: what this server supports. No token needed.
+#[utoipa::path(
+    options,
+    path = "/api/v1/transfers/{id}/tus",
+    operation_id = "tusOptions",
+    tags = ["tus"],
+    summary = "tus: discover the server's capabilities",
+    description = "tus 1.0.0 OPTIONS. No token needed; the transfer id is not checked.",
+    params(
+        TransferPath,
+    ),
+    responses(
+        (status = 204, description = "The protocol version, extensions, checksum \
+            algorithms and largest file size.", headers(
+            ("Tus-Version" = String, description = "Supported protocol versions: `1.0.0`."),
+            ("Tus-Extension" = String, description = "Supported extensions: \
+                `creation,creation-with-upload,expiration,checksum,termination`."),
+            ("Tus-Checksum-Algorithm" = String, description = "Algorithms accepted in \
+                `Upload-Checksum`: `sha1,sha256`."),
+            ("Tus-Max-Size" = u64, description = "The configured file-size limit in bytes."),
+        )),
+    ),
+)]
 pub async fn options(State(app): State<AppState>) -> TusResponse {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
@@ -262,6 +289,75 @@ pub async fn options(State(app): State<AppState>) -> TusResponse {
 }
 
 /// POST: creation (and creation-with-upload when a body comes along).
+#[utoipa::path(
+    post,
+    path = "/api/v1/transfers/{id}/tus",
+    operation_id = "tusCreate",
+    tags = ["tus"],
+    summary = "tus: create an upload (optionally with its first bytes)",
+    description = "tus 1.0.0 creation and creation-with-upload, with the transfer's \
+        upload token. `Upload-Length` is required (`Upload-Defer-Length` is refused). \
+        `Upload-Metadata` must name the file with `relativePath` (or `path`, or `filename`); an \
+        optional `sha256` (hex) key is the provider's digest, compared at seal. A zero-length \
+        upload is complete at once. If the request carries a body with `Content-Type: \
+        application/offset+octet-stream`, it is appended from offset 0; if those bytes are \
+        interrupted or fail their `Upload-Checksum`, the upload still exists and the response's \
+        `Upload-Offset` says where to resume. With `archive` (base64 `dGFy`, \"tar\") instead of \
+        a file name, and an optional `prefix`, the upload is a tar stream: stored and resumable \
+        like any tus upload, never a file of the manifest itself, and expanded into files (as \
+        `PUT /api/v1/transfers/{id}/archive` does) as its pieces arrive: each PATCH answers once \
+        its bytes are expanded, and a bad member refuses the PATCH that brings it (the upload \
+        is then gone, and nothing of it kept). The PATCH with the last byte accepts the archive \
+        whole: it answers with the refusal if the archive is refused, or 204 with \
+        `Airlock-Archive-Files` giving the number of files added. Seal refuses while an archive \
+        upload is unfinished.",
+    params(
+        TransferPath,
+        TusResumable,
+        ("Upload-Length" = u64, Header, description = "The file's \
+            total size in bytes."),
+        ("Upload-Metadata" = String, Header, description = "Comma-separated \
+            `key base64(value)` pairs. Must name the file with `relativePath`, `path` or \
+            `filename` (a `/`-separated relative path); `sha256` (64 hex digits) is optional. \
+            Keys without a value are allowed. Or `archive` (value `tar`) with an optional \
+            `prefix`, for a tar stream the server expands.", example = "relativePath ZGF0YS9hLmNzdg==,sha256 ..."),
+        ("Upload-Checksum" = Option<String>, Header, description = "For \
+            creation-with-upload: `ALGORITHM BASE64-DIGEST` of this request's body, ALGORITHM \
+            being `sha1` or `sha256`."),
+    ),
+    request_body(content = Option<Octets>, content_type = "application/offset+octet-stream", description = "Optional \
+            first bytes of the file (creation-with-upload), sent with `Content-Type: \
+            application/offset+octet-stream`; with any other content type the body is ignored."),
+    responses(
+        (status = 201, description = "The upload exists at `Location`.", headers(
+            ("Location" = String, description = "The upload URL, \
+                `/api/v1/transfers/{id}/tus/{upload}`."),
+            ("Upload-Offset" = u64, description = "Bytes stored so far."),
+            ("Upload-Length" = u64, description = "The upload's total size in bytes."),
+            ("Upload-Expires" = String, description = "When the upload token (and with it the \
+                chance to finish) expires, as an HTTP date."),
+        )),
+        (status = 400, description = "`Upload-Length` missing or not a non-negative \
+            integer, `Upload-Defer-Length` sent, `Upload-Metadata` not base64/UTF-8 or not \
+            naming the file, a metadata `sha256` that is not 64 hex digits, a refused path, a \
+            malformed or unsupported `Upload-Checksum`, or a body running past `Upload-Length`.", body = ErrorBody),
+        (status = 401, response = UnauthenticatedTus),
+        (status = 403, description = "A staff token, or an upload token of another \
+            transfer.", body = ErrorBody),
+        (status = 404, description = "No such transfer.", body = ErrorBody),
+        (status = 409, description = "The transfer is not `open`, or the path collides \
+            with a file already in the transfer.", body = ErrorBody),
+        (status = 412, response = TusVersionMismatch),
+        (status = 413, description = "`Upload-Length` is over the file-size limit, or \
+            the transfer already holds the most files allowed.", body = ErrorBody),
+        (status = 500, response = InternalTus),
+        (status = 408, response = UploadIdle),
+        (status = 429, response = UploadCapped),
+        (status = 503, response = UploadBusy),
+        (status = 507, response = InsufficientStorage),
+    ),
+    security(("uploadToken" = [])),
+)]
 pub async fn create(
     State(app): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -366,6 +462,38 @@ fn file_id(raw: &str) -> Result<FileId, TusResponse> {
 }
 
 /// HEAD: how much is stored. Offsets only, never content.
+#[utoipa::path(
+    head,
+    path = "/api/v1/transfers/{id}/tus/{upload}",
+    operation_id = "tusHead",
+    tags = ["tus"],
+    summary = "tus: how much of an upload is stored",
+    description = "tus 1.0.0 HEAD with the transfer's upload token: the offset to resume \
+        from. Offsets only, never content.",
+    params(
+        TusUploadPath,
+        TusResumable,
+    ),
+    responses(
+        (status = 200, description = "The stored offset.", headers(
+            ("Upload-Offset" = u64, description = "Bytes stored so far."),
+            ("Upload-Length" = u64, description = "The upload's total size in bytes."),
+            ("Upload-Expires" = String, description = "When the upload token (and with it the \
+                chance to finish) expires, as an HTTP date."),
+        )),
+        (status = 401, description = "Missing, invalid, expired or revoked token (also \
+            sent with `WWW-Authenticate: Bearer`). HEAD responses carry no body."),
+        (status = 403, description = "A staff token, or an upload token of another \
+            transfer. HEAD responses carry no body."),
+        (status = 404, description = "No such transfer, or no such upload in it. HEAD \
+            responses carry no body."),
+        (status = 412, description = "`Tus-Resumable` is not `1.0.0` (the response \
+            names `Tus-Version: 1.0.0`). HEAD responses carry no body."),
+        (status = 500, description = "Internal error. HEAD responses carry no body."),
+        (status = 429, response = Throttled),
+    ),
+    security(("uploadToken" = [])),
+)]
 pub async fn head(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -389,6 +517,63 @@ pub async fn head(
 }
 
 /// PATCH: append at `Upload-Offset`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/transfers/{id}/tus/{upload}",
+    operation_id = "tusPatch",
+    tags = ["tus"],
+    summary = "tus: append bytes at Upload-Offset",
+    description = "tus 1.0.0 PATCH with the transfer's upload token. `Upload-Offset` must \
+        equal the stored offset (ask with HEAD). Without `Upload-Checksum`, bytes that arrived \
+        before an interruption are kept; with it, a chunk that does not match is discarded \
+        (460). The upload completes when the offset reaches `Upload-Length`.",
+    params(
+        TusUploadPath,
+        TusResumable,
+        ("Upload-Offset" = u64, Header, description = "Where this \
+            chunk starts: the stored offset."),
+        ("Upload-Checksum" = Option<String>, Header, description = "`ALGORITHM \
+            BASE64-DIGEST` of this chunk, ALGORITHM being `sha1` or `sha256`."),
+        ("airlock-expected-sha256" = Option<HexDigest>, Header, description = "The provider's \
+            SHA-256 of the whole file (64 hex digits), for a client that hashes while it sends: \
+            recorded with this PATCH's bytes and compared at seal, as the creation's `sha256` \
+            metadata is. 400 if it is not a digest, if the creation named a different one, or on \
+            an archive upload (members carry `AIRLOCK.sha256` records)."),
+    ),
+    request_body(content = Octets, content_type = "application/offset+octet-stream", description = "The \
+            chunk's bytes. `Content-Type` must be `application/offset+octet-stream` (else 415)."),
+    responses(
+        (status = 204, description = "Appended; the new offset.", headers(
+            ("Airlock-Archive-Files" = u64, description = "On the PATCH that completed an \
+                archive upload (metadata `archive tar`): how many files it added."),
+            ("Upload-Offset" = u64, description = "Bytes stored so far."),
+            ("Upload-Length" = u64, description = "The upload's total size in bytes."),
+            ("Upload-Expires" = String, description = "When the upload token (and with it the \
+                chance to finish) expires, as an HTTP date."),
+        )),
+        (status = 400, description = "`Upload-Offset` missing or malformed, a \
+            malformed or unsupported `Upload-Checksum`, a body running past `Upload-Length` \
+            (discarded), or an interrupted chunk.", body = ErrorBody),
+        (status = 401, response = UnauthenticatedTus),
+        (status = 403, description = "A staff token, or an upload token of another \
+            transfer.", body = ErrorBody),
+        (status = 404, description = "No such transfer, or no such upload in it.", body = ErrorBody),
+        (status = 409, description = "`Upload-Offset` does not match the stored \
+            offset, the upload is already complete, another request is still writing it, or the \
+            transfer is not `open`.", body = ErrorBody),
+        (status = 412, response = TusVersionMismatch),
+        (status = 415, description = "`Content-Type` is not \
+            `application/offset+octet-stream`.", body = ErrorBody),
+        (status = 460, description = "The chunk does not match its `Upload-Checksum`; \
+            it was discarded and the offset is unchanged.", body = ErrorBody),
+        (status = 500, response = InternalTus),
+        (status = 408, response = UploadIdle),
+        (status = 429, response = UploadCapped),
+        (status = 503, response = UploadBusy),
+        (status = 507, response = InsufficientStorage),
+    ),
+    security(("uploadToken" = [])),
+)]
 pub async fn patch(
     State(app): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -464,6 +649,32 @@ pub async fn patch(
 }
 
 /// DELETE: termination.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/transfers/{id}/tus/{upload}",
+    operation_id = "tusTerminate",
+    tags = ["tus"],
+    summary = "tus: terminate an upload",
+    description = "tus 1.0.0 termination with the transfer's upload token: drops the \
+        upload (finished or not) from the open transfer, as `DELETE .../files/{path}` does.",
+    params(
+        TusUploadPath,
+        TusResumable,
+    ),
+    responses(
+        (status = 204, description = "Terminated."),
+        (status = 401, response = UnauthenticatedTus),
+        (status = 403, description = "A staff token, or an upload token of another \
+            transfer.", body = ErrorBody),
+        (status = 404, description = "No such transfer, or no such upload in it.", body = ErrorBody),
+        (status = 409, description = "The transfer is not `open`, or the upload is \
+            still being written (retry).", body = ErrorBody),
+        (status = 412, response = TusVersionMismatch),
+        (status = 500, response = InternalTus),
+        (status = 429, response = Throttled),
+    ),
+    security(("uploadToken" = [])),
+)]
 pub async fn terminate(
     State(app): State<AppState>,
     Caller(who): Caller,

@@ -497,7 +497,12 @@ impl Volumes {
     }
 
     /// Writes a small file (the package's record) into a release's staging area.
-    pub async fn stage_bytes(&self, transfer: TransferId, path: &RelPath, data: Bytes) -> Result<()> {
+    pub async fn stage_bytes(
+        &self,
+        transfer: TransferId,
+        path: &RelPath,
+        data: Bytes,
+    ) -> Result<()> {
         let mut w = self.staging_writer(transfer, path).await?;
         w.write(data).await?;
         w.finish_unsynced().await?;

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The recipient's user name: one of the request's named recipients.
@@ -38,7 +38,7 @@ pub struct TokenRequest {
     pub max_downloads: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     /// Shown once; never stored.
     pub token: String,
@@ -49,7 +49,12 @@ pub struct IssuedToken {
 
 /// Where a request's package lies in the released volume.
 pub fn package_prefix(ws: &Workspace, t: &Transfer) -> object_store::path::Path {
-    Volumes::release_prefix(&ws.project_name, &ws.name, TransferKind::Egress.volume(), t.id)
+    Volumes::release_prefix(
+        &ws.project_name,
+        &ws.name,
+        TransferKind::Egress.volume(),
+        t.id,
+    )
 }
 
 /// A Project Manager issues a recipient's collection token for a released request.
@@ -155,7 +160,7 @@ pub async fn issue_token(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// One token; none: every live token of the request.
@@ -199,8 +204,11 @@ pub async fn collector(app: &App, jti: TokenId, sub: &str, client: IpAddr) -> Re
         let _ = app
             .store
             .audit(
-                AuditEvent::new(format!("collection-token:{jti}"), "egress.collection_refused")
-                    .detail(serde_json::json!({ "client": client.to_string(), "reason": reason })),
+                AuditEvent::new(
+                    format!("collection-token:{jti}"),
+                    "egress.collection_refused",
+                )
+                .detail(serde_json::json!({ "client": client.to_string(), "reason": reason })),
             )
             .await;
         Err(Error::Unauthenticated(reason))
@@ -279,7 +287,7 @@ async fn collecting(app: &App, who: &Principal) -> Result<(TokenId, User, Transf
 use crate::store::User;
 
 /// One file of the package.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PackageFile {
     pub path: String,
     pub size: u64,
@@ -288,7 +296,7 @@ pub struct PackageFile {
 }
 
 /// What a collection token may collect.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Package {
     pub id: TransferId,
     pub root_digest: Option<String>,
@@ -486,7 +494,11 @@ pub async fn file(
     let what = if range.start == 0 && range.end == size {
         path.to_owned()
     } else {
-        format!("{path} bytes {}-{}", range.start, range.end.saturating_sub(1))
+        format!(
+            "{path} bytes {}-{}",
+            range.start,
+            range.end.saturating_sub(1)
+        )
     };
     let collection = start(app, token, &recipient, &t, client, &what, range.start == 0).await?;
     Ok(FileDownload {

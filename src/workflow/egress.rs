@@ -27,7 +27,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// What a file of an egress request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FileRole {
     /// Released to the recipients once approved.
@@ -58,7 +60,7 @@ impl FileRole {
 pub const RECORD_FILES: [&str; 2] = ["manifest-sha256.txt", "disclosure-record.json"];
 
 /// One file or folder of the output volume, with its role.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Item {
     /// Relative to the output volume.
@@ -67,7 +69,7 @@ pub struct Item {
 }
 
 /// A draft: `POST /api/v1/egress` (with `workspace`) or `PUT /api/v1/egress/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Draft {
     /// `PROJECT/WORKSPACE`; only when creating.
@@ -232,8 +234,7 @@ async fn check_draft(
 ) -> Result<(Vec<UserId>, Option<WorkspaceId>)> {
     if d.context.trim().is_empty() {
         return Err(Error::BadRequest(
-            "a context is required: what the outputs are, and why they are safe to release"
-                .into(),
+            "a context is required: what the outputs are, and why they are safe to release".into(),
         ));
     }
     if !d.files.iter().any(|i| i.role == FileRole::Output) {
@@ -511,7 +512,8 @@ async fn pin(
         )));
     }
     let size = meta.len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20);
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20);
     let receipt =
         super::upload::store_whole(app, who, t, ws, &f.rel, None, Some(size), stream).await?;
     Ok(PinnedRow {
@@ -523,7 +525,12 @@ async fn pin(
 }
 
 /// The requester withdraws the request before its outcome, saying why.
-pub async fn withdraw(app: &App, who: &Principal, id: TransferId, reason: &str) -> Result<Transfer> {
+pub async fn withdraw(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    reason: &str,
+) -> Result<Transfer> {
     let (t, _) = requester(app, who, id).await?;
     if reason.trim().is_empty() {
         return Err(Error::BadRequest("say why the request is withdrawn".into()));
@@ -560,7 +567,7 @@ pub async fn withdraw(app: &App, who: &Principal, id: TransferId, reason: &str) 
 }
 
 /// A checker's vote on one output file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteRequest {
     pub path: String,
@@ -575,7 +582,7 @@ pub struct VoteRequest {
     pub visibility: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
     #[serde(rename = "as")]
@@ -584,7 +591,7 @@ pub struct ReviewRequest {
     pub comment: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
     pub finding: String,
@@ -702,7 +709,12 @@ pub async fn vote(app: &App, who: &Principal, id: TransferId, req: VoteRequest) 
     Ok(())
 }
 
-pub async fn acknowledge(app: &App, who: &Principal, id: TransferId, req: AckRequest) -> Result<()> {
+pub async fn acknowledge(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    req: AckRequest,
+) -> Result<()> {
     let (user, _t, _ws, role, round) = checker(app, who, id, req.role).await?;
     let findings = app.store.findings(id, round).await?;
     if !findings.iter().any(|f| f.id == req.finding) {
@@ -785,7 +797,10 @@ pub async fn review(
             open.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
         )));
     }
-    let changes: Vec<_> = votes.iter().filter(|v| v.vote == "request-changes").collect();
+    let changes: Vec<_> = votes
+        .iter()
+        .filter(|v| v.vote == "request-changes")
+        .collect();
     let outcome = if changes.is_empty() {
         "approve"
     } else {
@@ -838,7 +853,7 @@ pub async fn review(
 }
 
 /// One file of a request as `transfer show` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FileView {
     pub path: String,
     pub role: String,
@@ -851,11 +866,14 @@ pub struct FileView {
     pub changed_on_disk: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FindingView {
     pub id: String,
     pub path: String,
     pub rule: String,
+    /// `{"kind": "cell", "row": R, "col": C}`, `row`, `column`, `line` (with `column`) or
+    /// `file`; rows and columns count from 1 as a person reads the table.
+    #[schema(value_type = Object)]
     pub location: serde_json::Value,
     /// `fail` or `review`.
     pub status: String,
@@ -864,14 +882,14 @@ pub struct FindingView {
     pub acknowledged_by: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DisclosureView {
     pub findings: Vec<FindingView>,
     /// Findings by status (`fail`, `review`).
     pub counts: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VoteView {
     pub user: String,
     pub role: String,
@@ -882,7 +900,7 @@ pub struct VoteView {
     pub at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReviewView {
     pub user: String,
     pub role: String,
@@ -890,7 +908,7 @@ pub struct ReviewView {
     pub at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CollectionView {
     pub recipient: String,
     pub client: String,
@@ -900,7 +918,7 @@ pub struct CollectionView {
     pub finished_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub recipient: String,
@@ -915,7 +933,7 @@ pub struct TokenView {
 
 /// An earlier request of the same workspace, for checkers (Azure TRE #5077: differencing
 /// across releases).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PastView {
     pub id: TransferId,
     pub state: TransferState,
@@ -924,7 +942,7 @@ pub struct PastView {
 }
 
 /// What only an egress request shows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EgressView {
     pub context: String,
     pub round: i64,
@@ -1351,11 +1369,10 @@ pub struct PackagePlan {
 /// The package of an approved request: the workspace's egress area, or the data volume of
 /// its target workspace (a derived workspace, paper 4.1.4).
 pub async fn package_plan(app: &App, t: &Transfer, ws: &Workspace) -> Result<PackagePlan> {
-    let e = app
-        .store
-        .egress(t.id)
-        .await?
-        .ok_or_else(|| Error::Internal(format!("egress request {} has no request row", t.id)))?;
+    let e =
+        app.store.egress(t.id).await?.ok_or_else(|| {
+            Error::Internal(format!("egress request {} has no request row", t.id))
+        })?;
     let target = match e.target_workspace_id {
         Some(w) => Some(
             app.store

@@ -46,20 +46,26 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A reviewer's decision. Unknown fields are refused (400).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     /// The role the reviewer decides in. May be left out when they hold exactly one of the
-    /// roles the policy asks for.
+    /// roles the policy asks for (400 if they hold several, 403 if none).
     #[serde(rename = "as")]
     pub role: Option<Role>,
+    /// For the requester; required (non-blank) to reject or return, optional to approve.
     #[serde(default)]
     pub comment: String,
-    /// The manifest root digest the reviewer saw; 409 if the manifest is no longer that one.
+    /// The manifest root digest the reviewer saw (compared case-insensitively); 409 if the
+    /// manifest is no longer that one. Left out: not checked.
     pub root_digest: Option<String>,
-    /// The policy version the reviewer saw; 409 if the policy changed since.
+    /// The policy version the reviewer saw (`policy.version` of the transfer); 409 if the
+    /// policy changed since. Left out: not checked.
     pub policy_version: Option<String>,
-    /// A Referee approving a transfer with unscannable files acknowledges them, on the record.
+    /// A Referee approving a transfer whose scans left files unscannable
+    /// (`scans.ack_required`) must set it: the unscannable files are recorded on the decision.
+    /// 400 if left out then, or if set by anyone else or when there is nothing to acknowledge.
     #[serde(default)]
     pub acknowledge_unscannable: bool,
 }
@@ -377,7 +383,11 @@ pub(super) async fn decide_as(
         return Err(Error::Conflict(format!(
             "an egress request is {} through output checking: vote on every file and submit \
              your review (`airlock egress vote` and `airlock egress review`)",
-            if verdict == Verdict::Approve { "approved" } else { "returned" }
+            if verdict == Verdict::Approve {
+                "approved"
+            } else {
+                "returned"
+            }
         )));
     }
     if verdict != Verdict::Approve && req.comment.trim().is_empty() {
@@ -671,13 +681,17 @@ pub(super) async fn decider_role(
     Ok(role)
 }
 
-/// A referee as `transfer show` lists them.
-#[derive(Debug, Serialize)]
+/// A referee assigned to a transfer, as `transfer show` lists them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RefereeView {
+    /// The referee's user name.
     pub user: String,
-    /// `active`, or `pending` the Dataset Provider Representative's counter-approval.
+    /// `active`, or `pending` the Dataset Provider Representative's counter-approval (tier 3+).
     pub state: String,
+    /// Who assigned them.
     pub assigned_by: String,
+    /// The Dataset Provider Representative who counter-approved them; null if not (yet)
+    /// needed or given.
     pub approved_by: Option<String>,
 }
 
@@ -697,7 +711,8 @@ pub fn referee_views(rows: Vec<crate::store::RefereeRow>) -> Vec<RefereeView> {
         .collect()
 }
 
-#[derive(Debug, Deserialize)]
+/// A user, by name.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRef {
     pub user: String,
@@ -824,9 +839,10 @@ pub async fn approve_referee(
 }
 
 /// A released transfer is withdrawn: its files leave the read-only volume at once.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
+    /// Why; shown in the state reason and the audit log.
     pub reason: String,
 }
 

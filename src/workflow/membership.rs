@@ -14,17 +14,18 @@ use crate::domain::*;
 use crate::store::{Project, User};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: String,
     /// System-wide roles: `referee` puts them in the referee college, `provider` makes them a
-    /// Dataset Provider Representative who may be named as an uploader.
+    /// Dataset Provider Representative who may be named as an uploader, `programme-manager`.
+    /// Not `system-manager`.
     #[serde(default)]
     pub roles: Vec<Role>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub name: String,
     pub roles: Vec<Role>,
@@ -50,9 +51,10 @@ pub async fn add_user(app: &App, who: &Principal, req: NewUser) -> Result<UserVi
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProject {
+    /// 1-64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
     pub name: String,
 }
 
@@ -68,20 +70,26 @@ pub async fn create_project(app: &App, who: &Principal, req: NewProject) -> Resu
     Ok(req.name)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
     pub user: String,
+    /// A project role: `project-manager`, `investigator`, `researcher` or `provider`.
     pub role: Role,
 }
 
-#[derive(Debug, Serialize)]
+/// One role a user holds (or awaits) in a project.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
+    /// The member's user name.
     pub user: String,
     pub role: Role,
-    /// `active`, or `pending` the Dataset Provider Representative's counter-approval.
+    /// `active`, or `pending` the Dataset Provider Representative's counter-approval (a
+    /// Researcher joining a project with a tier 3+ workspace).
     pub state: String,
+    /// Who added them, if recorded.
     pub added_by: Option<String>,
+    /// Who counter-approved them, if anyone.
     pub approved_by: Option<String>,
 }
 
@@ -296,19 +304,22 @@ pub async fn members(app: &App, who: &Principal, project_name: &str) -> Result<V
         .collect())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveMember {
+    /// The member, by name.
     pub user: String,
     /// One role to remove; every role of theirs in the project when left out.
     pub role: Option<Role>,
+    /// Why, for the audit log.
     #[serde(default)]
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Removed {
     pub user: String,
+    /// The roles removed.
     pub roles: Vec<Role>,
     /// Transfers not yet released on which their approvals were voided.
     pub voided_on: Vec<TransferId>,
@@ -374,18 +385,21 @@ pub async fn remove_member(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableUser {
+    /// Why, for the audit log.
     #[serde(default)]
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Disabled {
     pub user: String,
     pub disabled: bool,
+    /// Staff tokens revoked now.
     pub tokens_revoked: usize,
+    /// Transfers not yet released on which their approvals were voided.
     pub voided_on: Vec<TransferId>,
 }
 
@@ -452,18 +466,21 @@ pub(super) async fn disable_as(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Exactly one of `user` and `id`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeStaffTokens {
     /// Every staff token of this user.
     pub user: Option<String>,
     /// One staff token, by its id (`token_id` in the audit log's `token.staff_minted`).
+    #[schema(format = "uuid")]
     pub id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokensRevoked {
     pub user: String,
+    /// Ids of the tokens revoked now (already revoked ones are not listed).
     pub revoked: Vec<String>,
 }
 

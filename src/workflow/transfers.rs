@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateTransfer {
     /// `PROJECT/WORKSPACE`.
+    #[schema(example = "genomics/tier3")]
     pub workspace: String,
     pub kind: TransferKind,
     /// The user name of the uploader.
@@ -101,20 +102,27 @@ pub async fn create(app: &App, who: &Principal, req: CreateTransfer) -> Result<T
     Ok(t)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
-    /// Lifetime such as `24h`; default from the settings, capped by the workspace's policy.
+    /// Lifetime such as `24h` or `90m`; default from the settings, capped by the workspace
+    /// tier's policy; at least 1s.
+    #[schema(example = "24h")]
     pub ttl: Option<String>,
-    /// IP ranges the token may be used from.
+    /// IP ranges (such as `10.0.0.0/8`) or single addresses the token may be used from.
+    /// Empty: anywhere, unless the tier requires a range.
     #[serde(default)]
     pub cidrs: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     pub transfer_id: TransferId,
+    /// The upload token (a JWT), shown only once. Send it as `Authorization: Bearer <token>`.
     pub token: String,
+    /// When the token expires (RFC 3339).
+    #[schema(format = DateTime)]
     pub expires_at: String,
+    /// The IP ranges the token is bound to, normalised.
     pub cidrs: Vec<String>,
 }
 
@@ -240,11 +248,13 @@ pub async fn revoke_tokens(app: &App, who: &Principal, id: TransferId) -> Result
     Ok(n)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct SealRequest {
-    /// The root digest the provider computed; compared with ours.
+    /// The root digest the provider computed (64 hex digits); compared with ours.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub expected_root_digest: Option<String>,
-    /// A `sha256sum`-format manifest of every file; compared with ours.
+    /// A `sha256sum`-format manifest of every file (`HEX  PATH` or `HEX *PATH` per line, `./`
+    /// prefixes ignored); compared with ours, both ways.
     pub sha256sums: Option<String>,
 }
 
@@ -606,9 +616,10 @@ async fn scan_in(tx: &mut crate::store::Tx<'_>, t: &Transfer) -> Result<bool> {
     Ok(true)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ConfirmRequest {
-    /// The root digest the provider computed over the files they sent.
+    /// The root digest the provider computed over the files they sent (64 hex digits).
+    #[schema(value_type = HexDigest)]
     pub root_digest: String,
 }
 
@@ -719,38 +730,57 @@ pub async fn expire_due(app: &App) -> Result<usize> {
     Ok(due.len())
 }
 
-/// A transfer as staff see it; also the body of `transfer show --json`.
-#[derive(Debug, Serialize)]
+/// A transfer's summary as staff see it: a constant size whatever its file count. The files
+/// are listed by `GET /api/v1/transfers/{id}/files` (pages) or `/sha256sums` (streamed);
+/// `airlock transfer show --json` adds every file as `files`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TransferView {
     pub id: TransferId,
     pub kind: TransferKind,
+    /// `PROJECT/WORKSPACE`.
     pub workspace: String,
+    /// The workspace's security tier.
+    #[schema(maximum = 4)]
     pub tier: u8,
     pub state: TransferState,
+    /// Why the transfer is in its state, in words.
     pub state_reason: String,
+    /// The uploader's user name.
     pub uploader: String,
+    /// The user name of the Project Manager who opened it.
     pub created_by: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
+    #[schema(format = DateTime)]
     pub sealed_at: Option<String>,
+    /// The manifest's root digest, set at seal: SHA-256 over the lines
+    /// `sha256 SP blake3 SP size SP path LF`, sorted by path bytes.
     pub root_digest: Option<String>,
+    /// The root digest the provider sent at seal, if any.
     pub expected_root_digest: Option<String>,
     /// SHA-256 of the policy file in force when the transfer was sealed.
     pub policy_version: Option<String>,
     /// The policy in force now: its file and version (they differ from `policy_version` if
     /// an operator changed the policy since the seal; approvals bound to the old one are void).
     pub policy: PolicyView,
+    /// The referees assigned to the transfer.
     pub referees: Vec<super::governance::RefereeView>,
+    /// Files in the transfer (complete or not).
     pub file_count: u64,
     /// Files whose upload finished (all of them once sealed).
     pub complete_count: u64,
+    /// Bytes stored, over all files.
     pub total_bytes: u64,
+    /// Every decision, in order, with whether it still counts.
     pub decisions: Vec<DecisionView>,
     /// The approvals still required before release, and who could give them.
     pub awaiting: Vec<Awaiting>,
     pub incidents: Vec<IncidentView>,
     /// What the scanners said about every file (and archive member).
     pub scans: ScansView,
+    /// Set once the files are published.
     pub release: Option<ReleaseView>,
     /// An egress request's own part (context, files with roles, disclosure findings, votes,
     /// collections), at the top level beside the rest.
@@ -758,59 +788,81 @@ pub struct TransferView {
     pub egress: Option<super::egress::EgressView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScansView {
-    /// Verdicts of the latest scan, by kind.
+    /// Verdicts of the latest scan, by kind (`clean`, `infected`, `unscannable`, `error`).
     pub counts: BTreeMap<String, u64>,
-    /// Files could not be scanned and a Referee must acknowledge them when approving.
+    /// Files could not be scanned and the policy lets review go on: a Referee must approve
+    /// with `acknowledge_unscannable`.
     pub ack_required: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyView {
     pub file: String,
+    /// SHA-256 of the policy file in force now.
     pub version: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionView {
+    /// The reviewer's user name.
     pub user: String,
+    /// The role they decided in.
+    #[schema(value_type = Role)]
     pub role: String,
+    /// `approve`, `reject` or `return`.
     pub decision: String,
     pub comment: String,
+    /// The manifest root digest decided on.
     pub root_digest: String,
+    /// SHA-256 of the policy file the decision was taken under.
     pub policy_version: String,
+    #[schema(format = DateTime)]
     pub at: String,
-    /// Whether it still counts towards the release.
+    /// Whether it counts towards the release now: an approval, not void, given on the current
+    /// root digest and the policy in force.
     pub counts: bool,
-    /// Why it no longer counts.
+    /// Why it no longer stands: the transfer was returned or reopened, the manifest changed,
+    /// or the policy changed since. Null while it stands.
     pub void_reason: Option<String>,
-    /// Unscannable files a Referee acknowledged with this approval.
+    /// The unscannable files (`path: reason`) a Referee acknowledged with this approval; left
+    /// out when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub acknowledged_unscannable: Vec<String>,
 }
 
-/// One role whose approval the transfer still waits for.
-#[derive(Debug, Clone, Serialize)]
+/// One role whose approval the transfer still waits for. Listed only while the transfer is
+/// `sealed`, `scanning`, `scan_error` or `in_review`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Awaiting {
     pub role: Role,
     /// How many more approvals in this role are needed.
+    #[schema(minimum = 1)]
     pub needed: u32,
-    /// Who may give them (user names).
+    /// Who could give them (user names): the role's active holders in the project (or, for
+    /// `referee`, the transfer's active referees; for `programme-manager`, every Programme
+    /// Manager), less the uploader, token issuers and anyone whose approval already counts.
+    /// Empty when nobody can yet (no referee assigned, say).
     pub from: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentView {
+    /// Such as `hash-confirmation`.
     pub kind: String,
     pub detail: String,
+    /// Such as `open`.
     pub state: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReleaseView {
+    /// Where the files were published.
     pub location: String,
+    #[schema(format = DateTime)]
     pub released_at: Option<String>,
 }
 
@@ -984,11 +1036,11 @@ pub async fn receipts(
 /// The most files one page lists; a larger `limit` is capped to it.
 pub const MAX_PAGE: u32 = 1000;
 
-/// One page of files in path order.
-#[derive(Debug, Serialize)]
+/// One page of a transfer's files, in path (byte) order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FilesPage {
     pub files: Vec<super::upload::FileReceipt>,
-    /// The cursor for the next page (`after=`), or `null` after the last.
+    /// Pass as `after` for the next page; `null` after the last page.
     pub next: Option<String>,
 }
 
@@ -1031,10 +1083,10 @@ pub async fn files_page(
 }
 
 /// One page of the latest scan's verdicts, in the order the scan wrote them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerdictsPage {
     pub verdicts: Vec<crate::store::VerdictRow>,
-    /// The cursor for the next page (`after=`), or `null` after the last.
+    /// Pass as `after` for the next page; `null` after the last page.
     pub next: Option<String>,
 }
 

@@ -40,16 +40,22 @@ impl UploadLocks {
 }
 
 /// A stored file as its uploader may see it: sizes and digests, never content.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct FileReceipt {
+    /// The file's `/`-separated path inside the transfer.
     pub path: String,
+    /// Bytes received so far.
     pub size: u64,
     pub complete: bool,
+    /// Set once complete.
     pub sha256: Option<String>,
+    /// Set once complete.
     pub blake3: Option<String>,
+    /// The digest the uploader sent with the file, if any.
     pub expected_sha256: Option<String>,
-    /// `Some(false)` when the digest sent with the upload does not match: the transfer will be
-    /// blocked at seal unless the file is deleted and sent again.
+    /// `false` when the digest sent with the upload does not match: the transfer will be
+    /// blocked at seal unless the file is deleted and sent again. `null` until both digests
+    /// are known.
     pub expected_sha256_matches: Option<bool>,
     /// An egress request's file: `output`, `supporting` or `code`.
     #[serde(skip_serializing_if = "Option::is_none")]
