@@ -800,3 +800,430 @@ async fn a_return_voids_the_votes_a_changed_file_is_flagged_and_bad_requests_are
     assert!(r["state_reason"].as_str().unwrap().contains("wrong table"));
     e.t.stop().await;
 }
+
+/// A table with one small cell (row 2, column 3), a note with an email address and a phone
+/// number, and an image.
+const SMALL_TABLE: &str = "region,cases,deaths\nnorth,120,40\nsouth,95,3\neast,230,55\n";
+const EMAIL: &str = "jane.doe@example.org";
+const NOTES: &str = "Summary of the run.\nContact jane.doe@example.org for the raw data.\n";
+const PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+fn disclosive(out: &Path) {
+    write(out, "t/small.csv", SMALL_TABLE.as_bytes());
+    write(out, "t/notes.txt", NOTES.as_bytes());
+    write(out, "t/figure.png", PNG);
+    write(out, "analysis.py", SCRIPT.as_bytes());
+}
+
+fn disclosive_request() -> Value {
+    json!({
+        "workspace": "proj/ws",
+        "context": "Counts by region",
+        "files": [{"path": "t", "role": "output"}, {"path": "analysis.py", "role": "code"}],
+        "recipients": ["recip"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disclosure_findings_name_file_rule_and_cell_never_the_value_and_need_acknowledging() {
+    let e = setup(1).await;
+    disclosive(&e.out);
+    let (s, v) = create(&e, disclosive_request()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) =
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/submit"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = e.t.wait_for_state(&e.p.inv, &id, "in_review").await;
+    let findings = v["disclosure"]["findings"].as_array().unwrap().clone();
+    let find = |path: &str, rule: &str| {
+        findings
+            .iter()
+            .find(|f| f["path"] == path && f["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} finding in {path}: {findings:?}"))
+            .clone()
+    };
+    let cell = find("t/small.csv", "small-cell");
+    assert_eq!(cell["status"], "fail");
+    assert_eq!(
+        cell["location"],
+        json!({"kind": "cell", "row": 2, "col": 3})
+    );
+    let mail = find("t/notes.txt", "email");
+    assert_eq!(mail["location"]["kind"], "line");
+    assert_eq!(mail["location"]["line"], 2);
+    let image = find("t/figure.png", "unscannable");
+    assert_eq!(image["status"], "review");
+    // The code file is checked too; the table's other cells are not flagged.
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f["path"] == "t/small.csv" && f["rule"] != "small-cell"),
+        "{findings:?}"
+    );
+    // Never the value: not in a message, nor in the audit log (which feeds the webhooks).
+    for f in &findings {
+        let m = f["message"].as_str().unwrap();
+        assert!(!m.contains(EMAIL) && !m.contains(",3"), "{m}");
+    }
+    let export = e.t.cli(None, &["audit", "export"]);
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let log = String::from_utf8_lossy(&export.stdout);
+    assert!(
+        log.contains("egress.disclosure_checked"),
+        "the checks are audited"
+    );
+    assert!(!log.contains(EMAIL), "the audit log holds a flagged value");
+    // ACRO-compatible results.json.
+    let (s, r) =
+        e.t.get_json(&e.p.inv, &format!("/egress/{id}/results.json"))
+            .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["results"]["t/small.csv"]["status"], "fail", "{r}");
+    let cells = &r["results"]["t/small.csv"]["files"][0]["sdc"]["cells"]["threshold"];
+    assert_eq!(cells, &json!([[1, 2]]), "{r}");
+    // Advice, not approval: a review waits until the checker has acknowledged every finding.
+    for p in ["t/small.csv", "t/notes.txt", "t/figure.png"] {
+        let (s, r) = vote(&e, &e.p.inv, &id, p, "investigator", "approve", "").await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+    }
+    let (s, r) = review(&e, &e.p.inv, &id, "investigator").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains(cell["id"].as_str().unwrap()),
+        "{r}"
+    );
+    acknowledge_all(&e, &e.p.inv, &id, "investigator").await;
+    let (s, r) =
+        e.t.post_json(
+            &e.p.inv,
+            &format!("/egress/{id}/acknowledge"),
+            json!({"finding": cell["id"], "as": "investigator"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "acknowledged twice: {r}");
+    let (s, r) = review(&e, &e.p.inv, &id, "investigator").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let v = e.t.show(&e.p.pm, &id).await;
+    assert_eq!(
+        v["state"], "in_review",
+        "the provider is still awaited: {v}"
+    );
+    // Any checker may reject, with a reason (final).
+    let (s, r) =
+        e.t.post_json(
+            &e.p.prov,
+            &format!("/transfers/{id}/reject"),
+            json!({"as": "provider", "comment": "identifiable"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["state"], "rejected");
+    e.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_that_blocks_findings_blocks_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("strict.toml");
+    let text = std::fs::read_to_string("policies/tier1.toml").unwrap()
+        + "\n[egress]\nfindings = \"block\"\n\n[egress.disclosure]\nthreshold = 7\n";
+    std::fs::write(&policy, text).unwrap();
+    let e = setup(1).await;
+    admin::create_workspace(&e.t.app, "proj", "strict", 1, Some(&policy))
+        .await
+        .unwrap();
+    let out = e.t.data_dir().join("volumes/proj/strict/output");
+    disclosive(&out);
+    let mut req = disclosive_request();
+    req["workspace"] = json!("proj/strict");
+    let (s, v) = create(&e, req).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    e.t.post_json(
+        &e.p.researcher,
+        &format!("/egress/{id}/submit"),
+        Value::Null,
+    )
+    .await;
+    let v = e.t.wait_for_state(&e.p.researcher, &id, "blocked").await;
+    assert!(
+        v["state_reason"].as_str().unwrap().contains("disclosure"),
+        "{v}"
+    );
+    e.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_contract_from_workspace_show_to_collect() {
+    let e = setup(1).await;
+    let show =
+        e.t.cli(None, &["admin", "workspace", "show", "proj/ws", "--json"]);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    let ws: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(
+        PathBuf::from(ws["volumes"]["output"].as_str().unwrap()),
+        e.out
+    );
+    for k in ["data", "software"] {
+        assert!(
+            ws["volumes"][k]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("proj/ws/{k}")),
+            "{ws}"
+        );
+    }
+    outputs(&e.out);
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let id = ok(e.t.cli(
+        Some(&e.p.researcher),
+        &[
+            "egress",
+            "create",
+            "--workspace",
+            "proj/ws",
+            "--context",
+            "counts by region",
+            "--code",
+            "analysis.py",
+            "--supporting",
+            "supporting/raw.csv",
+            "--recipient",
+            "recip",
+            "tables/counts.csv",
+            "tables/figure.txt",
+        ],
+    ))
+    .trim()
+    .to_owned();
+    ok(e.t.cli(Some(&e.p.researcher), &["egress", "submit", &id]));
+    e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
+    // `transfer show --json`: kind egress, files[] with their roles, the disclosure part.
+    let v: Value = serde_json::from_str(&ok(e
+        .t
+        .cli(Some(&e.p.inv), &["transfer", "show", &id, "--json"])))
+    .unwrap();
+    assert_eq!(v["kind"], "egress");
+    let roles: Vec<(&str, &str)> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["role"].as_str().unwrap()))
+        .collect();
+    assert!(
+        roles.contains(&("supporting/raw.csv", "supporting")),
+        "{roles:?}"
+    );
+    assert!(roles.contains(&("analysis.py", "code")), "{roles:?}");
+    assert!(v["disclosure"]["findings"].is_array(), "{v}");
+    for (tok, role) in [(&e.p.inv, "investigator"), (&e.p.prov, "provider")] {
+        for f in ["tables/counts.csv", "tables/figure.txt"] {
+            ok(e.t.cli(
+                Some(tok),
+                &["egress", "vote", &id, f, "--as", role, "--approve"],
+            ));
+        }
+        let v = e.t.show(tok, &id).await;
+        for f in v["disclosure"]["findings"].as_array().unwrap() {
+            ok(e.t.cli(
+                Some(tok),
+                &[
+                    "egress",
+                    "acknowledge",
+                    &id,
+                    "--as",
+                    role,
+                    "--finding",
+                    f["id"].as_str().unwrap(),
+                ],
+            ));
+        }
+        ok(e.t.cli(Some(tok), &["egress", "review", &id, "--as", role]));
+    }
+    e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    // The released package verifies like any release.
+    let verify = e.t.cli(None, &["verify", &id]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let tok = ok(e.t.cli(
+        Some(&e.p.pm),
+        &[
+            "egress",
+            "token",
+            &id,
+            "--recipient",
+            "recip",
+            "--ttl",
+            "2h",
+            "--max-downloads",
+            "5",
+        ],
+    ))
+    .trim()
+    .to_owned();
+    let dest = e.t.data_dir().join("got");
+    ok(e.t.cli(
+        None,
+        &[
+            "collect",
+            "--token",
+            &tok,
+            "--output",
+            dest.to_str().unwrap(),
+        ],
+    ));
+    for f in ["tables/counts.csv", "tables/figure.txt"] {
+        assert_eq!(
+            digest_with("sha256sum", &dest.join(f)),
+            digest_with("sha256sum", &e.out.join(f))
+        );
+    }
+    assert!(!dest.join("supporting").exists());
+    // A resumed collect: a partial file is completed with a range, and verified.
+    std::fs::remove_file(dest.join("tables/counts.csv")).unwrap();
+    std::fs::write(
+        dest.join("tables/counts.csv.part"),
+        &SAFE_TABLE.as_bytes()[..7],
+    )
+    .unwrap();
+    ok(e.t.cli(
+        None,
+        &[
+            "collect",
+            "--token",
+            &tok,
+            "--output",
+            dest.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(dest.join("tables/counts.csv")).unwrap(),
+        SAFE_TABLE.as_bytes()
+    );
+    // A corrupt partial file fails the digest check: exit 1, named.
+    std::fs::remove_file(dest.join("tables/counts.csv")).unwrap();
+    std::fs::write(dest.join("tables/counts.csv.part"), b"XXXXXXX").unwrap();
+    let bad = e.t.cli(
+        None,
+        &[
+            "collect",
+            "--token",
+            &tok,
+            "--output",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("tables/counts.csv"));
+    // The zip form.
+    let zip = e.t.data_dir().join("p.zip");
+    ok(e.t.cli(
+        None,
+        &["collect", "--token", &tok, "--zip", zip.to_str().unwrap()],
+    ));
+    assert!(std::fs::metadata(&zip).unwrap().len() > 0);
+    e.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_derived_workspace_gets_the_outputs_read_only_with_provenance_under_both_policies() {
+    let e = setup(1).await;
+    // The target: a tier 2 workspace of the same project, whose egress policy also asks a
+    // Referee: the stricter of the two applies.
+    admin::create_workspace(&e.t.app, "proj", "lower", 2, None)
+        .await
+        .unwrap();
+    outputs(&e.out);
+    let mut req = request();
+    req["recipients"] = json!([]);
+    req["target_workspace"] = json!("proj/lower");
+    let (s, v) = create(&e, req.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    req["recipients"] = json!(["recip"]);
+    assert_eq!(
+        create(&e, req).await.0,
+        StatusCode::BAD_REQUEST,
+        "recipients or a target, not both"
+    );
+    e.t.post_json(
+        &e.p.researcher,
+        &format!("/egress/{id}/submit"),
+        Value::Null,
+    )
+    .await;
+    let v = e.t.wait_for_state(&e.p.inv, &id, "in_review").await;
+    let mut roles: Vec<&str> = v["awaiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["role"].as_str().unwrap())
+        .collect();
+    roles.sort();
+    assert_eq!(roles, vec!["investigator", "provider", "referee"], "{v}");
+    assign_referee(&e, &id).await;
+    approve_all(
+        &e,
+        &id,
+        &[
+            (&e.p.inv, "investigator"),
+            (&e.p.prov, "provider"),
+            (&e.referee, "referee"),
+        ],
+    )
+    .await;
+    let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    let loc = PathBuf::from(v["release"]["location"].as_str().unwrap());
+    let want = e.t.data_dir().join("volumes/proj/lower/data").join(&id);
+    assert_eq!(loc, want, "{v}");
+    assert_eq!(
+        std::fs::read(loc.join("tables/counts.csv")).unwrap(),
+        SAFE_TABLE.as_bytes()
+    );
+    assert!(!loc.join("supporting").exists() && !loc.join("analysis.py").exists());
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(loc.join("disclosure-record.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["provenance"]["origin_workspace"], "proj/ws");
+    assert_eq!(record["provenance"]["request"], id.as_str());
+    assert_eq!(
+        record["provenance"]["code"][0]["sha256"],
+        digest_with("sha256sum", &e.out.join("analysis.py")).as_str()
+    );
+    assert_eq!(record["target_workspace"], "proj/lower");
+    // No recipient: nothing to collect.
+    let (s, _) =
+        e.t.post_json(
+            &e.p.pm,
+            &format!("/egress/{id}/collection-tokens"),
+            json!({"recipient": "recip"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    e.t.stop().await;
+}

@@ -72,6 +72,19 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the egress disclosure checks on local files, as `egress submit` will (scanners/
+    /// disclosure.toml, or `[scanning] dir`): each finding with its rule and location, never
+    /// the value. Exits 1 if any finding fails. No server or data directory needed.
+    Disclosure {
+        /// One JSON report per file (the per-file part of results.json).
+        #[arg(long)]
+        json: bool,
+        /// Print only a summary line (files, bytes, seconds, MB/s, findings).
+        #[arg(long)]
+        quiet: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Re-hash files at rest now against the sealed manifest: a transfer (by id: its quarantine
     /// copy and, once released, its read-only copy), or every transfer released into a
     /// workspace (PROJECT/WORKSPACE). Records the results and raises incidents as the
@@ -547,6 +560,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&cli)?;
             scan_files(&s, scanners, *concurrency, *quiet, files).await
         }
+        Command::Disclosure { json, quiet, files } => {
+            let s = settings(&cli)?;
+            disclosure_files(&s, *json, *quiet, files)
+        }
         Command::Verify { target, json } => {
             let s = settings(&cli)?;
             let app = App::open(s).await?;
@@ -849,6 +866,71 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
 }
 
 /// `airlock scan`: runs scanners over local files, several at once.
+/// `airlock disclosure`: the checks of `workflow::egress::disclose`, on local files.
+fn disclosure_files(
+    s: &Settings,
+    json: bool,
+    quiet: bool,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    use crate::scan::disclosure::{self, Status};
+    let rules = crate::scan::Scanners::load(s.scanning.dir.as_deref(), None)?.disclosure;
+    let started = std::time::Instant::now();
+    let (mut bytes, mut fails, mut findings) = (0u64, 0u64, 0u64);
+    for f in files {
+        let file =
+            std::fs::File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
+        bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
+        let name = f.display().to_string();
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let report = disclosure::check(&name, reader, &rules)
+            .with_context(|| format!("cannot check {name}"))?;
+        findings += report.findings.len() as u64;
+        fails += report
+            .findings
+            .iter()
+            .filter(|x| x.status == Status::Fail)
+            .count() as u64;
+        if quiet {
+            continue;
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({"path": name, "report": report}))?
+            );
+            continue;
+        }
+        println!(
+            "{name}: {} ({:?}, {} rows)",
+            serde_json::to_value(report.status)?.as_str().unwrap_or("?"),
+            report.kind,
+            report.rows
+        );
+        for x in &report.findings {
+            println!(
+                "  {:<6} {:<18} {:<28} {}",
+                serde_json::to_value(x.status)?.as_str().unwrap_or("?"),
+                x.rule,
+                serde_json::to_string(&x.location)?,
+                x.message
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if quiet {
+        println!(
+            "{} files, {bytes} bytes, {secs:.3} s, {:.1} MB/s, {findings} findings ({fails} fail)",
+            files.len(),
+            bytes as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    if fails > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 async fn scan_files(
     s: &Settings,
     names: &[String],

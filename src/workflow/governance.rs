@@ -108,15 +108,48 @@ pub fn required(policy: &Policy, t: &Transfer) -> Vec<(Role, u32)> {
     v
 }
 
-/// The approvals still missing: `(role, how many more)`, in policy order.
-fn missing(policy: &Policy, t: &Transfer, decisions: &[Decision]) -> Vec<(Role, u32)> {
+/// What a transfer needs, in the policy's order: [`required`], and for an egress request
+/// whose outputs go to a target workspace (a derived workspace), the stricter of the two
+/// workspaces' egress policies per role (paper 4.1.4).
+pub async fn needed(app: &App, policy: &Policy, t: &Transfer) -> Result<Vec<(Role, u32)>> {
+    let mut v = required(policy, t);
+    if t.kind != TransferKind::Egress {
+        return Ok(v);
+    }
+    let Some(target) = app
+        .store
+        .egress(t.id)
+        .await?
+        .and_then(|e| e.target_workspace_id)
+    else {
+        return Ok(v);
+    };
+    let Some(tw) = app.store.workspace(target).await? else {
+        return Ok(v);
+    };
+    for (role, n) in app.policy(&tw)?.approvals(t.kind) {
+        match v.iter_mut().find(|(r, _)| r == role) {
+            Some((_, m)) => *m = (*m).max(*n),
+            None => v.push((*role, *n)),
+        }
+    }
+    Ok(v)
+}
+
+/// The approvals still missing of `needed`: `(role, how many more)`, in policy order.
+fn missing(
+    needed: &[(Role, u32)],
+    policy: &Policy,
+    t: &Transfer,
+    decisions: &[Decision],
+) -> Vec<(Role, u32)> {
     let root = t.root_digest.as_deref().unwrap_or("");
     let version = policy.version.as_str();
     let mut have: BTreeMap<&str, u32> = BTreeMap::new();
     for d in counting(decisions, root, version) {
         *have.entry(d.role.as_str()).or_default() += 1;
     }
-    required(policy, t)
+    needed
         .iter()
         .filter_map(|(role, want)| {
             let got = have.get(role.as_str()).copied().unwrap_or(0);
@@ -149,7 +182,8 @@ pub async fn awaiting(
     let barred = barred(app, t).await?;
     let members = app.store.members(ws.project_id).await?;
     let mut out = Vec::new();
-    for (role, needed) in missing(policy, t, decisions) {
+    let needs = needed(app, policy, t).await?;
+    for (role, needed) in missing(&needs, policy, t, decisions) {
         let candidates: Vec<(UserId, String)> = match role {
             Role::Referee => app
                 .store
@@ -206,7 +240,8 @@ pub(super) async fn enter_review(
 ) -> Result<bool> {
     let id = t.id;
     let policy = app.policy(ws)?;
-    let missing = missing(&policy, t, &[]);
+    let needs = needed(app, &policy, t).await?;
+    let missing = missing(&needs, &policy, t, &[]);
     let reason = if missing.is_empty() {
         "scans are clean".to_owned()
     } else {
@@ -253,9 +288,10 @@ pub(super) async fn enter_review(
 pub async fn recheck_before_release(app: &App, t: &Transfer) -> Result<bool> {
     let (_, ws) = access::load(app, t.id).await?;
     let policy = app.policy(&ws)?;
+    let needs = needed(app, &policy, t).await?;
     let mut tx = app.store.begin().await?;
     let decisions = tx.decisions(t.id).await?;
-    let still = missing(&policy, t, &decisions);
+    let still = missing(&needs, &policy, t, &decisions);
     if still.is_empty() {
         return Ok(true);
     }
@@ -379,6 +415,7 @@ pub(super) async fn decide_as(
     let (t, ws) = access::load_for(app, user, id).await?;
     let policy = app.policy(&ws)?;
     let role = decider_role(app, user, &t, &ws, &policy, req.role).await?;
+    let needs = needed(app, &policy, &t).await?;
     if t.kind == TransferKind::Egress && !from_review && verdict != Verdict::Reject {
         return Err(Error::Conflict(format!(
             "an egress request is {} through output checking: vote on every file and submit \
@@ -476,7 +513,7 @@ pub(super) async fn decide_as(
                 user.name, d.role
             )));
         }
-        if !missing(&policy, &t, &decisions)
+        if !missing(&needs, &policy, &t, &decisions)
             .iter()
             .any(|(r, _)| *r == role)
         {
@@ -508,7 +545,7 @@ pub(super) async fn decide_as(
     match verdict {
         Verdict::Approve => {
             let decisions = tx.decisions(id).await?;
-            let still = missing(&policy, &t, &decisions);
+            let still = missing(&needs, &policy, &t, &decisions);
             if still.is_empty() {
                 let names: Vec<String> = counting(&decisions, &root, &version)
                     .map(|d| format!("{} ({})", d.user, d.role))
@@ -602,7 +639,11 @@ pub(super) async fn decider_role(
             user.name, ws.project_name
         )));
     }
-    let asked: Vec<Role> = required(policy, t).iter().map(|(r, _)| *r).collect();
+    let asked: Vec<Role> = needed(app, policy, t)
+        .await?
+        .iter()
+        .map(|(r, _)| *r)
+        .collect();
     let role = match asked_role {
         Some(r) if held.contains(&r) => r,
         Some(Role::Referee) => {
