@@ -1227,3 +1227,155 @@ async fn a_derived_workspace_gets_the_outputs_read_only_with_provenance_under_bo
     assert_eq!(s, StatusCode::BAD_REQUEST);
     e.t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tier_4_egress_needs_a_counter_approved_referee_and_a_programme_manager_and_exports_as_a_bag(
+) {
+    let e = setup(4).await;
+    admin::add_user(&e.t.app, "progm", &[Role::ProgrammeManager])
+        .await
+        .unwrap();
+    let progm = admin::staff_token(&e.t.app, "progm", None).await.unwrap();
+    let id = submitted(&e).await;
+    // A draft can be edited only before submit; this one is in review.
+    let mut edit = request();
+    edit.as_object_mut().unwrap().remove("workspace");
+    let (s, _) =
+        e.t.http
+            .put(e.t.api(&format!("/egress/{id}")))
+            .bearer_auth(&e.p.researcher)
+            .json(&edit)
+            .send()
+            .await
+            .map(|r| (r.status(), ()))
+            .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT);
+    assign_referee(&e, &id).await;
+    // At tier 3+ the referee waits for the Dataset Provider Representative.
+    let (s, r) = vote(
+        &e,
+        &e.referee,
+        &id,
+        "tables/counts.csv",
+        "referee",
+        "approve",
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{r}");
+    let (s, r) =
+        e.t.post_json(
+            &e.p.prov,
+            &format!("/transfers/{id}/referees/approve"),
+            json!({"user": "ref"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    approve_all(
+        &e,
+        &id,
+        &[
+            (&e.p.inv, "investigator"),
+            (&e.p.prov, "provider"),
+            (&e.referee, "referee"),
+        ],
+    )
+    .await;
+    let v = e.t.show(&e.p.pm, &id).await;
+    assert_eq!(v["state"], "in_review", "{v}");
+    assert_eq!(v["awaiting"][0]["role"], "programme-manager", "{v}");
+    approve_all(&e, &id, &[(&progm, "programme-manager")]).await;
+    e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    // The package exports as a BagIt bag: the outputs and the record, never the rest.
+    let bag = e.t.data_dir().join("bag");
+    let out =
+        e.t.cli(None, &["bag", &id, "--output", bag.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = std::process::Command::new("python3")
+        .args(["-m", "bagit", "--validate"])
+        .arg(&bag)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert!(bag.join("data/tables/counts.csv").exists());
+    assert!(bag.join("data/disclosure-record.json").exists());
+    assert!(!bag.join("data/supporting").exists() && !bag.join("data/analysis.py").exists());
+    e.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_return_to_provider_goes_to_providers_and_is_collected_only_from_an_ip_range_in_a_window()
+{
+    let e = setup(1).await;
+    admin::add_user(&e.t.app, "progm", &[Role::ProgrammeManager])
+        .await
+        .unwrap();
+    let progm = admin::staff_token(&e.t.app, "progm", None).await.unwrap();
+    // Another folder as the output volume.
+    let elsewhere = e.t.data_dir().join("analysis-out");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    admin::create_workspace(&e.t.app, "proj", "ret", 1, None)
+        .await
+        .unwrap();
+    admin::set_output_volume(&e.t.app, "proj", "ret", &elsewhere)
+        .await
+        .unwrap();
+    outputs(&elsewhere);
+    let mut req = request();
+    req["workspace"] = json!("proj/ret");
+    req["kind"] = json!("return-to-provider");
+    // The recipients are the data's providers.
+    let (s, v) = create(&e, req.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    req["recipients"] = json!(["prov"]);
+    let (s, v) = create(&e, req).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["kind"], "return-to-provider");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) =
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/submit"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
+    assert_eq!(
+        v["pinned"][2]["sha256"],
+        digest_with("sha256sum", &elsewhere.join("tables/counts.csv")).as_str(),
+        "{v}"
+    );
+    // Provider Rep + Programme Manager, as [approvals.return-to-provider] says.
+    approve_all(
+        &e,
+        &id,
+        &[(&e.p.prov, "provider"), (&progm, "programme-manager")],
+    )
+    .await;
+    e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    for body in [
+        json!({"recipient": "prov", "ttl": "2h"}),
+        json!({"recipient": "prov", "cidrs": ["127.0.0.0/8"]}),
+    ] {
+        let (s, r) =
+            e.t.post_json(&e.p.pm, &format!("/egress/{id}/collection-tokens"), body)
+                .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{r}");
+        assert!(r["error"].as_str().unwrap().contains("IP ranges"), "{r}");
+    }
+    let tok = collection_token(
+        &e,
+        &id,
+        json!({"recipient": "prov", "ttl": "2h", "cidrs": ["127.0.0.0/8"]}),
+    )
+    .await;
+    let r = get(&e, &tok, "/collect/files/tables/counts.csv").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(&r.bytes().await.unwrap()[..], SAFE_TABLE.as_bytes());
+    e.t.stop().await;
+}

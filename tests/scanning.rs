@@ -130,7 +130,8 @@ async fn eicar_is_blocked_with_its_signature_name_shown() {
         .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    assert!(!t.data_dir().join("volumes/proj").exists());
+    // Nothing in the data volume (the workspace's output volume is there from the start).
+    assert!(!t.data_dir().join("volumes/proj/ws/data").exists());
     t.stop().await;
 }
 

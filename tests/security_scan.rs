@@ -321,7 +321,8 @@ async fn a_finding_made_while_approval_races_the_rescan_stops_the_release() {
         "{v}"
     );
     assert!(v["release"]["location"].is_null(), "{v}");
-    assert!(!t.data_dir().join("volumes/proj").exists());
+    // Nothing in the data volume (the workspace's output volume is there from the start).
+    assert!(!t.data_dir().join("volumes/proj/ws/data").exists());
     t.stop().await;
 }
 

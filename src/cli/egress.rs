@@ -31,6 +31,10 @@ pub enum EgressCommand {
         /// A derived workspace (PROJECT/WORKSPACE) the outputs go to instead of recipients.
         #[arg(long)]
         target_workspace: Option<String>,
+        /// `egress`, or `return-to-provider` (data back to its providers: the recipients must
+        /// be Dataset Provider Representatives; collected with an IP-bound token).
+        #[arg(long, default_value = "egress")]
+        kind: String,
         #[arg(required = true)]
         paths: Vec<String>,
     },
@@ -128,6 +132,7 @@ pub async fn egress(server: &str, cmd: &EgressCommand) -> anyhow::Result<()> {
             supporting,
             recipients,
             target_workspace,
+            kind,
             paths,
         } => {
             let mut files: Vec<Value> = Vec::new();
@@ -145,6 +150,7 @@ pub async fn egress(server: &str, cmd: &EgressCommand) -> anyhow::Result<()> {
                 serde_json::json!({
                     "workspace": workspace, "context": context, "files": files,
                     "recipients": recipients, "target_workspace": target_workspace,
+                    "kind": kind,
                 }),
             ))
             .await?

@@ -160,7 +160,9 @@ impl FromStr for Role {
 #[schema(
     description = "`data-ingress`: a dataset from a Dataset Provider Representative \
     (role `provider`) into the workspace's data volume. `software-ingress`: code or packages \
-    from a Researcher into its software volume."
+    from a Researcher into its software volume. `egress`: a Researcher's outputs, checked and \
+    collected by named recipients. `return-to-provider`: data back to its providers, collected \
+    from their IP ranges."
 )]
 pub enum TransferKind {
     /// A dataset from a Dataset Provider Representative into the secure data volume.
@@ -170,6 +172,9 @@ pub enum TransferKind {
     /// Outputs a Researcher asks to take out of the workspace's output volume (paper 4.1.4,
     /// 10): pinned at submit, checked by output checkers, collected by named recipients.
     Egress,
+    /// Data returned to its provider (paper 6): an egress request whose recipients are the
+    /// data's providers, collected with an IP-bound token inside a time window.
+    ReturnToProvider,
 }
 
 impl TransferKind {
@@ -178,6 +183,7 @@ impl TransferKind {
             TransferKind::DataIngress => "data-ingress",
             TransferKind::SoftwareIngress => "software-ingress",
             TransferKind::Egress => "egress",
+            TransferKind::ReturnToProvider => "return-to-provider",
         }
     }
 
@@ -185,7 +191,9 @@ impl TransferKind {
     pub fn uploader_role(self) -> Role {
         match self {
             TransferKind::DataIngress => Role::Provider,
-            TransferKind::SoftwareIngress | TransferKind::Egress => Role::Researcher,
+            TransferKind::SoftwareIngress
+            | TransferKind::Egress
+            | TransferKind::ReturnToProvider => Role::Researcher,
         }
     }
 
@@ -197,12 +205,17 @@ impl TransferKind {
         )
     }
 
+    /// Whether files leave the workspace (egress, or a return to the provider).
+    pub fn is_egress(self) -> bool {
+        !self.is_ingress()
+    }
+
     /// The folder of the workspace's read-only volume that released files go to.
     pub fn volume(self) -> &'static str {
         match self {
             TransferKind::DataIngress => "data",
             TransferKind::SoftwareIngress => "software",
-            TransferKind::Egress => "egress",
+            TransferKind::Egress | TransferKind::ReturnToProvider => "egress",
         }
     }
 }
@@ -220,8 +233,10 @@ impl FromStr for TransferKind {
             "data-ingress" => Ok(TransferKind::DataIngress),
             "software-ingress" => Ok(TransferKind::SoftwareIngress),
             "egress" => Ok(TransferKind::Egress),
+            "return-to-provider" => Ok(TransferKind::ReturnToProvider),
             other => Err(format!(
-                "unknown transfer kind `{other}`: expected data-ingress, software-ingress or egress"
+                "unknown transfer kind `{other}`: expected data-ingress, software-ingress, \
+                 egress or return-to-provider"
             )),
         }
     }

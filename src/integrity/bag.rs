@@ -40,6 +40,19 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
     }
     let root = t.root_digest.clone().unwrap_or_default();
     let released = std::path::PathBuf::from(loc);
+    // An egress package holds its output files only (its supporting and code files stay in
+    // quarantine), and its output-checking record goes into the bag's payload with them.
+    let held: std::collections::HashSet<String> = if t.kind.is_egress() {
+        app.store
+            .egress_files(id)
+            .await?
+            .into_iter()
+            .filter(|p| p.role != crate::workflow::egress::FileRole::Output.as_str())
+            .map(|p| p.path)
+            .collect()
+    } else {
+        Default::default()
+    };
     let bag = Bag::create(out.to_owned())?;
     // The payload a page of rows at a time: each page is copied and hashed off the async
     // threads, and its manifest lines go straight to the open manifest files.
@@ -52,10 +65,26 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
             .await?;
         let last_page = (page.len() as u32) < crate::store::FILE_BATCH;
         after = page.last().map(|f| f.path.clone());
-        let entries = page
+        let mut entries = page
             .iter()
+            .filter(|f| !held.contains(&f.path))
             .map(crate::workflow::transfers::manifest_entry)
             .collect::<Result<Vec<_>>>()?;
+        if last_page && t.kind.is_egress() {
+            for name in crate::workflow::egress::RECORD_FILES {
+                let at = released.join(name);
+                let d = tokio::task::spawn_blocking(move || crate::hashing::hash_paths(&[at]))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+                entries.push(crate::domain::ManifestEntry {
+                    path: name.to_owned(),
+                    size: d.size,
+                    sha256: d.sha256,
+                    blake3: d.blake3,
+                });
+            }
+        }
         let mut b = bag
             .take()
             .ok_or_else(|| Error::Internal("bag writer lost".into()))?;

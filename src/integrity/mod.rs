@@ -406,7 +406,7 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
     // An egress package holds its output files only, with the output-checking record beside
     // them: the supporting and code files stay in quarantine.
     let (not_released, record): (std::collections::HashSet<String>, &[&str]) =
-        if t.kind == crate::domain::TransferKind::Egress && released.is_some() {
+        if t.kind.is_egress() && released.is_some() {
             let held = app
                 .store
                 .egress_files(t.id)

@@ -820,7 +820,9 @@ impl SegmentWriter {
 
 /// `create_dir_all` whose new folders are 0755 whatever the umask (the service runs with
 /// 077): workspaces must be able to walk down to their released folders.
-fn create_traversable(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` and any missing parents, each 0755 (whatever the umask): folders others must
+/// be able to traverse, such as a workspace's volumes.
+pub(crate) fn create_traversable(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

@@ -135,7 +135,7 @@ pub async fn create_workspace(
         .await?
         .ok_or_else(|| Error::Internal("workspace vanished".into()))?;
     let out = super::egress::default_output_dir(app, &ws);
-    std::fs::create_dir_all(&out)?;
+    crate::volumes::create_traversable(&out)?;
     Ok(id)
 }
 

@@ -67,7 +67,7 @@ pub async fn issue_token(
     let user = who.staff()?;
     let (t, ws) = access::load_for(app, user, id).await?;
     access::require_role(app, user, &ws, &[Role::ProjectManager]).await?;
-    if t.kind != TransferKind::Egress {
+    if !t.kind.is_egress() {
         return Err(Error::Conflict(format!(
             "transfer {id} is a {} transfer: only egress packages are collected",
             t.kind
@@ -123,6 +123,15 @@ pub async fn issue_token(
                 .map_err(|_| Error::BadRequest(format!("`{c}` is not an IP range (CIDR)")))
         })
         .collect::<Result<Vec<_>>>()?;
+    // Paper 6 and DESIGN.md: data going back to its provider is collected from the
+    // provider's network, inside a window the Project Manager sets.
+    if t.kind == TransferKind::ReturnToProvider && (cidrs.is_empty() || req.ttl.is_none()) {
+        return Err(Error::BadRequest(
+            "a return to provider is collected from the provider's network within a set \
+             window: give its IP ranges (cidrs) and a ttl"
+                .into(),
+        ));
+    }
     if req.max_downloads == Some(0) {
         return Err(Error::BadRequest(
             "max_downloads must be at least 1 (leave it out for no limit)".into(),

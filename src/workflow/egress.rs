@@ -75,6 +75,10 @@ pub struct Draft {
     /// `PROJECT/WORKSPACE`; only when creating.
     #[serde(default)]
     pub workspace: Option<String>,
+    /// `egress` (the default) or `return-to-provider` (data back to its providers, who are
+    /// then the recipients); only when creating.
+    #[serde(default)]
+    pub kind: Option<TransferKind>,
     /// What the outputs are, and why they are safe to release.
     pub context: String,
     pub files: Vec<Item>,
@@ -249,6 +253,7 @@ async fn check_draft(
                 .into(),
         ));
     }
+    let kind = d.kind.unwrap_or(TransferKind::Egress);
     let mut recipients = Vec::new();
     for name in &d.recipients {
         let u = app
@@ -261,11 +266,29 @@ async fn check_draft(
                 "recipient {name}: the user is disabled"
             )));
         }
+        if kind == TransferKind::ReturnToProvider
+            && !u.roles.contains(&Role::Provider)
+            && !app
+                .store
+                .member_roles(ws.project_id, u.id)
+                .await?
+                .contains(&Role::Provider)
+        {
+            return Err(Error::BadRequest(format!(
+                "recipient {name}: a return to provider goes to the data's providers, and \
+                 {name} is not a Dataset Provider Representative"
+            )));
+        }
         if !recipients.contains(&u.id) {
             recipients.push(u.id);
         }
     }
     let target = match &d.target_workspace {
+        Some(_) if kind == TransferKind::ReturnToProvider => {
+            return Err(Error::BadRequest(
+                "a return to provider goes to its providers, not to a target workspace".into(),
+            ))
+        }
         Some(path) => {
             let t = super::transfers::workspace_by_path(app, path).await?;
             if t.id == ws.id {
@@ -304,6 +327,12 @@ pub async fn create(app: &App, who: &Principal, d: Draft) -> Result<Transfer> {
         .ok_or_else(|| Error::BadRequest("name the workspace: PROJECT/WORKSPACE".into()))?;
     let ws = access::visible_workspace(app, user, &path).await?;
     access::require_role(app, user, &ws, &[Role::Researcher]).await?;
+    let kind = d.kind.unwrap_or(TransferKind::Egress);
+    if kind.is_ingress() {
+        return Err(Error::BadRequest(format!(
+            "kind `{kind}`: an egress request is egress or return-to-provider"
+        )));
+    }
     let (recipients, target) = check_draft(app, &ws, &d).await?;
     // The paths are checked now, so a mistake shows at once; they are resolved again at submit.
     let root = output_dir(app, &ws).await?;
@@ -315,7 +344,7 @@ pub async fn create(app: &App, who: &Principal, d: Draft) -> Result<Transfer> {
     let t = Transfer {
         id: TransferId::new(),
         workspace_id: ws.id,
-        kind: TransferKind::Egress,
+        kind,
         state: TransferState::Open,
         state_reason: format!("draft by {}; submit pins it for output checking", user.name),
         uploader_id: user.id,
@@ -351,7 +380,7 @@ pub async fn create(app: &App, who: &Principal, d: Draft) -> Result<Transfer> {
 async fn requester(app: &App, who: &Principal, id: TransferId) -> Result<(Transfer, Workspace)> {
     let user = who.staff()?;
     let (t, ws) = access::load_for(app, user, id).await?;
-    if t.kind != TransferKind::Egress {
+    if !t.kind.is_egress() {
         return Err(Error::Conflict(format!(
             "transfer {id} is a {} transfer, not an egress request",
             t.kind
@@ -374,11 +403,15 @@ pub async fn edit(app: &App, who: &Principal, id: TransferId, d: Draft) -> Resul
             t.state
         )));
     }
-    if d.workspace.is_some() {
+    if d.workspace.is_some() || d.kind.is_some_and(|k| k != t.kind) {
         return Err(Error::BadRequest(
-            "a request's workspace cannot change; leave `workspace` out".into(),
+            "a request's workspace and kind cannot change; leave them out".into(),
         ));
     }
+    let d = Draft {
+        kind: Some(t.kind),
+        ..d
+    };
     let (recipients, target) = check_draft(app, &ws, &d).await?;
     let root = output_dir(app, &ws).await?;
     let items = d.files.clone();
@@ -610,7 +643,7 @@ async fn checker(
 ) -> Result<(User, Transfer, Workspace, Role, i64)> {
     let user = who.staff()?.clone();
     let (t, ws) = access::load_for(app, &user, id).await?;
-    if t.kind != TransferKind::Egress {
+    if !t.kind.is_egress() {
         return Err(Error::Conflict(format!(
             "transfer {id} is a {} transfer, not an egress request",
             t.kind
@@ -1000,7 +1033,7 @@ pub async fn view(
     ws: &Workspace,
     viewer: Option<&User>,
 ) -> Result<Option<EgressView>> {
-    if t.kind != TransferKind::Egress {
+    if !t.kind.is_egress() {
         return Ok(None);
     }
     let Some(e) = app.store.egress(t.id).await? else {
@@ -1211,7 +1244,7 @@ async fn files_view(app: &App, t: &Transfer, ws: &Workspace, round: i64) -> Resu
 async fn past(app: &App, t: &Transfer, ws: &Workspace) -> Result<Vec<PastView>> {
     let mut out = Vec::new();
     for other in app.store.transfers_in(ws.id).await? {
-        if other.id == t.id || other.kind != TransferKind::Egress || other.sealed_at.is_none() {
+        if other.id == t.id || !other.kind.is_egress() || other.sealed_at.is_none() {
             continue;
         }
         let rows: BTreeMap<String, crate::store::FileRow> = app

@@ -113,7 +113,7 @@ pub fn required(policy: &Policy, t: &Transfer) -> Vec<(Role, u32)> {
 /// workspaces' egress policies per role (paper 4.1.4).
 pub async fn needed(app: &App, policy: &Policy, t: &Transfer) -> Result<Vec<(Role, u32)>> {
     let mut v = required(policy, t);
-    if t.kind != TransferKind::Egress {
+    if !t.kind.is_egress() {
         return Ok(v);
     }
     let Some(target) = app
@@ -416,7 +416,7 @@ pub(super) async fn decide_as(
     let policy = app.policy(&ws)?;
     let role = decider_role(app, user, &t, &ws, &policy, req.role).await?;
     let needs = needed(app, &policy, &t).await?;
-    if t.kind == TransferKind::Egress && !from_review && verdict != Verdict::Reject {
+    if t.kind.is_egress() && !from_review && verdict != Verdict::Reject {
         return Err(Error::Conflict(format!(
             "an egress request is {} through output checking: vote on every file and submit \
              your review (`airlock egress vote` and `airlock egress review`)",
@@ -591,7 +591,7 @@ pub(super) async fn decide_as(
                 "returned to the requester by {} ({role}): {}; {}",
                 user.name,
                 req.comment,
-                if t.kind == TransferKind::Egress {
+                if t.kind.is_egress() {
                     "the requester edits the request and submits it again"
                 } else {
                     "a new upload token reopens it"

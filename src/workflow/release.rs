@@ -168,9 +168,9 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         .await?
         .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
     app.volumes.clear_staging(t.id).await?;
-    let egress = match t.kind {
-        TransferKind::Egress => Some(super::egress::package_plan(app, t, &ws).await?),
-        _ => None,
+    let egress = match t.kind.is_egress() {
+        true => Some(super::egress::package_plan(app, t, &ws).await?),
+        false => None,
     };
     let dest = match &egress {
         Some(plan) => plan.dest.clone(),

@@ -303,7 +303,7 @@ pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()
     };
     // An egress request's disclosure checks run once its files are scanned clean; a rescan
     // (new signatures) keeps the findings of its round.
-    let disclosure_block = if t.kind == TransferKind::Egress
+    let disclosure_block = if t.kind.is_egress()
         && !rescan
         && found.count(VerdictKind::Infected) == 0
         && found.count(VerdictKind::Error) == 0

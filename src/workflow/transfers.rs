@@ -1067,7 +1067,7 @@ pub async fn files_page(
         None
     };
     let mut files: Vec<super::upload::FileReceipt> = rows.iter().map(Into::into).collect();
-    if t.kind == TransferKind::Egress {
+    if t.kind.is_egress() {
         let roles: BTreeMap<String, String> = app
             .store
             .egress_files(id)
