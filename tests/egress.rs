@@ -1379,3 +1379,116 @@ async fn a_return_to_provider_goes_to_providers_and_is_collected_only_from_an_ip
     assert_eq!(&r.bytes().await.unwrap()[..], SAFE_TABLE.as_bytes());
     e.t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acro_results_and_checksums_among_the_supporting_files_are_verified_against_the_pinned_files(
+) {
+    let e = setup(1).await;
+    let table = "sex,n\nf,120\nm,95\n";
+    write(&e.out, "acro/output_0.csv", table.as_bytes());
+    write(&e.out, "acro/output_1.csv", table.as_bytes());
+    write(&e.out, "analysis.py", SCRIPT.as_bytes());
+    let results = json!({
+        "version": "0.4.8",
+        "results": {
+            "output_0": {"uid": "output_0", "status": "pass", "type": "table",
+                "files": [{"name": "output_0.csv", "sdc": {}}], "exception": ""},
+            "output_1": {"uid": "output_1", "status": "pass", "type": "table",
+                "files": [{"name": "output_1.csv", "sdc": {}}], "exception": ""},
+        }
+    });
+    write(&e.out, "acro/results.json", results.to_string().as_bytes());
+    let right = digest_with("sha256sum", &e.out.join("acro/output_0.csv"));
+    write(&e.out, "acro/checksums/output_0.csv.txt", right.as_bytes());
+    // ACRO checked another output_1.csv than the one in the request.
+    write(
+        &e.out,
+        "acro/checksums/output_1.csv.txt",
+        "ab".repeat(32).as_bytes(),
+    );
+    let (s, v) = create(
+        &e,
+        json!({
+            "workspace": "proj/ws", "context": "ACRO-checked tables",
+            "files": [
+                {"path": "acro/output_0.csv", "role": "output"},
+                {"path": "acro/output_1.csv", "role": "output"},
+                {"path": "acro/results.json", "role": "supporting"},
+                {"path": "acro/checksums", "role": "supporting"},
+                {"path": "analysis.py", "role": "code"},
+            ],
+            "recipients": ["recip"],
+        }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    e.t.post_json(
+        &e.p.researcher,
+        &format!("/egress/{id}/submit"),
+        Value::Null,
+    )
+    .await;
+    let v = e.t.wait_for_state(&e.p.inv, &id, "in_review").await;
+    let acro = &v["acro"][0];
+    assert_eq!(acro["path"], "acro/results.json", "{v}");
+    let checks = acro["checksums"].as_array().unwrap();
+    let ok = |f: &str| checks.iter().find(|c| c["file"] == f).unwrap()["matches"].clone();
+    assert_eq!(ok("acro/output_0.csv"), json!(true), "{acro}");
+    assert_eq!(ok("acro/output_1.csv"), json!(false), "{acro}");
+    assert_eq!(acro["outputs"].as_array().unwrap().len(), 2, "{acro}");
+    let finding = v["disclosure"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "acro-checksum")
+        .unwrap_or_else(|| panic!("no acro-checksum finding: {v}"))
+        .clone();
+    assert_eq!(finding["path"], "acro/output_1.csv");
+    assert_eq!(finding["status"], "fail");
+    e.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_output_released_before_shows_its_checkers_which_cells_changed() {
+    let e = setup(1).await;
+    let first = submitted(&e).await;
+    approve_all(
+        &e,
+        &first,
+        &[(&e.p.inv, "investigator"), (&e.p.prov, "provider")],
+    )
+    .await;
+    e.t.wait_for_state(&e.p.pm, &first, "released").await;
+    // The same table again, one cell different: a differencing risk across the two releases.
+    let changed = SAFE_TABLE.replace("north,120,340", "north,121,340");
+    std::fs::write(e.out.join("tables/counts.csv"), &changed).unwrap();
+    let (s, v) = create(&e, request()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    e.t.post_json(
+        &e.p.researcher,
+        &format!("/egress/{id}/submit"),
+        Value::Null,
+    )
+    .await;
+    let v = e.t.wait_for_state(&e.p.inv, &id, "in_review").await;
+    let diffs = v["released_before"].as_array().unwrap();
+    let d = diffs
+        .iter()
+        .find(|d| d["path"] == "tables/counts.csv")
+        .unwrap();
+    assert_eq!(d["released_by"], first.as_str());
+    assert_eq!(d["same_bytes"], false);
+    assert_eq!(d["cells"], json!([[2, 2]]), "{d}");
+    let same = diffs
+        .iter()
+        .find(|d| d["path"] == "tables/figure.txt")
+        .unwrap();
+    assert_eq!(same["same_bytes"], true);
+    assert_eq!(v["past_requests"][0]["id"], first.as_str());
+    // The researcher is not shown the checkers' comparison.
+    let v = e.t.show(&e.p.researcher, &id).await;
+    assert!(v.get("released_before").is_none(), "{v}");
+    e.t.stop().await;
+}

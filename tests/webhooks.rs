@@ -448,3 +448,72 @@ async fn cutting_a_person_off_arrives_as_signed_webhooks() {
     assert_eq!(event(removed)["detail"]["user"], "res");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_egress_request_arrives_with_its_recipients_and_finding_counts_never_a_value() {
+    let (r, url) = Receiver::start(0).await;
+    let t = with_hook(&url, 5).await;
+    let p = t.bootstrap(1).await;
+    airlock::workflow::admin::add_user(&t.app, "recip", &[airlock::domain::Role::Researcher])
+        .await
+        .unwrap();
+    let out = t.data_dir().join("volumes/proj/ws/output");
+    let email = "jane.doe@example.org";
+    write(
+        &out,
+        "notes.txt",
+        format!("ask {email} for the data\n").as_bytes(),
+    );
+    write(&out, "a.py", b"print(1)\n");
+    let (s, v) = t
+        .post_json(
+            &p.researcher,
+            "/egress",
+            json!({
+                "workspace": "proj/ws", "context": "a note",
+                "files": [{"path": "notes.txt", "role": "output"}, {"path": "a.py", "role": "code"}],
+                "recipients": ["recip"],
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, _) = t
+        .post_json(&p.researcher, &format!("/egress/{id}/submit"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let hits = r
+        .until("the disclosure checks' webhook", |h| {
+            h.iter()
+                .any(|h| event(h)["event"] == "egress.disclosure_checked")
+        })
+        .await;
+    let h = hits
+        .iter()
+        .find(|h| event(h)["event"] == "egress.disclosure_checked")
+        .unwrap();
+    assert!(signed(h, SECRET));
+    let e = event(h);
+    assert_eq!(e["detail"]["fail"], 1, "{e}");
+    assert_eq!(e["detail"]["rules"]["email"], 1, "{e}");
+    assert_eq!(e["transfer"]["recipients"], json!(["recip"]), "{e}");
+    assert_eq!(e["transfer"]["kind"], "egress");
+    // In review: the findings are counted, and the checkers awaited are named.
+    let hits = r
+        .until("in review", |h| {
+            h.iter().any(|h| {
+                let e = event(h);
+                e["transfer"]["state"] == "in_review" && e["transfer"]["findings"]["fail"] == 1
+            })
+        })
+        .await;
+    for h in &hits {
+        assert!(
+            !h.body.contains(email),
+            "a webhook carried the value: {}",
+            h.body
+        );
+    }
+    assert!(hits.iter().any(|h| event(h)["event"] == "egress.submitted"));
+    t.stop().await;
+}

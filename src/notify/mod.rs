@@ -40,12 +40,19 @@ use std::time::Duration;
 /// Audit actions that are notified: state changes and decisions (`transfer.`), membership
 /// (`member.`), incidents (`incident.`) and people cut off (`user.disabled`,
 /// `user.tokens_revoked`). Token uses, content reads and bootstrap steps are not.
-pub const NOTIFIED: [&str; 5] = [
+pub const NOTIFIED: [&str; 9] = [
     "transfer.",
     "member.",
     "incident.",
     "user.disabled",
     "user.tokens_revoked",
+    // Egress: submitted (pinned), withdrawn, each checker's review (its outcome, never the
+    // votes' comments), the disclosure checks (counts and rules, never a value), and
+    // collection tokens and downloads.
+    "egress.submitted",
+    "egress.withdrawn",
+    "egress.reviewed",
+    "egress.disclosure_checked",
 ];
 
 /// `t=<t>,v1=<hex>`: the `airlock-signature` header for `body` sent at `t`.
@@ -108,6 +115,10 @@ async fn context(app: &App, e: &AuditRow) -> Value {
                 "root_digest": v.root_digest, "policy_version": v.policy_version,
                 "awaiting": v.awaiting, "referees": v.referees, "decisions": v.decisions,
                 "file_count": v.file_count, "total_bytes": v.total_bytes,
+                // Egress: who may collect, and the disclosure findings by status (counts only).
+                "recipients": v.egress.as_ref().map(|e| &e.recipients),
+                "target_workspace": v.egress.as_ref().and_then(|e| e.target_workspace.as_ref()),
+                "findings": v.egress.as_ref().map(|e| &e.disclosure.counts),
             }),
             Err(err) => {
                 tracing::warn!(transfer = ?e.transfer_id, error = %err, "webhook without transfer context");

@@ -315,6 +315,25 @@ impl Store {
             .collect()
     }
 
+    /// The ACRO folders' reports of a round: `(results.json path, report JSON)`.
+    pub async fn acro_reports(
+        &self,
+        transfer: TransferId,
+        round: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT path, report FROM acro_reports WHERE transfer_id = $1 AND round = $2 \
+             ORDER BY path",
+        )
+        .bind(transfer.to_string())
+        .bind(round)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("path")?, r.try_get("report")?)))
+            .collect()
+    }
+
     pub async fn collection_token(&self, id: TokenId) -> Result<Option<CollectionTokenRow>> {
         sqlx::query(&format!("{TOKEN_SQL} WHERE c.id = $1"))
             .bind(id.to_string())
@@ -527,7 +546,7 @@ impl Tx<'_> {
         .bind(round)
         .execute(&mut *self.tx)
         .await?;
-        for table in ["disclosure_findings", "disclosure_reports"] {
+        for table in ["disclosure_findings", "disclosure_reports", "acro_reports"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE transfer_id = $1 AND round = $2"
             ))
@@ -536,6 +555,25 @@ impl Tx<'_> {
             .execute(&mut *self.tx)
             .await?;
         }
+        Ok(())
+    }
+
+    pub async fn insert_acro_report(
+        &mut self,
+        transfer: TransferId,
+        round: i64,
+        path: &str,
+        report: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO acro_reports (transfer_id, round, path, report) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(transfer.to_string())
+        .bind(round)
+        .bind(path)
+        .bind(report)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 

@@ -433,3 +433,12 @@ CREATE TABLE IF NOT EXISTS collections (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS collections_transfer ON collections(transfer_id);
+-- An ACRO output folder the researcher included (its results.json, and its checksums/ checked
+-- against the pinned files), per round: shown beside airlock's own disclosure checks.
+CREATE TABLE IF NOT EXISTS acro_reports (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    round INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, round, path)
+);

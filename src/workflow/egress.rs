@@ -974,6 +974,129 @@ pub struct PastView {
     pub files: Vec<FileView>,
 }
 
+/// An output whose path an earlier request of the workspace released.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DiffView {
+    pub path: String,
+    /// The earlier request that released it.
+    pub released_by: TransferId,
+    pub same_bytes: bool,
+    /// Cells that differ, `[row, col]` from 1 as the file reads (header included), at most
+    /// 200; `changed_cells` counts them all.
+    pub cells: Vec<[u64; 2]>,
+    pub changed_cells: u64,
+    pub rows_before: u64,
+    pub rows_now: u64,
+    /// Why no cells are compared (not a table, or too large), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Tables up to this size are compared cell by cell with their earlier release.
+const DIFF_CAP: u64 = 8 << 20;
+
+/// The cells of a CSV/TSV, as rows of fields (no header handling: row 1 is the first line).
+fn cells_of(path: &str, bytes: &[u8]) -> Option<Vec<Vec<Vec<u8>>>> {
+    let delim = if path.ends_with(".tsv") || path.ends_with(".tab") {
+        b'\t'
+    } else {
+        b','
+    };
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delim)
+        .from_reader(bytes);
+    let mut rows = Vec::new();
+    for rec in r.byte_records() {
+        rows.push(rec.ok()?.iter().map(<[u8]>::to_vec).collect());
+    }
+    Some(rows)
+}
+
+/// Compares each output with the same path in the workspace's earlier released requests.
+async fn released_before(
+    app: &App,
+    t: &Transfer,
+    ws: &Workspace,
+    outputs: &[FileView],
+) -> Result<Vec<DiffView>> {
+    let mut out = Vec::new();
+    let earlier: Vec<Transfer> = app
+        .store
+        .transfers_in(ws.id)
+        .await?
+        .into_iter()
+        .filter(|o| {
+            o.id != t.id
+                && o.kind.is_egress()
+                && matches!(o.state, TransferState::Released | TransferState::Revoked)
+        })
+        .collect();
+    for f in outputs
+        .iter()
+        .filter(|f| f.role == FileRole::Output.as_str())
+    {
+        for o in &earlier {
+            let was_output = app
+                .store
+                .egress_files(o.id)
+                .await?
+                .into_iter()
+                .any(|p| p.path == f.path && p.role == FileRole::Output.as_str());
+            let (Some(before), Some(now)) = (
+                app.store.file_by_path(o.id, &f.path).await?,
+                app.store.file_by_path(t.id, &f.path).await?,
+            ) else {
+                continue;
+            };
+            if !was_output {
+                continue;
+            }
+            let mut d = DiffView {
+                path: f.path.clone(),
+                released_by: o.id,
+                same_bytes: before.sha256 == now.sha256,
+                cells: Vec::new(),
+                changed_cells: 0,
+                rows_before: 0,
+                rows_now: 0,
+                note: None,
+            };
+            let is_table = [".csv", ".tsv", ".tab"].iter().any(|x| f.path.ends_with(x));
+            if !d.same_bytes && !is_table {
+                d.note = Some("not a CSV/TSV table: compare by eye".into());
+            } else if !d.same_bytes && (before.received > DIFF_CAP || now.received > DIFF_CAP) {
+                d.note = Some(format!("over {DIFF_CAP} bytes: not compared cell by cell"));
+            } else if !d.same_bytes {
+                let a = read_small(app, &before, DIFF_CAP).await?;
+                let b = read_small(app, &now, DIFF_CAP).await?;
+                match (cells_of(&f.path, &a), cells_of(&f.path, &b)) {
+                    (Some(a), Some(b)) => {
+                        d.rows_before = a.len() as u64;
+                        d.rows_now = b.len() as u64;
+                        let empty: Vec<Vec<u8>> = Vec::new();
+                        for r in 0..a.len().max(b.len()) {
+                            let (ra, rb) = (a.get(r).unwrap_or(&empty), b.get(r).unwrap_or(&empty));
+                            for c in 0..ra.len().max(rb.len()) {
+                                if ra.get(c) != rb.get(c) {
+                                    d.changed_cells += 1;
+                                    if d.cells.len() < 200 {
+                                        d.cells.push([r as u64 + 1, c as u64 + 1]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => d.note = Some("could not be read as a table".into()),
+                }
+            }
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
 /// What only an egress request shows.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EgressView {
@@ -998,7 +1121,19 @@ pub struct EgressView {
     /// Earlier requests of the workspace with their paths and digests (checkers only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub past_requests: Vec<PastView>,
+    /// Outputs whose path was released before by this workspace (checkers only): which cells
+    /// of the table changed since, to catch differencing across releases (Azure TRE #5077).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub released_before: Vec<DiffView>,
+    /// ACRO's own results (its verdict per output, its checksums against the pinned files)
+    /// where the request includes an ACRO output folder, beside airlock's checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub acro: Vec<serde_json::Value>,
 }
+
+/// Files up to this size are re-hashed when their modification time changed since submit.
+const REHASH_CAP: u64 = 64 << 20;
 
 /// Compares a pinned file with the output volume now: `None` when unchanged.
 fn changed(root: &Path, p: &PinnedRow, sha256: Option<&str>) -> Option<String> {
@@ -1018,7 +1153,13 @@ fn changed(root: &Path, p: &PinnedRow, sha256: Option<&str>) -> Option<String> {
     if mtime_ns(&meta) == p.mtime_ns {
         return None;
     }
-    // Touched: only the digest tells whether the bytes changed.
+    // Touched: only the digest tells whether the bytes changed. A big file is not re-read on
+    // every view (anyone who can touch it could make each view cost its size).
+    if p.size > REHASH_CAP {
+        return Some(
+            "modified on disk since submit (same size; too large to re-hash on every view)".into(),
+        );
+    }
     let file = std::fs::File::open(&abs).ok()?;
     let now = crate::hashing::hash_reader(file).ok()?;
     (Some(now.sha256.as_str()) != sha256)
@@ -1109,8 +1250,14 @@ pub async fn view(
             at: v.at,
         })
         .collect();
-    let past_requests = if viewer.is_some() && !is_requester {
+    let checker_view = viewer.is_some() && !is_requester;
+    let past_requests = if checker_view {
         past(app, t, ws).await?
+    } else {
+        Vec::new()
+    };
+    let released_before = if checker_view && e.round > 0 {
+        released_before(app, t, ws, &files).await?
     } else {
         Vec::new()
     };
@@ -1178,6 +1325,18 @@ pub async fn view(
             })
             .collect(),
         past_requests,
+        released_before,
+        acro: app
+            .store
+            .acro_reports(t.id, e.round)
+            .await?
+            .into_iter()
+            .map(|(path, r)| {
+                let mut v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
+                v["path"] = path.into();
+                v
+            })
+            .collect(),
     }))
 }
 
@@ -1318,12 +1477,40 @@ pub async fn disclose(app: &App, t: &Transfer, ws: &Workspace) -> Result<Option<
             .map_err(|e| Error::Internal(format!("disclosure check of {}: {e}", f.path)))?;
         reports.push((f.path.clone(), report));
     }
+    let acro = acro_folders(app, t).await?;
     let mut fails = 0u64;
     let mut reviews = 0u64;
     let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
     let mut tx = app.store.begin().await?;
     tx.clear_findings(t.id, round).await?;
     let mut n = 0u64;
+    for (path, report, mismatches) in &acro {
+        tx.insert_acro_report(t.id, round, path, &report.to_string())
+            .await?;
+        // A checksum of ACRO's that does not match the pinned file is a finding: the output
+        // is not the one ACRO checked.
+        for name in mismatches {
+            n += 1;
+            fails += 1;
+            *by_rule.entry("acro-checksum".into()).or_insert(0) += 1;
+            tx.insert_finding(
+                t.id,
+                round,
+                &FindingRow {
+                    id: format!("F{round}-{n}"),
+                    path: name.clone(),
+                    rule: "acro-checksum".into(),
+                    status: "fail".into(),
+                    location: r#"{"kind":"file"}"#.into(),
+                    message: format!(
+                        "{name} is not the file ACRO checked: its SHA-256 differs from {path}'s \
+                         checksums/ entry"
+                    ),
+                },
+            )
+            .await?;
+        }
+    }
     for (path, report) in &reports {
         let json = serde_json::to_string(report).map_err(|e| Error::Internal(e.to_string()))?;
         tx.insert_report(t.id, round, path, &json).await?;
@@ -1372,6 +1559,101 @@ pub async fn disclose(app: &App, t: &Transfer, ws: &Workspace) -> Result<Option<
         )));
     }
     Ok(None)
+}
+
+/// The ACRO output folders among the pinned files (a `results.json` with its `checksums/`):
+/// for each, `(results.json path, report, outputs whose pinned SHA-256 differs from ACRO's)`.
+/// The report holds ACRO's own verdict per output and each checksum's comparison.
+async fn acro_folders(
+    app: &App,
+    t: &Transfer,
+) -> Result<Vec<(String, serde_json::Value, Vec<String>)>> {
+    let files = app.store.files(t.id).await?;
+    let by_path: BTreeMap<&str, &crate::store::FileRow> =
+        files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut out = Vec::new();
+    for f in &files {
+        let (dir, name) = match f.path.rsplit_once('/') {
+            Some((d, n)) => (format!("{d}/"), n),
+            None => (String::new(), f.path.as_str()),
+        };
+        if name != "results.json" {
+            continue;
+        }
+        let text = read_small(app, f, 16 << 20).await?;
+        let parsed: serde_json::Value = match serde_json::from_slice(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                out.push((
+                    f.path.clone(),
+                    serde_json::json!({ "error": format!("not ACRO's results.json: {e}") }),
+                    Vec::new(),
+                ));
+                continue;
+            }
+        };
+        let outputs: Vec<serde_json::Value> = parsed["results"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(uid, r)| {
+                        serde_json::json!({
+                            "uid": uid, "status": r["status"], "type": r["type"],
+                            "files": r["files"].as_array().map(|fs| fs.iter().map(|x| x["name"].clone()).collect::<Vec<_>>()),
+                            "exception": r["exception"],
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut checksums = Vec::new();
+        let mut mismatches = Vec::new();
+        let prefix = format!("{dir}checksums/");
+        for c in files.iter().filter(|c| c.path.starts_with(&prefix)) {
+            let Some(target) = c.path[prefix.len()..].strip_suffix(".txt") else {
+                continue;
+            };
+            let want = String::from_utf8_lossy(&read_small(app, c, 256).await?)
+                .trim()
+                .to_ascii_lowercase();
+            let target_path = format!("{dir}{target}");
+            let got = by_path
+                .get(target_path.as_str())
+                .and_then(|x| x.sha256.clone());
+            let ok = got.as_deref() == Some(want.as_str());
+            if !ok && got.is_some() {
+                mismatches.push(target_path.clone());
+            }
+            checksums.push(serde_json::json!({
+                "file": target_path, "acro_sha256": want, "pinned_sha256": got,
+                "matches": ok,
+                "note": if got.is_none() { Some("not in this request") } else { None },
+            }));
+        }
+        out.push((
+            f.path.clone(),
+            serde_json::json!({ "version": parsed["version"], "outputs": outputs, "checksums": checksums }),
+            mismatches,
+        ));
+    }
+    Ok(out)
+}
+
+/// A small pinned file's bytes (at most `cap`; more is an error).
+async fn read_small(app: &App, f: &crate::store::FileRow, cap: u64) -> Result<Vec<u8>> {
+    use futures::TryStreamExt;
+    if f.received > cap {
+        return Err(Error::BadRequest(format!(
+            "{}: {} bytes, more than the {cap} read for it",
+            f.path, f.received
+        )));
+    }
+    let mut stream = super::upload::stored_bytes(app, f).await?;
+    let mut buf = Vec::with_capacity(f.received as usize);
+    while let Some(chunk) = stream.try_next().await? {
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 /// ACRO-compatible `results.json` of the request's current round.

@@ -875,7 +875,22 @@ async fn view_of(
     referees: Option<Vec<crate::store::RefereeRow>>,
     viewer: Option<&crate::store::User>,
 ) -> Result<TransferView> {
-    let egress = super::egress::view(app, &t, ws, viewer).await?;
+    view_with(app, t, ws, referees, viewer, true).await
+}
+
+/// [`view_of`]; `egress` false leaves an egress request's own part out (a list of many).
+async fn view_with(
+    app: &App,
+    t: Transfer,
+    ws: &Workspace,
+    referees: Option<Vec<crate::store::RefereeRow>>,
+    viewer: Option<&crate::store::User>,
+    egress: bool,
+) -> Result<TransferView> {
+    let egress = match egress {
+        true => super::egress::view(app, &t, ws, viewer).await?,
+        false => None,
+    };
     let (totals, scan_counts) = app.store.totals_and_scan_counts(t.id).await?;
     let policy = app.policy(ws)?;
     let decisions = app.store.decisions(t.id).await?;
@@ -983,7 +998,9 @@ pub async fn list(app: &App, who: &Principal, workspace: &str) -> Result<Vec<Tra
     access::require_member(app, user, &ws).await?;
     let mut out = Vec::new();
     for t in app.store.transfers_in(ws.id).await? {
-        out.push(view_of(app, t, &ws, None, Some(user)).await?);
+        // The list is a summary: each egress request's files, votes and comparisons are read
+        // only when it is shown.
+        out.push(view_with(app, t, &ws, None, Some(user), false).await?);
     }
     Ok(out)
 }
