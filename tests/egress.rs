@@ -306,16 +306,29 @@ async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files
     );
 
     assign_referee(&e, &id).await;
-    approve_all(
-        &e,
-        &id,
-        &[
-            (&e.p.inv, "investigator"),
-            (&e.p.prov, "provider"),
-            (&e.referee, "referee"),
-        ],
-    )
-    .await;
+    approve_all(&e, &id, &[(&e.p.inv, "investigator")]).await;
+    // The investigator's review is in; the provider, still blind, sees neither its outcome
+    // nor the approval it made.
+    let prov_view = e.t.show(&e.p.prov, &id).await;
+    assert_eq!(
+        prov_view["reviews"][0]["outcome"], "submitted",
+        "{prov_view}"
+    );
+    assert!(
+        !prov_view["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["user"] == "inv"),
+        "{prov_view}"
+    );
+    let pm_view = e.t.show(&e.p.pm, &id).await;
+    assert!(pm_view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["user"] == "inv"));
+    approve_all(&e, &id, &[(&e.p.prov, "provider"), (&e.referee, "referee")]).await;
     let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
     // Once the outcome is in, everyone's votes are visible to the checkers.
     let prov_view = e.t.show(&e.p.prov, &id).await;

@@ -42,6 +42,8 @@ pub struct ReviewRow {
     pub user: String,
     pub role: Role,
     pub outcome: String,
+    pub comment: String,
+    pub visibility: String,
     pub at: String,
 }
 
@@ -242,6 +244,8 @@ impl Store {
                     user: r.try_get("name")?,
                     role: parse(t, r.try_get("role")?)?,
                     outcome: r.try_get("outcome")?,
+                    comment: r.try_get("comment")?,
+                    visibility: r.try_get("visibility")?,
                     at: r.try_get("at")?,
                 })
             })
@@ -513,6 +517,7 @@ impl Tx<'_> {
     }
 
     /// Records a submitted review; false if this checker had already submitted this round.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_review(
         &mut self,
         transfer: TransferId,
@@ -520,16 +525,20 @@ impl Tx<'_> {
         user: UserId,
         role: Role,
         outcome: &str,
+        comment: &str,
+        visibility: &str,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO egress_reviews (transfer_id, round, user_id, role, outcome, at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO egress_reviews (transfer_id, round, user_id, role, outcome, comment, \
+             visibility, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(transfer.to_string())
         .bind(round)
         .bind(user.to_string())
         .bind(role.as_str())
         .bind(outcome)
+        .bind(comment)
+        .bind(visibility)
         .bind(now())
         .execute(&mut *self.tx)
         .await?;

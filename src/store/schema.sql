@@ -373,6 +373,9 @@ CREATE TABLE IF NOT EXISTS egress_reviews (
     user_id TEXT NOT NULL REFERENCES users(id),
     role TEXT NOT NULL,
     outcome TEXT NOT NULL,
+    -- The checker's comment on the whole request, and who sees it (`shared` or `checkers`).
+    comment TEXT NOT NULL DEFAULT '',
+    visibility TEXT NOT NULL DEFAULT 'shared',
     at TEXT NOT NULL,
     PRIMARY KEY (transfer_id, round, user_id)
 );

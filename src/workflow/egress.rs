@@ -620,8 +620,13 @@ pub struct VoteRequest {
 pub struct ReviewRequest {
     #[serde(rename = "as")]
     pub role: Option<Role>,
+    /// A comment on the whole request.
     #[serde(default)]
     pub comment: String,
+    /// Who sees the comment: `shared` (default; the researcher once the outcome is in) or
+    /// `checkers`.
+    #[serde(default)]
+    pub visibility: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -830,6 +835,12 @@ pub async fn review(
             open.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
         )));
     }
+    let visibility = req.visibility.as_deref().unwrap_or("shared");
+    if !["shared", "checkers"].contains(&visibility) {
+        return Err(Error::BadRequest(format!(
+            "visibility `{visibility}`: expected shared or checkers"
+        )));
+    }
     let changes: Vec<_> = votes
         .iter()
         .filter(|v| v.vote == "request-changes")
@@ -841,7 +852,10 @@ pub async fn review(
     };
     {
         let mut tx = app.store.begin().await?;
-        if !tx.insert_review(id, round, user.id, role, outcome).await? {
+        if !tx
+            .insert_review(id, round, user.id, role, outcome, &req.comment, visibility)
+            .await?
+        {
             return Err(Error::Conflict(format!(
                 "{} has already submitted their review of this round",
                 user.name
@@ -860,15 +874,19 @@ pub async fn review(
     }
     let decision = DecisionRequest {
         role: Some(role),
-        comment: if changes.is_empty() {
-            req.comment.clone()
-        } else {
+        // The decision (and the returned request's reason) carries only what is shared with
+        // the researcher; checkers-only comments stay on the votes and the review.
+        comment: {
             let mut c: Vec<String> = changes
                 .iter()
+                .filter(|v| v.visibility == "shared")
                 .map(|v| format!("{}: {}", v.path, v.comment))
                 .collect();
-            if !req.comment.trim().is_empty() {
+            if visibility == "shared" && !req.comment.trim().is_empty() {
                 c.insert(0, req.comment.clone());
+            }
+            if !changes.is_empty() && c.is_empty() {
+                c.push("changes requested; the checkers' comments are for the checkers".into());
             }
             c.join("; ")
         },
@@ -937,7 +955,10 @@ pub struct VoteView {
 pub struct ReviewView {
     pub user: String,
     pub role: String,
+    /// `approve` or `request-changes` (or `submitted` while it is hidden from this viewer).
     pub outcome: String,
+    pub comment: String,
+    pub visibility: String,
     pub at: String,
 }
 
@@ -1116,6 +1137,9 @@ pub struct EgressView {
     pub reviews: Vec<ReviewView>,
     /// Whether checkers review blind.
     pub blinded: bool,
+    /// This viewer reviews blind now: `transfer show` keeps only their own decisions.
+    #[serde(skip)]
+    pub hide_decisions: bool,
     pub collection_tokens: Vec<TokenView>,
     pub collections: Vec<CollectionView>,
     /// Earlier requests of the workspace with their paths and digests (checkers only).
@@ -1203,13 +1227,27 @@ pub async fn view(
             | TransferState::ScanError
             | TransferState::InReview
     );
+    // Blinding is between checkers: someone holding a role the policy asks to check. Other
+    // staff who may see the request (its Project Manager, say) see it all.
+    let is_checker = match viewer {
+        Some(u) if !is_requester => {
+            let held = governance::held_roles(app, u, t, ws).await?;
+            governance::needed(app, &policy, t)
+                .await?
+                .iter()
+                .any(|(r, _)| held.contains(r))
+        }
+        _ => false,
+    };
+    // A checker who has not reviewed yet, blind: the others' decisions are hidden too.
+    let blind_now = blinded && !outcome_in && !reviewed && is_checker;
     // Whose votes (and acknowledgments) this viewer sees.
     let sees = |voter: UserId, visibility: &str| -> bool {
         let Some(u) = viewer else { return false };
         if is_requester {
             return outcome_in && visibility == "shared";
         }
-        voter == u.id || !blinded || reviewed || outcome_in
+        !is_checker || voter == u.id || !blinded || reviewed || outcome_in
     };
     let mut counts = BTreeMap::new();
     let findings = app
@@ -1277,21 +1315,20 @@ pub async fn view(
         votes,
         reviews: reviews
             .into_iter()
-            .map(|r| ReviewView {
-                user: r.user,
-                role: r.role.as_str().to_owned(),
-                outcome: if viewer.is_some_and(|u| u.id == r.user_id)
-                    || !blinded
-                    || reviewed
-                    || outcome_in
-                {
-                    r.outcome
-                } else {
-                    "submitted".into()
-                },
-                at: r.at,
+            .map(|r| {
+                let seen = (!is_requester && sees(r.user_id, &r.visibility))
+                    || (is_requester && outcome_in && r.visibility == "shared");
+                ReviewView {
+                    user: r.user,
+                    role: r.role.as_str().to_owned(),
+                    outcome: if seen { r.outcome } else { "submitted".into() },
+                    comment: if seen { r.comment } else { String::new() },
+                    visibility: r.visibility,
+                    at: r.at,
+                }
             })
             .collect(),
+        hide_decisions: blind_now,
         blinded,
         collection_tokens: app
             .store

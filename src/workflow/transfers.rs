@@ -988,7 +988,12 @@ pub async fn show(app: &App, who: &Principal, id: TransferId) -> Result<Transfer
     let access::Seen {
         t, ws, referees, ..
     } = seen;
-    view_of(app, t, &ws, Some(referees), Some(user)).await
+    let mut v = view_of(app, t, &ws, Some(referees), Some(user)).await?;
+    // Blinded output checking: the other checkers' approvals stay hidden too.
+    if v.egress.as_ref().is_some_and(|e| e.hide_decisions) {
+        v.decisions.retain(|d| d.user == user.name);
+    }
+    Ok(v)
 }
 
 /// Transfers of a workspace, for its members.
