@@ -1050,6 +1050,11 @@ async fn the_cli_contract_from_workspace_show_to_collect() {
     );
     assert!(roles.contains(&("analysis.py", "code")), "{roles:?}");
     assert!(v["disclosure"]["findings"].is_array(), "{v}");
+    let text = ok(e.t.cli(Some(&e.p.inv), &["transfer", "show", &id]));
+    assert!(
+        text.contains("supporting/raw.csv  (supporting)") && text.contains("recipients recip"),
+        "{text}"
+    );
     for (tok, role) in [(&e.p.inv, "investigator"), (&e.p.prov, "provider")] {
         for f in ["tables/counts.csv", "tables/figure.txt"] {
             ok(e.t.cli(

@@ -536,6 +536,100 @@ async fn show_json(
     Ok(())
 }
 
+/// An egress request's own part of `transfer show`.
+fn print_egress(v: &Value) {
+    let list = |k: &str| -> Vec<Value> { v[k].as_array().cloned().unwrap_or_default() };
+    let s = |x: &Value| x.as_str().unwrap_or_default().to_owned();
+    println!("context    {}", s(&v["context"]));
+    println!("round      {}", v["round"]);
+    match v["target_workspace"].as_str() {
+        Some(w) => println!("target     {w} (derived workspace)"),
+        None => println!(
+            "recipients {}",
+            list("recipients")
+                .iter()
+                .map(s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    for f in list("pinned") {
+        if let Some(c) = f["changed_on_disk"].as_str() {
+            println!("CHANGED    {}: {c}", s(&f["path"]));
+        }
+    }
+    let findings = v["disclosure"]["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("findings   {}", findings.len());
+    for f in &findings {
+        let ack: Vec<String> = f["acknowledged_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        println!(
+            "  {:<6} {:<7} {:<18} {} {}: {}{}",
+            s(&f["id"]),
+            s(&f["status"]),
+            s(&f["rule"]),
+            s(&f["path"]),
+            f["location"],
+            s(&f["message"]),
+            if ack.is_empty() {
+                String::new()
+            } else {
+                format!(" [acknowledged by {}]", ack.join(", "))
+            }
+        );
+    }
+    for x in list("votes") {
+        println!(
+            "vote       {} ({}) {} {}{}",
+            s(&x["user"]),
+            s(&x["role"]),
+            s(&x["vote"]),
+            s(&x["path"]),
+            match x["comment"].as_str() {
+                Some(c) if !c.is_empty() => format!(": {c}"),
+                _ => String::new(),
+            }
+        );
+    }
+    for r in list("reviews") {
+        println!(
+            "review     {} ({}) {}",
+            s(&r["user"]),
+            s(&r["role"]),
+            s(&r["outcome"])
+        );
+    }
+    for d in list("released_before") {
+        println!(
+            "before     {} released by {}: {}",
+            s(&d["path"]),
+            s(&d["released_by"]),
+            if d["same_bytes"] == true {
+                "same bytes".to_owned()
+            } else {
+                format!("{} cell(s) changed {}", d["changed_cells"], d["cells"])
+            }
+        );
+    }
+    for c in list("collections") {
+        println!(
+            "collected  {} from {} {} ({} bytes, {})",
+            s(&c["recipient"]),
+            s(&c["client"]),
+            s(&c["what"]),
+            c["bytes"],
+            s(&c["started_at"])
+        );
+    }
+}
+
 async fn print_transfer(
     v: &Value,
     mut files: Pages<'_>,
@@ -581,6 +675,9 @@ async fn print_transfer(
     if let Some(loc) = v["release"]["location"].as_str() {
         println!("released   {loc}");
     }
+    if v.get("context").is_some() {
+        print_egress(v);
+    }
     println!(
         "files      {} ({} bytes)",
         v["file_count"], v["total_bytes"]
@@ -588,10 +685,14 @@ async fn print_transfer(
     while let Some(page) = files.next_page().await? {
         for f in page {
             println!(
-                "  {}  {:>12}  {}",
+                "  {}  {:>12}  {}{}",
                 f["sha256"].as_str().unwrap_or("(incomplete)"),
                 f["size"],
-                f["path"].as_str().unwrap_or_default()
+                f["path"].as_str().unwrap_or_default(),
+                f["role"]
+                    .as_str()
+                    .map(|r| format!("  ({r})"))
+                    .unwrap_or_default()
             );
         }
     }
