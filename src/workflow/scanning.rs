@@ -279,25 +279,8 @@ pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()
             };
             // What the failed scan wrote is not its verdict: one error row is.
             app.store.prune_verdicts(t.id).await?;
-            let row = VerdictRow {
-                seq: 0,
-                file_id: FileId::new(),
-                path: String::new(),
-                member: String::new(),
-                scanner: e.0,
-                verdict: VerdictKind::Error.as_str().into(),
-                detail: e.1,
-                sha256: String::new(),
-                scanner_version: String::new(),
-                db_version: String::new(),
-                scanned_at: crate::store::now(),
-            };
-            let span = app
-                .store
-                .insert_verdicts(t.id, std::slice::from_ref(&row))
-                .await?;
             let mut found = Found::new();
-            found.add(row, span);
+            add_error(app, t, &mut found, e.0, String::new(), e.1).await?;
             found
         }
     };
@@ -313,24 +296,16 @@ pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()
             Err(e) => {
                 // Never a pass: an error verdict, and the scan is retried like any other.
                 tracing::warn!(transfer = %t.id, error = %e, "disclosure checks failed; will retry");
-                let row = VerdictRow {
-                    seq: 0,
-                    file_id: FileId::new(),
-                    path: String::new(),
-                    member: String::new(),
-                    scanner: "disclosure".into(),
-                    verdict: VerdictKind::Error.as_str().into(),
-                    detail: e.to_string(),
-                    sha256: String::new(),
-                    scanner_version: crate::scan::disclosure::VERSION.into(),
-                    db_version: String::new(),
-                    scanned_at: crate::store::now(),
-                };
-                let span = app
-                    .store
-                    .insert_verdicts(t.id, std::slice::from_ref(&row))
-                    .await?;
-                found.add(row, span);
+                let version = crate::scan::disclosure::VERSION.to_owned();
+                add_error(
+                    app,
+                    t,
+                    &mut found,
+                    "disclosure".into(),
+                    version,
+                    e.to_string(),
+                )
+                .await?;
                 None
             }
         }
@@ -341,6 +316,37 @@ pub async fn scan_and_record(app: &App, t: &Transfer, rescan: bool) -> Result<()
     // The superseded scan's rows (or this one's, if it did not count), a batch at a time.
     app.store.prune_verdicts(t.id).await?;
     r
+}
+
+/// Records one error verdict of the whole transfer (a scanner that could not answer, our own
+/// storage failing): never a pass, and the scan is retried.
+async fn add_error(
+    app: &App,
+    t: &Transfer,
+    found: &mut Found,
+    scanner: String,
+    scanner_version: String,
+    detail: String,
+) -> Result<()> {
+    let row = VerdictRow {
+        seq: 0,
+        file_id: FileId::new(),
+        path: String::new(),
+        member: String::new(),
+        scanner,
+        verdict: VerdictKind::Error.as_str().into(),
+        detail,
+        sha256: String::new(),
+        scanner_version,
+        db_version: String::new(),
+        scanned_at: crate::store::now(),
+    };
+    let span = app
+        .store
+        .insert_verdicts(t.id, std::slice::from_ref(&row))
+        .await?;
+    found.add(row, span);
+    Ok(())
 }
 
 /// Runs every required scanner over every file, walking the files in pages and scanning
