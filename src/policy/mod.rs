@@ -550,6 +550,20 @@ mod tests {
         assert!(e.to_string().contains("unknown size unit"), "{e}");
         let e = with("[approvals.egress]", "[approvals.egres]").unwrap_err();
         assert!(e.to_string().contains("egres"), "{e}");
+        // The disclosure checks' per-tier overrides are checked at start, naming the key.
+        let p = with("tier = 2", "tier = 2\n[egress.disclosure]\nthreshhold = 7").unwrap();
+        let e = scanners.check_policy(&p).unwrap_err();
+        assert_eq!(e.key, "egress.disclosure", "{e}");
+        assert!(e.to_string().contains("threshhold"), "{e}");
+        let p = with(
+            "tier = 2",
+            "tier = 2\n[egress]\nblinded = false\n[egress.disclosure]\nthreshold = 7",
+        )
+        .unwrap();
+        scanners.check_policy(&p).unwrap();
+        assert!(!p.blinded());
+        let e = with("tier = 2", "tier = 2\n[egress]\nfindings = \"ignore\"").unwrap_err();
+        assert!(e.to_string().contains("ignore"), "{e}");
     }
 
     #[test]

@@ -285,6 +285,11 @@ impl Scanners {
             key: key.to_owned(),
             message,
         };
+        // The policy's overrides of the disclosure checks are checked now, not at the first
+        // egress request.
+        self.disclosure
+            .with_overrides(&p.rules.egress.disclosure)
+            .map_err(|m| err("egress.disclosure", m))?;
         let names = self.names();
         for s in &p.rules.scanning.required {
             if !names.contains(s) {
