@@ -1510,3 +1510,34 @@ async fn an_output_released_before_shows_its_checkers_which_cells_changed() {
     assert!(v.get("released_before").is_none(), "{v}");
     e.t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_requests_with_findings_in_one_workspace_each_reach_review_with_their_own_findings() {
+    let e = setup(1).await;
+    disclosive(&e.out);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = create(&e, disclosive_request()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/submit"),
+            Value::Null,
+        )
+        .await;
+        let v = e.t.wait_for_state(&e.p.inv, &id, "in_review").await;
+        assert!(
+            !v["disclosure"]["findings"].as_array().unwrap().is_empty(),
+            "{v}"
+        );
+        ids.push(id);
+    }
+    // Acknowledging a finding of one request leaves the other's with the same id open.
+    acknowledge_all(&e, &e.p.inv, &ids[0], "investigator").await;
+    let v = e.t.show(&e.p.inv, &ids[1]).await;
+    for f in v["disclosure"]["findings"].as_array().unwrap() {
+        assert!(f["acknowledged_by"].as_array().unwrap().is_empty(), "{f}");
+    }
+    e.t.stop().await;
+}

@@ -278,7 +278,7 @@ impl Store {
     pub async fn finding_acks(&self, transfer: TransferId, round: i64) -> Result<Vec<AckRow>> {
         let rows = sqlx::query(
             "SELECT a.*, u.name FROM finding_acks a JOIN users u ON u.id = a.user_id \
-             JOIN disclosure_findings f ON f.id = a.finding_id \
+             JOIN disclosure_findings f ON f.transfer_id = a.transfer_id AND f.id = a.finding_id \
              WHERE f.transfer_id = $1 AND f.round = $2 ORDER BY a.at",
         )
         .bind(transfer.to_string())
@@ -548,7 +548,7 @@ impl Tx<'_> {
     /// Replaces a round's findings and reports (a rescan writes them again).
     pub async fn clear_findings(&mut self, transfer: TransferId, round: i64) -> Result<()> {
         sqlx::query(
-            "DELETE FROM finding_acks WHERE finding_id IN \
+            "DELETE FROM finding_acks WHERE transfer_id = $1 AND finding_id IN \
              (SELECT id FROM disclosure_findings WHERE transfer_id = $1 AND round = $2)",
         )
         .bind(transfer.to_string())
@@ -632,15 +632,17 @@ impl Tx<'_> {
     /// False if this checker had already acknowledged the finding.
     pub async fn insert_ack(
         &mut self,
+        transfer: TransferId,
         finding: &str,
         user: UserId,
         role: Role,
         comment: &str,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO finding_acks (finding_id, user_id, role, comment, at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO finding_acks (transfer_id, finding_id, user_id, role, comment, at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
+        .bind(transfer.to_string())
         .bind(finding)
         .bind(user.to_string())
         .bind(role.as_str())

@@ -380,15 +380,17 @@ CREATE TABLE IF NOT EXISTS egress_reviews (
     PRIMARY KEY (transfer_id, round, user_id)
 );
 -- What the disclosure scanner found, per round. Never the value itself.
+-- `id` (`F<round>-<n>`) is what checkers name a finding by: unique within its request.
 CREATE TABLE IF NOT EXISTS disclosure_findings (
-    id TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
     transfer_id TEXT NOT NULL REFERENCES transfers(id),
     round INTEGER NOT NULL,
     path TEXT NOT NULL,
     rule TEXT NOT NULL,
     status TEXT NOT NULL,
     location TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, id)
 );
 CREATE INDEX IF NOT EXISTS disclosure_findings_transfer ON disclosure_findings(transfer_id, round);
 -- Each file's disclosure report (ACRO-style JSON: kind, status, counts), per round.
@@ -400,12 +402,14 @@ CREATE TABLE IF NOT EXISTS disclosure_reports (
     PRIMARY KEY (transfer_id, round, path)
 );
 CREATE TABLE IF NOT EXISTS finding_acks (
-    finding_id TEXT NOT NULL REFERENCES disclosure_findings(id),
+    transfer_id TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
     user_id TEXT NOT NULL REFERENCES users(id),
     role TEXT NOT NULL,
     comment TEXT NOT NULL,
     at TEXT NOT NULL,
-    PRIMARY KEY (finding_id, user_id)
+    PRIMARY KEY (transfer_id, finding_id, user_id),
+    FOREIGN KEY (transfer_id, finding_id) REFERENCES disclosure_findings(transfer_id, id)
 );
 -- Read-only tokens of named recipients. The token itself is never stored.
 CREATE TABLE IF NOT EXISTS collection_tokens (

@@ -763,7 +763,7 @@ pub async fn acknowledge(
     }
     let mut tx = app.store.begin().await?;
     if !tx
-        .insert_ack(&req.finding, user.id, role, &req.comment)
+        .insert_ack(id, &req.finding, user.id, role, &req.comment)
         .await?
     {
         return Err(Error::Conflict(format!(
