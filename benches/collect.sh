@@ -12,7 +12,7 @@
 #      page cache before each run. Target: airlock / nginx (sendfile on) throughput >= 0.90.
 #   2. Memory: the server's RSS (VmRSS sampled every SAMPLE_SECS) while the whole package is
 #      streamed as /api/v1/collect/package.zip to /dev/null, on a freshly started server, for
-#      the SIZE_MIB request and for a second request of MEM_SIZE_MIB: the peak should be flat in
+#      the SIZE_MIB request and for a second request of MEM_SIZE_MIB (own data dir): flat in
 #      the file size. Also the VmHWM over the file downloads of step 1.
 #   3. Integrity: one download to a file, its sha256sum against the source's and against the
 #      `Repr-Digest` header.
@@ -66,28 +66,42 @@ SRC=$(source_file "$SIZE_MIB")
 
 make_work collect
 
-# ---- people, project, workspace with a clamd-free tier-1 policy ------------------------------
+# ---- a fresh data directory and server per request ------------------------------------------
+# Each request gets its own data directory: a second egress request with disclosure findings in
+# one database fails its checks on this build (finding ids such as "F1-1" are the primary key of
+# disclosure_findings, unique across all requests; see benches/README.md).
 POLICY=$WORK/collect-policy.toml
 sed -e 's/^required = \["clamav"\]/required = []/' "$repo/policies/tier1.toml" >"$POLICY"
 grep -q '^required = \[\]' "$POLICY" || die "could not write the benchmark policy from policies/tier1.toml"
-for u in pm:project-manager res:researcher inv:investigator prov:provider recip:researcher; do
-    "$A" admin user add "${u%%:*}" --role "${u#*:}" >/dev/null
-done
-"$A" admin project create bench >/dev/null
-for u in pm:project-manager res:researcher inv:investigator prov:provider; do
-    "$A" admin project add-member bench "${u%%:*}" --role "${u#*:}" >/dev/null
-done
-"$A" admin workspace create bench ws --tier 1 --policy "$POLICY" >/dev/null
-OUT=$DATA/volumes/bench/ws/output
-mkdir -p "$OUT"
-# The outputs: hard links to the cached sources (same filesystem), a copy where that fails.
-ln "$SRC" "$OUT/big.bin" 2>/dev/null || cp "$SRC" "$OUT/big.bin"
-[[ -n $MEM_SIZE_MIB ]] && { ln "$SRC_MEM" "$OUT/mid.bin" 2>/dev/null || cp "$SRC_MEM" "$OUT/mid.bin"; }
-printf 'import numpy as np\n# made the outputs\nnp.save("big.bin", np.random.bytes(1))\n' >"$OUT/a.py"
 
-start_server main
-T_PM=$("$A" admin token pm) T_RES=$("$A" admin token res)
-T_INV=$("$A" admin token inv) T_PROV=$("$A" admin token prov)
+# People, project, a workspace with the clamd-free tier-1 policy, the outputs, a server.
+new_instance() { # tag source-file
+    stop_server
+    DATA=$WORK/data-$1
+    mkdir -p "$DATA"
+    export AIRLOCK__STORAGE__DATA_DIR=$DATA
+    local u
+    for u in pm:project-manager res:researcher inv:investigator prov:provider recip:researcher; do
+        "$A" admin user add "${u%%:*}" --role "${u#*:}" >/dev/null
+    done
+    "$A" admin project create bench >/dev/null
+    for u in pm:project-manager res:researcher inv:investigator prov:provider; do
+        "$A" admin project add-member bench "${u%%:*}" --role "${u#*:}" >/dev/null
+    done
+    "$A" admin workspace create bench ws --tier 1 --policy "$POLICY" >/dev/null
+    OUT=$DATA/volumes/bench/ws/output
+    mkdir -p "$OUT"
+    # The output: a hard link to the cached source (same filesystem), a copy where that fails.
+    ln "$2" "$OUT/big.bin" 2>/dev/null || cp "$2" "$OUT/big.bin"
+    printf 'import numpy as np\n# made the outputs\nnp.save("big.bin", np.random.bytes(1))\n' >"$OUT/a.py"
+    start_server "$1"
+    T_PM=$("$A" admin token pm) T_RES=$("$A" admin token res)
+    T_INV=$("$A" admin token inv) T_PROV=$("$A" admin token prov)
+}
+drop_instance() {
+    stop_server
+    chmod -R u+w "$DATA" && rm -rf "$DATA"
+}
 
 api() { # method path token [json] -> body on stdout; dies on a non-2xx answer
     local code body=()
@@ -98,39 +112,76 @@ api() { # method path token [json] -> body on stdout; dies on a non-2xx answer
     cat "$LOG/api.json"
 }
 
-# The egress flow for one output file; prints the collection token.
-release() { # output-file-name
-    local name=$1 id t0 t1 t2 f role tok
-    id=$(api POST /api/v1/egress "$T_RES" "$(jq -cn --arg f "$name" '{workspace: "bench/ws",
-        context: "benchmark outputs: random bytes, nothing disclosive",
-        files: [{path: $f, role: "output"}, {path: "a.py", role: "code"}], recipients: ["recip"]}')" | jq -r .id)
+# The egress flow for big.bin (output) and a.py (code); prints "request-id collection-token".
+release() {
+    local id t0 t1 t2 f role tok ct
+    id=$(api POST /api/v1/egress "$T_RES" '{"workspace": "bench/ws",
+        "context": "benchmark outputs: random bytes, nothing disclosive",
+        "files": [{"path": "big.bin", "role": "output"}, {"path": "a.py", "role": "code"}],
+        "recipients": ["recip"]}' | jq -r .id)
     t0=$(now_ns)
     api POST "/api/v1/egress/$id/submit" "$T_RES" >/dev/null
     wait_state "$id" in_review "$T_PM"
     t1=$(now_ns)
     for role in investigator:$T_INV provider:$T_PROV; do
         tok=${role#*:} role=${role%%:*}
-        api POST "/api/v1/egress/$id/votes" "$tok" "$(jq -cn --arg p "$name" --arg r "$role" '{path: $p, as: $r, vote: "approve"}')" >/dev/null
+        api POST "/api/v1/egress/$id/votes" "$tok" "{\"path\": \"big.bin\", \"as\": \"$role\", \"vote\": \"approve\"}" >/dev/null
         for f in $(curl -sS -H "Authorization: Bearer $T_PM" "$AIRLOCK_SERVER/api/v1/transfers/$id" | jq -r '.disclosure.findings[]?.id'); do
-            api POST "/api/v1/egress/$id/acknowledge" "$tok" "$(jq -cn --arg f "$f" --arg r "$role" '{finding: $f, as: $r}')" >/dev/null
+            api POST "/api/v1/egress/$id/acknowledge" "$tok" "{\"finding\": \"$f\", \"as\": \"$role\"}" >/dev/null
         done
-        api POST "/api/v1/egress/$id/review" "$tok" "$(jq -cn --arg r "$role" '{as: $r}')" >/dev/null
+        api POST "/api/v1/egress/$id/review" "$tok" "{\"as\": \"$role\"}" >/dev/null
     done
     wait_state "$id" released "$T_PM"
     t2=$(now_ns)
-    say "  $name: request $id submitted -> in_review $(secs "$t0" "$t1") s (pin + checks), reviews -> released $(secs "$t1" "$t2") s"
+    say "  request $id: submit -> in_review $(secs "$t0" "$t1") s (pin + checks), reviews -> released $(secs "$t1" "$t2") s"
     # No max_downloads: every benchmark run is a download.
-    api POST "/api/v1/egress/$id/collection-tokens" "$T_PM" '{"recipient": "recip", "ttl": "2h"}' | jq -r .token
+    ct=$(api POST "/api/v1/egress/$id/collection-tokens" "$T_PM" '{"recipient": "recip", "ttl": "2h"}' | jq -r .token)
+    echo "$id $ct"
 }
 
-say "releasing big.bin ($SIZE_MIB MiB) through the egress flow ..."
-CT=$(release big.bin)
-[[ -n $MEM_SIZE_MIB ]] && { say "releasing mid.bin ($MEM_SIZE_MIB MiB) ..."; CT_MEM=$(release mid.bin); }
+# ---- memory: a zip stream on a freshly started server ----------------------------------------
+# Sets Z="rss_before_kib peak_rss_kib seconds bytes" (not in a subshell: it restarts the server).
+zip_rss() { # token tag
+    stop_server
+    start_server "zip-$2"
+    sleep 1
+    local before peak r pid code size t
+    before=$(rss_kib "$SERVER_PID")
+    peak=$before
+    curl -sS -o /dev/null -H "Authorization: Bearer $1" -w '%{http_code} %{size_download} %{time_total}\n' \
+        "$AIRLOCK_SERVER/api/v1/collect/package.zip" >"$LOG/zip-$2.out" &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        r=$(rss_kib "$SERVER_PID")
+        ((r > peak)) && peak=$r
+        sleep "$SAMPLE_SECS"
+    done
+    wait "$pid" || die "zip download failed"
+    read -r code size t <"$LOG/zip-$2.out"
+    [[ $code == 200 ]] || die "package.zip answered $code"
+    Z="$before $peak $t $size"
+}
+
+if [[ -n $MEM_SIZE_MIB ]]; then
+    say "releasing a $MEM_SIZE_MIB MiB big.bin through the egress flow (own data dir) ..."
+    new_instance mem "$SRC_MEM"
+    x=$(release)
+    read -r _ CT_MEM <<<"$x"
+    say "streaming its package.zip ..."
+    zip_rss "$CT_MEM" mem
+    read -r m_before m_peak m_t m_bytes <<<"$Z"
+    drop_instance
+fi
+
+say "releasing a $SIZE_MIB MiB big.bin through the egress flow ..."
+new_instance main "$SRC"
+x=$(release)
+read -r ID CT <<<"$x"
 BYTES=$(stat -c %s "$SRC")
 
 # The released copy airlock serves: nginx serves the same file (read-only, sealed).
-REL=$(find "$DATA" -path "$DATA/volumes/bench/ws/output" -prune -o -type f -name big.bin -newer "$POLICY" -print |
-    grep -v /quarantine/ | head -1)
+REL=$DATA/volumes/bench/ws/egress/$ID/big.bin
+[[ -f $REL ]] || REL=$(find "$DATA/volumes" -path "$OUT" -prune -o -type f -name big.bin -path "*$ID*" -print | head -1)
 [[ -n $REL && $(stat -c %s "$REL") == "$BYTES" ]] || die "cannot find the released copy of big.bin under $DATA"
 say "released copy: $REL"
 
@@ -175,30 +226,39 @@ for i in $(seq 100); do
     ((i < 100)) || die "nginx did not answer"
 done
 
-# CPU ticks (user + system) of a process and its children's threads: one process here.
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-nginx_ticks() { # the workers (children of the master)
-    local s=0 p
-    for p in $(ps -o pid= --ppid "$NGINX_PID"); do s=$((s + $(ticks "$p"))); done
-    echo "$s"
+# CPU ticks (user + system) and I/O counters (/proc/PID/io: read and write syscalls and their
+# bytes, sockets included) of the serving processes: airlock's one process, nginx's workers.
+air_pids() { echo "$SERVER_PID"; }
+nginx_pids() { ps -o pid= --ppid "$NGINX_PID"; }
+usage() { # pids... -> "ticks syscr rchar syscw wchar", summed
+    local p t=0
+    for p; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    for p; do cat "/proc/$p/io" 2>/dev/null; done |
+        awk -v t="$t" '/^syscr/ { a += $2 } /^rchar/ { b += $2 } /^syscw/ { c += $2 } /^wchar/ { d += $2 }
+            END { print t, a + 0, b + 0, c + 0, d + 0 }'
 }
 HZ=$(getconf CLK_TCK)
 
-# One download with curl to /dev/null; prints "seconds cpu%" (the server side's CPU, % of
-# one core). The file is read into the page cache first.
-download() { # url token tickfn
-    local url=$1 tok=$2 tf=$3 c0 c1 out code size t
+# One download with curl to /dev/null; prints "seconds cpu% bytes/read bytes/write" (the
+# serving side's CPU, % of one core; its bytes per read and per write syscall: "-" for none).
+# The file is read into the page cache first.
+download() { # url token pidfn
+    local url=$1 tok=$2 pids u0 u1 out code size t
+    pids=$($3)
     cat "$REL" >/dev/null
-    c0=$($tf)
+    u0=$(usage $pids)
     out=$(curl -sS -o /dev/null ${tok:+-H "Authorization: Bearer $tok"} \
         -w '%{http_code} %{size_download} %{time_total}' "$url")
-    c1=$($tf)
+    u1=$(usage $pids)
     read -r code size t <<<"$out"
     [[ $code == 200 && $size == "$BYTES" ]] || die "GET $url: $code, $size of $BYTES bytes"
-    echo "$t $(awk -v c=$((c1 - c0)) -v hz="$HZ" -v t="$t" 'BEGIN { printf "%.0f", 100 * c / hz / t }')"
+    awk -v t="$t" -v hz="$HZ" -v a="$u0" -v b="$u1" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        rc = y[2] - x[2]; rb = y[3] - x[3]; wc = y[4] - x[4]; wb = y[5] - x[5]
+        printf "%s %.0f %s %s\n", t, 100 * (y[1] - x[1]) / hz / t,
+            (rc > 0 ? sprintf("%.0fK", rb / rc / 1024) : "-"), (wc > 0 ? sprintf("%.0fK", wb / wc / 1024) : "-") }'
 }
 
-air_ticks() { ticks "$SERVER_PID"; }
 URL_AIR=$AIRLOCK_SERVER/api/v1/collect/files/big.bin
 URL_ON=http://127.0.0.1:$P_ON/big.bin
 URL_OFF=http://127.0.0.1:$P_OFF/big.bin
@@ -210,10 +270,10 @@ reset_hwm "$SERVER_PID" || hwm_reset="no (cumulative since start)"
 rss_dl_before=$(rss_kib "$SERVER_PID")
 t_air=() t_on=() t_off=() c_air=() c_on=() c_off=()
 for r in $(seq "$RUNS"); do
-    x=$(download "$URL_AIR" "$CT" air_ticks); read -r t c <<<"$x"; t_air+=("$t"); c_air+=("$c")
-    x=$(download "$URL_ON" "" nginx_ticks); read -r t c <<<"$x"; t_on+=("$t"); c_on+=("$c")
-    x=$(download "$URL_OFF" "" nginx_ticks); read -r t c <<<"$x"; t_off+=("$t"); c_off+=("$c")
-    say "  run $r: airlock ${t_air[-1]} s (${c_air[-1]}% CPU), nginx ${t_on[-1]} s (${c_on[-1]}%), nginx sendfile off ${t_off[-1]} s (${c_off[-1]}%)"
+    x=$(download "$URL_AIR" "$CT" air_pids); read -r t c io <<<"$x"; t_air+=("$t"); c_air+=("$c $io")
+    x=$(download "$URL_ON" "" nginx_pids); read -r t c io <<<"$x"; t_on+=("$t"); c_on+=("$c $io")
+    x=$(download "$URL_OFF" "" nginx_pids); read -r t c io <<<"$x"; t_off+=("$t"); c_off+=("$c $io")
+    say "  run $r: airlock ${t_air[-1]} s (${c_air[-1]}), nginx ${t_on[-1]} s (${c_on[-1]}), nginx sendfile off ${t_off[-1]} s (${c_off[-1]}) [CPU% B/read B/write]"
 done
 hwm_dl=$(hwm_kib "$SERVER_PID")
 
@@ -228,35 +288,9 @@ hdr_hex=$(printf '%s' "$hdr" | sed -e 's/^sha-256=://' -e 's/:$//' | base64 -d |
 digest_ok="FAIL (download $got, source $want, Repr-Digest $hdr_hex)"
 [[ $got == "$want" && $hdr_hex == "$want" ]] && digest_ok="ok ($want; Repr-Digest agrees)"
 
-# ---- memory: zip streams on a freshly started server -----------------------------------------
-# Sets Z="rss_before_kib peak_rss_kib seconds bytes" (not in a subshell: it restarts the server).
-zip_rss() { # token tag
-    stop_server
-    start_server "zip-$2"
-    sleep 1
-    local before peak r pid code size t
-    before=$(rss_kib "$SERVER_PID")
-    peak=$before
-    curl -sS -o /dev/null -H "Authorization: Bearer $1" -w '%{http_code} %{size_download} %{time_total}\n' \
-        "$AIRLOCK_SERVER/api/v1/collect/package.zip" >"$LOG/zip-$2.out" &
-    pid=$!
-    while kill -0 "$pid" 2>/dev/null; do
-        r=$(rss_kib "$SERVER_PID")
-        ((r > peak)) && peak=$r
-        sleep "$SAMPLE_SECS"
-    done
-    wait "$pid" || die "zip download failed"
-    read -r code size t <"$LOG/zip-$2.out"
-    [[ $code == 200 ]] || die "package.zip answered $code"
-    Z="$before $peak $t $size"
-}
 say "streaming package.zip ..."
-zip_rss "$CT" big
+zip_rss "$CT" main
 read -r z_before z_peak z_t z_bytes <<<"$Z"
-if [[ -n $MEM_SIZE_MIB ]]; then
-    zip_rss "$CT_MEM" mid
-    read -r m_before m_peak m_t m_bytes <<<"$Z"
-fi
 
 # ---- report ----------------------------------------------------------------------------------
 best() { printf '%s\n' "$@" | sort -g | head -1; }
@@ -278,11 +312,18 @@ verdict=$(awk -v r="$r_on" 'BEGIN { print (r >= 0.9 ? "PASS" : "FAIL") }')
 echo "airlock: $A ($BUILD); nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/.*: //'); $(nproc) cores; best of $RUNS, interleaved, page cache warm"
 echo "file: $SIZE_MIB MiB random ($BYTES bytes), released through the egress flow; curl -o /dev/null over loopback"
 echo
-printf '  %-40s %-28s %8s %9s %12s\n' "download" "times (s)" "best s" "MB/s" "server CPU"
-printf '  %-40s %-28s %8s %9s %12s\n' "airlock /api/v1/collect/files/big.bin" "${t_air[*]}" "$b_air" "$(mbs "$BYTES" "$b_air")" "$(at_best "${t_air[@]}" -- "${c_air[@]}")%"
-printf '  %-40s %-28s %8s %9s %12s\n' "nginx (sendfile on, Debian's config)" "${t_on[*]}" "$b_on" "$(mbs "$BYTES" "$b_on")" "$(at_best "${t_on[@]}" -- "${c_on[@]}")%"
-printf '  %-40s %-28s %8s %9s %12s\n' "nginx (sendfile off, nginx's default)" "${t_off[*]}" "$b_off" "$(mbs "$BYTES" "$b_off")" "$(at_best "${t_off[@]}" -- "${c_off[@]}")%"
-echo "  (server CPU: % of one core over the fastest run; airlock: the whole process, nginx: its workers)"
+row() { # label times best cpu-io
+    local c b r w
+    read -r c r w <<<"$4"
+    printf '  %-38s %-27s %6.2f %8s %5s%% %7s %7s\n' "$1" "$2" "$3" "$(mbs "$BYTES" "$3")" "$c" "$r" "$w"
+}
+fmt() { printf '%.2f ' "$@"; }
+printf '  %-38s %-27s %6s %8s %6s %7s %7s\n' "download" "times (s)" "best" "MB/s" "CPU" "B/read" "B/write"
+row "airlock /api/v1/collect/files/big.bin" "$(fmt "${t_air[@]}")" "$b_air" "$(at_best "${t_air[@]}" -- "${c_air[@]}")"
+row "nginx (sendfile on, Debian's config)" "$(fmt "${t_on[@]}")" "$b_on" "$(at_best "${t_on[@]}" -- "${c_on[@]}")"
+row "nginx (sendfile off, nginx's default)" "$(fmt "${t_off[@]}")" "$b_off" "$(at_best "${t_off[@]}" -- "${c_off[@]}")"
+echo "  (CPU: the serving side's, % of one core, over the fastest run: airlock's process, nginx's"
+echo "   workers; B/read, B/write: its bytes per read / write syscall then, from /proc/PID/io)"
 echo
 echo "  airlock / nginx (sendfile on)    $r_on   (target >= 0.90: $verdict)"
 echo "  airlock / nginx (sendfile off)   $r_off"

@@ -7,8 +7,10 @@
 # Measured: wall time of each (best of RUNS, interleaved airlock, python, airlock, ...; the
 # file is read into the page cache before each run), MB/s (10^6 B/s) of both, the ratio
 # airlock / python (throughput; above 1: airlock is faster), airlock's peak RSS (GNU time %M).
-# Target: airlock at least as fast as a bare Python csv read (ratio >= 1) while checking every
-# cell; peak RSS bounded (the checks keep at most max_table_rows_analysed rows), not the size.
+# Target: the design sets none; the PASS/FAIL line is this script's own bar: airlock at least as
+# fast as a bare Python csv read (ratio >= 1) although it checks every cell. Peak RSS should
+# stay bounded (the whole-table checks keep at most max_table_rows_analysed rows), whatever
+# the file size.
 #
 # Knobs (environment):
 #   SIZE_MIB     size of the CSV in MiB                           (default 1024)
