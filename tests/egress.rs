@@ -756,9 +756,19 @@ async fn a_return_voids_the_votes_a_changed_file_is_flagged_and_bad_requests_are
     .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     acknowledge_all(&e, &e.p.inv, &id, "investigator").await;
-    let (s, r) = review(&e, &e.p.inv, &id, "investigator").await;
+    // The review's own comment on the request is for the checkers only.
+    let (s, r) =
+        e.t.post_json(
+            &e.p.inv,
+            &format!("/egress/{id}/review"),
+            json!({"as": "investigator", "comment": "suspect a linkage", "visibility": "checkers"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["state"], "returned", "{r}");
+    assert_eq!(r["reviews"][0]["comment"], "suspect a linkage", "{r}");
+    let seen = e.t.show(&e.p.researcher, &id).await;
+    assert!(!seen.to_string().contains("suspect a linkage"), "{seen}");
     assert!(
         r["state_reason"]
             .as_str()

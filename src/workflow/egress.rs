@@ -159,18 +159,12 @@ fn resolve(root: &Path, items: &[Item]) -> Result<Vec<Found>> {
                 )));
             }
         }
-        walk(&root, &at, rel, item.role, &mut out)?;
+        walk(&at, rel, item.role, &mut out)?;
     }
     Ok(out.into_values().collect())
 }
 
-fn walk(
-    root: &Path,
-    at: &Path,
-    rel: RelPath,
-    role: FileRole,
-    out: &mut BTreeMap<String, Found>,
-) -> Result<()> {
+fn walk(at: &Path, rel: RelPath, role: FileRole, out: &mut BTreeMap<String, Found>) -> Result<()> {
     let meta = std::fs::symlink_metadata(at)
         .map_err(|e| Error::BadRequest(format!("{rel}: cannot be read: {e}")))?;
     let ft = meta.file_type();
@@ -192,7 +186,7 @@ fn walk(
             })?;
             let child = RelPath::parse(&format!("{rel}/{name}"))
                 .map_err(|e| Error::BadRequest(format!("{rel}/{name}: {e}")))?;
-            walk(root, &e.path(), child, role, out)?;
+            walk(&e.path(), child, role, out)?;
         }
         return Ok(());
     }
@@ -216,7 +210,6 @@ fn walk(
         }
         return Ok(());
     }
-    let _ = root;
     out.insert(
         rel.as_str().to_owned(),
         Found {
