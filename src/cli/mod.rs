@@ -818,7 +818,8 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
                 println!("workspace {workspace} (tier {})", v["tier"]);
                 println!(
                     "  policy   {} ({})",
-                    v["policy"]["file"], v["policy"]["version"]
+                    v["policy"]["file"].as_str().unwrap_or("-"),
+                    v["policy"]["version"].as_str().unwrap_or("-")
                 );
                 for k in ["output", "data", "software", "egress"] {
                     println!("  {k:<8} {}", v["volumes"][k].as_str().unwrap_or("-"));
