@@ -20,6 +20,46 @@ pub struct Settings {
     pub log: LogSettings,
     pub audit: AuditSettings,
     pub uploads: UploadSettings,
+    pub ui: UiSettings,
+}
+
+/// The browser UI: sign-in links, sessions, and the address pages and emails link to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiSettings {
+    /// The address people reach airlock at, such as `https://airlock.example.ac.uk`: login
+    /// links and emails link to pages under it. Default: `http://` and the listen address.
+    pub public_url: Option<String>,
+    /// How long a login link may wait to be used (once). Default `10m`.
+    #[serde(with = "humantime_serde_compat")]
+    pub login_link_ttl: Duration,
+    /// A session ends after this long without a request. Default `30m`.
+    #[serde(with = "humantime_serde_compat")]
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, however busy. Default `12h`.
+    #[serde(with = "humantime_serde_compat")]
+    pub session_max: Duration,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            login_link_ttl: Duration::from_secs(600),
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+impl UiSettings {
+    /// `public_url` without a trailing slash, or `http://LISTEN`.
+    pub fn base_url(&self, listen: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{listen}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -436,11 +436,8 @@ pub async fn file(
             HeaderValue::from_str(&v).map_err(|e| Error::Internal(e.to_string()))?,
         );
     }
-    if let Ok(raw) = hex::decode(&d.file.sha256) {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
-        if let Ok(v) = HeaderValue::from_str(&format!("sha-256=:{b64}:")) {
-            h.insert("repr-digest", v);
-        }
+    if let Some(v) = repr_digest(&d.file.sha256) {
+        h.insert("repr-digest", v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", d.file.sha256)) {
         h.insert(header::ETAG, v);
@@ -520,4 +517,11 @@ pub async fn package_tar(
     Caller(who): Caller,
 ) -> ApiResult<Response> {
     whole(app, addr, who, collect::Format::Tar).await
+}
+
+/// A hex SHA-256 as an RFC 9530 `Repr-Digest` value: `sha-256=:BASE64:`.
+pub fn repr_digest(sha256_hex: &str) -> Option<HeaderValue> {
+    let raw = hex::decode(sha256_hex).ok()?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    HeaderValue::from_str(&format!("sha-256=:{b64}:")).ok()
 }

@@ -156,8 +156,16 @@ async fn expires_header(app: &AppState, who: &Principal) -> Option<HeaderValue> 
     HeaderValue::from_str(&at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).ok()
 }
 
+/// Offsets, and once the file is complete its SHA-256 as the server computed it, in
+/// `Repr-Digest` (RFC 9530): the upload page shows it beside the browser's own.
 fn with_offset(r: Response, f: &FileRow) -> Response {
-    with_offsets(r, f.received, f.length)
+    let mut r = with_offsets(r, f.received, f.length);
+    if let (true, Some(hex)) = (f.complete, f.sha256.as_deref()) {
+        if let Some(v) = crate::api::egress::repr_digest(hex) {
+            r.headers_mut().insert("repr-digest", v);
+        }
+    }
+    r
 }
 
 fn with_offsets(mut r: Response, received: u64, length: Option<u64>) -> Response {
