@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 #   curl        - the plain streaming PUT client
 #   python3-tuspy - a third-party tus 1.0.0 client (run with Debian's /usr/bin/python3)
 #   b3sum, coreutils (sha256sum) - reference digests
+#   chromium, chromium-driver - the real browser the UI tests drive (tests/common/browser.rs)
 #   clamav-daemon (clamd), clamdscan - the real ClamAV the scanning tests start on a free port
 #     with a one-signature database (scanners/test.hdb); nothing is downloaded
 need_pkgs=()
@@ -24,6 +25,9 @@ command -v lz4 >/dev/null || need_pkgs+=(lz4)
 command -v unzip >/dev/null || need_pkgs+=(unzip)
 command -v ar >/dev/null || need_pkgs+=(binutils)
 /usr/bin/python3 -c 'import tusclient' 2>/dev/null || need_pkgs+=(python3-tuspy)
+# The browser UI tests (tests/ui*.rs) drive Debian's Chromium through its chromedriver.
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""
@@ -31,7 +35,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
 fi
-for tool in curl b3sum sha256sum md5sum clamdscan xz bzip2 zstd lz4 unzip ar tar; do
+for tool in curl b3sum sha256sum md5sum clamdscan xz bzip2 zstd lz4 unzip ar tar chromium chromedriver; do
   command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import tusclient' || { echo "python3-tuspy is required" >&2; exit 1; }

@@ -5,6 +5,7 @@
 //! - [`app`]: `App`, everything a request or job needs, opened from the data directory.
 //! - [`server`]: the HTTP server: every route, the error → status table, graceful shutdown.
 //! - [`api`]: thin JSON handlers.
+//! - [`ui`]: the browser's pages (askama), previews and vendored static files.
 //! - [`tus`]: the tus 1.0.0 resumable-upload protocol.
 //! - [`workflow`]: open, upload, seal, decide, release, expire: the only code that changes
 //!   state, and the only writer of audit events.
@@ -41,5 +42,6 @@ pub mod telemetry;
 // A tus error is a finished HTTP response, built once per failed request; boxing it buys nothing.
 #[allow(clippy::result_large_err)]
 pub mod tus;
+pub mod ui;
 pub mod volumes;
 pub mod workflow;

@@ -70,6 +70,7 @@ const DESCRIPTION: &str =
     ),
     paths(
         super::me,
+        super::login_link,
         super::create_transfer,
         super::list_transfers,
         super::show_transfer,

@@ -411,7 +411,6 @@ pub async fn file(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    use base64::Engine;
     let range = range_of(&headers);
     let d = collect::file(&app.0, &who, addr.ip().to_canonical(), &path, range).await?;
     let size = d.file.size;

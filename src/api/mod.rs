@@ -18,7 +18,7 @@ use crate::workflow::transfers::{
     TransferView, VerdictsPage,
 };
 use crate::workflow::upload::FileReceipt;
-use crate::workflow::{governance, membership, transfers, upload, Error};
+use crate::workflow::{governance, membership, sessions, transfers, upload, Error};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -271,6 +271,33 @@ pub async fn me(
         roles: u.roles.clone(),
         token_id,
     }))
+}
+
+/// A one-time browser sign-in link for the caller (`airlock ui`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/login-links",
+    operation_id = "createLoginLink",
+    tags = ["people"],
+    summary = "A one-time sign-in link to the browser UI, for the caller",
+    description = "Mints a sign-in link for the staff token's own user, never anyone else:         `BASE/ui/login#SECRET`, which works once, within 10 minutes (`[ui] login_link_ttl`).         The secret is in the fragment, so it reaches no server log; the page it opens posts it         to `/ui/login` when the person presses Sign in (a mail scanner's prefetch consumes         nothing). Only its hash is stored. Audited as `ui.login_link_issued`.",
+    responses(
+        (status = 201, description = "The link, shown once.", body = sessions::LoginLink),
+        (status = 401, response = Unauthenticated),
+        (status = 403, description = "An upload or collection token: they do not act as a \
+            person.", body = ErrorBody),
+        (status = 409, description = "The caller is disabled.", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 429, response = Throttled),
+    ),
+    security(("staffToken" = [])),
+)]
+pub async fn login_link(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<(StatusCode, Json<sessions::LoginLink>)> {
+    let link = sessions::own_login_link(&app, &who).await?;
+    Ok((StatusCode::CREATED, Json(link)))
 }
 
 #[utoipa::path(

@@ -779,3 +779,35 @@ pub async fn seal_with_token(server: &str, token: &str, confirm: &Confirm) -> an
     );
     Ok(())
 }
+
+/// `airlock ui`: mints a one-time sign-in link for the token's user and opens it in the
+/// desktop's browser (`xdg-open`), or prints it (`--print`, or when nothing can open it).
+pub async fn ui(server: &str, print: bool) -> anyhow::Result<()> {
+    let v: Value = send(
+        Client::new()
+            .post(api(server, "/login-links"))
+            .bearer_auth(staff_token()?),
+    )
+    .await?
+    .json()
+    .await?;
+    let url = v["url"]
+        .as_str()
+        .context("the server answered without a link")?;
+    let opened = !print
+        && std::env::var_os("DISPLAY")
+            .or_else(|| std::env::var_os("WAYLAND_DISPLAY"))
+            .is_some()
+        && std::process::Command::new("xdg-open")
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if opened {
+        eprintln!("opened a sign-in link in your browser (it works once, for 10 minutes)");
+    } else {
+        println!("{url}");
+    }
+    Ok(())
+}

@@ -47,6 +47,12 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Open the browser UI signed in: with AIRLOCK_TOKEN, mints a one-time sign-in link for
+    /// you and opens it (or prints it with --print, or when no desktop browser is there).
+    Ui {
+        #[arg(long)]
+        print: bool,
+    },
     /// Bootstrap users, projects, workspaces and staff tokens (no server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -285,6 +291,9 @@ pub enum AdminCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Print a one-time sign-in link to the browser UI for USER:
+    /// `http://HOST:PORT/ui/login#SECRET` (`[ui] public_url`), valid 10 minutes, once.
+    LoginLink { user: String },
     /// Print a staff token for USER.
     Token {
         user: String,
@@ -654,6 +663,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => client::user(&cli.server, cmd).await,
         Command::Project(cmd) => client::project(&cli.server, cmd).await,
         Command::Token(cmd) => client::token(&cli.server, cmd).await,
+        Command::Ui { print } => client::ui(&cli.server, *print).await,
         Command::Upload(args) => upload::run(&cli.server, args).await,
         Command::Seal { token, confirm } => {
             client::seal_with_token(&cli.server, token, confirm).await
@@ -825,6 +835,10 @@ async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
                     println!("  {k:<8} {}", v["volumes"][k].as_str().unwrap_or("-"));
                 }
             }
+        }
+        AdminCommand::LoginLink { user } => {
+            let link = crate::workflow::sessions::admin_login_link(app, user).await?;
+            println!("{}", link.url);
         }
         AdminCommand::Token { user, ttl } => {
             let t = a::staff_token(app, user, ttl.map(Into::into)).await?;

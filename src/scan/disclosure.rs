@@ -1303,6 +1303,39 @@ fn detect_header(sample: &[csv::ByteRecord], markers: &[String]) -> bool {
     false
 }
 
+/// How [`check`] lays out a file starting with `head` as a table, for views
+/// (the UI preview) whose row numbers must agree with the findings: the
+/// delimiter, sniffed from the first 64 KiB and `name` exactly as `check`
+/// does (`delimiter` forces one instead), and whether the first record is a
+/// header under `markers` (read from up to 51 records of `head`, after a
+/// UTF-8 BOM). `None` when `check` would not take it for a table; magic bytes
+/// and binary content are not looked at here.
+pub fn table_layout(
+    name: &str,
+    head: &[u8],
+    delimiter: Option<u8>,
+    markers: &[String],
+) -> Option<(u8, bool)> {
+    let delim = match delimiter {
+        Some(d) => d,
+        None => {
+            let sniff = &head[..head.len().min(SNIFF_BYTES)];
+            sniff_delimiter(sniff.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sniff), name)?
+        }
+    };
+    let body = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let records: Vec<csv::ByteRecord> = csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body)
+        .byte_records()
+        .take(SNIFF_RECORDS + 1)
+        .map_while(Result::ok)
+        .collect();
+    Some((delim, detect_header(&records, markers)))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     /// Non-numeric: labels, codes, dates, free text.

@@ -58,6 +58,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
     use axum::routing::{delete, head, options, patch};
     vec![
         ("get", "/api/v1/me", get(api::me)),
+        ("post", "/api/v1/login-links", post(api::login_link)),
         ("post", "/api/v1/transfers", post(api::create_transfer)),
         ("get", "/api/v1/transfers", get(api::list_transfers)),
         ("get", "/api/v1/transfers/{id}", get(api::show_transfer)),
@@ -240,6 +241,7 @@ pub fn router(state: AppState) -> Router {
     by_path
         .into_iter()
         .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
+        .merge(crate::ui::routes())
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(limits::idle_bodies))
         .layer(axum::middleware::from_fn(api::trace_requests))

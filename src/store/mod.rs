@@ -26,12 +26,16 @@ pub use archives::{ArchiveUploadRow, MemberRow};
 pub use fixity::{AtRest, FixityRow};
 pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
+mod browse;
 mod egress;
+mod sessions;
 mod webhooks;
+pub use browse::Entry;
 pub use egress::{
     AckRow, CollectionRow, CollectionTokenRow, EgressRow, FindingRow, PinnedRow, ReviewRow, VoteRow,
 };
 pub use governance::{Member, RefereeRow};
+pub use sessions::SessionRow;
 pub use webhooks::{AuditRow, Delivery};
 
 #[derive(Debug, thiserror::Error)]

@@ -85,6 +85,26 @@ CREATE TABLE IF NOT EXISTS staff_tokens (
     expires_at INTEGER NOT NULL,
     revoked_at TEXT
 );
+-- Browser sign-in (src/ui, workflow::sessions). Only SHA-256 hashes of login-link secrets and
+-- session ids are stored: a copy of the database opens no session.
+CREATE TABLE IF NOT EXISTS login_links (
+    hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS ui_sessions (
+    hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    ended_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS ui_sessions_user ON ui_sessions(user_id) WHERE ended_at IS NULL;
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY,
     transfer_id TEXT NOT NULL REFERENCES transfers(id),

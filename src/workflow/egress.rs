@@ -90,6 +90,100 @@ pub struct Draft {
     pub target_workspace: Option<String>,
 }
 
+impl std::str::FromStr for FileRole {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        FileRole::parse(s)
+            .ok_or_else(|| format!("`{s}` is not a file role: output, supporting or code"))
+    }
+}
+
+/// A file of a workspace's output volume, as a researcher picks from it.
+#[derive(Debug, Clone)]
+pub struct OutputEntry {
+    pub path: String,
+    pub size: u64,
+}
+
+/// Most files listed from an output volume for picking (more: pick their folder by path).
+pub const OUTPUT_LISTING: usize = 5000;
+
+/// The regular files of a workspace's output volume, for a Researcher of its project to
+/// choose from, in path order. Links are neither followed nor listed.
+pub async fn output_entries(
+    app: &App,
+    who: &Principal,
+    workspace: &str,
+) -> Result<Vec<OutputEntry>> {
+    let user = who.staff()?;
+    let ws = super::transfers::workspace_by_path(app, workspace).await?;
+    access::require_role(app, user, &ws, &[Role::Researcher]).await?;
+    let root = output_dir(app, &ws).await?;
+    // A directory walk is blocking file-system work: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut stack = vec![(root.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
+                let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                    continue;
+                };
+                let path = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if meta.is_dir() {
+                    stack.push((e.path(), path));
+                } else if meta.is_file() {
+                    out.push(OutputEntry {
+                        path,
+                        size: meta.len(),
+                    });
+                }
+                if out.len() >= OUTPUT_LISTING {
+                    break;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("listing the output volume failed: {e}")))
+}
+
+/// Refuses (409) when a request's files are no longer those a page showed: forms of output
+/// checking carry the root digest they were rendered with.
+pub async fn still_as_shown(
+    app: &App,
+    who: &Principal,
+    id: TransferId,
+    root_digest: &str,
+) -> Result<()> {
+    let user = who.staff()?;
+    let (t, _) = access::load_for(app, user, id).await?;
+    let now = t.root_digest.as_deref().unwrap_or("");
+    if now != root_digest {
+        return Err(Error::Conflict(format!(
+            "the request's pinned files changed: root digest {} now, {} on the page",
+            if now.is_empty() { "none" } else { now },
+            if root_digest.is_empty() {
+                "none"
+            } else {
+                root_digest
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// The workspace's output volume: the analysis environment writes there, airlock only reads.
 pub async fn output_dir(app: &App, ws: &Workspace) -> Result<PathBuf> {
     Ok(match app.store.workspace_output(ws.id).await? {

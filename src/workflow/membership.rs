@@ -448,12 +448,16 @@ pub(super) async fn disable_as(
         )));
     }
     let revoked = tx.revoke_staff_tokens(target.id, None).await?;
+    let now = chrono::Utc::now().timestamp();
+    let sessions = tx
+        .end_user_sessions(target.id, now, "user disabled")
+        .await?;
     let why = format!("void: {} was disabled", target.name);
     let voided_on = tx.void_decisions_of(target.id, None, None, &why).await?;
     tx.audit(
         AuditEvent::new(actor, "user.disabled").detail(serde_json::json!({
             "user": target.name, "reason": reason, "tokens_revoked": revoked,
-            "approvals_voided_on": voided_on,
+            "sessions_ended": sessions, "approvals_voided_on": voided_on,
         })),
     )
     .await?;
@@ -522,9 +526,19 @@ pub async fn revoke_staff_tokens(
     };
     let mut tx = app.store.begin().await?;
     let revoked = tx.revoke_staff_tokens(target.id, only).await?;
+    // Revoking all of a user's tokens also signs them out of the browser; one token by id
+    // (say, a script's) leaves their sessions be.
+    let sessions = match only {
+        None => {
+            let now = chrono::Utc::now().timestamp();
+            tx.end_user_sessions(target.id, now, "staff tokens revoked")
+                .await?
+        }
+        Some(_) => 0,
+    };
     tx.audit(
         AuditEvent::new(who.actor(), "user.tokens_revoked").detail(serde_json::json!({
-            "user": target.name, "token_ids": revoked,
+            "user": target.name, "token_ids": revoked, "sessions_ended": sessions,
         })),
     )
     .await?;

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod admin;
 pub mod archive_upload;
+pub mod browse;
 mod budget;
 pub mod collect;
 pub mod egress;
@@ -13,6 +14,7 @@ pub mod membership;
 pub mod refusals;
 pub mod release;
 pub mod scanning;
+pub mod sessions;
 pub mod throttle;
 pub mod transfers;
 pub mod upload;
