@@ -164,6 +164,7 @@
       showRemaining(pkg);
     } catch (err) {
       // The token may just have run out (its last download): say so, keep the list.
+      if (pkg && typeof pkg.downloads_left === 'number') $('downloads-left').textContent = '0';
       return ' The link can no longer be used: ' + err.message;
     }
     return '';

@@ -408,6 +408,15 @@ fn cases() -> Vec<RouteCase> {
     };
     vec![
         c("get", "/api/v1/me", On::None, no_body, ANY_STAFF, false),
+        // A sign-in link for the caller themself, never for anyone else.
+        c(
+            "post",
+            "/api/v1/login-links",
+            On::None,
+            no_body,
+            ANY_STAFF,
+            false,
+        ),
         c(
             "post",
             "/api/v1/transfers",

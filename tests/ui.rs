@@ -107,7 +107,10 @@ async fn a_login_link_signs_in_once_into_a_host_only_strict_session_that_logout_
     let out = t.cli(None, &["admin", "login-link", "inv"]);
     assert!(out.status.success(), "{out:?}");
     let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(url.starts_with("http://") && url.contains("/ui/login#"), "{url}");
+    assert!(
+        url.starts_with("http://") && url.contains("/ui/login#"),
+        "{url}"
+    );
     let secret = login_secret(&url);
 
     // Fetching the link (what a mail scanner does) consumes nothing: the secret is not even
@@ -240,12 +243,7 @@ async fn the_api_mints_a_login_link_only_for_the_caller_himself() {
     let upload = t.upload_token(&p.pm, &id, Value::Null).await;
     let (s, _) = t.post_json(&upload, "/login-links", Value::Null).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let r = t
-        .http
-        .post(t.api("/login-links"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.http.post(t.api("/login-links")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // `airlock ui --print` prints the caller's link.
@@ -360,7 +358,10 @@ async fn forms_from_another_origin_or_without_their_token_are_refused_and_change
     let r = b.post(&path, &[("csrf", &b.csrf)]).await;
     assert_eq!(r.status(), StatusCode::OK);
     let html = r.text().await.unwrap();
-    assert!(html.contains("/upload#eyJ"), "the link carries the token after #");
+    assert!(
+        html.contains("/upload#eyJ"),
+        "the link carries the token after #"
+    );
     assert!(!html.contains("/upload?"), "never in a query");
     // An Origin equal to the host passes too (browsers without Sec-Fetch-Site).
     let host = t.url.trim_start_matches("http://").to_owned();
@@ -422,7 +423,11 @@ async fn a_decision_from_a_stale_page_is_refused_and_one_from_a_fresh_page_count
     };
     let stale = decide("0".repeat(64), "approve", "").await;
     assert_eq!(stale.status(), StatusCode::CONFLICT);
-    assert!(stale.text().await.unwrap().contains("changed since your page"));
+    assert!(stale
+        .text()
+        .await
+        .unwrap()
+        .contains("changed since your page"));
     let no_comment = decide(root.clone(), "reject", "").await;
     assert_eq!(no_comment.status(), StatusCode::BAD_REQUEST);
     assert_eq!(t.show(&p.pm, &id).await["state"], "in_review");
@@ -479,7 +484,10 @@ async fn previews_escape_markup_show_images_by_their_magic_and_downloads_are_att
             .unwrap()
             .starts_with("text/html"));
         let body = r.text().await.unwrap();
-        assert!(body.contains(needle), "{path}: escaped source shown: {body}");
+        assert!(
+            body.contains(needle),
+            "{path}: escaped source shown: {body}"
+        );
         assert!(!body.contains("<script>"), "{path}: never live markup");
     }
     let r = preview("photo.png").await;
@@ -498,8 +506,13 @@ async fn previews_escape_markup_show_images_by_their_magic_and_downloads_are_att
     assert!(flagged.starts_with(" title=\"small-cell\">3<"), "{flagged}");
     assert!(body.contains("id=\"column-summary\""));
 
-    let r = b.get(&format!("/ui/transfers/{id}/download/page.html")).await;
-    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/octet-stream");
+    let r = b
+        .get(&format!("/ui/transfers/{id}/download/page.html"))
+        .await;
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "application/octet-stream"
+    );
     assert!(r.headers()[header::CONTENT_DISPOSITION]
         .to_str()
         .unwrap()
@@ -510,11 +523,16 @@ async fn previews_escape_markup_show_images_by_their_magic_and_downloads_are_att
             .fetch_one(t.app.store.pool())
             .await
             .unwrap();
-    assert!(reads >= 4, "each preview and download is an audited read: {reads}");
+    assert!(
+        reads >= 4,
+        "each preview and download is an audited read: {reads}"
+    );
 
     // Someone outside the project sees nothing of it.
     let o = Browser::sign_in(&t, "outsider").await;
-    let r = o.get(&format!("/ui/transfers/{id}/preview/page.html")).await;
+    let r = o
+        .get(&format!("/ui/transfers/{id}/preview/page.html"))
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = o.get(&format!("/ui/transfers/{id}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -549,9 +567,9 @@ async fn the_folder_tree_pages_a_big_folder_and_folds_sub_folders_into_one_entry
             .map(|row| {
                 let a = row.find("<td>").unwrap() + 4;
                 let text = &row[a..];
-                let text = text.strip_prefix("<a href=").map_or(text, |_| {
-                    &text[text.find('>').unwrap() + 1..]
-                });
+                let text = text
+                    .strip_prefix("<a href=")
+                    .map_or(text, |_| &text[text.find('>').unwrap() + 1..]);
                 text[..text.find('<').unwrap()]
                     .trim_start_matches("📁 ")
                     .to_owned()

@@ -5,9 +5,9 @@
 //! recipient collects. Each page's screenshot is written to the test's data directory
 //! (`screenshots/`).
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 
 use airlock::domain::Role;
 use airlock::workflow::{admin, sessions};
@@ -51,7 +51,10 @@ async fn sign_in(b: &Browser, t: &TestApp, user: &str) {
         .await
         .unwrap();
     b.wait_text("#me", user, WAIT).await;
-    let c = b.cookie("__Host-airlock-session").await.expect("session cookie");
+    let c = b
+        .cookie("__Host-airlock-session")
+        .await
+        .expect("session cookie");
     assert!(c.http_only().unwrap_or(false) && c.secure().unwrap_or(false));
     assert_eq!(format!("{:?}", c.same_site()), "Some(Strict)");
 }
@@ -86,7 +89,10 @@ async fn a_provider_uploads_a_folder_and_a_big_file_resuming_after_a_reload_and_
     b.wait_js("!document.getElementById('uploader').hidden", WAIT)
         .await;
     let now = b.client.current_url().await.unwrap();
-    assert!(now.fragment().is_none(), "the token left the address bar: {now}");
+    assert!(
+        now.fragment().is_none(),
+        "the token left the address bar: {now}"
+    );
     shot(&b, &t, "upload-empty").await;
 
     b.set_file_input("#pick-folder", &[&folder]).await;
@@ -100,8 +106,9 @@ async fn a_provider_uploads_a_folder_and_a_big_file_resuming_after_a_reload_and_
     b.throttle(5_000_000).await;
     b.set_file_input("#pick-files", &[&big]).await;
     b.wait_js(
-        "(() => { const r = document.querySelector('#file-rows tr[data-path=\"big.bin\"] progress'); \
-         return r && r.value > 8 * 1024 * 1024; })()",
+        "(() => { const r = document.querySelector('#file-rows tr[data-path=\"big.bin\"]'); \
+         return r && r.querySelector('.state').textContent === 'uploading' \
+           && r.querySelector('progress').value > 12 * 1024 * 1024; })()",
         WAIT,
     )
     .await;
@@ -160,7 +167,11 @@ async fn a_provider_uploads_a_folder_and_a_big_file_resuming_after_a_reload_and_
 
     // Seal, in two steps: the page says the link dies.
     let warning = b.client.find(Locator::Id("seal-warning")).await.unwrap();
-    assert!(warning.text().await.unwrap().contains("token stops working"));
+    assert!(warning
+        .text()
+        .await
+        .unwrap()
+        .contains("token stops working"));
     b.client
         .find(Locator::Id("seal"))
         .await
@@ -177,14 +188,15 @@ async fn a_provider_uploads_a_folder_and_a_big_file_resuming_after_a_reload_and_
         .unwrap();
     b.wait_text("#status", "Sealed", WAIT).await;
     shot(&b, &t, "upload-sealed").await;
-    assert!(b.csp_violations().await.is_empty(), "the upload page is CSP-clean");
+    assert!(
+        b.csp_violations().await.is_empty(),
+        "the upload page is CSP-clean"
+    );
     b.close().await;
 
     let v = t.wait_for_state(&p.pm, &id, "in_review").await;
     assert_eq!(v["file_count"], 4);
-    let (s, page) = t
-        .get_json(&p.pm, &format!("/transfers/{id}/files"))
-        .await;
+    let (s, page) = t.get_json(&p.pm, &format!("/transfers/{id}/files")).await;
     assert_eq!(s, StatusCode::OK);
     for (path, file) in &want {
         let f = page["files"]
@@ -258,7 +270,11 @@ async fn a_referee_signs_in_previews_a_flagged_table_and_approves_and_no_content
     sign_in(&b, &t, "ref").await;
     // The inbox lists the transfer as awaiting the referee.
     let row = b
-        .wait_text(&format!("#to-decide tr[data-id=\"{id}\"]"), "in_review", WAIT)
+        .wait_text(
+            &format!("#to-decide tr[data-id=\"{id}\"]"),
+            "in_review",
+            WAIT,
+        )
         .await;
     shot(&b, &t, "inbox").await;
     row.find(Locator::Css("a"))
@@ -294,7 +310,10 @@ async fn a_referee_signs_in_previews_a_flagged_table_and_approves_and_no_content
     // HTML and SVG are shown as text; the JPEG as an image; no script of theirs runs.
     for (name, path) in [("html", "page.html"), ("svg", "pic.svg")] {
         b.client
-            .goto(&format!("{}/ui/transfers/{id}?preview={path}#preview", t.url))
+            .goto(&format!(
+                "{}/ui/transfers/{id}?preview={path}#preview",
+                t.url
+            ))
             .await
             .unwrap();
         let frame = b.client.find(Locator::Id("preview-frame")).await.unwrap();
@@ -308,13 +327,19 @@ async fn a_referee_signs_in_previews_a_flagged_table_and_approves_and_no_content
         assert_ne!(b.client.title().await.unwrap(), "pwned");
     }
     b.client
-        .goto(&format!("{}/ui/transfers/{id}?preview=photo.jpg#preview", t.url))
+        .goto(&format!(
+            "{}/ui/transfers/{id}?preview=photo.jpg#preview",
+            t.url
+        ))
         .await
         .unwrap();
     let frame = b.client.find(Locator::Id("preview-frame")).await.unwrap();
     frame.enter_frame().await.unwrap();
     let width = b
-        .wait_js("document.images.length === 1 && document.images[0].naturalWidth", WAIT)
+        .wait_js(
+            "document.images.length === 1 && document.images[0].naturalWidth",
+            WAIT,
+        )
         .await;
     assert_eq!(width, 1, "the JPEG decoded and shows");
     b.client.enter_parent_frame().await.unwrap();
@@ -367,7 +392,12 @@ async fn a_referee_signs_in_previews_a_flagged_table_and_approves_and_no_content
 async fn an_output_checker_votes_per_file_blind_the_researcher_sees_shared_comments_and_a_recipient_collects(
 ) {
     let t = TestApp::spawn().await;
-    let p = t.bootstrap(1).await;
+    // Tier 2: output checking is blind (investigator, provider and a referee check).
+    let p = t.bootstrap(2).await;
+    admin::add_user(&t.app, "ref", &[Role::Referee])
+        .await
+        .unwrap();
+    let referee = admin::staff_token(&t.app, "ref", None).await.unwrap();
     admin::add_member(&t.app, "proj", "prov", Role::Provider)
         .await
         .unwrap();
@@ -376,7 +406,11 @@ async fn an_output_checker_votes_per_file_blind_the_researcher_sees_shared_comme
         .unwrap();
     let out = t.data_dir().join("volumes/proj/ws/output");
     write(&out, "tables/a.csv", b"region,cases\nnorth,120\nsouth,95\n");
-    write(&out, "tables/b.csv", b"region,controls\nnorth,340\nsouth,410\n");
+    write(
+        &out,
+        "tables/b.csv",
+        b"region,controls\nnorth,340\nsouth,410\n",
+    );
     write(&out, "analysis.py", b"print('counts')\n");
 
     // The researcher builds the request in the browser from the output volume.
@@ -425,6 +459,14 @@ async fn an_output_checker_votes_per_file_blind_the_researcher_sees_shared_comme
     let id = url.path().rsplit('/').next().unwrap().to_owned();
     t.wait_for_state(&p.pm, &id, "in_review").await;
     b.close().await;
+    let (s, v) = t
+        .post_json(
+            &p.pm,
+            &format!("/transfers/{id}/referees"),
+            json!({"user": "ref"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 
     // The investigator votes per file in the browser: one shared comment, one for checkers.
     let b = Browser::start().await;
@@ -435,7 +477,11 @@ async fn an_output_checker_votes_per_file_blind_the_researcher_sees_shared_comme
         .unwrap();
     for (path, comment, visibility) in [
         ("tables/a.csv", "shared: fine as it is", "shared"),
-        ("tables/b.csv", "checkers only: compare with last year", "checkers"),
+        (
+            "tables/b.csv",
+            "checkers only: compare with last year",
+            "checkers",
+        ),
     ] {
         let form = b
             .client
@@ -479,7 +525,10 @@ async fn an_output_checker_votes_per_file_blind_the_researcher_sees_shared_comme
     }
     b.client.refresh().await.unwrap();
     let page = b.client.source().await.unwrap();
-    assert!(!page.contains("prov-secret-note"), "blind until inv's review");
+    assert!(
+        !page.contains("prov-secret-note"),
+        "blind until inv's review"
+    );
     b.client
         .find(Locator::Id("submit-review"))
         .await
@@ -491,6 +540,20 @@ async fn an_output_checker_votes_per_file_blind_the_researcher_sees_shared_comme
     b.close().await;
     let (s, v) = t
         .post_json(&p.prov, &format!("/egress/{id}/review"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for path in ["tables/a.csv", "tables/b.csv"] {
+        let (s, v) = t
+            .post_json(
+                &referee,
+                &format!("/egress/{id}/votes"),
+                json!({"path": path, "vote": "approve"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, v) = t
+        .post_json(&referee, &format!("/egress/{id}/review"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     t.wait_for_state(&p.pm, &id, "released").await;
@@ -538,11 +601,18 @@ async fn an_output_checker_votes_per_file_blind_the_researcher_sees_shared_comme
         .click()
         .await
         .unwrap();
-    b.wait_text("#collect-rows tr[data-path=\"tables/a.csv\"] .check", "verified", WAIT)
-        .await;
+    b.wait_text(
+        "#collect-rows tr[data-path=\"tables/a.csv\"] .check",
+        "verified",
+        WAIT,
+    )
+    .await;
     b.wait_text("#downloads-left", "1", WAIT).await;
     let got = b.wait_download("a.csv", WAIT).await;
-    assert_eq!(std::fs::read(got).unwrap(), std::fs::read(out.join("tables/a.csv")).unwrap());
+    assert_eq!(
+        std::fs::read(got).unwrap(),
+        std::fs::read(out.join("tables/a.csv")).unwrap()
+    );
     b.client
         .find(Locator::Id("download-zip"))
         .await
