@@ -579,7 +579,7 @@ pub async fn transfer(
         roles_asked: view
             .awaiting
             .iter()
-            .filter(|a| a.from.iter().any(|n| *n == me))
+            .filter(|a| a.from.contains(&me))
             .map(|a| a.role.as_str().to_owned())
             .collect(),
         is_pm,

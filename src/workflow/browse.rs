@@ -83,7 +83,7 @@ pub async fn inbox(app: &App, who: &Principal) -> Result<Vec<InboxRow>> {
         let from_me = view
             .awaiting
             .iter()
-            .any(|a| a.from.iter().any(|n| *n == user.name));
+            .any(|a| a.from.contains(&user.name));
         let why = match view.state {
             TransferState::InReview if from_me => Why::Decide,
             TransferState::Returned if mine => Why::Returned,
