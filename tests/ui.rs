@@ -602,3 +602,23 @@ async fn the_folder_tree_pages_a_big_folder_and_folds_sub_folders_into_one_entry
     let deep = b.page(&format!("/ui/transfers/{id}?dir=deep%2F")).await;
     assert_eq!(names(&deep), ["x/"]);
 }
+
+#[tokio::test]
+async fn a_client_that_keeps_sending_bad_login_links_is_throttled() {
+    let t = TestApp::spawn_with(|s| s.audit.refusals_per_client = 3).await;
+    t.bootstrap(1).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = post_login(&t, &format!("made-up-{i}")).await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert_eq!(statuses[4], 429, "{statuses:?}");
+    // Even a good link waits until the window passes: nothing is looked up meanwhile.
+    let link = airlock::workflow::sessions::admin_login_link(&t.app, "inv")
+        .await
+        .unwrap();
+    let r = post_login(&t, &login_secret(&link.url)).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
+}

@@ -159,7 +159,12 @@ pub fn page_error(e: Error) -> Response {
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message,
     };
-    render(status, &page)
+    let mut r = render(status, &page);
+    if let Error::TooManyRequests { retry_after, .. } = &e {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, (*retry_after).into());
+    }
+    r
 }
 
 /// Renders a template with a status.

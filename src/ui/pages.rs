@@ -14,7 +14,7 @@ use crate::workflow::transfers::{self, TransferView};
 use crate::workflow::{collect, egress, governance, sessions, Error};
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -83,8 +83,12 @@ pub struct LoginForm {
     token: String,
 }
 
-pub async fn login(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Response {
-    match sessions::sign_in(&app, &f.token).await {
+pub async fn login(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    match sessions::sign_in(&app, &f.token, peer.ip().to_canonical()).await {
         Ok(s) => {
             let mut r = Redirect::to("/ui/").into_response();
             *r.status_mut() = StatusCode::SEE_OTHER;

@@ -80,10 +80,7 @@ pub async fn inbox(app: &App, who: &Principal) -> Result<Vec<InboxRow>> {
             continue;
         };
         let mine = view.uploader == user.name || view.created_by == user.name;
-        let from_me = view
-            .awaiting
-            .iter()
-            .any(|a| a.from.contains(&user.name));
+        let from_me = view.awaiting.iter().any(|a| a.from.contains(&user.name));
         let why = match view.state {
             TransferState::InReview if from_me => Why::Decide,
             TransferState::Returned if mine => Why::Returned,

@@ -125,8 +125,23 @@ pub async fn own_login_link(app: &App, who: &Principal) -> Result<LoginLink> {
 }
 
 /// Consumes a login link and starts a session. A link used before, expired, never issued or
-/// for a user disabled since gets the same refusal.
-pub async fn sign_in(app: &App, secret: &str) -> Result<NewSession> {
+/// for a user disabled since gets the same refusal. A client that keeps being refused is
+/// throttled (429) like one with bad tokens, before anything is looked up.
+pub async fn sign_in(app: &App, secret: &str, client: std::net::IpAddr) -> Result<NewSession> {
+    if let Err(retry_after) = app.refusal_throttle.check(client, None) {
+        return Err(Error::TooManyRequests {
+            message: format!("too many refused sign-ins from {client}; retry in {retry_after} s"),
+            retry_after,
+        });
+    }
+    let result = consume(app, secret).await;
+    if let Err(Error::Unauthenticated(_)) = &result {
+        app.refusal_throttle.refused(client, None);
+    }
+    result
+}
+
+async fn consume(app: &App, secret: &str) -> Result<NewSession> {
     let refused = || {
         Error::Unauthenticated(
             "this login link is not valid: it was used before, it has expired (links live 10 \
