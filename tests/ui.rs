@@ -287,6 +287,17 @@ async fn every_page_carries_a_strict_csp_nosniff_no_referrer_and_no_store() {
         assert!(!html.contains(" style="), "{path}: no inline style");
         assert!(!html.contains("hx-on"), "{path}: never hx-on");
     }
+    // htmx, where pages load it, runs with eval off, no history cache (previews must not land
+    // in localStorage) and requests to this origin only.
+    let inbox = b.page("/ui/").await;
+    for setting in [
+        "\"allowEval\":false",
+        "\"historyCacheSize\":0",
+        "\"selfRequestsOnly\":true",
+        "\"includeIndicatorStyles\":false",
+    ] {
+        assert!(inbox.contains(setting), "{setting}");
+    }
     // Error pages too.
     let r = b.get("/ui/transfers/not-a-transfer").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
