@@ -522,6 +522,6 @@ pub async fn package_tar(
 /// A hex SHA-256 as an RFC 9530 `Repr-Digest` value: `sha-256=:BASE64:`.
 pub fn repr_digest(sha256_hex: &str) -> Option<HeaderValue> {
     let raw = hex::decode(sha256_hex).ok()?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
     HeaderValue::from_str(&format!("sha-256=:{b64}:")).ok()
 }
