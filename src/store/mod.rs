@@ -27,11 +27,13 @@ pub use fixity::{AtRest, FixityRow};
 pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod egress;
+mod mail;
 mod webhooks;
 pub use egress::{
     AckRow, CollectionRow, CollectionTokenRow, EgressRow, FindingRow, PinnedRow, ReviewRow, VoteRow,
 };
 pub use governance::{Member, RefereeRow};
+pub use mail::{MailRow, NewMail};
 pub use webhooks::{AuditRow, Delivery};
 
 #[derive(Debug, thiserror::Error)]
