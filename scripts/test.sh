@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 #   b3sum, coreutils (sha256sum) - reference digests
 #   clamav-daemon (clamd), clamdscan - the real ClamAV the scanning tests start on a free port
 #     with a one-signature database (scanners/test.hdb); nothing is downloaded
+#   python3-aiosmtpd - the real SMTP server the email tests start on a free port
+#     (tests/common/smtp_receiver.py, run with Debian's /usr/bin/python3)
+#   openssl     - makes the private CA and relay certificate of the STARTTLS and TLS tests
 need_pkgs=()
 [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null || need_pkgs+=(clamav-daemon)
 command -v clamdscan >/dev/null || need_pkgs+=(clamdscan)
@@ -24,6 +27,8 @@ command -v lz4 >/dev/null || need_pkgs+=(lz4)
 command -v unzip >/dev/null || need_pkgs+=(unzip)
 command -v ar >/dev/null || need_pkgs+=(binutils)
 /usr/bin/python3 -c 'import tusclient' 2>/dev/null || need_pkgs+=(python3-tuspy)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_pkgs+=(python3-aiosmtpd)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""
@@ -31,10 +36,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
 fi
-for tool in curl b3sum sha256sum md5sum clamdscan xz bzip2 zstd lz4 unzip ar tar; do
+for tool in curl b3sum sha256sum md5sum clamdscan xz bzip2 zstd lz4 unzip ar tar openssl; do
   command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import tusclient' || { echo "python3-tuspy is required" >&2; exit 1; }
+/usr/bin/python3 -c 'import aiosmtpd' || { echo "python3-aiosmtpd is required" >&2; exit 1; }
 [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null || { echo "clamd (clamav-daemon) is required" >&2; exit 1; }
 # The Debian package may start its own clamd and freshclam services where systemd runs; the
 # tests never use them (each test clamd has its own port and database).
