@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 #   chromium, chromium-driver - the real browser the UI tests drive (tests/common/browser.rs)
 #   clamav-daemon (clamd), clamdscan - the real ClamAV the scanning tests start on a free port
 #     with a one-signature database (scanners/test.hdb); nothing is downloaded
+#   python3-aiosmtpd - the real SMTP server the email tests start on a free port
+#     (tests/common/smtp_receiver.py, run with Debian's /usr/bin/python3)
+#   openssl     - makes the private CA and relay certificate of the STARTTLS and TLS tests
 need_pkgs=()
 [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null || need_pkgs+=(clamav-daemon)
 command -v clamdscan >/dev/null || need_pkgs+=(clamdscan)
@@ -28,6 +31,8 @@ command -v ar >/dev/null || need_pkgs+=(binutils)
 # The browser UI tests (tests/ui*.rs) drive Debian's Chromium through its chromedriver.
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_pkgs+=(python3-aiosmtpd)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""
@@ -35,10 +40,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
 fi
-for tool in curl b3sum sha256sum md5sum clamdscan xz bzip2 zstd lz4 unzip ar tar chromium chromedriver; do
+for tool in curl b3sum sha256sum md5sum clamdscan xz bzip2 zstd lz4 unzip ar tar openssl chromium chromedriver; do
   command -v "$tool" >/dev/null || { echo "missing required tool: $tool" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import tusclient' || { echo "python3-tuspy is required" >&2; exit 1; }
+/usr/bin/python3 -c 'import aiosmtpd' || { echo "python3-aiosmtpd is required" >&2; exit 1; }
 [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null || { echo "clamd (clamav-daemon) is required" >&2; exit 1; }
 # The Debian package may start its own clamd and freshclam services where systemd runs; the
 # tests never use them (each test clamd has its own port and database).

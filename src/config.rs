@@ -21,6 +21,7 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub uploads: UploadSettings,
     pub ui: UiSettings,
+    pub mail: MailSettings,
 }
 
 /// The browser UI: sign-in links, sessions, and the address pages and emails link to.
@@ -62,6 +63,133 @@ impl UiSettings {
     }
 }
 
+/// How the SMTP relay is reached (`[mail] tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTls {
+    /// Plain SMTP, nothing encrypted: only for a relay on a trusted network (or loopback).
+    None,
+    /// Plain connection upgraded with STARTTLS, which must succeed (never a silent fallback
+    /// to plain text). Usually port 587.
+    Starttls,
+    /// TLS from the first byte ("implicit TLS", SMTPS). Usually port 465.
+    Tls,
+}
+
+/// Email: the transport, and who people are as addresses. One email goes for every transition
+/// that awaits someone or tells a requester the outcome (`notify::email`), and integrity
+/// alerts go through the same transport (`[integrity] mail_to`).
+///
+/// Compatibility: the older `[integrity] smtp`, `mail_from` and `mail_domain` keys still work
+/// for integrity alerts. When `[mail] smtp` is unset, alerts go to `[integrity] smtp` over
+/// plain SMTP as before (and no transition is mailed); when both are set, `[mail]` wins.
+/// `[integrity] mail_from` and `mail_domain`, where set, still name the alert's sender and
+/// the managers' domain; otherwise `[mail] from` and `domain` do.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    /// The SMTP relay, `host:port` (such as `smtp.example.ac.uk:587`). Default: none, and then
+    /// no email is queued or sent.
+    pub smtp: Option<String>,
+    /// `none`, `starttls` or `tls` (see [`MailTls`]). Default `starttls`; `none` only for a
+    /// relay on a trusted network.
+    pub tls: MailTls,
+    /// The user name for SMTP AUTH (PLAIN or LOGIN). Default: none (no AUTH); set it with
+    /// `password`.
+    #[serde(deserialize_with = "opt_text")]
+    pub username: Option<String>,
+    /// The SMTP AUTH password. Best set as `AIRLOCK__MAIL__PASSWORD` rather than in the file.
+    /// Never logged or shown. Default: none.
+    #[serde(deserialize_with = "opt_text")]
+    pub password: Option<String>,
+    /// The sender of every email. Default `airlock@localhost.localdomain`.
+    pub from: String,
+    /// A PEM file of extra root certificates trusted for the relay's TLS certificate (a
+    /// private relay's own CA), besides the built-in web PKI roots. Default: none.
+    pub ca_file: Option<PathBuf>,
+    /// People are mailed as `USER@domain` (airlock keeps no address per user). Required with
+    /// `smtp`.
+    pub domain: Option<String>,
+    /// How long one connection and message may take. Default `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Attempts per message before it is marked failed (logged and audited as `mail.failed`).
+    /// Default 8.
+    pub max_attempts: u32,
+    /// Wait after the first failure, doubled after each (with jitter). Default `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts. Default `30m`.
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff_max: Duration,
+    /// How often the email outbox is looked at. Default `1s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            smtp: None,
+            tls: MailTls::Starttls,
+            username: None,
+            password: None,
+            from: "airlock@localhost.localdomain".into(),
+            ca_file: None,
+            domain: None,
+            timeout: Duration::from_secs(30),
+            max_attempts: 8,
+            backoff_initial: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(30 * 60),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Without the password: settings are debug-printed in places, and it must never be logged.
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("smtp", &self.smtp)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("from", &self.from)
+            .field("ca_file", &self.ca_file)
+            .field("domain", &self.domain)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+/// `host:port` split, the port a number.
+pub fn smtp_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then_some(())?;
+    Some((host, port.parse().ok()?))
+}
+
+/// A string, or a number or boolean taken as its text: an environment variable such as
+/// `AIRLOCK__MAIL__PASSWORD=123456` arrives typed as a number.
+fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => Some(s),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a string, found {}",
+                other.type_str()
+            )))
+        }
+    })
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {
@@ -97,6 +225,71 @@ impl Default for AuditSettings {
             refusals_per_client: 60,
             refusals_per_token: 20,
         }
+    }
+}
+
+impl MailSettings {
+    /// Refuses settings that could only fail later, when a message is sent.
+    fn check(&self, integrity: &IntegritySettings) -> Result<(), String> {
+        for (key, relay) in [
+            ("mail.smtp", &self.smtp),
+            ("integrity.smtp", &integrity.smtp),
+        ] {
+            if let Some(r) = relay {
+                if smtp_host_port(r).is_none() {
+                    return Err(format!("`{key}`: `{r}` is not host:port"));
+                }
+            }
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err("`mail.username` and `mail.password` go together".into());
+        }
+        if self.username.is_some() && self.smtp.is_none() {
+            return Err("`mail.username` is set but `mail.smtp` is not".into());
+        }
+        for (key, from) in [
+            ("mail.from", Some(&self.from)),
+            ("integrity.mail_from", integrity.mail_from.as_ref()),
+        ] {
+            if let Some(f) = from {
+                if f.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(format!("`{key}`: `{f}` is not an email address"));
+                }
+            }
+        }
+        for (key, domain) in [
+            ("mail.domain", &self.domain),
+            ("integrity.mail_domain", &integrity.mail_domain),
+        ] {
+            if let Some(d) = domain {
+                if format!("user@{d}").parse::<lettre::Address>().is_err() {
+                    return Err(format!("`{key}`: `{d}` is not a mail domain"));
+                }
+            }
+        }
+        for a in &integrity.mail_to {
+            if a.parse::<lettre::Address>().is_err() {
+                return Err(format!(
+                    "`integrity.mail_to`: `{a}` is not an email address"
+                ));
+            }
+        }
+        if self.smtp.is_some() && self.domain.is_none() {
+            return Err(
+                "`mail.domain` must be set with `mail.smtp`: people are mailed as USER@domain"
+                    .into(),
+            );
+        }
+        if let Some(f) = &self.ca_file {
+            std::fs::metadata(f).map_err(|e| format!("`mail.ca_file` {}: {e}", f.display()))?;
+        }
+        if self.max_attempts == 0 {
+            return Err("`mail.max_attempts` must be at least 1".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("`mail.timeout` must be above zero".into());
+        }
+        Ok(())
     }
 }
 
@@ -154,15 +347,16 @@ pub struct IntegritySettings {
     /// How often the scheduler looks for files due. Default `10s`.
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: Duration,
-    /// An SMTP relay (`host:port`) integrity alerts are also emailed through. Default: none.
+    /// Deprecated: set `[mail] smtp` instead. A relay (`host:port`) integrity alerts are
+    /// emailed through over plain SMTP when `[mail] smtp` is unset. Default: none.
     pub smtp: Option<String>,
-    /// The alert's sender address.
-    pub mail_from: String,
-    /// Addresses every alert goes to (a managers' list, say).
+    /// The alert's sender address. Default: `[mail] from`.
+    pub mail_from: Option<String>,
+    /// Addresses every alert goes to (a managers' list, say). Default: none.
     #[serde(deserialize_with = "string_list")]
     pub mail_to: Vec<String>,
-    /// When set, the project's Programme and Project Managers are also mailed as
-    /// `USER@mail_domain`.
+    /// The project's Programme and Project Managers are also alerted as `USER@mail_domain`.
+    /// Default: `[mail] domain` (none: only `mail_to` is alerted).
     pub mail_domain: Option<String>,
 }
 
@@ -173,7 +367,7 @@ impl Default for IntegritySettings {
             bytes_per_second: 0,
             poll_interval: Duration::from_secs(10),
             smtp: None,
-            mail_from: "airlock@localhost.localdomain".into(),
+            mail_from: None,
             mail_to: Vec::new(),
             mail_domain: None,
         }
@@ -488,6 +682,7 @@ impl Settings {
         if s.webhooks.max_attempts == 0 {
             return Err(bad("`webhooks.max_attempts` must be at least 1".into()));
         }
+        s.mail.check(&s.integrity).map_err(bad)?;
         Ok(s)
     }
 }
@@ -530,5 +725,89 @@ mod tests {
         std::fs::write(&f, "[server]\nlisen = \"x\"\n").unwrap();
         let err = Settings::load(Some(&f), []).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn mail_settings_are_checked_and_the_password_comes_from_the_environment_unlogged() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = Settings::load(
+            None,
+            env(&[
+                ("AIRLOCK__MAIL__SMTP", "smtp.example.org:587"),
+                ("AIRLOCK__MAIL__DOMAIN", "example.org"),
+                ("AIRLOCK__MAIL__USERNAME", "airlock"),
+                // Typed as a number by the environment reader; still a password.
+                ("AIRLOCK__MAIL__PASSWORD", "12345678"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.mail.tls,
+            MailTls::Starttls,
+            "STARTTLS unless said otherwise"
+        );
+        assert_eq!(s.mail.password.as_deref(), Some("12345678"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("12345678"), "{shown}");
+        assert!(shown.contains("<hidden>"));
+
+        for (bad, why) in [
+            (
+                vec![("AIRLOCK__MAIL__SMTP", "smtp.example.org:587")],
+                "mail.domain",
+            ),
+            (
+                vec![
+                    ("AIRLOCK__MAIL__SMTP", "smtp.example.org"),
+                    ("AIRLOCK__MAIL__DOMAIN", "example.org"),
+                ],
+                "host:port",
+            ),
+            (
+                vec![
+                    ("AIRLOCK__MAIL__SMTP", "smtp.example.org:25"),
+                    ("AIRLOCK__MAIL__DOMAIN", "example.org"),
+                    ("AIRLOCK__MAIL__USERNAME", "airlock"),
+                ],
+                "go together",
+            ),
+            (
+                vec![
+                    ("AIRLOCK__MAIL__SMTP", "smtp.example.org:25"),
+                    ("AIRLOCK__MAIL__DOMAIN", "example.org"),
+                    ("AIRLOCK__MAIL__TLS", "ssl"),
+                ],
+                "ssl",
+            ),
+            (vec![("AIRLOCK__MAIL__FROM", "not an address")], "mail.from"),
+            (
+                vec![("AIRLOCK__INTEGRITY__SMTP", "nohost")],
+                "integrity.smtp",
+            ),
+        ] {
+            let err = Settings::load(None, env(&bad)).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        // The older alert keys still load.
+        let s = Settings::load(
+            None,
+            env(&[
+                ("AIRLOCK__INTEGRITY__SMTP", "127.0.0.1:25"),
+                ("AIRLOCK__INTEGRITY__MAIL_FROM", "alerts@example.org"),
+                ("AIRLOCK__INTEGRITY__MAIL_DOMAIN", "example.org"),
+                (
+                    "AIRLOCK__INTEGRITY__MAIL_TO",
+                    "a@example.org, b@example.org",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.integrity.mail_to.len(), 2);
+        assert!(s.mail.smtp.is_none());
     }
 }

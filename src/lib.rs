@@ -10,7 +10,7 @@
 //! - [`workflow`]: open, upload, seal, decide, release, expire: the only code that changes
 //!   state, and the only writer of audit events.
 //! - [`domain`]: ids, roles, kinds, the state machine, checked relative paths, manifests.
-//! - [`notify`]: signed webhooks for every transition, fed from the audit log.
+//! - [`notify`]: signed webhooks and email for every transition, fed from the audit log.
 //! - [`policy`]: per-tier policies from `policies/`.
 //! - [`hashing`]: streaming SHA-256 + BLAKE3, off the async threads.
 //! - [`volumes`]: quarantine and released volumes over `object_store`.

@@ -284,35 +284,10 @@ async fn a_flipped_deleted_or_added_released_file_is_detected_by_the_next_pass()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flipped_byte_in_quarantine_blocks_a_pending_transfer() {
-    // A real SMTP server (Python's smtpd, printing what it receives) for the email alert.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mail_dir = tempfile::tempdir().unwrap();
-    let mail_log = mail_dir.path().join("mail.txt");
-    let mut smtpd = std::process::Command::new("python3")
-        .args([
-            "-u",
-            "-W",
-            "ignore",
-            "-m",
-            "smtpd",
-            "-n",
-            "-c",
-            "DebuggingServer",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(std::fs::File::create(&mail_log).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A real SMTP server (aiosmtpd) for the email alert, reached through the older
+    // `[integrity] smtp` keys (plain SMTP), which still work beside `[mail]`.
+    let smtp = smtp::SmtpReceiver::start(smtp::Security::Plain, None);
+    let port = smtp.port;
     let t = TestApp::spawn_with(|s| {
         s.integrity.poll_interval = Duration::from_millis(200);
         s.integrity.smtp = Some(format!("127.0.0.1:{port}"));
@@ -347,29 +322,28 @@ async fn a_flipped_byte_in_quarantine_blocks_a_pending_transfer() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     // The alert email reached the SMTP server, for the list and the project's managers.
-    let mut mail = String::new();
-    for _ in 0..100 {
-        mail = std::fs::read_to_string(&mail_log).unwrap_or_default();
-        if mail.contains("Check now with") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = smtpd.kill();
-    let _ = smtpd.wait();
-    assert!(
-        mail.contains(&format!(
-            "Subject: [airlock] integrity incident in proj/fast, transfer {id}"
-        )),
-        "{mail}"
+    let got = smtp
+        .until("the alert email", |m| {
+            m.iter().any(|m| m.body().contains("Check now with"))
+        })
+        .await;
+    let mail = &got[0];
+    assert_eq!(
+        mail.header("Subject").unwrap(),
+        format!("[airlock] integrity incident in proj/fast, transfer {id}"),
+        "{mail:?}"
     );
-    assert!(
-        mail.contains("security@example.org, pm@example.org"),
-        "{mail}"
+    assert_eq!(
+        mail.header("To").unwrap(),
+        "security@example.org, pm@example.org",
+        "{mail:?}"
     );
+    assert_eq!(mail.rcpt_tos, ["security@example.org", "pm@example.org"]);
+    assert_eq!(mail.mail_from, "airlock@localhost.localdomain");
     assert!(
-        mail.contains("- quarantine a.bin changed: sha256"),
-        "{mail}"
+        mail.body().contains("- quarantine a.bin changed: sha256"),
+        "{}",
+        mail.body()
     );
     t.stop().await;
 }

@@ -706,15 +706,22 @@ pub async fn record(app: &App, t: &Transfer, report: &Report) -> crate::workflow
     Ok(())
 }
 
-/// Emails an alert when `[integrity] smtp` is set. A failure is logged; the incident stands
-/// (and went to the webhooks) either way.
+/// Emails an alert through `[mail]` (or the older `[integrity] smtp`; see
+/// [`crate::notify::mail::alert_mailer`]) to `[integrity] mail_to` and the project's managers
+/// at the mail domain. A failure is logged; the incident stands (and went to the webhooks)
+/// either way.
 async fn mail(app: &App, t: &Transfer, fresh: &[&Check], notify: &[String]) {
-    let s = &app.settings.integrity;
-    let Some(server) = &s.smtp else {
-        return;
+    let s = &app.settings;
+    let mailer = match crate::notify::mail::alert_mailer(s) {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(transfer = %t.id, error = %e, "integrity alert email not sent");
+            return;
+        }
     };
-    let mut to = s.mail_to.clone();
-    if let Some(domain) = &s.mail_domain {
+    let mut to = s.integrity.mail_to.clone();
+    if let Some(domain) = crate::notify::mail::alert_domain(s) {
         to.extend(notify.iter().map(|u| format!("{u}@{domain}")));
     }
     let ws = app
@@ -739,8 +746,8 @@ async fn mail(app: &App, t: &Transfer, fresh: &[&Check], notify: &[String]) {
         t.id
     ));
     let subject = format!("[airlock] integrity incident in {ws}, transfer {}", t.id);
-    if let Err(e) = crate::notify::mail::send(server, &s.mail_from, &to, &subject, &body).await {
-        tracing::warn!(transfer = %t.id, error = %e, "integrity alert email failed");
+    if let Err(e) = mailer.send(&to, &subject, &body).await {
+        tracing::warn!(transfer = %t.id, relay = mailer.relay(), error = %e, "integrity alert email failed");
     }
 }
 

@@ -24,8 +24,12 @@
 //!
 //! Besides the audit events, [`anchor`] sends `audit.anchor` deliveries: the signed head of
 //! the audit chain, to be kept by the receiver as evidence outside airlock.
+//!
+//! People are told by email ([`email`]), fed from the audit log the same way into an outbox
+//! of its own, and sent through the SMTP transport of [`mail`].
 
 pub mod anchor;
+pub mod email;
 pub mod mail;
 
 use crate::app::App;

@@ -277,6 +277,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let notifier = tokio::spawn(crate::notify::worker(app.clone(), stop_rx.clone()));
+    let mailer = tokio::spawn(crate::notify::email::worker(app.clone(), stop_rx.clone()));
     let scanner = tokio::spawn(crate::workflow::scanning::worker(
         app.clone(),
         stop_rx.clone(),
@@ -315,6 +316,7 @@ pub async fn run(
     signal.abort();
     let _ = worker.await;
     let _ = notifier.await;
+    let _ = mailer.await;
     let _ = scanner.await;
     let _ = fixity.await;
     let _ = summaries.await;

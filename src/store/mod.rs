@@ -28,6 +28,7 @@ pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod browse;
 mod egress;
+mod mail;
 mod sessions;
 mod webhooks;
 pub use browse::Entry;
@@ -35,6 +36,7 @@ pub use egress::{
     AckRow, CollectionRow, CollectionTokenRow, EgressRow, FindingRow, PinnedRow, ReviewRow, VoteRow,
 };
 pub use governance::{Member, RefereeRow};
+pub use mail::{MailRow, NewMail};
 pub use sessions::SessionRow;
 pub use webhooks::{AuditRow, Delivery};
 

@@ -209,6 +209,34 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS webhook_due ON webhook_deliveries(state, next_attempt_at);
+-- Email outbox, fed from the audit log as the webhook outbox is (`notify::email`): one row per
+-- event and person mailed; `mail_cursor` is the last audit seq looked at.
+CREATE TABLE IF NOT EXISTS mail_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mail_outbox (
+    id TEXT PRIMARY KEY,
+    audit_seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    transfer_id TEXT,
+    -- The user mailed, and the address (`USER@[mail] domain` when queued).
+    recipient TEXT NOT NULL,
+    address TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    -- `pending`, `sent` or `failed` (after the last attempt).
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    -- Unix milliseconds; while a sender holds the row, the end of its lease.
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    -- One message per event and person, however many reasons name them.
+    UNIQUE (audit_seq, recipient)
+);
+CREATE INDEX IF NOT EXISTS mail_due ON mail_outbox(state, next_attempt_at);
 
 -- One verdict per file (or archive member) and scanner, from the transfer's latest scan. Each is
 -- pinned to the digest of the bytes scanned and to the scanner's and its database's versions.

@@ -2,6 +2,8 @@
 //! bootstrapped with the people of a small project, plus small HTTP and process helpers.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use airlock::app::App;
 use airlock::config::Settings;
 use airlock::domain::Role;
