@@ -21,7 +21,8 @@ fn past(prefix_with_slash: &str) -> String {
     s
 }
 
-fn audit_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRow> {
+/// An audit event from a row of `seq, at, actor, action, transfer_id, detail`.
+pub(super) fn audit_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRow> {
     Ok(AuditRow {
         seq: r.try_get("seq")?,
         at: r.try_get("at")?,

@@ -695,6 +695,24 @@ pub async fn decide(
     Ok(back_to(id, &format!("Recorded: {}.", f.action)))
 }
 
+/// What every output-checking form checks first: its synchronizer token, and that the
+/// request's files are still those the page showed.
+async fn output_checking(
+    app: &AppState,
+    v: &Viewer,
+    raw: &str,
+    csrf: &str,
+    root_digest: &str,
+) -> Result<(TransferId, crate::workflow::access::Principal), PageError> {
+    v.check(csrf)?;
+    let id = id_of(raw)?;
+    let who = v.0.principal();
+    egress::still_as_shown(app, &who, id, root_digest)
+        .await
+        .map_err(stale)?;
+    Ok((id, who))
+}
+
 #[derive(Deserialize)]
 pub struct VoteForm {
     #[serde(default)]
@@ -717,12 +735,7 @@ pub async fn vote(
     Path(raw): Path<String>,
     Form(f): Form<VoteForm>,
 ) -> PageResult {
-    v.check(&f.csrf)?;
-    let id = id_of(&raw)?;
-    let who = v.0.principal();
-    egress::still_as_shown(&app, &who, id, &f.root_digest)
-        .await
-        .map_err(stale)?;
+    let (id, who) = output_checking(&app, &v, &raw, &f.csrf, &f.root_digest).await?;
     let req = egress::VoteRequest {
         path: f.path.clone(),
         role: role_of(&f.role)?,
@@ -754,12 +767,7 @@ pub async fn review(
     Path(raw): Path<String>,
     Form(f): Form<ReviewForm>,
 ) -> PageResult {
-    v.check(&f.csrf)?;
-    let id = id_of(&raw)?;
-    let who = v.0.principal();
-    egress::still_as_shown(&app, &who, id, &f.root_digest)
-        .await
-        .map_err(stale)?;
+    let (id, who) = output_checking(&app, &v, &raw, &f.csrf, &f.root_digest).await?;
     let req = egress::ReviewRequest {
         role: role_of(&f.role)?,
         comment: f.comment,
@@ -791,12 +799,7 @@ pub async fn acknowledge(
     Path(raw): Path<String>,
     Form(f): Form<AckForm>,
 ) -> PageResult {
-    v.check(&f.csrf)?;
-    let id = id_of(&raw)?;
-    let who = v.0.principal();
-    egress::still_as_shown(&app, &who, id, &f.root_digest)
-        .await
-        .map_err(stale)?;
+    let (id, who) = output_checking(&app, &v, &raw, &f.csrf, &f.root_digest).await?;
     let req = egress::AckRequest {
         finding: f.finding,
         role: role_of(&f.role)?,
