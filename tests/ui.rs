@@ -633,3 +633,219 @@ async fn a_client_that_keeps_sending_bad_login_links_is_throttled() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key(header::RETRY_AFTER));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_manager_opens_a_transfer_issues_its_link_and_assigns_a_referee_from_the_pages() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(2).await;
+    admin::add_user(&t.app, "ref", &[Role::Referee])
+        .await
+        .unwrap();
+    let b = Browser::sign_in(&t, "pm").await;
+    let r = b
+        .post(
+            "/ui/transfers",
+            &[
+                ("csrf", b.csrf.as_str()),
+                ("workspace", "proj/ws"),
+                ("kind", "data-ingress"),
+                ("uploader", "prov"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let id = to
+        .trim_start_matches("/ui/transfers/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(t.show(&p.pm, &id).await["state"], "open");
+    let page = b.page(&to).await;
+    assert!(
+        page.contains("Transfer opened"),
+        "the page says what happened"
+    );
+    assert!(page.contains("id=\"issue-upload-link\""));
+
+    // The upload link, shown once, works for an upload.
+    let r = b
+        .post(
+            &format!("/ui/transfers/{id}/upload-link"),
+            &[("csrf", b.csrf.as_str()), ("ttl", "2h")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    let at = html.find("/upload#").unwrap() + "/upload#".len();
+    let token = &html[at..at + html[at..].find('"').unwrap()];
+    let (s, v) = t.put(token, &id, "a.txt", b"hello\n".to_vec()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // A referee assigned from the page is on the transfer.
+    let r = b
+        .post(
+            &format!("/ui/transfers/{id}/referees"),
+            &[("csrf", b.csrf.as_str()), ("user", "ref")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let v = t.show(&p.pm, &id).await;
+    assert_eq!(v["referees"][0]["user"], "ref", "{v}");
+    // A bad name is refused with a page saying why, and changes nothing.
+    let r = b
+        .post(
+            &format!("/ui/transfers/{id}/referees"),
+            &[("csrf", b.csrf.as_str()), ("user", "nobody")],
+        )
+        .await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert!(r.text().await.unwrap().contains("nobody"));
+    assert_eq!(
+        t.show(&p.pm, &id).await["referees"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Someone who is not the project's manager cannot open one.
+    let inv = Browser::sign_in(&t, "inv").await;
+    let r = inv
+        .post(
+            "/ui/transfers",
+            &[
+                ("csrf", inv.csrf.as_str()),
+                ("workspace", "proj/ws"),
+                ("kind", "data-ingress"),
+                ("uploader", "prov"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_researcher_follows_a_request_through_a_return_and_resubmits_it_from_the_pages() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(1).await;
+    admin::add_member(&t.app, "proj", "prov", Role::Provider)
+        .await
+        .unwrap();
+    admin::add_user(&t.app, "recip", &[Role::Researcher])
+        .await
+        .unwrap();
+    let out = t.data_dir().join("volumes/proj/ws/output");
+    write(&out, "t/a.csv", b"region,cases\nnorth,120\nsouth,95\n");
+    write(&out, "run.py", b"print(1)\n");
+    let res = Browser::sign_in(&t, "res").await;
+    let page = res.page("/ui/egress?workspace=proj%2Fws").await;
+    assert!(
+        page.contains("name=\"role:t/a.csv\""),
+        "the output volume is listed"
+    );
+    let form = |id: &str| {
+        vec![
+            ("csrf".to_owned(), res.csrf.clone()),
+            ("workspace".to_owned(), "proj/ws".to_owned()),
+            ("id".to_owned(), id.to_owned()),
+            ("role:t/a.csv".to_owned(), "output".to_owned()),
+            ("role:run.py".to_owned(), "code".to_owned()),
+            ("context".to_owned(), "Counts by region.".to_owned()),
+            ("recipients".to_owned(), "recip".to_owned()),
+        ]
+    };
+    let post = |f: Vec<(String, String)>| {
+        res.http
+            .post(format!("{}/ui/egress", res.url))
+            .header(header::COOKIE, &res.cookie)
+            .header("sec-fetch-site", "same-origin")
+            .form(&f)
+            .send()
+    };
+    let r = post(form("")).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let to = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let id = to
+        .trim_start_matches("/ui/transfers/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    t.wait_for_state(&p.pm, &id, "in_review").await;
+
+    // The investigator asks for changes on the file from the page; a shared comment.
+    let inv = Browser::sign_in(&t, "inv").await;
+    let page = inv.page(&format!("/ui/transfers/{id}")).await;
+    let root = field(&page, "root_digest");
+    let r = inv
+        .post(
+            &format!("/ui/transfers/{id}/vote"),
+            &[
+                ("csrf", inv.csrf.as_str()),
+                ("root_digest", &root),
+                ("path", "t/a.csv"),
+                ("vote", "request-changes"),
+                ("comment", "round to 5"),
+                ("visibility", "shared"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = inv
+        .post(
+            &format!("/ui/transfers/{id}/review"),
+            &[("csrf", inv.csrf.as_str()), ("root_digest", &root)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    t.wait_for_state(&p.pm, &id, "returned").await;
+
+    // The researcher's inbox has it under "Returned to you"; the page links back to edit it.
+    let inbox = res.page("/ui/").await;
+    let returned = inbox
+        .split("id=\"returned\"")
+        .nth(1)
+        .expect("a returned table");
+    assert!(
+        returned.split("</table>").next().unwrap().contains(&id),
+        "{inbox}"
+    );
+    let page = res.page(&format!("/ui/transfers/{id}")).await;
+    assert!(page.contains("round to 5"), "the shared comment");
+    assert!(page.contains("id=\"resubmit\""));
+    write(
+        &out,
+        "t/a.csv",
+        b"region,cases\nnorth,120\nsouth,95\nwest,100\n",
+    );
+    let r = post(form(&id)).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let v = t.wait_for_state(&p.pm, &id, "in_review").await;
+    assert_eq!(v["round"], 2);
+    // A vote from the page before the resubmission is now stale.
+    let r = inv
+        .post(
+            &format!("/ui/transfers/{id}/vote"),
+            &[
+                ("csrf", inv.csrf.as_str()),
+                ("root_digest", &root),
+                ("path", "t/a.csv"),
+                ("vote", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains("changed since your page"));
+}

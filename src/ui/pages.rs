@@ -1191,15 +1191,17 @@ pub async fn egress_submit(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
+    let existing = get("id").trim().to_owned();
     let draft = egress::Draft {
-        workspace: Some(get("workspace")),
+        // Only a new request names its workspace; an edit keeps it.
+        workspace: existing.is_empty().then(|| get("workspace")),
         kind: None,
         context: get("context"),
         files,
         recipients,
         target_workspace: None,
     };
-    let id = match get("id").trim() {
+    let id = match existing.as_str() {
         "" => egress::create(&app, &who, draft).await?.id,
         raw => {
             let id = id_of(raw)?;
