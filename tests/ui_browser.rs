@@ -32,6 +32,12 @@ async fn shot(b: &Browser, t: &TestApp, name: &str) {
     let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
     assert!(len > 1000, "screenshot {} written", p.display());
     eprintln!("screenshot: {}", p.display());
+    // The test's folder goes with the test; AIRLOCK_SCREENSHOTS=DIR keeps a copy to look at.
+    if let Some(keep) = std::env::var_os("AIRLOCK_SCREENSHOTS") {
+        let keep = PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::copy(&p, keep.join(format!("{name}.png"))).unwrap();
+    }
 }
 
 /// Signs `user` in the way a person does: opens the login link, presses Sign in.
