@@ -459,6 +459,18 @@ fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     })
 }
 
+/// A list of CIDRs: a TOML array, or (in an environment variable) a comma-separated string.
+fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    string_list(d)?
+        .iter()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                serde::de::Error::custom(format!("`{s}` is not an IP range such as 10.0.0.0/8"))
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySettings {
@@ -478,6 +490,14 @@ pub struct ServerSettings {
     /// How often open transfers are checked for expired tokens. Default `5s`.
     #[serde(with = "humantime_serde_compat")]
     pub sweep_interval: Duration,
+    /// Reverse proxies (CIDRs, such as `["10.0.0.0/8"]`) whose `Forwarded` or
+    /// `X-Forwarded-For` header names the client. Only a request from one of them is read
+    /// that way, and the client is the right-most address in the header that is not itself a
+    /// trusted proxy: for token IP ranges, per-address limits and the audit log. Default:
+    /// none (the peer's address is the client's, and those headers are ignored). In an
+    /// environment variable, a comma-separated list.
+    #[serde(deserialize_with = "cidr_list")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -533,6 +553,7 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             shutdown_grace: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(5),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod limits;
+pub mod proxy;
 pub mod timing;
 
 use crate::api;
@@ -252,6 +253,11 @@ pub fn router(state: AppState) -> Router {
             timing::time_requests,
         ))
         .layer(axum::Extension(limiter))
+        // Outermost: everything inside sees the client behind a trusted proxy.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy::real_client,
+        ))
         .with_state(state)
 }
 
