@@ -464,21 +464,16 @@ pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
             return;
         }
     };
-    loop {
+    let every = app.settings.mail.poll_interval;
+    super::poll(every, &mut stop, || async {
         if let Err(e) = enqueue(&app).await {
             tracing::warn!(error = %e, "cannot queue email");
         }
         if let Err(e) = send_due(&app, &mailer).await {
             tracing::warn!(error = %e, "cannot send email");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(app.settings.mail.poll_interval) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

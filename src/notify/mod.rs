@@ -311,15 +311,32 @@ pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
             return;
         }
     };
-    loop {
+    let every = app.settings.webhooks.poll_interval;
+    poll(every, &mut stop, || async {
         if let Err(e) = enqueue(&app).await {
             tracing::warn!(error = %e, "cannot queue webhooks");
         }
         if let Err(e) = deliver_due(&app, &http).await {
             tracing::warn!(error = %e, "cannot deliver webhooks");
         }
+    })
+    .await
+}
+
+/// Runs `step` now and then every `every` until `stop` turns true: the loop of the outbox
+/// workers (webhooks, email).
+pub(crate) async fn poll<F, Fut>(
+    every: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    mut step: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        step().await;
         tokio::select! {
-            _ = tokio::time::sleep(app.settings.webhooks.poll_interval) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {

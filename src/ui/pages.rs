@@ -999,7 +999,7 @@ pub async fn preview(
         }
         preview::Kind::Table { delimiter } => {
             let bytes = &head[..head.len().min(caps.max_bytes + 1)];
-            let flags = flags_for(&app, &who, id, &file.path, bytes).await;
+            let flags = flags_for(&app, id, &file.path, bytes).await?;
             let findings = flags.len();
             let t = preview::table(bytes, delimiter, &caps, &flags);
             render(
@@ -1044,41 +1044,31 @@ pub async fn preview(
 
 /// The disclosure findings to highlight in a table: an egress request's own (stored with the
 /// request, never the value), or, for anything else, the same checks run on the bytes shown.
+/// Called after `read_content`, which checked that the caller may read the file.
 async fn flags_for(
     app: &AppState,
-    who: &crate::workflow::access::Principal,
     id: TransferId,
     path: &str,
     bytes: &[u8],
-) -> HashMap<(u64, u64), String> {
-    let mut out: HashMap<(u64, u64), String> = HashMap::new();
-    let mut add = |row: u64, col: u64, rule: &str| {
-        out.entry((row, col))
-            .and_modify(|s| {
-                s.push_str(", ");
-                s.push_str(rule)
-            })
-            .or_insert_with(|| rule.to_owned());
-    };
-    if let Ok(view) = transfers::show(app, who, id).await {
-        if let Some(e) = &view.egress {
-            for f in e.disclosure.findings.iter().filter(|f| f.path == path) {
-                if let (Some(r), Some(c), _) = cell_of(&f.location) {
-                    add(r, c, &f.rule);
-                }
+) -> Result<HashMap<(u64, u64), String>, PageError> {
+    if let Some(stored) = browse::findings_of(app, id, path).await? {
+        let mut out: HashMap<(u64, u64), String> = HashMap::new();
+        for (location, rule) in stored {
+            if let (Some(r), Some(c), _) = cell_of(&location) {
+                out.entry((r, c))
+                    .and_modify(|s| {
+                        s.push_str(", ");
+                        s.push_str(&rule)
+                    })
+                    .or_insert(rule);
             }
-            return out;
         }
+        return Ok(out);
     }
     let rules = crate::scan::disclosure::Rules::default();
-    if let Ok(report) = crate::scan::disclosure::check(path, bytes, &rules) {
-        for f in &report.findings {
-            if let crate::scan::disclosure::Location::Cell { row, col } = f.location {
-                add(row, col, &f.rule);
-            }
-        }
-    }
-    out
+    Ok(crate::scan::disclosure::check(path, bytes, &rules)
+        .map(|report| preview::cell_flags(&report.findings))
+        .unwrap_or_default())
 }
 
 pub async fn download(

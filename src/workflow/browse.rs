@@ -30,8 +30,8 @@ pub async fn folder(
     dir: &str,
     after: Option<&str>,
 ) -> Result<FolderPage> {
-    // The same check as the API's file listing (a page of `GET .../files`).
-    transfers::files_page(app, who, id, None, Some(1)).await?;
+    // The same check as the API's file listing (`GET .../files`).
+    transfers::may_list_files(app, who, id).await?;
     let dir = match dir.trim_matches('/') {
         "" => String::new(),
         d => format!("{d}/"),
@@ -125,6 +125,29 @@ pub fn awaited(v: &TransferView) -> String {
         TransferState::Blocked => "a Project Manager: the transfer is blocked".into(),
         _ => "nothing: final".into(),
     }
+}
+
+/// The stored disclosure findings of one file of an egress request's current round, as
+/// `(location JSON, rule)`; `None` for a transfer that is no egress request (nothing stored:
+/// a preview then runs the checks on what it shows). For a caller who may read the content.
+pub async fn findings_of(
+    app: &App,
+    id: TransferId,
+    path: &str,
+) -> Result<Option<Vec<(serde_json::Value, String)>>> {
+    let Some(e) = app.store.egress(id).await? else {
+        return Ok(None);
+    };
+    let rows = app.store.findings(id, e.round).await?;
+    Ok(Some(
+        rows.into_iter()
+            .filter(|f| f.path == path)
+            .map(|f| {
+                let loc = serde_json::from_str(&f.location).unwrap_or(serde_json::Value::Null);
+                (loc, f.rule)
+            })
+            .collect(),
+    ))
 }
 
 /// The roles `who` holds in a transfer's project (empty for someone with none).

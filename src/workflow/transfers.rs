@@ -1018,7 +1018,7 @@ pub struct ManifestHead {
 }
 
 /// The transfer's upload token, or a staff viewer, may list its files (metadata, never content).
-async fn may_list_files(app: &App, who: &Principal, id: TransferId) -> Result<Transfer> {
+pub(super) async fn may_list_files(app: &App, who: &Principal, id: TransferId) -> Result<Transfer> {
     match who {
         Principal::Upload { .. } => {
             let (t, _) = access::load(app, id).await?;
