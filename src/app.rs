@@ -83,7 +83,10 @@ impl App {
             source,
         })?;
         let group = settings.storage.group_commit;
-        let store = Store::open_sqlite_with(&dir.join("airlock.db"), group).await?;
+        let store = match &settings.database.url {
+            Some(url) => Store::open_url(url, group).await?,
+            None => Store::open_sqlite_with(&dir.join("airlock.db"), group).await?,
+        };
         let volumes = Volumes::local(&dir)?;
         let volumes = if group {
             volumes.with_group_commit()

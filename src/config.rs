@@ -10,6 +10,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub database: DatabaseSettings,
     pub storage: StorageSettings,
     pub tokens: TokenSettings,
     pub limits: LimitSettings,
@@ -22,6 +23,29 @@ pub struct Settings {
     pub uploads: UploadSettings,
     pub ui: UiSettings,
     pub mail: MailSettings,
+}
+
+/// The metadata database (`store`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` for several replicas sharing one database
+    /// (`AIRLOCK__DATABASE__URL`, so the password need not sit in the file), or
+    /// `sqlite://PATH`. Default: SQLite at `<data_dir>/airlock.db`.
+    pub url: Option<String>,
+}
+
+impl Settings {
+    /// The database URL in force: `[database] url`, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(u) => u.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.storage.data_dir.join("airlock.db").display()
+            ),
+        }
+    }
 }
 
 /// The browser UI: sign-in links, sessions, and the address pages and emails link to.
@@ -676,6 +700,16 @@ impl Settings {
             path: file.map(Path::to_owned),
             message,
         };
+        if let Some(u) = &s.database.url {
+            let known = ["sqlite://", "postgres://", "postgresql://"];
+            if !known.iter().any(|p| u.starts_with(p)) {
+                return Err(bad(format!(
+                    "`database.url` must start with sqlite://, postgres:// or postgresql://, \
+                     not `{}`",
+                    crate::store::redact_url(u)
+                )));
+            }
+        }
         if !s.webhooks.urls.is_empty() && s.webhooks.secret.len() < 16 {
             return Err(bad(
                 "`webhooks.secret` must be set (16 characters or more) when `webhooks.urls` is"

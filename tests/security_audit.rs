@@ -16,14 +16,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-async fn db(dir: &Path) -> sqlx::SqlitePool {
-    sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("airlock.db").display()))
-        .await
-        .unwrap()
+async fn db(dir: &Path) -> sqlx::AnyPool {
+    common::raw_db(dir).await
 }
 
 /// `(rows, total count)` of `action` events for `transfer`: a summary row counts `count`.
-async fn counted(pool: &sqlx::SqlitePool, action: &str, transfer: &str) -> (usize, u64) {
+async fn counted(pool: &sqlx::AnyPool, action: &str, transfer: &str) -> (usize, u64) {
     let details: Vec<String> = sqlx::query_scalar(
         "SELECT detail FROM audit_events WHERE action = $1 AND transfer_id = $2",
     )

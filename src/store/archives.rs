@@ -42,7 +42,7 @@ pub struct ArchiveUploadRow {
     pub created_at: String,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ArchiveUploadRow> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<ArchiveUploadRow> {
     let t = "archive_uploads";
     Ok(ArchiveUploadRow {
         id: parse(t, r.try_get("id")?)?,
@@ -112,7 +112,7 @@ impl Tx<'_> {
         let tid = transfer.to_string();
         let at = now();
         let keys: Vec<String> = members.iter().map(|m| m.path.collision_key()).collect();
-        let mut files = sqlx::QueryBuilder::new(
+        let mut files = sqlx::QueryBuilder::<sqlx::Any>::new(
             "INSERT INTO files (id, transfer_id, path, collision_key, length, received, complete, \
              sha256, blake3, expected_sha256, created_at, completed_at, pack, pack_offset) ",
         );
@@ -132,16 +132,36 @@ impl Tx<'_> {
                 .push_bind(m.pack.map(|p| p.id.to_string()))
                 .push_bind(m.pack.map(|p| p.offset as i64));
         });
+        // PostgreSQL aborts the whole transaction on an error; a savepoint undoes only this
+        // statement, as SQLite does by itself, so the transaction can go on to find the name.
+        let pg = self.backend == super::Backend::Postgres;
+        if pg {
+            sqlx::query("SAVEPOINT members")
+                .execute(&mut *self.tx)
+                .await?;
+        }
         match files.build().execute(&mut *self.tx).await {
-            Ok(_) => {}
+            Ok(_) => {
+                if pg {
+                    sqlx::query("RELEASE SAVEPOINT members")
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                if pg {
+                    sqlx::query("ROLLBACK TO SAVEPOINT members")
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
                 return self.name_taken(&tid, members, &keys).await;
             }
             Err(e) => return Err(e.into()),
         }
         let own: Vec<&MemberRow> = members.iter().filter(|m| m.pack.is_none()).collect();
         if !own.is_empty() {
-            let mut segs = sqlx::QueryBuilder::new("INSERT INTO segments (file_id, seq, size) ");
+            let mut segs =
+                sqlx::QueryBuilder::<sqlx::Any>::new("INSERT INTO segments (file_id, seq, size) ");
             segs.push_values(own, |mut b, m| {
                 b.push_bind(m.id.to_string())
                     .push_bind(0i64)
@@ -176,7 +196,7 @@ impl Tx<'_> {
         if list.is_empty() {
             return Ok(None);
         }
-        let row = sqlx::query(sql)
+        let row = sqlx::query(&self.backend.sql(sql))
             .bind(tid)
             .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
             .fetch_optional(&mut *self.tx)

@@ -22,7 +22,7 @@ fn past(prefix_with_slash: &str) -> String {
 }
 
 /// An audit event from a row of `seq, at, actor, action, transfer_id, detail`.
-pub(super) fn audit_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRow> {
+pub(super) fn audit_row(r: &sqlx::any::AnyRow) -> Result<AuditRow> {
     Ok(AuditRow {
         seq: r.try_get("seq")?,
         at: r.try_get("at")?,

@@ -95,7 +95,7 @@ pub struct CollectionRow {
     pub finished_at: Option<String>,
 }
 
-fn token_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<CollectionTokenRow> {
+fn token_from_row(r: &sqlx::any::AnyRow) -> Result<CollectionTokenRow> {
     let t = "collection_tokens";
     let cidrs: String = r.try_get("cidrs")?;
     Ok(CollectionTokenRow {

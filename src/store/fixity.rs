@@ -128,14 +128,14 @@ impl Store {
         transfer: TransferId,
         ids: &[String],
     ) -> Result<HashMap<String, u64>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&self.sql(
             // CROSS JOIN keeps this order: each name is one lookup by id (the primary key), not
             // a walk of the transfer's files.
             "SELECT f.id, (SELECT COUNT(*) FROM segments s WHERE s.file_id = f.id) AS nseg \
              FROM json_each($2) j CROSS JOIN files f ON f.id = j.value WHERE f.transfer_id = $1 \
              UNION ALL SELECT p.id, 1 FROM json_each($2) j CROSS JOIN packs p ON p.id = j.value \
              WHERE p.transfer_id = $1",
-        )
+        ))
         .bind(transfer.to_string())
         .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
         .fetch_all(self.pool())

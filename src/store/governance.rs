@@ -163,8 +163,8 @@ impl Tx<'_> {
         added_by: Option<UserId>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO project_members (project_id, user_id, role, state, added_by, added_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO project_members (project_id, user_id, role, state, added_by, added_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(project.to_string())
         .bind(user.to_string())
@@ -207,8 +207,8 @@ impl Tx<'_> {
         by: UserId,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO referee_assignments (transfer_id, user_id, state, assigned_by, assigned_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO referee_assignments (transfer_id, user_id, state, assigned_by, assigned_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
         .bind(transfer.to_string())
         .bind(user.to_string())
@@ -326,8 +326,8 @@ impl Tx<'_> {
     /// Marks a user disabled; false if they already were.
     pub async fn disable_user(&mut self, user: UserId, by: &str, reason: &str) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO user_disabled (user_id, disabled_by, reason, at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO user_disabled (user_id, disabled_by, reason, at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(user.to_string())
         .bind(by)

@@ -39,7 +39,7 @@ pub struct MailRow {
     pub sent_at: Option<String>,
 }
 
-fn mail(r: &sqlx::sqlite::SqliteRow) -> Result<MailRow> {
+fn mail(r: &sqlx::any::AnyRow) -> Result<MailRow> {
     Ok(MailRow {
         id: r.try_get("id")?,
         audit_seq: r.try_get("audit_seq")?,

@@ -1,7 +1,10 @@
 //! The metadata store: users, projects, workspaces, transfers, tokens, files and the audit log.
 //!
-//! SQLite is the embedded default. Every query is portable SQL with `$n` placeholders so the
-//! PostgreSQL backend of a later issue can run the same statements.
+//! SQLite is the embedded default; PostgreSQL (`[database] url = "postgres://…"`) is for
+//! several replicas. Both run through sqlx's `Any` driver and the same statements: portable SQL
+//! with `$n` placeholders, TEXT and BIGINT columns. The few constructs the two spell
+//! differently go through [`Backend`]. Each backend's schema is a list of versioned migrations
+//! (`migrations/sqlite`, `migrations/postgres`), applied at open.
 //!
 //! Writes that change a transfer's state go through [`Store::begin`], which hands out a
 //! [`Tx`]: the state change and its audit event commit together or not at all.
@@ -9,8 +12,8 @@
 use crate::audit::{self, AuditEvent};
 use crate::domain::*;
 use chrono::Utc;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, Row};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod browse;
 mod egress;
 mod mail;
+pub mod migrate;
 mod sessions;
 mod webhooks;
 pub use browse::Entry;
@@ -44,6 +48,9 @@ pub use webhooks::{AuditRow, Delivery};
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The schema cannot be used: newer than this release, or a migration failed.
+    #[error("database schema: {0}")]
+    Schema(String),
     #[error("corrupt row in {table}: {message}")]
     Corrupt {
         table: &'static str,
@@ -170,10 +177,57 @@ pub struct Incident {
     pub created_at: String,
 }
 
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `sql` as this backend spells it. The shared statements are written as SQLite spells
+    /// the two constructs that differ: `json_each($n) j` (the rows of a JSON list of strings
+    /// bound at `$n`, as `j.value`) and `group_concat(x, sep)`.
+    pub(crate) fn sql(self, sql: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Backend::Sqlite => std::borrow::Cow::Borrowed(sql),
+            Backend::Postgres => {
+                // `CROSS JOIN … ON` is SQLite's way to fix the join order; PostgreSQL plans
+                // the same inner join, written plainly.
+                let mut out = sql
+                    .replace("group_concat(", "string_agg(")
+                    .replace(" CROSS JOIN ", " JOIN ");
+                for n in 1..=9 {
+                    out = out.replace(
+                        &format!("json_each(${n}) j"),
+                        &format!("json_array_elements_text(CAST(${n} AS json)) AS j(value)"),
+                    );
+                }
+                std::borrow::Cow::Owned(out)
+            }
+        }
+    }
+
+    /// The statement that opens a write transaction. SQLite: IMMEDIATE takes the write lock
+    /// now (a deferred transaction that reads first, the audit chain's head, fails with
+    /// SQLITE_BUSY without waiting if another connection commits before it writes).
+    fn begin_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+}
+
+/// The key of the PostgreSQL advisory lock that serialises audited writes across replicas
+/// (every [`Tx`] holds it until it ends), so the audit chain never forks: "airlock\0\0".
+pub const AUDIT_LOCK_KEY: i64 = 0x6169_726c_6f63_6b00;
+
 /// The metadata store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     /// Serialises audited writes so each audit event sees the hash of the one before it.
     audit_lock: Arc<tokio::sync::Mutex<()>>,
     /// Keys every new audit record (`App::open` sets it; `None` writes unkeyed records).
@@ -186,7 +240,8 @@ pub struct Store {
 /// A write transaction that also appends audit events to the hash chain.
 pub struct Tx<'a> {
     _guard: tokio::sync::MutexGuard<'a, ()>,
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
     chain_key: Option<Arc<audit::ChainKey>>,
     wal_sync: Option<durable::GroupSync>,
 }
@@ -199,7 +254,7 @@ where
         .map_err(|e| corrupt(table)(format!("`{s}`: {e}")))
 }
 
-fn transfer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Transfer> {
+fn transfer_from_row(r: &sqlx::any::AnyRow) -> Result<Transfer> {
     let t = "transfers";
     Ok(Transfer {
         id: parse(t, r.try_get("id")?)?,
@@ -221,7 +276,7 @@ fn transfer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Transfer> {
     })
 }
 
-fn file_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow> {
+fn file_from_row(r: &sqlx::any::AnyRow) -> Result<FileRow> {
     let t = "files";
     Ok(FileRow {
         id: parse(t, r.try_get("id")?)?,
@@ -254,6 +309,36 @@ pub const CONNECTIONS: u32 = 8;
 /// the same times and status-read latency as SQLite's default of about 2 MiB, which filled to
 /// 16 MiB across the pool and took the peak to 74-77 MiB.
 pub const PAGE_CACHE_KIB: u32 = 128;
+/// Connections in the PostgreSQL pool (per replica).
+pub const PG_CONNECTIONS: u32 = 16;
+
+/// `sqlite://PATH?mode=rwc`, the path percent-encoded (a `?` or `#` in it stays part of it).
+fn sqlite_url(path: &Path) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'?')
+        .add(b'<')
+        .add(b'>');
+    let p = path.to_string_lossy();
+    format!(
+        "sqlite://{}?mode=rwc",
+        percent_encoding::utf8_percent_encode(&p, SET)
+    )
+}
+
+/// A database URL with its password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies the schema.
@@ -261,38 +346,80 @@ impl Store {
         Self::open_sqlite_with(path, false).await
     }
 
+    /// The store `url` names: `sqlite://PATH` or `postgres://…`. `group_commit` applies to
+    /// SQLite only (PostgreSQL syncs its own WAL at commit).
+    pub async fn open_url(url: &str, group_commit: bool) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url).await
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            Self::open_sqlite_with(Path::new(path), group_commit).await
+        } else {
+            Err(StoreError::Corrupt {
+                table: "[database] url",
+                message: format!(
+                    "`{}` is neither sqlite://PATH nor postgres://USER@HOST:PORT/DB",
+                    redact_url(url)
+                ),
+            })
+        }
+    }
+
+    /// Connects to PostgreSQL and applies the migrations this release knows (serialised
+    /// across replicas starting at once by sqlx's advisory lock).
+    pub async fn open_postgres(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(PG_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        migrate::run(&pool, Backend::Postgres).await?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+            audit_lock: Arc::new(tokio::sync::Mutex::new(())),
+            chain_key: None,
+            wal_sync: None,
+        })
+    }
+
     /// As [`Store::open_sqlite`]; with `group_commit`, commits share their fsync (`durable`).
     pub async fn open_sqlite_with(path: &Path, group_commit: bool) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed row (an acknowledged byte's bookkeeping) survives power loss.
-            // NORMAL under group commit: `Tx::commit` waits on the shared WAL fdatasync instead.
-            .synchronous(if group_commit {
-                SqliteSynchronous::Normal
-            } else {
-                SqliteSynchronous::Full
-            })
-            .foreign_keys(true)
-            // The memory the database may hold whatever the file count: each connection's page
-            // cache is capped, so the pool's is at most `CONNECTIONS * PAGE_CACHE_KIB` (1 MiB),
-            // the fixed allowance over the server's 64 MiB. The OS page cache holds the rest.
-            .pragma("cache_size", format!("-{PAGE_CACHE_KIB}"))
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        // FULL: a committed row (an acknowledged byte's bookkeeping) survives power loss.
+        // NORMAL under group commit: `Tx::commit` waits on the shared WAL fdatasync instead.
+        let synchronous = if group_commit { "NORMAL" } else { "FULL" };
+        let pool = AnyPoolOptions::new()
             .max_connections(CONNECTIONS)
             // No ping before each checkout: an embedded file cannot have dropped the
             // connection, and the ping is one more round trip to the connection's worker
             // thread (two thread wake-ups) for every query.
             .test_before_acquire(false)
-            .connect_with(opts)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL".to_string(),
+                        format!("PRAGMA synchronous = {synchronous}"),
+                        "PRAGMA foreign_keys = ON".to_string(),
+                        // The memory the database may hold whatever the file count: each
+                        // connection's page cache is capped, so the pool's is at most
+                        // `CONNECTIONS * PAGE_CACHE_KIB` (1 MiB), the fixed allowance over
+                        // the server's 64 MiB. The OS page cache holds the rest.
+                        format!("PRAGMA cache_size = -{PAGE_CACHE_KIB}"),
+                        "PRAGMA busy_timeout = 10000".to_string(),
+                    ] {
+                        conn.execute(pragma.as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&sqlite_url(path))
             .await?;
-        sqlx::raw_sql(include_str!("schema.sql"))
-            .execute(&pool)
-            .await?;
-        // `audit_events.mac`: from before the chain was keyed; `files.pack*`: from before
-        // archives were packed.
+        migrate::run(&pool, Backend::Sqlite).await?;
+        // A database from before versioned migrations: `audit_events.mac` (from before the
+        // chain was keyed), `files.pack*` (from before archives were packed), and the totals
+        // and scan counts of transfers from before those tables.
         add_column(&pool, "audit_events", "mac", "TEXT").await?;
         add_column(&pool, "files", "pack", "TEXT").await?;
         add_column(&pool, "files", "pack_offset", "INTEGER").await?;
@@ -305,10 +432,21 @@ impl Store {
         };
         Ok(Self {
             pool,
+            backend: Backend::Sqlite,
             audit_lock: Arc::new(tokio::sync::Mutex::new(())),
             chain_key: None,
             wal_sync: group_commit.then(|| durable::wal_sync(wal)),
         })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `sql` as this store's backend spells it ([`Backend::sql`]).
+    pub(crate) fn sql<'s>(&self, sql: &'s str) -> std::borrow::Cow<'s, str> {
+        self.backend.sql(sql)
     }
 
     /// Keys every audit record written from now on (see `audit::key`).
@@ -345,13 +483,20 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx<'_>> {
         let guard = self.audit_lock.lock().await;
-        // IMMEDIATE takes SQLite's write lock now: a deferred transaction that reads first
-        // (the audit chain's head) fails with SQLITE_BUSY, without waiting, if another
-        // connection commits before it writes.
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with(self.backend.begin_sql()).await?;
+        if self.backend == Backend::Postgres {
+            // Every replica's audited writes queue here, as SQLite's IMMEDIATE queues them: the
+            // chain's head read below is the head when this transaction appends. Released at
+            // commit or rollback.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(Tx {
             _guard: guard,
             tx,
+            backend: self.backend,
             chain_key: self.chain_key.clone(),
             wal_sync: self.wal_sync.clone(),
         })
@@ -367,7 +512,7 @@ impl Store {
     // ---- users, projects, workspaces -------------------------------------------------------
 
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
-        let row = sqlx::query(&format!("{USER_SELECT} FROM users u WHERE u.name = $1"))
+        let row = sqlx::query(&self.sql(&format!("{USER_SELECT} FROM users u WHERE u.name = $1")))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -378,7 +523,7 @@ impl Store {
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>> {
-        let row = sqlx::query(&format!("{USER_SELECT} FROM users u WHERE u.id = $1"))
+        let row = sqlx::query(&self.sql(&format!("{USER_SELECT} FROM users u WHERE u.id = $1")))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
@@ -390,7 +535,7 @@ impl Store {
 
     /// A user from a row of [`USER_SELECT`]: roles and the disabled flag come with it, so a
     /// user costs one query (this runs on every staff request).
-    fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User> {
+    fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User> {
         let id: UserId = parse("users", r.try_get("id")?)?;
         let list = r.try_get::<Option<String>, _>("roles")?.unwrap_or_default();
         // In name order, as the roles were always listed.
@@ -416,10 +561,10 @@ impl Store {
         user: UserId,
     ) -> Result<Option<(bool, User)>> {
         let sql = format!(
-            "{USER_SELECT}, t.revoked_at IS NULL AS live FROM staff_tokens t \
-             JOIN users u ON u.id = t.user_id WHERE t.id = $1 AND u.id = $2"
+            "{USER_SELECT}, CASE WHEN t.revoked_at IS NULL THEN 1 ELSE 0 END AS live \
+             FROM staff_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1 AND u.id = $2"
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&self.sql(&sql))
             .bind(token.to_string())
             .bind(user.to_string())
             .fetch_optional(&self.pool)
@@ -434,13 +579,17 @@ impl Store {
         ids: &[UserId],
     ) -> Result<std::collections::HashMap<UserId, String>> {
         let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        sqlx::query("SELECT u.id, u.name FROM json_each($1) j CROSS JOIN users u ON u.id = j.value")
-            .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok((parse("users", r.try_get("id")?)?, r.try_get("name")?)))
-            .collect()
+        sqlx::query(
+            &self.sql(
+                "SELECT u.id, u.name FROM json_each($1) j CROSS JOIN users u ON u.id = j.value",
+            ),
+        )
+        .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((parse("users", r.try_get("id")?)?, r.try_get("name")?)))
+        .collect()
     }
 
     pub async fn project_by_name(&self, name: &str) -> Result<Option<Project>> {
@@ -476,7 +625,7 @@ impl Store {
         "SELECT w.id, w.project_id, p.name AS project_name, w.name, w.tier, w.policy_file \
          FROM workspaces w JOIN projects p ON p.id = w.project_id";
 
-    fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
+    fn workspace_from_row(r: &sqlx::any::AnyRow) -> Result<Workspace> {
         let t = "workspaces";
         Ok(Workspace {
             id: parse(t, r.try_get("id")?)?,
@@ -807,14 +956,14 @@ impl Store {
             .collect()
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 }
 
 /// Adds a column a database made by an older release lacks (table and column names are
 /// constants of this file, never input).
-async fn add_column(pool: &SqlitePool, table: &str, column: &str, decl: &str) -> Result<()> {
+async fn add_column(pool: &AnyPool, table: &str, column: &str, decl: &str) -> Result<()> {
     let has: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
         .bind(table)
         .bind(column)
@@ -829,7 +978,7 @@ async fn add_column(pool: &SqlitePool, table: &str, column: &str, decl: &str) ->
 }
 
 /// Gives every transfer from before `transfer_totals` existed its totals, counted once.
-async fn backfill_totals(pool: &SqlitePool) -> Result<()> {
+async fn backfill_totals(pool: &AnyPool) -> Result<()> {
     sqlx::query(
         "INSERT INTO transfer_totals (transfer_id, files, complete, received, reserved) \
          SELECT t.id, COUNT(f.id), COALESCE(SUM(f.complete), 0), COALESCE(SUM(f.received), 0), \
@@ -853,7 +1002,7 @@ pub struct Totals {
     pub reserved: u64,
 }
 
-async fn totals_on(conn: &mut sqlx::SqliteConnection, transfer: TransferId) -> Result<Totals> {
+async fn totals_on(conn: &mut sqlx::AnyConnection, transfer: TransferId) -> Result<Totals> {
     let row = sqlx::query(TOTALS_SQL)
         .bind(transfer.to_string())
         .fetch_optional(&mut *conn)
@@ -872,7 +1021,7 @@ async fn totals_on(conn: &mut sqlx::SqliteConnection, transfer: TransferId) -> R
 
 /// Up to `limit` of a transfer's files in path (byte) order, after `after`.
 async fn files_page_on(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     transfer: TransferId,
     after: Option<&str>,
     limit: u32,
@@ -893,7 +1042,8 @@ async fn files_page_on(
 /// A user with their roles and disabled flag, in one row (`u` is `users`).
 const USER_SELECT: &str = "SELECT u.id, u.name, \
      (SELECT group_concat(role, ',') FROM user_roles WHERE user_id = u.id) AS roles, \
-     EXISTS (SELECT 1 FROM user_disabled WHERE user_id = u.id) AS disabled";
+     CASE WHEN EXISTS (SELECT 1 FROM user_disabled WHERE user_id = u.id) THEN 1 ELSE 0 END \
+     AS disabled";
 pub(crate) const SAME_KEY_SQL: &str =
     "SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2";
 const UNDER_KEY_SQL: &str = "SELECT path FROM files WHERE transfer_id = $1 \
@@ -916,7 +1066,7 @@ pub const FILE_BATCH: u32 = 1000;
 /// A segment row and the file's new received count, on whatever connection holds the
 /// transaction.
 async fn record_segment(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     file: FileId,
     seq: u64,
     size: u64,
@@ -942,7 +1092,7 @@ const DECISION_SELECT: &str =
 
 /// A transfer's decisions, oldest first, on whatever connection is given.
 async fn decisions_on(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     transfer: TransferId,
 ) -> Result<Vec<Decision>> {
     let rows = sqlx::query(DECISION_SELECT)
@@ -1188,11 +1338,13 @@ impl Tx<'_> {
     }
 
     pub async fn add_user_role(&mut self, user: UserId, role: Role) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO user_roles (user_id, role) VALUES ($1, $2)")
-            .bind(user.to_string())
-            .bind(role.as_str())
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -1654,9 +1806,9 @@ mod upgrade_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         {
-            let old = SqlitePoolOptions::new()
+            let old = sqlx::sqlite::SqlitePoolOptions::new()
                 .connect_with(
-                    SqliteConnectOptions::new()
+                    sqlx::sqlite::SqliteConnectOptions::new()
                         .filename(&path)
                         .create_if_missing(true),
                 )

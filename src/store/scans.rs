@@ -102,7 +102,7 @@ fn widen(span: Option<(i64, i64)>, (lo, hi): (i64, i64)) -> Option<(i64, i64)> {
 
 /// Gives every transfer scanned before `scan_counts` existed its range, counts and database
 /// versions, computed once from its verdicts.
-pub(super) async fn backfill_scan_counts(pool: &sqlx::SqlitePool) -> Result<()> {
+pub(super) async fn backfill_scan_counts(pool: &sqlx::AnyPool) -> Result<()> {
     // Driven by transfers, each an index probe: every start pays per transfer, not per verdict.
     // A transfer in `scanning` is a first scan still writing (seen by another process: the
     // CLI, a replica): its counts are the scan's to write when it ends, never a partial tally.
@@ -139,7 +139,7 @@ pub(super) async fn backfill_scan_counts(pool: &sqlx::SqlitePool) -> Result<()> 
     Ok(())
 }
 
-fn verdict(r: &sqlx::sqlite::SqliteRow) -> Result<VerdictRow> {
+fn verdict(r: &sqlx::any::AnyRow) -> Result<VerdictRow> {
     Ok(VerdictRow {
         seq: r.try_get("id")?,
         file_id: super::parse("scan_verdicts", r.try_get("file_id")?)?,
@@ -465,7 +465,7 @@ impl Tx<'_> {
         let mut span = None;
         let tid = transfer.to_string();
         for chunk in rows.chunks(VERDICTS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::new(
+            let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
                 "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
                  detail, sha256, scanner_version, db_version, scanned_at) ",
             );

@@ -111,7 +111,7 @@ impl Store {
              FROM ui_sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.hash = $1 AND s.ended_at IS NULL"
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&self.sql(&sql))
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;

@@ -33,7 +33,7 @@ pub struct Delivery {
     pub delivered_at: Option<String>,
 }
 
-fn delivery(r: &sqlx::sqlite::SqliteRow) -> Result<Delivery> {
+fn delivery(r: &sqlx::any::AnyRow) -> Result<Delivery> {
     Ok(Delivery {
         id: r.try_get("id")?,
         audit_seq: r.try_get("audit_seq")?,

@@ -2,6 +2,7 @@
 //! bootstrapped with the people of a small project, plus small HTTP and process helpers.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod smtp;
 
 use airlock::app::App;
@@ -46,6 +47,10 @@ pub fn settings(dir: &Path) -> Settings {
     // (security_audit::refusals_past_the_limit_get_429_before_any_lookup).
     s.audit.refusals_per_client = 1_000_000;
     s.audit.refusals_per_token = 1_000_000;
+    // AIRLOCK_TEST_DATABASE=postgres: the same test on a real PostgreSQL (common::pg).
+    if pg::enabled() {
+        s.database.url = Some(pg::database_for(dir));
+    }
     s
 }
 
@@ -362,11 +367,23 @@ impl TestApp {
             .env("AIRLOCK_SERVER", &self.url)
             .env("AIRLOCK__STORAGE__DATA_DIR", self.data_dir())
             .env_remove("AIRLOCK_TOKEN");
+        if let Some(url) = pg::recorded(self.data_dir()) {
+            c.env("AIRLOCK__DATABASE__URL", url);
+        }
         if let Some(t) = token {
             c.env("AIRLOCK_TOKEN", t);
         }
         c.output().expect("run airlock")
     }
+}
+
+/// A direct connection to the database of the data directory `dir` (SQLite there, or the
+/// PostgreSQL database recorded for it), for tests that read or tamper behind airlock's back.
+pub async fn raw_db(dir: &Path) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = pg::recorded(dir)
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("airlock.db").display()));
+    sqlx::AnyPool::connect(&url).await.unwrap()
 }
 
 /// A transfer's scan verdicts (as `transfer show` gives them) that are `verdict`.
@@ -431,7 +448,11 @@ pub fn write(dir: &Path, rel: &str, content: &[u8]) -> PathBuf {
 /// "listening on" line).
 pub fn serve_binary(data: &Path) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    if pg::enabled() {
+        cmd.env("AIRLOCK__DATABASE__URL", pg::database_for(data));
+    }
+    let mut child = cmd
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--listen", "127.0.0.1:0"])
