@@ -742,12 +742,7 @@ async fn a_release_published_but_not_recorded_is_verified_and_accepted_or_blocke
     std::fs::write(Path::new(&ids[1].1).join("d/a.bin"), b"tampered").unwrap();
     let dir = t.stop().await;
     {
-        let pool = sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("airlock.db").display()
-        ))
-        .await
-        .unwrap();
+        let pool = raw_db(dir.path()).await;
         sqlx::query("UPDATE transfers SET state = 'approved', release_location = NULL")
             .execute(&pool)
             .await

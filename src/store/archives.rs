@@ -112,26 +112,29 @@ impl Tx<'_> {
         let tid = transfer.to_string();
         let at = now();
         let keys: Vec<String> = members.iter().map(|m| m.path.collision_key()).collect();
-        let mut files = sqlx::QueryBuilder::<sqlx::Any>::new(
+        let sql = format!(
             "INSERT INTO files (id, transfer_id, path, collision_key, length, received, complete, \
-             sha256, blake3, expected_sha256, created_at, completed_at, pack, pack_offset) ",
+             sha256, blake3, expected_sha256, created_at, completed_at, pack, pack_offset){}",
+            super::values_list(members.len(), 14)
         );
-        files.push_values(members.iter().zip(&keys), |mut b, (m, key)| {
-            b.push_bind(m.id.to_string())
-                .push_bind(&tid)
-                .push_bind(m.path.as_str())
-                .push_bind(key)
-                .push_bind(m.size as i64)
-                .push_bind(m.size as i64)
-                .push_bind(1i64)
-                .push_bind(&m.sha256)
-                .push_bind(&m.blake3)
-                .push_bind(&m.expected_sha256)
-                .push_bind(&at)
-                .push_bind(&at)
-                .push_bind(m.pack.map(|p| p.id.to_string()))
-                .push_bind(m.pack.map(|p| p.offset as i64));
-        });
+        let mut files = sqlx::query(&sql);
+        for (m, key) in members.iter().zip(&keys) {
+            files = files
+                .bind(m.id.to_string())
+                .bind(&tid)
+                .bind(m.path.as_str())
+                .bind(key)
+                .bind(m.size as i64)
+                .bind(m.size as i64)
+                .bind(1i64)
+                .bind(&m.sha256)
+                .bind(&m.blake3)
+                .bind(&m.expected_sha256)
+                .bind(&at)
+                .bind(&at)
+                .bind(m.pack.map(|p| p.id.to_string()))
+                .bind(m.pack.map(|p| p.offset as i64));
+        }
         // PostgreSQL aborts the whole transaction on an error; a savepoint undoes only this
         // statement, as SQLite does by itself, so the transaction can go on to find the name.
         let pg = self.backend == super::Backend::Postgres;
@@ -140,7 +143,7 @@ impl Tx<'_> {
                 .execute(&mut *self.tx)
                 .await?;
         }
-        match files.build().execute(&mut *self.tx).await {
+        match files.execute(&mut *self.tx).await {
             Ok(_) => {
                 if pg {
                     sqlx::query("RELEASE SAVEPOINT members")
@@ -160,14 +163,15 @@ impl Tx<'_> {
         }
         let own: Vec<&MemberRow> = members.iter().filter(|m| m.pack.is_none()).collect();
         if !own.is_empty() {
-            let mut segs =
-                sqlx::QueryBuilder::<sqlx::Any>::new("INSERT INTO segments (file_id, seq, size) ");
-            segs.push_values(own, |mut b, m| {
-                b.push_bind(m.id.to_string())
-                    .push_bind(0i64)
-                    .push_bind(m.size as i64);
-            });
-            segs.build().execute(&mut *self.tx).await?;
+            let sql = format!(
+                "INSERT INTO segments (file_id, seq, size){}",
+                super::values_list(own.len(), 3)
+            );
+            let mut segs = sqlx::query(&sql);
+            for m in own {
+                segs = segs.bind(m.id.to_string()).bind(0i64).bind(m.size as i64);
+            }
+            segs.execute(&mut *self.tx).await?;
         }
         // A folder of a member is a file (existing, or a member).
         let parents: BTreeSet<String> = members.iter().flat_map(|m| m.path.parent_keys()).collect();

@@ -329,6 +329,27 @@ fn sqlite_url(path: &Path) -> String {
     )
 }
 
+/// `VALUES ($1, …, $cols), (…)` for `rows` rows of `cols` values: numbered placeholders, which
+/// both backends read (sqlx's `QueryBuilder` writes `?` for the Any driver, which PostgreSQL
+/// does not). Bind the values row by row, in order.
+pub(crate) fn values_list(rows: usize, cols: usize) -> String {
+    let mut out = String::from(" VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * cols + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// A database URL with its password replaced, for messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -1053,7 +1074,8 @@ const FILES_PAGE_SQL: &str =
 const FILE_BY_PATH_SQL: &str = "SELECT * FROM files WHERE transfer_id = $1 AND path = $2";
 const TOTALS_SQL: &str =
     "SELECT files, complete, received, reserved FROM transfer_totals WHERE transfer_id = $1";
-const CLAIMS_SQL: &str = "SELECT COALESCE(SUM(bytes), 0) FROM upload_claims WHERE transfer_id = $1";
+const CLAIMS_SQL: &str =
+    "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM upload_claims WHERE transfer_id = $1";
 // MAX(seq) on the integer key is a lookup (`SEARCH`); it finds the same row as
 // `ORDER BY seq DESC LIMIT 1`, which SQLite reports as a SCAN that stops at once.
 const AUDIT_HEAD_SQL: &str =

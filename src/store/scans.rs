@@ -465,25 +465,27 @@ impl Tx<'_> {
         let mut span = None;
         let tid = transfer.to_string();
         for chunk in rows.chunks(VERDICTS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
+            let sql = format!(
                 "INSERT INTO scan_verdicts (transfer_id, file_id, path, member, scanner, verdict, \
-                 detail, sha256, scanner_version, db_version, scanned_at) ",
+                 detail, sha256, scanner_version, db_version, scanned_at){} RETURNING id",
+                super::values_list(chunk.len(), 11)
             );
-            q.push_values(chunk, |mut b, v| {
-                b.push_bind(&tid)
-                    .push_bind(v.file_id.to_string())
-                    .push_bind(&v.path)
-                    .push_bind(&v.member)
-                    .push_bind(&v.scanner)
-                    .push_bind(&v.verdict)
-                    .push_bind(&v.detail)
-                    .push_bind(&v.sha256)
-                    .push_bind(&v.scanner_version)
-                    .push_bind(&v.db_version)
-                    .push_bind(&v.scanned_at);
-            });
-            q.push(" RETURNING id");
-            let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *self.tx).await?;
+            let mut q = sqlx::query_scalar(&sql);
+            for v in chunk {
+                q = q
+                    .bind(&tid)
+                    .bind(v.file_id.to_string())
+                    .bind(&v.path)
+                    .bind(&v.member)
+                    .bind(&v.scanner)
+                    .bind(&v.verdict)
+                    .bind(&v.detail)
+                    .bind(&v.sha256)
+                    .bind(&v.scanner_version)
+                    .bind(&v.db_version)
+                    .bind(&v.scanned_at);
+            }
+            let ids: Vec<i64> = q.fetch_all(&mut *self.tx).await?;
             if ids.len() != chunk.len() {
                 return Err(StoreError::Corrupt {
                     table: "scan_verdicts",

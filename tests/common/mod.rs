@@ -86,6 +86,13 @@ impl TestApp {
     }
 
     async fn start(dir: tempfile::TempDir, s: Settings) -> TestApp {
+        // AIRLOCK_TEST_LOG=LEVEL: the servers' logs on stderr, to see why a test failed.
+        if let Ok(level) = std::env::var("AIRLOCK_TEST_LOG") {
+            airlock::telemetry::init(&airlock::config::LogSettings {
+                level,
+                ..Default::default()
+            });
+        }
         let app = App::open(s).await.expect("open app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
