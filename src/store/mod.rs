@@ -29,6 +29,7 @@ pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod browse;
 mod egress;
 mod mail;
+mod ops;
 mod sessions;
 mod webhooks;
 pub use browse::Entry;
@@ -37,6 +38,7 @@ pub use egress::{
 };
 pub use governance::{Member, RefereeRow};
 pub use mail::{MailRow, NewMail};
+pub use ops::IncidentScope;
 pub use sessions::SessionRow;
 pub use webhooks::{AuditRow, Delivery};
 
