@@ -425,9 +425,7 @@ pub fn audit_lines(
         if (page.len() as i64) < AUDIT_PAGE {
             at.done = true;
         }
-        let Some(last) = page.last() else {
-            return None;
-        };
+        let last = page.last()?;
         at.after = last.seq;
         let mut buf = Vec::with_capacity(page.len() * 400);
         for r in &page {
