@@ -47,6 +47,11 @@ struct Fixture {
     /// (with `collect`, a collection token for `inv`), each built only for the routes that
     /// need it.
     egress: String,
+    /// An open integrity incident of `review` (built only for the routes that need it).
+    incident: String,
+    /// A webhook delivery id (no delivery has it: the System Manager gets 404, everyone else
+    /// is refused before it is looked up).
+    delivery: String,
     tokens: HashMap<&'static str, String>,
 }
 
@@ -221,6 +226,17 @@ async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, on: On) ->
         On::EgressReleased => released_egress(t, people).await.0,
         _ => String::new(),
     };
+    let incident = if matches!(on, On::Incident) {
+        let id = review.parse().unwrap();
+        let mut tx = t.app.store.begin().await.unwrap();
+        tx.insert_incident(Some(id), "integrity", "f.txt changed at rest")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        t.app.store.incidents(Some(id)).await.unwrap()[0].id.clone()
+    } else {
+        String::new()
+    };
     Fixture {
         open,
         tus,
@@ -228,6 +244,8 @@ async fn fixture(t: &TestApp, people: &HashMap<&'static str, String>, on: On) ->
         review_root,
         released,
         egress,
+        incident,
+        delivery: uuid::Uuid::new_v4().to_string(),
         tokens,
     }
 }
@@ -355,6 +373,10 @@ enum On {
     EgressReleased,
     /// The collection routes (no id: the token names its request).
     Collect,
+    /// An incident of the transfer in review.
+    Incident,
+    /// A webhook delivery.
+    Delivery,
 }
 
 struct RouteCase {
@@ -379,6 +401,11 @@ const ANY_STAFF: &[&str] = &[
 ];
 const PROJECT_READERS: &[&str] = &["pm", "inv", "res", "provrep", "progm", "sysm"];
 const DECIDERS: &[&str] = &["inv", "ref"];
+/// Who runs a project's operations (`workflow::ops`): its Project Manager, and the Programme
+/// and System Managers.
+const MANAGERS: &[&str] = &["pm", "progm", "sysm"];
+/// The whole audit chain and the webhook deliveries hold every project's events.
+const SYSTEM: &[&str] = &["sysm"];
 /// The tier 2 policy's output checkers: Investigator, Provider and the assigned Referee.
 const CHECKERS: &[&str] = &["inv", "provrep", "ref"];
 
@@ -823,6 +850,80 @@ fn cases() -> Vec<RouteCase> {
             &["collect"],
             false,
         ),
+        // Operations (issue 14, point 4).
+        c(
+            "get",
+            "/api/v1/incidents",
+            On::None,
+            no_body,
+            MANAGERS,
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/incidents/{id}/resolve",
+            On::Incident,
+            |_, who| Some(json!({ "comment": format!("handled by {who}") })),
+            MANAGERS,
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/transfers/{id}/verify",
+            On::Review,
+            no_body,
+            MANAGERS,
+            false,
+        ),
+        c(
+            "post",
+            "/api/v1/workspaces/{project}/{workspace}/verify",
+            On::None,
+            no_body,
+            MANAGERS,
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/audit/verify",
+            On::None,
+            no_body,
+            SYSTEM,
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/audit/export",
+            On::None,
+            no_body,
+            SYSTEM,
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/transfers/{id}/audit",
+            On::Review,
+            no_body,
+            MANAGERS,
+            false,
+        ),
+        c(
+            "get",
+            "/api/v1/transfers/{id}/bag",
+            On::Released,
+            no_body,
+            MANAGERS,
+            false,
+        ),
+        c("get", "/api/v1/webhooks", On::None, no_body, SYSTEM, false),
+        c(
+            "post",
+            "/api/v1/webhooks/{id}/retry",
+            On::Delivery,
+            no_body,
+            SYSTEM,
+            false,
+        ),
         c("get", "/healthz", On::None, no_body, PUBLIC, false),
         c("get", "/readyz", On::None, no_body, PUBLIC, false),
         c("get", "/metrics", On::None, no_body, PUBLIC, false),
@@ -846,10 +947,11 @@ fn cases() -> Vec<RouteCase> {
 /// transfer, those and its uploader (`prov`) and, once assigned, its referee (`ref`).
 fn sees(case: &RouteCase, who: &str) -> bool {
     const PROJECT: &[&str] = &["pm", "inv", "res", "provrep", "progm", "sysm", "extra"];
+    // Webhook deliveries are system-wide: nobody is told one does not exist.
     let scoped = case.pattern.contains("{project}")
         || case.pattern == "/api/v1/transfers"
         || case.pattern == "/api/v1/egress"
-        || case.pattern.contains("{id}");
+        || (case.pattern.contains("{id}") && !case.pattern.starts_with("/api/v1/webhooks"));
     // The collection routes refuse every staff token alike.
     if matches!(case.on, On::Collect) {
         return true;
@@ -870,7 +972,11 @@ fn sees(case: &RouteCase, who: &str) -> bool {
                 || (who == "ref"
                     && matches!(
                         case.on,
-                        On::Review | On::Released | On::EgressReview | On::EgressReleased
+                        On::Review
+                            | On::Released
+                            | On::EgressReview
+                            | On::EgressReleased
+                            | On::Incident
                     ))))
 }
 
@@ -880,6 +986,8 @@ async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -
         On::Review => &f.review,
         On::Released => &f.released,
         On::EgressDraft | On::EgressReview | On::EgressReleased => &f.egress,
+        On::Incident => &f.incident,
+        On::Delivery => &f.delivery,
         On::None | On::Collect => "",
     };
     let url = match case.on {
@@ -889,6 +997,7 @@ async fn call(t: &TestApp, f: &Fixture, case: &RouteCase, who: &str, n: usize) -
                 .pattern
                 .replace("{id}", id)
                 .replace("{project}", "proj")
+                .replace("{workspace}", "ws")
                 .replace("{user}", "victim")
                 .replace(
                     "{path}",

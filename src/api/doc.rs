@@ -67,6 +67,10 @@ const DESCRIPTION: &str =
             egress package by a named recipient."),
         (name = "governance", description = "Users, projects, members and referees (paper \
             sections 8, 10.1 and 11.6)."),
+        (name = "operations", description = "Verifying files at rest, incidents, the audit \
+            log, BagIt export and webhook deliveries: what `airlock verify`, `incidents`, \
+            `audit`, `bag` and `webhooks` do, for the managers of a project and the System \
+            Manager."),
     ),
     paths(
         super::me,
@@ -120,6 +124,16 @@ const DESCRIPTION: &str =
         super::egress::file,
         super::egress::package_zip,
         super::egress::package_tar,
+        super::ops::incidents,
+        super::ops::resolve_incident,
+        super::ops::verify_transfer,
+        super::ops::verify_workspace,
+        super::ops::verify_audit,
+        super::ops::export_audit,
+        super::ops::transfer_audit,
+        super::ops::bag,
+        super::ops::webhooks,
+        super::ops::retry_webhook,
         super::healthz,
         super::readyz,
         super::metrics,

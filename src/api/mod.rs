@@ -3,6 +3,7 @@
 
 pub mod doc;
 pub mod egress;
+pub mod ops;
 
 use crate::domain::{HexDigest, Role, TransferId, TransferState, UserId};
 use crate::server::error::{ApiError, ErrorBody};

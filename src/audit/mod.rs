@@ -181,16 +181,55 @@ pub struct Verified {
 /// every anchor (already signature-checked by the caller, see [`anchor::read`]) still names
 /// an event of the chain with the anchored hash.
 pub fn verify(records: &[Record], key: &ChainKey, anchors: &[Anchor]) -> Result<Verified, Broken> {
-    let legacy = key.legacy_events();
-    // One pass, so the first bad event is named whichever check it fails.
-    let mut prev = GENESIS;
-    for (i, r) in records.iter().enumerate() {
-        if let Err(why) = r.follows(i, prev) {
+    let mut v = ChainVerifier::new(key, anchors);
+    for r in records {
+        v.push(r)?;
+    }
+    v.finish()
+}
+
+/// [`verify`] one record at a time, for a chain read from the store in pages: it holds the
+/// previous hash, counts and the anchors, never the chain, so checking a log of millions of
+/// events takes the memory of one page. Errors are the same, in the same order: the first bad
+/// event of the chain, and only once the whole chain is sound, the first anchor (in file
+/// order) it does not reach.
+pub struct ChainVerifier<'a> {
+    key: &'a ChainKey,
+    anchors: &'a [Anchor],
+    /// Anchor indexes by the seq they vouch for.
+    by_seq: std::collections::HashMap<i64, Vec<usize>>,
+    /// The first anchor (by index) whose event has another hash.
+    mismatch: Option<usize>,
+    prev: String,
+    events: usize,
+    legacy: usize,
+}
+
+impl<'a> ChainVerifier<'a> {
+    pub fn new(key: &'a ChainKey, anchors: &'a [Anchor]) -> Self {
+        let mut by_seq: std::collections::HashMap<i64, Vec<usize>> = Default::default();
+        for (i, a) in anchors.iter().enumerate() {
+            by_seq.entry(a.seq).or_default().push(i);
+        }
+        Self {
+            key,
+            anchors,
+            by_seq,
+            mismatch: None,
+            prev: GENESIS.to_owned(),
+            events: 0,
+            legacy: 0,
+        }
+    }
+
+    /// Checks the next record of the chain.
+    pub fn push(&mut self, r: &Record) -> Result<(), Broken> {
+        if let Err(why) = r.follows(self.events, &self.prev) {
             return Err(Broken::Chain(r.seq, why));
         }
-        prev = &r.hash;
+        let legacy = self.key.legacy_events();
         match &r.mac {
-            Some(mac) if key.check(&r.hash, mac) => {}
+            Some(mac) if self.key.check(&r.hash, mac) => {}
             Some(_) => {
                 return Err(Broken::Key(
                     r.seq,
@@ -210,35 +249,54 @@ pub fn verify(records: &[Record], key: &ChainKey, anchors: &[Anchor]) -> Result<
                 ))
             }
         }
+        if r.mac.is_none() {
+            self.legacy += 1;
+        }
+        if let Some(ids) = self.by_seq.get(&r.seq) {
+            for &i in ids {
+                if self.anchors[i].hash != r.hash && self.mismatch.is_none_or(|m| i < m) {
+                    self.mismatch = Some(i);
+                }
+            }
+        }
+        self.prev.clone_from(&r.hash);
+        self.events += 1;
+        Ok(())
     }
-    for a in anchors {
-        match records.get((a.seq as usize).wrapping_sub(1)) {
-            _ if a.seq == 0 => {}
-            Some(r) if r.seq == a.seq && r.hash == a.hash => {}
-            Some(_) => {
+
+    /// How many records were pushed.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Checks the anchors against the chain pushed so far.
+    pub fn finish(self) -> Result<Verified, Broken> {
+        for (i, a) in self.anchors.iter().enumerate() {
+            if a.seq == 0 {
+                continue;
+            }
+            if self.mismatch == Some(i) {
                 return Err(Broken::Anchor(format!(
                     "audit chain broken at event {}: it does not match the head anchored at {} \
                      (events were rewritten)",
                     a.seq, a.at
-                )))
+                )));
             }
-            None => {
+            if a.seq < 0 || a.seq as u64 > self.events as u64 {
                 return Err(Broken::Anchor(format!(
                     "audit chain has {} events, but an anchor of {} vouches for event {}: \
                      events were deleted",
-                    records.len(),
-                    a.at,
-                    a.seq
-                )))
+                    self.events, a.at, a.seq
+                )));
             }
         }
+        Ok(Verified {
+            events: self.events,
+            legacy: self.legacy,
+            anchors: self.anchors.len(),
+            latest_anchor: self.anchors.iter().max_by_key(|a| a.seq).cloned(),
+        })
     }
-    Ok(Verified {
-        events: records.len(),
-        legacy: records.iter().filter(|r| r.mac.is_none()).count(),
-        anchors: anchors.len(),
-        latest_anchor: anchors.iter().max_by_key(|a| a.seq).cloned(),
-    })
 }
 
 #[cfg(test)]

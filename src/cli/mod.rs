@@ -3,6 +3,7 @@
 
 mod client;
 mod egress;
+mod ops;
 pub use egress::{CollectArgs, EgressCommand};
 pub mod upload;
 
@@ -56,10 +57,12 @@ pub enum Command {
     /// Bootstrap users, projects, workspaces and staff tokens (no server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// The hash-chained audit log, read from the data directory (no server needed).
+    /// The hash-chained audit log: through the server with AIRLOCK_TOKEN (a System Manager's,
+    /// or a project manager's for `show`), else read from the data directory.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Webhook deliveries, read from the data directory (no server needed).
+    /// Webhook deliveries: through the server with AIRLOCK_TOKEN (a System Manager's), else
+    /// read from the data directory.
     #[command(subcommand)]
     Webhooks(WebhookCommand),
     /// Scan local files with the configured scanners (scanners/, or `[scanning] dir`), as the
@@ -94,7 +97,8 @@ pub enum Command {
     /// Re-hash files at rest now against the sealed manifest: a transfer (by id: its quarantine
     /// copy and, once released, its read-only copy), or every transfer released into a
     /// workspace (PROJECT/WORKSPACE). Records the results and raises incidents as the
-    /// scheduler does. Exits 1 on any problem. Works on the data directory.
+    /// scheduler does. Exits 1 on any problem. Through the server with AIRLOCK_TOKEN (a
+    /// manager of the project), else on the data directory.
     Verify {
         target: String,
         #[arg(long)]
@@ -102,7 +106,8 @@ pub enum Command {
     },
     /// Export a released transfer as a BagIt bag (RFC 8493) into OUTPUT: its files under
     /// data/, with manifest-sha256.txt (also `sha256sum -c`-able), bag-info.txt
-    /// (Payload-Oxum) and tagmanifest-sha256.txt. Works on the data directory.
+    /// (Payload-Oxum) and tagmanifest-sha256.txt. Through the server with AIRLOCK_TOKEN (a
+    /// manager of the project; the bag comes as a tar stream), else on the data directory.
     Bag {
         id: String,
         #[arg(long)]
@@ -121,7 +126,8 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Incidents (integrity, scan, hash confirmation) with their state, from the data directory.
+    /// Incidents (integrity, scan, hash confirmation) with their state: through the server
+    /// with AIRLOCK_TOKEN (a manager's: their projects' incidents), else from the data directory.
     /// `--resolve ID --comment TEXT` marks one handled (audited); if the problem is still
     /// there, the next check raises it again.
     Incidents {
@@ -252,6 +258,9 @@ pub enum AuditCommand {
     Show {
         #[arg(long)]
         transfer: String,
+        /// One JSON event per line, as `export` writes them.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -550,16 +559,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(s).await?;
             admin(&app, cmd).await
         }
-        Command::Audit(cmd) => {
-            let s = settings(&cli)?;
-            let app = App::open(s).await?;
-            audit(&app, cmd).await
-        }
-        Command::Webhooks(cmd) => {
-            let s = settings(&cli)?;
-            let app = App::open(s).await?;
-            webhooks(&app, cmd).await
-        }
+        Command::Audit(cmd) => ops::audit(&cli, cmd).await,
+        Command::Webhooks(cmd) => ops::webhooks(&cli, cmd).await,
         Command::Scan {
             scanners,
             concurrency,
@@ -573,22 +574,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&cli)?;
             disclosure_files(&s, *json, *quiet, files)
         }
-        Command::Verify { target, json } => {
-            let s = settings(&cli)?;
-            let app = App::open(s).await?;
-            verify(&app, target, *json).await
-        }
-        Command::Bag { id, output } => {
-            let s = settings(&cli)?;
-            let app = App::open(s).await?;
-            let id = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let (bytes, n) = crate::integrity::bag::export(&app, id, output).await?;
-            println!(
-                "bag written to {}: {n} files, {bytes} bytes",
-                output.display()
-            );
-            Ok(())
-        }
+        Command::Verify { target, json } => ops::verify(&cli, target, *json).await,
+        Command::Bag { id, output } => ops::bag(&cli, id, output).await,
         Command::Hash {
             digest,
             quiet,
@@ -600,60 +587,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             resolve,
             comment,
         } => {
-            let s = settings(&cli)?;
-            let app = App::open(s).await?;
-            if let Some(id) = resolve {
-                let comment = comment.as_deref().unwrap_or_default().trim();
-                if comment.is_empty() {
-                    anyhow::bail!("say how it was handled: --comment TEXT");
-                }
-                let mut tx = app.store.begin().await?;
-                let Some(t) = tx.resolve_incident(id).await? else {
-                    anyhow::bail!("no open incident {id} (see `airlock incidents`)");
-                };
-                let mut ev = crate::audit::AuditEvent::new("admin-cli", "incident.resolved")
-                    .detail(serde_json::json!({ "incident": id, "comment": comment }));
-                if let Some(t) = t.and_then(|t| t.parse::<crate::domain::TransferId>().ok()) {
-                    ev = ev.transfer(t);
-                }
-                tx.audit(ev).await?;
-                tx.commit().await?;
-                println!("incident {id} resolved");
-                return Ok(());
-            }
-            let t = match transfer {
-                Some(t) => Some(t.parse().map_err(|e| anyhow::anyhow!("{e}"))?),
-                None => None,
-            };
-            let list = app.store.incidents(t).await?;
-            if *json {
-                let v: Vec<serde_json::Value> = list
-                    .iter()
-                    .map(|i| {
-                        serde_json::json!({
-                            "id": i.id, "transfer": i.transfer_id, "kind": i.kind,
-                            "state": i.state, "detail": i.detail, "created_at": i.created_at,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                for i in &list {
-                    println!(
-                        "{}  {}  {:<8} {:<18} {}  {}",
-                        i.id,
-                        i.created_at,
-                        i.state,
-                        i.kind,
-                        i.transfer_id.as_deref().unwrap_or("-"),
-                        i.detail
-                    );
-                }
-                if list.is_empty() {
-                    println!("no incidents");
-                }
-            }
-            Ok(())
+            ops::incidents(
+                &cli,
+                transfer.as_deref(),
+                *json,
+                resolve.as_deref(),
+                comment.as_deref(),
+            )
+            .await
         }
         Command::Transfer(cmd) => client::transfer(&cli.server, cmd).await,
         Command::Egress(cmd) => egress::egress(&cli.server, cmd).await,
@@ -669,120 +610,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             client::seal_with_token(&cli.server, token, confirm).await
         }
     }
-}
-
-async fn audit(app: &App, cmd: &AuditCommand) -> anyhow::Result<()> {
-    use std::io::Write;
-    let records = app.store.audit_records().await?;
-    match cmd {
-        AuditCommand::Verify { head } => {
-            let key = app
-                .store
-                .chain_key()
-                .context("the audit key was not loaded")?;
-            let file = app
-                .settings
-                .audit
-                .anchor_file(&app.settings.storage.data_dir);
-            let anchors = crate::audit::anchor::read(&file, app.anchor_key.public())?;
-            let v = crate::audit::verify(&records, key, &anchors)?;
-            if v.legacy > 0 {
-                println!(
-                    "{} event(s) from before the audit key checked by linkage only; {} keyed",
-                    v.legacy,
-                    v.events - v.legacy
-                );
-            }
-            match &v.latest_anchor {
-                Some(a) => println!(
-                    "anchors: {} in {} agree with the chain; the latest vouches for event {} ({})",
-                    v.anchors,
-                    file.display(),
-                    a.seq,
-                    a.at
-                ),
-                None => println!(
-                    "anchors: none yet in {} (the server anchors on a schedule and at shutdown): \
-                     a deleted tail would not be noticed",
-                    file.display()
-                ),
-            }
-            let last = records
-                .last()
-                .map(|r| r.hash.as_str())
-                .unwrap_or(crate::audit::GENESIS);
-            if let Some(pinned) = head {
-                let pinned = pinned.trim();
-                match records.iter().position(|r| r.hash == pinned) {
-                    None => anyhow::bail!(
-                        "the pinned head {pinned} is not in the chain: events were rewritten"
-                    ),
-                    Some(i) => println!(
-                        "pinned head found at event {}; {} event(s) after it",
-                        records[i].seq,
-                        records.len() - i - 1
-                    ),
-                }
-            }
-            println!("ok: {} events, head {last}", records.len());
-        }
-        AuditCommand::Export { output } => {
-            let mut out: Box<dyn Write> = match output {
-                Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
-                None => Box::new(std::io::stdout().lock()),
-            };
-            for r in &records {
-                writeln!(out, "{}", serde_json::to_string(r)?)?;
-            }
-            out.flush()?;
-        }
-        AuditCommand::Show { transfer } => {
-            for r in records
-                .iter()
-                .filter(|r| r.transfer_id.as_deref() == Some(transfer.as_str()))
-            {
-                println!(
-                    "{:>6}  {}  {:<24} {:<40} {}",
-                    r.seq, r.at, r.action, r.actor, r.detail
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn webhooks(app: &App, cmd: &WebhookCommand) -> anyhow::Result<()> {
-    match cmd {
-        WebhookCommand::List { state, json } => {
-            if let Some(s) = state {
-                if !["pending", "delivered", "failed"].contains(&s.as_str()) {
-                    anyhow::bail!("--state must be pending, delivered or failed, not `{s}`");
-                }
-            }
-            let ds = app.store.deliveries(state.as_deref()).await?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&ds)?);
-            } else {
-                for d in ds {
-                    println!(
-                        "{}  {:<9} {:>2} attempt(s)  seq {:<6} {:<28} {}  {}",
-                        d.id,
-                        d.state,
-                        d.attempts,
-                        d.audit_seq,
-                        d.event,
-                        d.url,
-                        d.last_error.unwrap_or_default()
-                    );
-                }
-            }
-        }
-        WebhookCommand::Retry { id } => {
-            crate::notify::retry(app, id).await?;
-            println!("{id}: queued again");
-        }
-    }
-    Ok(())
 }
 
 async fn admin(app: &App, cmd: &AdminCommand) -> anyhow::Result<()> {
@@ -1027,70 +854,6 @@ async fn scan_files(
     );
     if bad > 0 {
         anyhow::bail!("{bad} verdict(s) not clean");
-    }
-    Ok(())
-}
-
-/// `airlock verify TRANSFER | PROJECT/WORKSPACE`.
-async fn verify(app: &App, target: &str, json: bool) -> anyhow::Result<()> {
-    use crate::domain::TransferState;
-    let transfers = if let Ok(id) = target.parse::<crate::domain::TransferId>() {
-        vec![app
-            .store
-            .transfer(id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no transfer {id}"))?]
-    } else {
-        let (p, w) = target.split_once('/').ok_or_else(|| {
-            anyhow::anyhow!("`{target}` is neither a transfer id nor PROJECT/WORKSPACE")
-        })?;
-        let ws = app
-            .store
-            .workspace_by_name(p, w)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no workspace {target}"))?;
-        app.store
-            .transfers_in(ws.id)
-            .await?
-            .into_iter()
-            .filter(|t| t.state == TransferState::Released)
-            .collect()
-    };
-    let mut problems = 0;
-    let mut reports = Vec::new();
-    for t in &transfers {
-        if t.root_digest.is_none() {
-            anyhow::bail!("transfer {} is not sealed: nothing to verify yet", t.id);
-        }
-        let r = crate::integrity::verify(app, t, crate::integrity::Scope::All).await?;
-        crate::integrity::record(app, t, &r).await?;
-        problems += r.problem_count();
-        if !json {
-            println!(
-                "transfer {} ({}): {} copies verified, {} bytes, {} problem(s)",
-                t.id,
-                t.state,
-                r.ok,
-                r.bytes,
-                r.problem_count()
-            );
-            for c in r.problems() {
-                println!("  {:<10} {}", c.result, c.detail);
-            }
-            if r.more_problems > 0 {
-                println!(
-                    "  and {} more (counted by kind in `--json`; each is in the fixity records)",
-                    r.more_problems
-                );
-            }
-        }
-        reports.push(r);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    }
-    if problems > 0 {
-        anyhow::bail!("{problems} problem(s) found");
     }
     Ok(())
 }

@@ -10,8 +10,10 @@
 
 use crate::app::App;
 use crate::domain::*;
+use crate::store::Transfer;
 use crate::workflow::{Error, Result};
 use sha2::Digest;
+use std::io::Read;
 use std::path::Path;
 
 /// Writes the bag of a released transfer into `out` (created; must not exist or be empty).
@@ -42,17 +44,7 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
     let released = std::path::PathBuf::from(loc);
     // An egress package holds its output files only (its supporting and code files stay in
     // quarantine), and its output-checking record goes into the bag's payload with them.
-    let held: std::collections::HashSet<String> = if t.kind.is_egress() {
-        app.store
-            .egress_files(id)
-            .await?
-            .into_iter()
-            .filter(|p| p.role != crate::workflow::egress::FileRole::Output.as_str())
-            .map(|p| p.path)
-            .collect()
-    } else {
-        Default::default()
-    };
+    let held = held_back(app, &t).await?;
     let bag = Bag::create(out.to_owned())?;
     // The payload a page of rows at a time: each page is copied and hashed off the async
     // threads, and its manifest lines go straight to the open manifest files.
@@ -71,19 +63,12 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
             .map(crate::workflow::transfers::manifest_entry)
             .collect::<Result<Vec<_>>>()?;
         if last_page && t.kind.is_egress() {
-            for name in crate::workflow::egress::RECORD_FILES {
-                let at = released.join(name);
-                let d = tokio::task::spawn_blocking(move || crate::hashing::hash_paths(&[at]))
+            let released = released.clone();
+            entries.extend(
+                tokio::task::spawn_blocking(move || record_entries(&released))
                     .await
-                    .map_err(|e| Error::Internal(e.to_string()))?
-                    .map_err(|e| Error::Internal(format!("{name}: {e}")))?;
-                entries.push(crate::domain::ManifestEntry {
-                    path: name.to_owned(),
-                    size: d.size,
-                    sha256: d.sha256,
-                    blake3: d.blake3,
-                });
-            }
+                    .map_err(|e| Error::Internal(e.to_string()))??,
+            );
         }
         let mut b = bag
             .take()
@@ -106,6 +91,260 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
     tokio::task::spawn_blocking(move || b.finish(id, &root))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// The files of a transfer that stay out of its bag: an egress package holds its output files
+/// only (its supporting and code files stay in quarantine).
+async fn held_back(app: &App, t: &Transfer) -> Result<std::collections::HashSet<String>> {
+    Ok(if t.kind.is_egress() {
+        app.store
+            .egress_files(t.id)
+            .await?
+            .into_iter()
+            .filter(|p| p.role != crate::workflow::egress::FileRole::Output.as_str())
+            .map(|p| p.path)
+            .collect()
+    } else {
+        Default::default()
+    })
+}
+
+/// An egress package's output-checking record, which goes into the bag's payload with its
+/// files (a fixed, small number of files, hashed from the released folder).
+fn record_entries(released: &Path) -> Result<Vec<ManifestEntry>> {
+    crate::workflow::egress::RECORD_FILES
+        .iter()
+        .map(|name| {
+            let d = crate::hashing::hash_paths(&[released.join(name)])
+                .map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+            Ok(ManifestEntry {
+                path: (*name).to_owned(),
+                size: d.size,
+                sha256: d.sha256,
+                blake3: d.blake3,
+            })
+        })
+        .collect()
+}
+
+/// The bag of a released transfer as a tar stream (`ID/bagit.txt`, `ID/data/...`), built
+/// while it is sent: nothing is staged in memory or on disk.
+///
+/// A tar entry needs its size before its bytes, and the manifests come after the payload is
+/// known good, so the payload goes first, each file hashed as it is sent and checked against
+/// the sealed manifest (a mismatch ends the stream with an error: the client never gets a bag
+/// that disagrees with what was reviewed). Meanwhile each manifest's length and SHA-256 are
+/// counted, never its lines; then the manifests are written by walking the rows a second
+/// time, checked against the first walk's digest. Memory holds one page of rows.
+pub fn tar_stream(
+    app: std::sync::Arc<App>,
+    t: Transfer,
+) -> futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let sink = crate::workflow::collect::ChannelWriter::new(tx.clone());
+        if let Err(e) = write_tar(&app, &handle, &t, sink) {
+            tracing::warn!(transfer = %t.id, error = %e, "bag stream ended early");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    crate::workflow::collect::receiver_stream(rx)
+}
+
+/// Reads a file while hashing it both ways.
+struct Hashing<R> {
+    inner: R,
+    sha256: sha2::Sha256,
+    blake3: blake3::Hasher,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha256.update(&buf[..n]);
+        self.blake3.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// A manifest's running length and digest, for its tar header and the tag manifest.
+#[derive(Default)]
+struct Tally {
+    len: u64,
+    sha256: sha2::Sha256,
+}
+
+impl Tally {
+    fn add(&mut self, line: &str) {
+        self.len += line.len() as u64;
+        self.sha256.update(line.as_bytes());
+    }
+}
+
+fn write_tar(
+    app: &App,
+    handle: &tokio::runtime::Handle,
+    t: &Transfer,
+    sink: impl std::io::Write,
+) -> Result<()> {
+    let id = t.id;
+    let released =
+        std::path::PathBuf::from(t.release_location.clone().ok_or_else(|| {
+            Error::Conflict(format!("transfer {id} has no released copy to bag"))
+        })?);
+    let held = handle.block_on(held_back(app, t))?;
+    let records = if t.kind.is_egress() {
+        record_entries(&released)?
+    } else {
+        Vec::new()
+    };
+    let top = id.to_string();
+    let mut b = tar::Builder::new(sink);
+    let header = |size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    };
+    // Every page of payload entries, in path order, then the record files.
+    let pages = |f: &mut dyn FnMut(&ManifestEntry) -> Result<()>| -> Result<()> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = handle.block_on(app.store.files_page(
+                id,
+                after.as_deref(),
+                crate::store::FILE_BATCH,
+            ))?;
+            let last = (page.len() as u32) < crate::store::FILE_BATCH;
+            after = page.last().map(|f| f.path.clone());
+            for row in page.iter().filter(|r| !held.contains(&r.path)) {
+                f(&crate::workflow::transfers::manifest_entry(row)?)?;
+            }
+            if last {
+                break;
+            }
+        }
+        for m in &records {
+            f(m)?;
+        }
+        Ok(())
+    };
+    let lines = |m: &ManifestEntry| {
+        let path = encode(&m.path);
+        (
+            format!("{}  data/{path}\n", m.sha256),
+            format!("{}  data/{path}\n", m.blake3),
+        )
+    };
+    let (mut s_tally, mut b_tally) = (Tally::default(), Tally::default());
+    let (mut bytes, mut files) = (0u64, 0u64);
+    pages(&mut |m| {
+        let file = std::fs::File::open(released.join(&m.path)).map_err(io)?;
+        let mut r = Hashing {
+            inner: file,
+            sha256: sha2::Sha256::new(),
+            blake3: blake3::Hasher::new(),
+            n: 0,
+        };
+        let mut h = header(m.size);
+        b.append_data(
+            &mut h,
+            format!("{top}/data/{}", m.path),
+            (&mut r).take(m.size),
+        )
+        .map_err(io)?;
+        let sha256 = hex::encode(r.sha256.finalize());
+        if r.n != m.size
+            || sha256 != m.sha256.as_str()
+            || r.blake3.finalize().to_hex().as_str() != m.blake3.as_str()
+        {
+            return Err(Error::Conflict(format!(
+                "{}: the released copy differs from the manifest (sha256 {sha256}, {} bytes); \
+                 run `airlock verify {id}`",
+                m.path, r.n
+            )));
+        }
+        let (s, b3) = lines(m);
+        s_tally.add(&s);
+        b_tally.add(&b3);
+        bytes += m.size;
+        files += 1;
+        Ok(())
+    })?;
+    let mut tags = String::new();
+    let mut small = |b: &mut tar::Builder<_>, name: &str, text: &str| -> Result<()> {
+        let mut h = header(text.len() as u64);
+        b.append_data(&mut h, format!("{top}/{name}"), text.as_bytes())
+            .map_err(io)?;
+        tags += &format!(
+            "{}  {name}\n",
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        );
+        Ok(())
+    };
+    small(
+        &mut b,
+        "bagit.txt",
+        "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n",
+    )?;
+    let root = t.root_digest.clone().unwrap_or_default();
+    small(
+        &mut b,
+        "bag-info.txt",
+        &format!(
+            "Bag-Software-Agent: airlock {}\nBagging-Date: {}\nExternal-Identifier: {id}\n\
+             External-Description: airlock transfer {id}, manifest root digest {root}\n\
+             Payload-Oxum: {bytes}.{files}\n",
+            env!("CARGO_PKG_VERSION"),
+            chrono::Utc::now().format("%Y-%m-%d"),
+        ),
+    )?;
+    // The manifests, one line at a time from a second walk of the rows, straight into the
+    // tar (header first, with the length counted above, then the lines, then the padding).
+    for (name, tally, blake) in [
+        ("manifest-sha256.txt", s_tally, false),
+        ("manifest-blake3.txt", b_tally, true),
+    ] {
+        let want = hex::encode(tally.sha256.finalize());
+        let mut h = header(tally.len);
+        h.set_path(format!("{top}/{name}")).map_err(io)?;
+        h.set_cksum();
+        let out = b.get_mut();
+        out.write_all(h.as_bytes()).map_err(io)?;
+        let mut again = Tally::default();
+        pages(&mut |m| {
+            let (s, b3) = lines(m);
+            let line = if blake { b3 } else { s };
+            again.add(&line);
+            b.get_mut().write_all(line.as_bytes()).map_err(io)
+        })?;
+        let got = hex::encode(again.sha256.finalize());
+        if got != want || again.len != tally.len {
+            return Err(Error::Conflict(format!(
+                "transfer {id}'s files changed while its bag was written; try again"
+            )));
+        }
+        let pad = (512 - tally.len % 512) % 512;
+        b.get_mut()
+            .write_all(&vec![0u8; pad as usize])
+            .map_err(io)?;
+        tags += &format!("{want}  {name}\n");
+    }
+    let mut h = header(tags.len() as u64);
+    b.append_data(
+        &mut h,
+        format!("{top}/tagmanifest-sha256.txt"),
+        tags.as_bytes(),
+    )
+    .map_err(io)?;
+    let mut inner = b.into_inner().map_err(io)?;
+    inner.flush().map_err(io)?;
+    Ok(())
 }
 
 /// RFC 8493 §2.1.3: CR, LF and % in a manifest path are percent-encoded.

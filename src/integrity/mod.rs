@@ -25,7 +25,7 @@ pub const QUARANTINE: &str = "quarantine";
 pub const RELEASED: &str = "released";
 
 /// One file's check.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Check {
     pub location: &'static str,
     pub path: String,
@@ -41,7 +41,7 @@ pub const NAMED: usize = 20;
 
 /// What a verification found: counts of every check, and the first [`NAMED`] problems.
 /// Constant in size whatever the file count; each check's result is in the `fixity` table.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub transfer: TransferId,
     pub state: TransferState,

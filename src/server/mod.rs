@@ -207,6 +207,37 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             "/api/v1/collect/package.tar",
             get(api::egress::package_tar),
         ),
+        // Operations: verify, incidents, the audit log, BagIt export, webhook deliveries.
+        ("get", "/api/v1/incidents", get(api::ops::incidents)),
+        (
+            "post",
+            "/api/v1/incidents/{id}/resolve",
+            post(api::ops::resolve_incident),
+        ),
+        (
+            "post",
+            "/api/v1/transfers/{id}/verify",
+            post(api::ops::verify_transfer),
+        ),
+        (
+            "post",
+            "/api/v1/workspaces/{project}/{workspace}/verify",
+            post(api::ops::verify_workspace),
+        ),
+        ("get", "/api/v1/audit/verify", get(api::ops::verify_audit)),
+        ("get", "/api/v1/audit/export", get(api::ops::export_audit)),
+        (
+            "get",
+            "/api/v1/transfers/{id}/audit",
+            get(api::ops::transfer_audit),
+        ),
+        ("get", "/api/v1/transfers/{id}/bag", get(api::ops::bag)),
+        ("get", "/api/v1/webhooks", get(api::ops::webhooks)),
+        (
+            "post",
+            "/api/v1/webhooks/{id}/retry",
+            post(api::ops::retry_webhook),
+        ),
         ("get", "/healthz", get(api::healthz)),
         ("get", "/readyz", get(api::readyz)),
         ("get", "/metrics", get(api::metrics)),

@@ -33,6 +33,7 @@ mod browse;
 mod egress;
 mod mail;
 pub mod migrate;
+mod ops;
 mod sessions;
 mod webhooks;
 pub use browse::Entry;
@@ -41,6 +42,7 @@ pub use egress::{
 };
 pub use governance::{Member, RefereeRow};
 pub use mail::{MailRow, NewMail};
+pub use ops::IncidentScope;
 pub use sessions::SessionRow;
 pub use webhooks::{AuditRow, Delivery};
 

@@ -15,7 +15,7 @@ pub struct AuditRow {
 }
 
 /// One webhook delivery.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     pub audit_seq: i64,
@@ -33,7 +33,7 @@ pub struct Delivery {
     pub delivered_at: Option<String>,
 }
 
-fn delivery(r: &sqlx::any::AnyRow) -> Result<Delivery> {
+pub(super) fn delivery(r: &sqlx::any::AnyRow) -> Result<Delivery> {
     Ok(Delivery {
         id: r.try_get("id")?,
         audit_seq: r.try_get("audit_seq")?,

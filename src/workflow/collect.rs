@@ -583,6 +583,13 @@ pub async fn whole(
     })
 }
 
+/// The chunks a [`ChannelWriter`] sends, as a response body.
+pub(crate) fn receiver_stream(
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> futures::stream::BoxStream<'static, std::io::Result<Bytes>> {
+    tokio_stream_from(rx).boxed()
+}
+
 fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> {
@@ -592,13 +599,20 @@ fn tokio_stream_from(
 const CHUNK: usize = 256 * 1024;
 
 /// A blocking `Write` that sends what is written down a bounded channel in chunks: the
-/// package is built at the pace the client reads it.
-struct ChannelWriter {
+/// package (or a bag, `integrity::bag::tar_stream`) is built at the pace the client reads it.
+pub(crate) struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     buf: Vec<u8>,
 }
 
 impl ChannelWriter {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) -> Self {
+        Self {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
     fn send(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());

@@ -11,6 +11,7 @@ pub mod collect;
 pub mod egress;
 pub mod governance;
 pub mod membership;
+pub mod ops;
 pub mod refusals;
 pub mod release;
 pub mod scanning;
