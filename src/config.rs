@@ -883,7 +883,10 @@ mod tests {
         assert!(!s.auth.enabled(), "local tokens only by default");
         let full = [
             ("AIRLOCK__AUTH__JWKS_URL", "https://idp.example.org/certs"),
-            ("AIRLOCK__AUTH__ISSUER", "https://idp.example.org/realms/tre"),
+            (
+                "AIRLOCK__AUTH__ISSUER",
+                "https://idp.example.org/realms/tre",
+            ),
             ("AIRLOCK__AUTH__AUDIENCE", "airlock"),
         ];
         let s = Settings::load(None, env(&full)).unwrap();
@@ -891,16 +894,27 @@ mod tests {
         assert_eq!(s.auth.username_claim, UsernameClaim::PreferredUsername);
         assert_eq!(s.auth.jwks_min_refresh, Duration::from_secs(30));
 
-        let err = Settings::load(None, env(&full[..1])).unwrap_err().to_string();
+        let err = Settings::load(None, env(&full[..1]))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("auth.issuer") && err.contains("auth.audience"),
             "{err}"
         );
         for (extra, why) in [
-            (("AIRLOCK__AUTH__JWKS_URL", "http://idp.example.org/certs"), "https://"),
-            (("AIRLOCK__AUTH__USERNAME_CLAIM", "email"), "username_domain"),
+            (
+                ("AIRLOCK__AUTH__JWKS_URL", "http://idp.example.org/certs"),
+                "https://",
+            ),
+            (
+                ("AIRLOCK__AUTH__USERNAME_CLAIM", "email"),
+                "username_domain",
+            ),
             (("AIRLOCK__AUTH__USERNAME_CLAIM", "sub"), "sub"),
-            (("AIRLOCK__AUTH__JWKS_MIN_REFRESH", "0s"), "jwks_min_refresh"),
+            (
+                ("AIRLOCK__AUTH__JWKS_MIN_REFRESH", "0s"),
+                "jwks_min_refresh",
+            ),
         ] {
             let mut pairs = full.to_vec();
             pairs.push(extra);

@@ -41,13 +41,22 @@ struct SigningKey {
 fn rsa_key(dir: &Path, kid: &str) -> SigningKey {
     let f = dir.join(format!("{kid}.pem"));
     run(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&f));
     let modulus = run(Command::new("openssl")
         .args(["rsa", "-noout", "-modulus", "-in"])
         .arg(&f));
     let n = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
-    let public_pem = run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&f));
+    let public_pem = run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&f));
     SigningKey {
         kid: kid.into(),
         alg: Algorithm::RS256,
@@ -62,7 +71,14 @@ fn rsa_key(dir: &Path, kid: &str) -> SigningKey {
 fn ec_key(dir: &Path, kid: &str) -> SigningKey {
     let f = dir.join(format!("{kid}.pem"));
     run(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
         .arg(&f));
     let der = Command::new("openssl")
         .args(["pkey", "-pubout", "-outform", "DER", "-in"])
@@ -72,7 +88,9 @@ fn ec_key(dir: &Path, kid: &str) -> SigningKey {
         .stdout;
     let point = &der[der.len() - 65..];
     assert_eq!(point[0], 4, "an uncompressed point");
-    let public_pem = run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&f));
+    let public_pem = run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&f));
     SigningKey {
         kid: kid.into(),
         alg: Algorithm::ES256,
@@ -201,7 +219,11 @@ async fn rs256_and_es256_provider_tokens_act_with_the_airlock_users_own_roles() 
     let idp = Provider::start(&[&rsa, &ec]).await;
     let t = airlock_trusting(&idp.url, Duration::from_secs(30)).await;
     let p = t.bootstrap(1).await;
-    assert_eq!(idp.fetches(), 0, "keys are fetched at first need, not at start");
+    assert_eq!(
+        idp.fetches(),
+        0,
+        "keys are fetched at first need, not at start"
+    );
 
     for key in [&rsa, &ec] {
         let pm = sign(key, &claims("pm"));
@@ -214,7 +236,12 @@ async fn rs256_and_es256_provider_tokens_act_with_the_airlock_users_own_roles() 
         // The investigator is a member, but only a Project Manager opens transfers.
         let inv = sign(key, &claims("inv"));
         let (status, v) = open(&t, &inv).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{:?} investigator: {v}", key.alg);
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{:?} investigator: {v}",
+            key.alg
+        );
         // Someone of another project does not see the transfer at all.
         let outsider = sign(key, &claims("outsider"));
         let (status, _) = t.get_json(&outsider, &format!("/transfers/{id}")).await;
@@ -306,14 +333,22 @@ async fn forged_foreign_stale_and_unknown_tokens_get_401_with_the_reason() {
         (json!({"aud": "someone-else"}), "audience", "another aud"),
         (json!({"aud": ["a", "b"]}), "audience", "auds without ours"),
         (json!({"aud": null}), "`aud`", "no aud"),
-        (json!({"iss": "https://evil.example"}), "issuer", "another iss"),
+        (
+            json!({"iss": "https://evil.example"}),
+            "issuer",
+            "another iss",
+        ),
         (
             json!({"exp": now() - 120, "iat": now() - 600}),
             "expired",
             "expired",
         ),
         (json!({"exp": null}), "`exp`", "no exp"),
-        (json!({"nbf": now() + 120}), "not valid yet", "nbf in the future"),
+        (
+            json!({"nbf": now() + 120}),
+            "not valid yet",
+            "nbf in the future",
+        ),
         (
             json!({"preferred_username": null}),
             "preferred_username",

@@ -23,7 +23,7 @@
 //!   Responses are bounded to [`MAX_JWKS_BYTES`] and [`FETCH_TIMEOUT`].
 //! - **Identity.** The configured claim names an airlock user (`workflow::access` looks it up);
 //!   roles, memberships and disabling stay airlock's own. A provider token has no airlock
-//!   token id and no database row: it is not revoked by `airlock admin revoke-tokens`, only by
+//!   token id and no database row: it is not revoked by `airlock token revoke`, only by
 //!   disabling the user (checked on every request) or at the provider; the audit log names
 //!   the user (`user:NAME`), and logs name the token by its `jti` (`uti` for Entra ID) or,
 //!   failing both, a short SHA-256 of the token ([`IdpIdentity::token_id`]).
@@ -73,10 +73,7 @@ pub enum OidcError {
     #[error("token has no `{0}` claim naming the user")]
     NoUsername(&'static str),
     #[error("token's `{claim}` must be NAME@{domain}")]
-    Domain {
-        claim: &'static str,
-        domain: String,
-    },
+    Domain { claim: &'static str, domain: String },
     #[error("token's email is not verified by the identity provider")]
     EmailNotVerified,
     #[error("the identity provider's keys cannot be fetched: {0}")]
@@ -239,7 +236,12 @@ impl OidcVerifier {
         }
         if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
             // Too soon to ask again: what is held (even if old) decides.
-            if self.keys.read().unwrap_or_else(|p| p.into_inner()).is_none() {
+            if self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+            {
                 return Err(OidcError::KeysUnavailable(format!(
                     "the last fetch failed; the next is tried {} s after it",
                     self.min_refresh.as_secs()
@@ -259,7 +261,12 @@ impl OidcVerifier {
             }
             Err(e) => {
                 tracing::warn!(url = %self.jwks_url, error = %e, "cannot fetch the identity provider's keys");
-                if self.keys.read().unwrap_or_else(|p| p.into_inner()).is_none() {
+                if self
+                    .keys
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none()
+                {
                     return Err(OidcError::KeysUnavailable(e));
                 }
             }
