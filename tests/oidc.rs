@@ -349,6 +349,7 @@ async fn forged_foreign_stale_and_unknown_tokens_get_401_with_the_reason() {
             "not valid yet",
             "nbf in the future",
         ),
+        (json!({"typ": "ID"}), "access token", "a Keycloak ID token"),
         (
             json!({"preferred_username": null}),
             "preferred_username",

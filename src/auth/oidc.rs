@@ -74,6 +74,8 @@ pub enum OidcError {
     NoUsername(&'static str),
     #[error("token's `{claim}` must be NAME@{domain}")]
     Domain { claim: &'static str, domain: String },
+    #[error("token is not an access token (its `typ` claim is not `Bearer`)")]
+    NotAccessToken,
     #[error("token's email is not verified by the identity provider")]
     EmailNotVerified,
     #[error("the identity provider's keys cannot be fetched: {0}")]
@@ -187,6 +189,13 @@ impl OidcVerifier {
                     }
                 })?;
         let claims = data.claims;
+        // Keycloak marks its ID tokens `typ: ID` (its refresh tokens are HS256 and never come
+        // here); only access tokens act on the API. Entra ID writes no `typ` claim.
+        if let Some(typ) = claims.get("typ").and_then(|v| v.as_str()) {
+            if !typ.eq_ignore_ascii_case("Bearer") {
+                return Err(OidcError::NotAccessToken);
+            }
+        }
         Ok(IdpIdentity {
             username: self.username(&claims)?,
             token_id: token_id(&claims, token),
@@ -392,6 +401,56 @@ mod tests {
         assert_eq!(kids, ["e", "r"]);
         assert_eq!(keys["r"].alg, Algorithm::RS256);
         assert_eq!(keys["e"].alg, Algorithm::ES256);
+    }
+
+    fn verifier(claim: UsernameClaim, domain: Option<&str>) -> OidcVerifier {
+        let s = AuthSettings {
+            jwks_url: Some("http://127.0.0.1:9/certs".into()),
+            issuer: Some("https://idp.example.org".into()),
+            audience: Some("airlock".into()),
+            username_claim: claim,
+            username_domain: domain.map(str::to_owned),
+            ..AuthSettings::default()
+        };
+        OidcVerifier::from_settings(&s).unwrap().unwrap()
+    }
+
+    fn map(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_claim_names_the_user_and_a_domain_must_match_exactly() {
+        let plain = verifier(UsernameClaim::PreferredUsername, None);
+        let c = map(serde_json::json!({"preferred_username": "alice"}));
+        assert_eq!(plain.username(&c).unwrap(), "alice");
+        assert!(plain.username(&map(serde_json::json!({}))).is_err());
+
+        let email = verifier(UsernameClaim::Email, Some("example.ac.uk"));
+        for (claims, want) in [
+            (
+                serde_json::json!({"email": "alice@Example.AC.uk"}),
+                Some("alice"),
+            ),
+            (serde_json::json!({"email": "alice@evil.example"}), None),
+            (
+                serde_json::json!({"email": "alice@example.ac.uk.evil"}),
+                None,
+            ),
+            (serde_json::json!({"email": "@example.ac.uk"}), None),
+            (serde_json::json!({"email": "alice"}), None),
+            (
+                serde_json::json!({"email": "alice@example.ac.uk", "email_verified": false}),
+                None,
+            ),
+            (
+                serde_json::json!({"preferred_username": "alice@example.ac.uk"}),
+                None,
+            ),
+        ] {
+            let got = email.username(&map(claims.clone())).ok();
+            assert_eq!(got.as_deref(), want, "{claims}");
+        }
     }
 
     #[test]
