@@ -17,6 +17,9 @@ pub struct App {
     pub volumes: Volumes,
     /// The token signing key (`data_dir/keys/jwt.key`).
     pub keys: Keys,
+    /// Checks staff tokens from the institution's OIDC provider, with its cached keys;
+    /// `None` unless `[auth]` is configured (then only local tokens are accepted).
+    pub oidc: Option<crate::auth::oidc::OidcVerifier>,
     /// The policy of each tier, and the overrides workspaces point to.
     pub policies: Policies,
     /// One lock and running hash per upload in progress, so a resumed tus upload continues
@@ -72,6 +75,8 @@ pub enum StartError {
     AuditKey(#[from] crate::audit::key::KeyError),
     #[error(transparent)]
     Anchor(#[from] crate::audit::anchor::AnchorError),
+    #[error("cannot build the HTTP client for `[auth] jwks_url`: {0}")]
+    Oidc(#[source] reqwest::Error),
 }
 
 impl App {
@@ -94,6 +99,10 @@ impl App {
             volumes
         };
         let keys = Keys::load_or_create(&dir.join("keys"))?;
+        // The provider's keys are fetched at first need, so a provider that is down never
+        // stops airlock starting (`auth::oidc`).
+        let oidc = crate::auth::oidc::OidcVerifier::from_settings(&settings.auth)
+            .map_err(StartError::Oidc)?;
         // The audit key and the anchor key live beside jwt.key, outside the database.
         let (events, keyed) = store.audit_counts().await?;
         let chain_key = crate::audit::ChainKey::load_or_create(&dir.join("keys"), events, keyed)?;
@@ -121,6 +130,7 @@ impl App {
             store,
             volumes,
             keys,
+            oidc,
             policies,
             uploads: UploadLocks::default(),
             jobs: tokio::sync::Notify::new(),

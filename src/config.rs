@@ -23,6 +23,128 @@ pub struct Settings {
     pub uploads: UploadSettings,
     pub ui: UiSettings,
     pub mail: MailSettings,
+    pub auth: AuthSettings,
+}
+
+/// Staff tokens issued by the institution's OIDC provider (Keycloak, Entra ID), accepted
+/// beside the locally minted HS256 ones when `jwks_url`, `issuer` and `audience` are all set
+/// (`auth::oidc`). Roles stay airlock's own: the token only names the person.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The provider's JSON Web Key Set, such as
+    /// `https://idp.example.ac.uk/realms/tre/protocol/openid-connect/certs`. `https://` only,
+    /// except `http://` to a loopback address. Default: none (no provider tokens accepted).
+    pub jwks_url: Option<String>,
+    /// The exact `iss` the provider writes, such as `https://idp.example.ac.uk/realms/tre`.
+    /// Default: none.
+    pub issuer: Option<String>,
+    /// The `aud` airlock's tokens carry (the client id). Default: none.
+    pub audience: Option<String>,
+    /// The claim naming the airlock user: `preferred_username` (default) or `email`.
+    pub username_claim: UsernameClaim,
+    /// When set, the claim must read `NAME@DOMAIN` with exactly this domain (any case), and
+    /// `NAME` is the airlock user; any other domain is refused. Required with `email`, and
+    /// for Entra ID, whose `preferred_username` is `name@tenant-domain`. Default: none (the
+    /// claim is the user name as it is).
+    pub username_domain: Option<String>,
+    /// Least time between two fetches of the key set: a token with an unknown `kid` fetches
+    /// it again only this long after the last fetch, so a flood of made-up `kid`s costs the
+    /// provider one request per interval. Default `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub jwks_min_refresh: Duration,
+}
+
+/// Which claim of a provider token names the airlock user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsernameClaim {
+    PreferredUsername,
+    Email,
+}
+
+impl UsernameClaim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsernameClaim::PreferredUsername => "preferred_username",
+            UsernameClaim::Email => "email",
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            username_claim: UsernameClaim::PreferredUsername,
+            username_domain: None,
+            jwks_min_refresh: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AuthSettings {
+    /// True when provider tokens are accepted (all three of `jwks_url`, `issuer`, `audience`).
+    pub fn enabled(&self) -> bool {
+        self.jwks_url.is_some() && self.issuer.is_some() && self.audience.is_some()
+    }
+
+    /// Refuses half a configuration: all three keys or none, a JWKS over TLS (or loopback),
+    /// a domain for `email`.
+    fn check(&self) -> Result<(), String> {
+        let keys = [
+            ("auth.jwks_url", &self.jwks_url),
+            ("auth.issuer", &self.issuer),
+            ("auth.audience", &self.audience),
+        ];
+        let missing: Vec<&str> = keys
+            .iter()
+            .filter(|(_, v)| v.as_deref().is_none_or(|v| v.trim().is_empty()))
+            .map(|(k, _)| *k)
+            .collect();
+        if missing.len() == keys.len() {
+            return Ok(());
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "`auth.jwks_url`, `auth.issuer` and `auth.audience` go together; missing: {}",
+                missing.join(", ")
+            ));
+        }
+        let url = self.jwks_url.as_deref().unwrap_or_default();
+        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| {
+                url.strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+            });
+        if !url.starts_with("https://") && !loopback {
+            return Err(format!(
+                "`auth.jwks_url` `{url}` must be an https:// URL (plain http only to a loopback \
+                 address): whoever can change the keys can sign in as anyone"
+            ));
+        }
+        if self.username_claim == UsernameClaim::Email && self.username_domain.is_none() {
+            return Err(
+                "`auth.username_claim = \"email\"` needs `auth.username_domain`: an airlock user \
+                 name has no `@`, so only the part before `@<domain>` can name one"
+                    .into(),
+            );
+        }
+        if let Some(d) = &self.username_domain {
+            if d.is_empty() || d.contains('@') {
+                return Err(format!(
+                    "`auth.username_domain` `{d}` must be a domain such as example.ac.uk"
+                ));
+            }
+        }
+        if self.jwks_min_refresh.is_zero() {
+            return Err("`auth.jwks_min_refresh` must be longer than 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// The metadata database (`store`).
@@ -738,6 +860,7 @@ impl Settings {
             return Err(bad("`webhooks.max_attempts` must be at least 1".into()));
         }
         s.mail.check(&s.integrity).map_err(bad)?;
+        s.auth.check().map_err(bad)?;
         Ok(s)
     }
 }
@@ -780,6 +903,64 @@ mod tests {
         std::fs::write(&f, "[server]\nlisen = \"x\"\n").unwrap();
         let err = Settings::load(Some(&f), []).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn auth_needs_all_three_keys_or_none_and_a_safe_jwks_url() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = Settings::load(None, []).unwrap();
+        assert!(!s.auth.enabled(), "local tokens only by default");
+        let full = [
+            ("AIRLOCK__AUTH__JWKS_URL", "https://idp.example.org/certs"),
+            (
+                "AIRLOCK__AUTH__ISSUER",
+                "https://idp.example.org/realms/tre",
+            ),
+            ("AIRLOCK__AUTH__AUDIENCE", "airlock"),
+        ];
+        let s = Settings::load(None, env(&full)).unwrap();
+        assert!(s.auth.enabled());
+        assert_eq!(s.auth.username_claim, UsernameClaim::PreferredUsername);
+        assert_eq!(s.auth.jwks_min_refresh, Duration::from_secs(30));
+
+        let err = Settings::load(None, env(&full[..1]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.issuer") && err.contains("auth.audience"),
+            "{err}"
+        );
+        for (extra, why) in [
+            (
+                ("AIRLOCK__AUTH__JWKS_URL", "http://idp.example.org/certs"),
+                "https://",
+            ),
+            (
+                ("AIRLOCK__AUTH__USERNAME_CLAIM", "email"),
+                "username_domain",
+            ),
+            (("AIRLOCK__AUTH__USERNAME_CLAIM", "sub"), "sub"),
+            (
+                ("AIRLOCK__AUTH__JWKS_MIN_REFRESH", "0s"),
+                "jwks_min_refresh",
+            ),
+        ] {
+            let mut pairs = full.to_vec();
+            pairs.push(extra);
+            let err = Settings::load(None, env(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(why), "{extra:?}: {err}");
+        }
+        let mut pairs = full.to_vec();
+        pairs.push(("AIRLOCK__AUTH__JWKS_URL", "http://127.0.0.1:8081/certs"));
+        pairs.push(("AIRLOCK__AUTH__USERNAME_CLAIM", "email"));
+        pairs.push(("AIRLOCK__AUTH__USERNAME_DOMAIN", "example.org"));
+        let s = Settings::load(None, env(&pairs)).unwrap();
+        assert_eq!(s.auth.username_claim, UsernameClaim::Email);
     }
 
     #[test]

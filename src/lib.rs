@@ -16,7 +16,7 @@
 //! - [`volumes`]: quarantine and released volumes over `object_store`.
 //! - [`store`]: the metadata store (SQLite).
 //! - [`audit`]: the hash-chained, keyed audit log, its signed head anchors, verify.
-//! - [`auth`]: minting and checking JWTs.
+//! - [`auth`]: minting and checking JWTs; staff tokens of the institution's OIDC provider.
 //! - [`cli`]: the `airlock` command line, server and client.
 //! - [`telemetry`]: structured logs.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`, and the calls that count.

@@ -187,7 +187,11 @@ impl Modify for SecuritySchemes {
         };
         components.add_security_scheme(
             "staffToken",
-            bearer("A staff token: acts as a person (`airlock admin token USER` prints one)."),
+            bearer(
+                "A staff token: acts as a person (`airlock admin token USER` prints one), or, \
+                 with `[auth]` set, the institution's OIDC access token (RS256/ES256) naming \
+                 an airlock user.",
+            ),
         );
         components.add_security_scheme(
             "collectionToken",

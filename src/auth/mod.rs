@@ -6,6 +6,11 @@
 //!
 //! A valid signature is necessary, not sufficient: `workflow::auth` also checks the token's
 //! database record (revocation, the transfer's state, IP ranges) on every use.
+//!
+//! Staff tokens may also come from the institution's OIDC provider ([`oidc`], RS256/ES256
+//! against its published keys); local HS256 tokens stay the default and work as before.
+
+pub mod oidc;
 
 use crate::domain::{TokenId, TransferId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};

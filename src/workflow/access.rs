@@ -117,6 +117,11 @@ async fn verify(
         .or_else(|| raw.strip_prefix("bearer "))
         .ok_or_else(|| Error::Unauthenticated("Authorization must use the Bearer scheme".into()))?
         .trim();
+    // RS256/ES256 tokens are the identity provider's and are checked only against its keys;
+    // every other token only against the local HS256 secret (`auth::oidc`).
+    if crate::auth::oidc::is_provider_token(token) {
+        return provider_staff(app, token, client, route).await;
+    }
     let claims = app.keys.verify(token);
     if let Err(TokenError::Expired) = &claims {
         // The signature was checked before the expiry, so these claims are ours.
@@ -213,6 +218,46 @@ async fn verify(
         }
         TokenKind::Collect => super::collect::collector(app, jti, &claims.sub, client).await,
     }
+}
+
+/// A staff token from the institution's OIDC provider: verified against its keys, then the
+/// configured claim names the airlock user, whose own roles apply. Without `[auth]`, refused.
+async fn provider_staff(app: &App, token: &str, client: IpAddr, route: &str) -> Result<Principal> {
+    use crate::auth::oidc::OidcError;
+    let Some(oidc) = &app.oidc else {
+        return Err(Error::Unauthenticated(
+            "token is not valid: it is signed for an identity provider, and this airlock \
+             accepts none (no `[auth]` configured)"
+                .into(),
+        ));
+    };
+    let id = match oidc.verify(token).await {
+        Ok(id) => id,
+        Err(OidcError::KeysUnavailable(cause)) => {
+            return Err(Error::Internal(format!(
+                "cannot check an identity-provider token: {cause}"
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(%client, route, error = %e, "refused an identity-provider token");
+            return Err(Error::Unauthenticated(e.to_string()));
+        }
+    };
+    let refuse = |why: String| {
+        tracing::warn!(%client, route, token = %id.token_id, "{why}");
+        Err(Error::Unauthenticated(why))
+    };
+    let Some(user) = app.store.user_by_name(&id.username).await? else {
+        let shown: String = id.username.chars().take(64).collect();
+        return refuse(format!(
+            "the identity provider's user `{shown}` is not an airlock user"
+        ));
+    };
+    if user.disabled {
+        return refuse(format!("user {} has been disabled", user.name));
+    }
+    tracing::debug!(%client, route, user = %user.name, token = %id.token_id, "identity-provider token");
+    Ok(Principal::Staff(user))
 }
 
 /// A transfer with its workspace, or 404.
