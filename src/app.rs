@@ -27,6 +27,8 @@ pub struct App {
     pub uploads: UploadLocks,
     /// Wakes the background worker (release, expiry) when there is work now.
     pub jobs: tokio::sync::Notify,
+    /// This process's name as a lease holder (`workflow::lease`): unique per start.
+    pub replica: String,
     /// The configured scanners (scanners/).
     pub scanners: Arc<crate::scan::Scanners>,
     /// Wakes the scan worker when a transfer is sealed.
@@ -125,6 +127,7 @@ impl App {
         );
         Ok(Arc::new_cyclic(|me| App {
             me: me.clone(),
+            replica: format!("{}:{}", std::process::id(), uuid::Uuid::new_v4()),
             expansions: Default::default(),
             settings,
             store,

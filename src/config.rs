@@ -636,6 +636,12 @@ pub struct ServerSettings {
     /// How often open transfers are checked for expired tokens. Default `5s`.
     #[serde(with = "humantime_serde_compat")]
     pub sweep_interval: Duration,
+    /// How long a background job (a scan, a release, re-verification, the webhook and email
+    /// senders, expiry) stays leased to the replica running it without a renewal; renewed
+    /// every third of it while the work goes on. A replica that dies loses its jobs to another
+    /// after this long. Default `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_ttl: Duration,
     /// Reverse proxies (CIDRs, such as `["10.0.0.0/8"]`) whose `Forwarded` or
     /// `X-Forwarded-For` header names the client. Only a request from one of them is read
     /// that way, and the client is the right-most address in the header that is not itself a
@@ -699,6 +705,7 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             shutdown_grace: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
         }
     }

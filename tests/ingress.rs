@@ -454,6 +454,16 @@ async fn health_readiness_and_the_openapi_document_cover_every_route() {
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["ready"], true);
+    assert!(
+        v["migrations"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok (version "),
+        "{v}"
+    );
+    let backend = if pg::enabled() { "postgres" } else { "sqlite" };
+    assert_eq!(v["database"], backend);
+    assert_eq!(v["clamd"], "ok");
 
     let doc: Value = t
         .http

@@ -131,6 +131,22 @@ async fn a_schema_newer_than_this_release_is_refused() {
     .execute(&pool)
     .await
     .unwrap();
+    // A running replica whose database a newer release has migrated drains itself.
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["migrations"]
+            .as_str()
+            .unwrap()
+            .starts_with("newer: version 9999"),
+        "{v}"
+    );
     let events_before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
         .fetch_one(&pool)
         .await
@@ -168,4 +184,25 @@ async fn a_schema_newer_than_this_release_is_refused() {
         .await
         .unwrap();
     assert_eq!(events_after, events_before);
+}
+
+/// `/readyz` names clamd's state without draining the replica for it: uploads go on while
+/// scans wait for clamd.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_reports_clamd_down_without_draining() {
+    let dead = format!("127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let t = TestApp::spawn_with(|s| s.scanning.clamd = Some(dead)).await;
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["clamd"], "unreachable", "{v}");
+    assert_eq!(v["metadata_store"], "ok");
 }

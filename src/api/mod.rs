@@ -144,6 +144,15 @@ pub struct Readiness {
     pub metadata_store: String,
     /// `ok`, or `unreachable` (the cause is logged).
     pub volumes: String,
+    /// The schema's version against this release's: `ok (version N)`; `newer: …` when a newer
+    /// release has migrated the database since this one started (not ready: drain this
+    /// replica); `behind: …` should never be seen (migrations run at start).
+    pub migrations: String,
+    /// The database backend: `sqlite` or `postgres`.
+    pub database: String,
+    /// `ok`, `unreachable` (the cause is logged), or `not configured`. Reported, but it does
+    /// not make the replica unready: uploads go on, and scans wait and retry until clamd is back.
+    pub clamd: String,
     /// Each volume: `ok`, or `low: …` when its free space is below `storage.min_free`.
     pub free_space: BTreeMap<String, String>,
 }
@@ -192,11 +201,51 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             Err(e) => tracing::error!(error = %e, "readiness: free space"),
         }
     }
-    let ok = db.is_ok() && vol.is_ok() && !low;
+    let backend = app.store.backend();
+    let known = crate::store::migrate::latest(backend);
+    let (schema_ok, migrations) =
+        match crate::store::migrate::applied(app.store.pool(), backend).await {
+            Ok(Some(v)) if v == known => (true, format!("ok (version {v})")),
+            Ok(Some(v)) if v > known => (
+                false,
+                format!("newer: version {v}, this release knows {known}"),
+            ),
+            Ok(v) => (
+                false,
+                format!(
+                    "behind: version {}, this release knows {known}",
+                    v.unwrap_or(0)
+                ),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "readiness: schema version");
+                (false, "unreachable".into())
+            }
+        };
+    let clamd = match &app.scanners.clamav {
+        None => "not configured".to_string(),
+        Some(c) => {
+            use crate::scan::Scanner;
+            match c.versions().await {
+                Ok(_) => "ok".into(),
+                Err(e) => {
+                    tracing::error!(error = %e, "readiness: clamd");
+                    "unreachable".into()
+                }
+            }
+        }
+    };
+    let ok = db.is_ok() && vol.is_ok() && !low && schema_ok;
     let body = Readiness {
         ready: ok,
         metadata_store: db.err().unwrap_or_else(|| "ok".into()),
         volumes: vol.err().unwrap_or_else(|| "ok".into()),
+        migrations,
+        database: match backend {
+            crate::store::Backend::Sqlite => "sqlite".into(),
+            crate::store::Backend::Postgres => "postgres".into(),
+        },
+        clamd,
         free_space: space,
     };
     let status = if ok {

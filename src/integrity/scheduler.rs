@@ -16,7 +16,8 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
     }
     loop {
         tokio::select! {
-            r = pass(&app) => if let Err(e) = r {
+            // One replica re-verifies at a time (`workflow::lease`).
+            r = crate::workflow::lease::run(&app, "fixity", pass(&app)) => if let Some(Err(e)) = r {
                 tracing::error!(error = %e, "re-verification pass failed");
             },
             _ = shutdown.changed() => return,

@@ -466,12 +466,16 @@ pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
     };
     let every = app.settings.mail.poll_interval;
     super::poll(every, &mut stop, || async {
-        if let Err(e) = enqueue(&app).await {
-            tracing::warn!(error = %e, "cannot queue email");
-        }
-        if let Err(e) = send_due(&app, &mailer).await {
-            tracing::warn!(error = %e, "cannot send email");
-        }
+        // One replica queues and sends at a time: each message goes once.
+        crate::workflow::lease::run(&app, "mail", async {
+            if let Err(e) = enqueue(&app).await {
+                tracing::warn!(error = %e, "cannot queue email");
+            }
+            if let Err(e) = send_due(&app, &mailer).await {
+                tracing::warn!(error = %e, "cannot send email");
+            }
+        })
+        .await;
     })
     .await
 }

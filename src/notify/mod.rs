@@ -313,12 +313,16 @@ pub async fn worker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
     };
     let every = app.settings.webhooks.poll_interval;
     poll(every, &mut stop, || async {
-        if let Err(e) = enqueue(&app).await {
-            tracing::warn!(error = %e, "cannot queue webhooks");
-        }
-        if let Err(e) = deliver_due(&app, &http).await {
-            tracing::warn!(error = %e, "cannot deliver webhooks");
-        }
+        // One replica queues and sends at a time: each event is delivered once.
+        crate::workflow::lease::run(&app, "webhooks", async {
+            if let Err(e) = enqueue(&app).await {
+                tracing::warn!(error = %e, "cannot queue webhooks");
+            }
+            if let Err(e) = deliver_due(&app, &http).await {
+                tracing::warn!(error = %e, "cannot deliver webhooks");
+            }
+        })
+        .await;
     })
     .await
 }

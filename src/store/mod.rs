@@ -31,6 +31,7 @@ pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod browse;
 mod egress;
+mod leases;
 mod mail;
 pub mod migrate;
 mod ops;

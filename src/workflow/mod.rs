@@ -10,6 +10,7 @@ mod budget;
 pub mod collect;
 pub mod egress;
 pub mod governance;
+pub mod lease;
 pub mod membership;
 pub mod ops;
 pub mod refusals;

@@ -22,7 +22,9 @@ use std::sync::Arc;
 /// Runs until `shutdown` resolves: releases approved transfers and expires stale ones.
 pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
-        if let Err(e) = super::transfers::expire_due(&app).await {
+        if let Some(Err(e)) =
+            super::lease::run(&app, "expiry", super::transfers::expire_due(&app)).await
+        {
             tracing::error!(error = %e, "expiry sweep failed");
         }
         match app.store.transfers_in_state(TransferState::Approved).await {
@@ -46,7 +48,20 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
                             continue;
                         }
                     }
-                    if let Err(e) = release(&app, &t).await {
+                    // One replica releases it: the lease's holder, and only while the transfer
+                    // is still approved when it has the lease (another may have just finished).
+                    let job = format!("release:{}", t.id);
+                    let leased = super::lease::run(&app, &job, async {
+                        match app.store.transfer(t.id).await {
+                            Ok(Some(now)) if now.state == TransferState::Approved => {
+                                release(&app, &now).await
+                            }
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(e.into()),
+                        }
+                    })
+                    .await;
+                    if let Some(Err(e)) = leased {
                         tracing::error!(transfer = %t.id, error = %e, "release failed; will retry");
                         note_failure(&app, &t, &e).await;
                     }

@@ -75,7 +75,20 @@ async fn run_once(app: &App, reloaded: &mut Option<String>) -> Result<()> {
         .transfers_in_state(TransferState::Scanning)
         .await?
     {
-        scan_and_record(app, &t, false).await?;
+        // One replica scans it: the lease's holder, and only while it is still scanning.
+        let job = format!("scan:{}", t.id);
+        let leased = super::lease::run(app, &job, async {
+            match app.store.transfer(t.id).await? {
+                Some(now) if now.state == TransferState::Scanning => {
+                    scan_and_record(app, &now, false).await
+                }
+                _ => Ok(()),
+            }
+        })
+        .await;
+        if let Some(r) = leased {
+            r?;
+        }
     }
     watch_signatures(app, reloaded).await
 }
@@ -112,9 +125,17 @@ async fn watch_signatures(app: &App, reloaded: &mut Option<String>) -> Result<()
         }
     }
     for id in app.store.stale_reviews(clam.name(), &v.database).await? {
-        if let Some(t) = app.store.transfer(id).await? {
-            tracing::info!(transfer = %id, "signatures changed; scanning again");
-            scan_and_record(app, &t, true).await?;
+        let job = format!("scan:{id}");
+        let leased = super::lease::run(app, &job, async {
+            if let Some(t) = app.store.transfer(id).await? {
+                tracing::info!(transfer = %id, "signatures changed; scanning again");
+                scan_and_record(app, &t, true).await?;
+            }
+            Ok::<(), super::Error>(())
+        })
+        .await;
+        if let Some(r) = leased {
+            r?;
         }
     }
     Ok(())

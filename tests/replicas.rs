@@ -1,0 +1,331 @@
+//! Several replicas on one PostgreSQL and the same volumes (issue 14): an upload begun on one
+//! finishes on the other, decisions made on either count, a release happens once, and a
+//! release cut short by SIGKILL is taken over by the other replica once its lease runs out.
+//!
+//! Always on a real PostgreSQL (common::pg). Replica A is the in-process server of the test
+//! helpers; replica B is the `airlock serve` binary on the same data directory and database.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Replica A on PostgreSQL, whatever `AIRLOCK_TEST_DATABASE` says.
+async fn replica_a(dir: tempfile::TempDir, lease: Duration) -> TestApp {
+    let url = pg::database_for(dir.path());
+    TestApp::spawn_in_with(dir, move |s| {
+        s.database.url = Some(url);
+        s.server.lease_ttl = lease;
+    })
+    .await
+}
+
+/// Replica B: `airlock serve` on the same data directory and database.
+fn replica_b(data: &Path, lease: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("AIRLOCK__DATABASE__URL", pg::database_for(data))
+        .env("AIRLOCK__SCANNING__CLAMD", shared_clamd())
+        .env("AIRLOCK__SERVER__SWEEP_INTERVAL", "200ms")
+        .env("AIRLOCK__SERVER__LEASE_TTL", lease)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start replica B");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+async fn count_events(dir: &Path, action: &str, transfer: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = $1 AND transfer_id = $2")
+        .bind(action)
+        .bind(transfer)
+        .fetch_one(&raw_db(dir).await)
+        .await
+        .unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_resumes_on_the_other_replica_and_the_release_happens_once() {
+    let t = replica_a(tempfile::tempdir().unwrap(), Duration::from_secs(5)).await;
+    let people = t.bootstrap(1).await;
+    let (mut b, b_url) = replica_b(t.data_dir(), "5s");
+    let http = reqwest::Client::new();
+
+    // A token minted on A works on B: the signing keys are shared.
+    let r = http
+        .get(format!("{b_url}/api/v1/me"))
+        .bearer_auth(&people.pm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let id = t.open_transfer(&people.pm, "data-ingress", "prov").await;
+    let token = t.upload_token(&people.pm, &id, json!({})).await;
+    let body = bytes(3 << 20, 11);
+    let r = t
+        .tus_create(&token, &id)
+        .header("Upload-Length", body.len().to_string())
+        .header("Upload-Metadata", tus_meta("d/big.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let path = if loc.starts_with("http") {
+        loc.split_once("/api/")
+            .map(|(_, p)| format!("/api/{p}"))
+            .unwrap()
+    } else {
+        loc.clone()
+    };
+    // The first half on A.
+    let half = body.len() / 2;
+    let r = t
+        .tus_patch(
+            &token,
+            &format!("{}{path}", t.url),
+            0,
+            body[..half].to_vec(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // B knows where it stands, and takes the rest.
+    let r = http
+        .head(format!("{b_url}{path}"))
+        .bearer_auth(&token)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["upload-offset"].to_str().unwrap(),
+        half.to_string()
+    );
+    let r = t
+        .tus_patch(
+            &token,
+            &format!("{b_url}{path}"),
+            half,
+            body[half..].to_vec(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // Sealed on B, approved on A.
+    let r = http
+        .post(format!("{b_url}/api/v1/transfers/{id}/seal"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    t.scans_done(&id).await;
+    let (s, v) = t
+        .post_json(
+            &people.inv,
+            &format!("/transfers/{id}/approve"),
+            json!({"as": "investigator"}),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+    let v = t.wait_for_state(&people.pm, &id, "released").await;
+    let out = t.cli(Some(&people.pm), &["transfer", "show", &id, "--json"]);
+    assert!(out.status.success());
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &shown["files"][0];
+    assert_eq!(f["path"], "d/big.bin");
+    assert_eq!(
+        f["sha256"],
+        hex(&body),
+        "the digest of an uninterrupted upload"
+    );
+    let loc = Path::new(v["release"]["location"].as_str().unwrap()).join("d/big.bin");
+    assert_eq!(hex(&std::fs::read(&loc).unwrap()), hex(&body));
+    // Both replicas' workers saw the approved transfer; one released it, once; one scanned.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        count_events(t.data_dir(), "transfer.released", &id).await,
+        1
+    );
+    assert_eq!(count_events(t.data_dir(), "transfer.scanned", &id).await, 1);
+
+    // Concurrent audited writes from both replicas keep one chain.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let base = if i % 2 == 0 {
+            t.url.clone()
+        } else {
+            b_url.clone()
+        };
+        let pm = people.pm.clone();
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/transfers"))
+                .bearer_auth(pm)
+                .json(&json!({"workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap().is_success());
+    }
+    let out = t.cli(None, &["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.kill().unwrap();
+    let _ = b.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_cut_short_by_sigkill_is_taken_over_after_the_lease_runs_out() {
+    // B alone first: A's workers must not take the release. A is opened without serving (the
+    // helpers' bootstrap needs an App), then started as a server only after B is killed.
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg::database_for(dir.path());
+    let t = replica_a(dir, Duration::from_secs(2)).await;
+    let people = t.bootstrap(1).await;
+    let dir = t.stop().await;
+    let (mut b, b_url) = replica_b(dir.path(), "2s");
+    let http = reqwest::Client::new();
+    let pm = &people.pm;
+    let r: Value = http
+        .post(format!("{b_url}/api/v1/transfers"))
+        .bearer_auth(pm)
+        .json(&json!({"workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    let r: Value = http
+        .post(format!("{b_url}/api/v1/transfers/{id}/tokens"))
+        .bearer_auth(pm)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = r["token"].as_str().unwrap().to_owned();
+    // Enough bytes that the release (copy, re-hash, read back) takes a while.
+    let mut files = Vec::new();
+    for i in 0..4 {
+        let body = bytes(96 << 20, 20 + i);
+        let r = http
+            .put(format!("{b_url}/api/v1/transfers/{id}/files/f{i}.bin"))
+            .bearer_auth(&token)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        files.push(hex(&body));
+    }
+    let r = http
+        .post(format!("{b_url}/api/v1/transfers/{id}/seal"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let pool = raw_db(dir.path()).await;
+    for _ in 0..600 {
+        let s: String = sqlx::query_scalar("SELECT state FROM transfers WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if s == "in_review" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http
+        .post(format!("{b_url}/api/v1/transfers/{id}/approve"))
+        .bearer_auth(&people.inv)
+        .json(&json!({"as": "investigator"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Kill B once it holds the release's lease.
+    let job = format!("release:{id}");
+    let mut holder = None;
+    for _ in 0..2000 {
+        holder = sqlx::query_scalar::<_, String>("SELECT holder FROM leases WHERE name = $1")
+            .bind(&job)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        if holder.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let holder = holder.expect("B never took the release's lease");
+    b.kill().unwrap();
+    let _ = b.wait();
+    let state: String = sqlx::query_scalar("SELECT state FROM transfers WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        state, "approved",
+        "B finished the release before it was killed"
+    );
+
+    // A takes over once B's lease has run out, and releases byte-identical files, once.
+    let t = TestApp::spawn_in_with(dir, move |s| {
+        s.database.url = Some(url);
+        s.server.lease_ttl = Duration::from_secs(2);
+    })
+    .await;
+    assert_ne!(holder, t.app.replica);
+    let v = t.wait_for_state(&people.pm, &id, "released").await;
+    let loc = Path::new(v["release"]["location"].as_str().unwrap()).to_owned();
+    for (i, want) in files.iter().enumerate() {
+        let got = hex(&std::fs::read(loc.join(format!("f{i}.bin"))).unwrap());
+        assert_eq!(&got, want, "f{i}.bin");
+    }
+    assert_eq!(
+        count_events(t.data_dir(), "transfer.released", &id).await,
+        1
+    );
+}
