@@ -170,12 +170,7 @@ async fn a_token_dies_at_seal_and_is_refused_everywhere_after() {
             .unwrap();
     assert!(refused >= 1, "{refused}");
     let dir = t.stop().await;
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("airlock.db").display()
-    ))
-    .await
-    .unwrap();
+    let pool = raw_db(dir.path()).await;
     let details: Vec<String> =
         sqlx::query_scalar("SELECT detail FROM audit_events WHERE action = 'token.refused'")
             .fetch_all(&pool)
