@@ -358,6 +358,12 @@ pub async fn run(
     let _ = fixity.await;
     let _ = summaries.await;
     let _ = anchors.await;
+    // The workers have stopped, some in the middle of a leased job: give the leases up, so
+    // another replica (or this one restarted) takes the jobs at once instead of after
+    // `lease_ttl`.
+    if let Err(e) = app.store.unlease_all(&app.replica).await {
+        tracing::warn!(error = %e, "cannot give this replica's job leases up");
+    }
     // Last, so the anchor covers every event written before the process ends.
     crate::notify::anchor::at_shutdown(&app).await;
     result

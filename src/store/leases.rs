@@ -35,6 +35,15 @@ impl Store {
         Ok(())
     }
 
+    /// Gives up every lease `holder` has (at shutdown).
+    pub async fn unlease_all(&self, holder: &str) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM leases WHERE holder = $1")
+            .bind(holder)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+
     /// Who holds the lease `name` now, if anyone does (an expired lease counts as none).
     pub async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
         let now = chrono::Utc::now().timestamp_millis();

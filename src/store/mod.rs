@@ -782,7 +782,8 @@ impl Store {
 
     pub async fn incidents(&self, transfer: Option<TransferId>) -> Result<Vec<Incident>> {
         let rows = sqlx::query(
-            "SELECT * FROM incidents WHERE ($1 IS NULL OR transfer_id = $1) ORDER BY created_at",
+            "SELECT * FROM incidents WHERE ($1 IS NULL OR transfer_id = $1) \
+             ORDER BY created_at, id",
         )
         .bind(transfer.map(|t| t.to_string()))
         .fetch_all(&self.pool)
