@@ -66,10 +66,14 @@ status=0
 cargo test --all-targets --no-fail-fast "$@" || status=$?
 # The workflow suites again, every server in them on a real PostgreSQL instead of SQLite
 # (AIRLOCK_TEST_DATABASE, tests/common/pg.rs): the store's two backends pass the same tests.
-# tests/replicas.rs runs on PostgreSQL in the run above already. Not listed yet:
-# governance.rs (two of its tests fail on PostgreSQL: revocation of a release, and a policy
-# override voiding approvals hangs), and the suites that tamper with the SQLite file itself.
+# tests/replicas.rs runs on PostgreSQL in the run above already. Not listed yet (each fails
+# on PostgreSQL for a reason in the test harness or not yet found; see the issue 14 note):
+# scanning.rs (two clamd/command-scanner timing tests), security_upb.rs (two tests reach the
+# data directory's files directly), and audit.rs, crash.rs, big.rs, scale.rs, memory.rs,
+# security_audit.rs, security_scan.rs, serve.rs, quickstart.rs, ui_browser.rs (not yet run).
 AIRLOCK_TEST_DATABASE=postgres cargo test --no-fail-fast \
   --test ingress --test egress --test tus --test tokens --test webhooks --test ops_api \
-  --test authz --test migrations "$@" || status=$?
+  --test authz --test migrations --test governance --test archive_upload --test client \
+  --test mail --test pages --test proxy --test security_people --test security_upa \
+  --test ui --test integrity "$@" || status=$?
 exit $status

@@ -383,11 +383,7 @@ async fn a_restart_in_the_middle_of_a_pass_resumes_it() {
     }
     assert!((2..6).contains(&before.len()), "not mid-pass: {before:?}");
     let data = t.stop().await;
-    let t = TestApp::spawn_with(|s| {
-        throttle(s);
-        s.storage.data_dir = data.path().to_owned();
-    })
-    .await;
+    let t = TestApp::spawn_in_with(data, throttle).await;
     let mut after = Vec::new();
     for _ in 0..150 {
         after = t.app.store.fixity(tid).await.unwrap();
@@ -404,7 +400,6 @@ async fn a_restart_in_the_middle_of_a_pass_resumes_it() {
         assert_eq!(a.verified_at, b.verified_at, "{} was re-verified", b.path);
     }
     t.stop().await;
-    drop(data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
