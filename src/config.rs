@@ -157,19 +157,6 @@ pub struct DatabaseSettings {
     pub url: Option<String>,
 }
 
-impl Settings {
-    /// The database URL in force: `[database] url`, or SQLite in the data directory.
-    pub fn database_url(&self) -> String {
-        match &self.database.url {
-            Some(u) => u.clone(),
-            None => format!(
-                "sqlite://{}",
-                self.storage.data_dir.join("airlock.db").display()
-            ),
-        }
-    }
-}
-
 /// The browser UI: sign-in links, sessions, and the address pages and emails link to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -724,13 +724,7 @@ async fn revocation_withdraws_a_release_and_says_who_and_why() {
     assert_eq!(revoke("inv", "again").await.0, StatusCode::CONFLICT);
 
     let dir = t.stop().await;
-    let mut audit_show = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"));
-    if let Some(url) = pg::recorded(dir.path()) {
-        audit_show.env("AIRLOCK__DATABASE__URL", url);
-    }
-    let out = audit_show
-        .arg("--data-dir")
-        .arg(dir.path())
+    let out = airlock_at(dir.path())
         .args(["audit", "show", "--transfer", &id])
         .output()
         .unwrap();
@@ -745,13 +739,7 @@ async fn revocation_withdraws_a_release_and_says_who_and_why() {
             && !history.contains(dir.path().to_str().unwrap()),
         "{history}"
     );
-    let mut verify = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"));
-    if let Some(url) = pg::recorded(dir.path()) {
-        verify.env("AIRLOCK__DATABASE__URL", url);
-    }
-    let out = verify
-        .arg("--data-dir")
-        .arg(dir.path())
+    let out = airlock_at(dir.path())
         .args(["audit", "verify"])
         .output()
         .unwrap();
@@ -828,13 +816,7 @@ async fn a_workspace_policy_override_rules_and_a_changed_policy_voids_approvals(
             .replace("investigator = 2", "investigator = 0"),
     )
     .unwrap();
-    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"));
-    if let Some(url) = pg::recorded(dir.path()) {
-        serve.env("AIRLOCK__DATABASE__URL", url);
-    }
-    let out = serve
-        .arg("--data-dir")
-        .arg(dir.path())
+    let out = airlock_at(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .output()
         .unwrap();

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::process::Command;
 
 /// Seal, scan, approve and release one file: the whole workflow on this database.
 async fn one_release(t: &TestApp, people: &People) -> Value {
@@ -46,8 +45,9 @@ fn audit_verify(t: &TestApp) {
 }
 
 /// A data directory whose database was made by the release before versioned migrations (its
-/// schema, `tests/fixtures/schema-before-versions.sql`, is that release's `schema.sql`, plus
-/// the column it added at open), holding a user: opening it applies version 1 as a no-op, keeps
+/// schema is that release's `schema.sql`, which became migration 1 unchanged and, like every
+/// released migration, is never edited; plus the column that release added at open), holding
+/// a user: opening it applies version 1 as a no-op, keeps
 /// the data, and the whole workflow then runs on it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_data_directory_from_before_versioned_migrations_upgrades_in_place() {
@@ -65,7 +65,7 @@ async fn a_data_directory_from_before_versioned_migrations_upgrades_in_place() {
             )
             .await
             .unwrap();
-        sqlx::raw_sql(include_str!("fixtures/schema-before-versions.sql"))
+        sqlx::raw_sql(include_str!("../migrations/sqlite/0001_schema.sql"))
             .execute(&old)
             .await
             .unwrap();
@@ -163,13 +163,7 @@ async fn a_schema_newer_than_this_release_is_refused() {
         "{err}"
     );
 
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_airlock"));
-    if let Some(url) = pg::recorded(dir.path()) {
-        serve.env("AIRLOCK__DATABASE__URL", url);
-    }
-    let out = serve
-        .arg("--data-dir")
-        .arg(dir.path())
+    let out = airlock_at(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("AIRLOCK__SCANNING__CLAMD", shared_clamd())
         .output()

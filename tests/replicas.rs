@@ -11,9 +11,8 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 /// Replica A on PostgreSQL, whatever `AIRLOCK_TEST_DATABASE` says.
@@ -28,28 +27,15 @@ async fn replica_a(dir: tempfile::TempDir, lease: Duration) -> TestApp {
 
 /// Replica B: `airlock serve` on the same data directory and database.
 fn replica_b(data: &Path, lease: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("AIRLOCK__DATABASE__URL", pg::database_for(data))
-        .env("AIRLOCK__SCANNING__CLAMD", shared_clamd())
-        .env("AIRLOCK__SERVER__SWEEP_INTERVAL", "200ms")
-        .env("AIRLOCK__SERVER__LEASE_TTL", lease)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start replica B");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, url)
+    let url = pg::database_for(data);
+    serve_binary_with(
+        data,
+        &[
+            ("AIRLOCK__DATABASE__URL", url.as_str()),
+            ("AIRLOCK__SERVER__SWEEP_INTERVAL", "200ms"),
+            ("AIRLOCK__SERVER__LEASE_TTL", lease),
+        ],
+    )
 }
 
 async fn count_events(dir: &Path, action: &str, transfer: &str) -> i64 {

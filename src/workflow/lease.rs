@@ -27,8 +27,7 @@ pub async fn run<T>(app: &App, name: &str, work: impl Future<Output = T>) -> Opt
         }
     }
     let renew = async {
-        let started = tokio::time::Instant::now();
-        let mut last = started;
+        let mut last = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(ttl / 3).await;
             match app.store.lease(name, me, ttl).await {

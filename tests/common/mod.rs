@@ -451,14 +451,31 @@ pub fn write(dir: &Path, rel: &str, content: &[u8]) -> PathBuf {
     p
 }
 
+/// The `airlock` binary on the data directory `data`, and on the PostgreSQL database recorded
+/// for it when a server there ran on PostgreSQL.
+pub fn airlock_at(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    if let Some(url) = pg::recorded(data) {
+        cmd.env("AIRLOCK__DATABASE__URL", url);
+    }
+    cmd.arg("--data-dir").arg(data);
+    cmd
+}
+
 /// Starts `airlock serve` on `data` and port 0; returns the child and its URL (read from the
 /// "listening on" line).
 pub fn serve_binary(data: &Path) -> (std::process::Child, String) {
+    serve_binary_with(data, &[])
+}
+
+/// As [`serve_binary`], with more environment variables (settings) for the server.
+pub fn serve_binary_with(data: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
     if pg::enabled() {
         cmd.env("AIRLOCK__DATABASE__URL", pg::database_for(data));
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .arg("--data-dir")
         .arg(data)
