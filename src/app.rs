@@ -15,7 +15,7 @@ pub struct App {
     pub store: Store,
     /// Quarantine and released volumes.
     pub volumes: Volumes,
-    /// The token signing key (`data_dir/keys/jwt.key`).
+    /// The token signing key (`jwt.key` in `[storage] keys_dir`, default `data_dir/keys`).
     pub keys: Keys,
     /// Checks staff tokens from the institution's OIDC provider, with its cached keys;
     /// `None` unless `[auth]` is configured (then only local tokens are accepted).
@@ -100,16 +100,17 @@ impl App {
         } else {
             volumes
         };
-        let keys = Keys::load_or_create(&dir.join("keys"))?;
+        let keys_dir = settings.storage.keys_dir();
+        let keys = Keys::load_or_create(&keys_dir)?;
         // The provider's keys are fetched at first need, so a provider that is down never
         // stops airlock starting (`auth::oidc`).
         let oidc = crate::auth::oidc::OidcVerifier::from_settings(&settings.auth)
             .map_err(StartError::Oidc)?;
         // The audit key and the anchor key live beside jwt.key, outside the database.
         let (events, keyed) = store.audit_counts().await?;
-        let chain_key = crate::audit::ChainKey::load_or_create(&dir.join("keys"), events, keyed)?;
+        let chain_key = crate::audit::ChainKey::load_or_create(&keys_dir, events, keyed)?;
         let store = store.with_chain_key(chain_key);
-        let anchor_key = Arc::new(crate::audit::AnchorKey::load_or_create(&dir.join("keys"))?);
+        let anchor_key = Arc::new(crate::audit::AnchorKey::load_or_create(&keys_dir)?);
         let scanners = Arc::new(crate::scan::Scanners::load(
             settings.scanning.dir.as_deref(),
             settings.scanning.clamd.as_deref(),

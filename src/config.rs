@@ -654,6 +654,21 @@ pub struct StorageSettings {
     /// and none is answered before both. `false`: each upload fsyncs its own file, folder and
     /// commit. Default `true`.
     pub group_commit: bool,
+    /// Where the keys live: `jwt.key` (signs upload and staff tokens), `audit.key` (keys the
+    /// audit chain) and `anchor.key`/`anchor.pub` (signs its head). Replicas must all read
+    /// the same keys, or a token minted on one is refused by another and the chain checks
+    /// fail: point every replica at one directory (a mounted secret, say), made by the first
+    /// start or by hand (32 random bytes each, mode 0600). Default `<data_dir>/keys`.
+    pub keys_dir: Option<PathBuf>,
+}
+
+impl StorageSettings {
+    /// `keys_dir`, or `<data_dir>/keys`.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -704,6 +719,7 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from("./airlock-data"),
             min_free: 1 << 30,
             group_commit: true,
+            keys_dir: None,
         }
     }
 }

@@ -401,3 +401,144 @@ async fn concurrent_reads_and_uploads_on_both_replicas_leave_one_verifiable_chai
     b.kill().unwrap();
     let _ = b.wait();
 }
+
+/// Webhook deliveries received by the test: (delivery id, event name, transfer id).
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+async fn webhook_receiver() -> (Deliveries, String) {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    let got = Deliveries::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |State(got): State<Deliveries>, h: HeaderMap, body: String| async move {
+                    let e: Value = serde_json::from_str(&body).unwrap();
+                    // A slow receiver, so both replicas' senders have time to overlap.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    got.lock().unwrap().push((
+                        h["airlock-delivery"].to_str().unwrap().to_owned(),
+                        e["event"].as_str().unwrap_or_default().to_owned(),
+                        e["transfer"]["id"].as_str().unwrap_or_default().to_owned(),
+                    ));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (got, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_go_out_once_from_two_replicas_sharing_a_configured_keys_dir() {
+    let (got, hook) = webhook_receiver().await;
+    // The keys in a directory of their own (a mounted secret), outside the data directory.
+    let keys = tempfile::tempdir().unwrap();
+    let keys_dir = keys.path().join("airlock-keys");
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg::database_for(dir.path());
+    let (hook_a, keys_a) = (hook.clone(), keys_dir.clone());
+    let t = TestApp::spawn_in_with(dir, move |s| {
+        s.database.url = Some(url);
+        s.server.lease_ttl = Duration::from_secs(5);
+        s.storage.keys_dir = Some(keys_a);
+        s.webhooks.urls = vec![hook_a];
+        s.webhooks.secret = "a-webhook-secret-of-some-length".into();
+        s.webhooks.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let people = t.bootstrap(1).await;
+    assert!(keys_dir.join("jwt.key").exists());
+    assert!(keys_dir.join("audit.key").exists());
+    assert!(
+        !t.data_dir().join("keys").exists(),
+        "keys written to the data directory although keys_dir is set"
+    );
+    let db = pg::database_for(t.data_dir());
+    let (mut b, b_url) = serve_binary_with(
+        t.data_dir(),
+        &[
+            ("AIRLOCK__DATABASE__URL", db.as_str()),
+            ("AIRLOCK__SERVER__LEASE_TTL", "5s"),
+            ("AIRLOCK__STORAGE__KEYS_DIR", keys_dir.to_str().unwrap()),
+            ("AIRLOCK__WEBHOOKS__URLS", hook.as_str()),
+            (
+                "AIRLOCK__WEBHOOKS__SECRET",
+                "a-webhook-secret-of-some-length",
+            ),
+            ("AIRLOCK__WEBHOOKS__POLL_INTERVAL", "50ms"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    // A token minted on A, with the keys from keys_dir, works on B.
+    let r = http
+        .get(format!("{b_url}/api/v1/me"))
+        .bearer_auth(&people.pm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // 30 transfers opened, alternately on A and B, each raising `transfer.created`.
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let base = if i % 2 == 0 { &t.url } else { &b_url };
+        let r = http
+            .post(format!("{base}/api/v1/transfers"))
+            .bearer_auth(&people.pm)
+            .json(&json!({"workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let created = |got: &Deliveries| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.1 == "transfer.created" && ids.contains(&d.2))
+            .count()
+    };
+    for _ in 0..300 {
+        if created(&got) >= ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both senders keep polling a while longer: a duplicate would arrive now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = got.lock().unwrap().clone();
+    assert_eq!(
+        created(&got),
+        ids.len(),
+        "every transfer.created, once: {all:#?}"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (delivery, event, _) in &all {
+        assert!(
+            seen.insert(delivery),
+            "{event} delivered twice ({delivery})"
+        );
+    }
+    // The CLI on the server, told where the keys are (it would refuse the chain without
+    // the audit key).
+    let out = airlock_at(t.data_dir())
+        .env("AIRLOCK__STORAGE__KEYS_DIR", &keys_dir)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.kill().unwrap();
+    let _ = b.wait();
+}

@@ -9,7 +9,7 @@
 //!
 //! The signed message is `airlock-audit-anchor-v1\n<seq>\n<hash>\n<at>\n`.
 
-use super::key::write_private;
+use super::key::create_or_read;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -94,8 +94,11 @@ impl AnchorKey {
                 std::fs::create_dir_all(dir).map_err(io(dir))?;
                 let mut s = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut s);
-                write_private(&path, &s).map_err(io(&path))?;
-                s
+                let won = create_or_read(&path, &s).map_err(io(&path))?;
+                won.try_into().map_err(|b: Vec<u8>| AnchorError::Corrupt {
+                    path: path.clone(),
+                    message: format!("{} bytes, expected a 32-byte seed", b.len()),
+                })?
             }
             Err(e) => return Err(io(&path)(e)),
         };

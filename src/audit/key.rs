@@ -93,10 +93,22 @@ impl ChainKey {
                 // start counts again (replacing what a crashed start left).
                 let _ = std::fs::remove_file(dir.join(LEGACY_FILE));
                 if events > 0 {
+                    // Another replica starting at the same moment writes the same count.
                     let lpath = dir.join(LEGACY_FILE);
-                    write_private(&lpath, format!("{events}\n").as_bytes()).map_err(io(&lpath))?;
+                    match write_private(&lpath, format!("{events}\n").as_bytes()) {
+                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                            return Err(io(&lpath)(e));
+                        }
+                        _ => {}
+                    }
                 }
-                write_private(&path, &secret).map_err(io(&path))?;
+                match write_private(&path, &secret) {
+                    // A replica starting at the same moment published its key first: use it.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::load_or_create(dir, events, keyed);
+                    }
+                    other => other.map_err(io(&path))?,
+                }
                 if events > 0 {
                     tracing::warn!(
                         events,
@@ -141,7 +153,7 @@ impl ChainKey {
 }
 
 /// The keys directory's one writer of secret files (shared with the token keys).
-pub(crate) use crate::auth::write_private;
+pub(crate) use crate::auth::{create_or_read, write_private};
 
 #[cfg(test)]
 mod tests {

@@ -61,7 +61,9 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Reads `dir/jwt.key`, creating 32 random bytes with mode 0600 the first time.
+    /// Reads `dir/jwt.key`, creating 32 random bytes with mode 0600 the first time. Replicas
+    /// starting together on a fresh shared directory all end up with the one key that was
+    /// published first (`create_or_read`).
     pub fn load_or_create(dir: &Path) -> Result<Self, TokenError> {
         use rand::RngCore;
         let path = dir.join("jwt.key");
@@ -69,14 +71,17 @@ impl Keys {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(err)?;
+        let mut mkdir = std::fs::DirBuilder::new();
+        mkdir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut mkdir, 0o700);
+        mkdir.create(dir).map_err(err)?;
         let secret = match std::fs::read(&path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut s = vec![0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut s);
-                write_private(&path, &s).map_err(err)?;
-                s
+                create_or_read(&path, &s).map_err(err)?
             }
             Err(e) => return Err(err(e)),
         };
@@ -149,24 +154,92 @@ pub fn peek_claims(token: &str) -> Option<Claims> {
 }
 
 /// Creates `path` with `bytes`, mode 0600 whatever the umask, and syncs it. Refuses to
-/// overwrite.
+/// overwrite (`AlreadyExists`). The bytes are written and synced under a temporary name and
+/// then hard-linked into place, so nobody ever reads a half-written key: a replica racing
+/// another to create it either publishes a whole file or finds the other's whole file.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    let written = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Publishes `fresh` as `path` (`write_private`), or, when another process published it
+/// first, returns what that one wrote.
+pub(crate) fn create_or_read(path: &Path, fresh: &[u8]) -> std::io::Result<Vec<u8>> {
+    match write_private(path, fresh) {
+        Ok(()) => Ok(fresh.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use base64::Engine;
+
+    /// Replicas starting together on a fresh shared keys directory: each key is created once,
+    /// and every one of them gets the same bytes (a token minted by one verifies on all).
+    #[test]
+    fn replicas_racing_to_create_the_keys_all_get_the_same_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("shared-keys");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let keys = Keys::load_or_create(&dir).unwrap();
+                    let chain = crate::audit::ChainKey::load_or_create(&dir, 0, 0).unwrap();
+                    let anchor = crate::audit::AnchorKey::load_or_create(&dir).unwrap();
+                    let (_, tok, _) = keys.mint_staff(UserId::new(), Duration::from_secs(60));
+                    (tok, chain.mac("h"), anchor.public_hex())
+                })
+            })
+            .collect();
+        let got: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let disk = Keys::load_or_create(&dir).unwrap();
+        for (tok, mac, public) in &got {
+            assert!(disk.verify(tok).is_ok(), "a racer minted with another key");
+            assert_eq!(mac, &got[0].1);
+            assert_eq!(public, &got[0].2);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["anchor.key", "anchor.pub", "audit.key", "jwt.key"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join("jwt.key")), 0o600);
+        }
+    }
 
     #[test]
     fn forged_tokens_are_refused() {
