@@ -509,7 +509,7 @@ impl Tx<'_> {
         sqlx::query(
             "INSERT INTO scan_jobs (transfer_id, attempts, retry_at, last_error) \
              VALUES ($1, 1, $2, $3) ON CONFLICT(transfer_id) DO UPDATE SET \
-             attempts = attempts + 1, retry_at = $2, last_error = $3",
+             attempts = scan_jobs.attempts + 1, retry_at = $2, last_error = $3",
         )
         .bind(transfer.to_string())
         .bind(retry_at)

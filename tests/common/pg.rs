@@ -28,6 +28,8 @@ pub fn database_for(dir: &Path) -> String {
         return url.trim().to_owned();
     }
     let url = fresh_database();
+    // A server started on a directory that does not exist yet makes it; so does this.
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(&f, &url).unwrap();
     url
 }
