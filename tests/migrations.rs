@@ -200,3 +200,40 @@ async fn readiness_reports_clamd_down_without_draining() {
     assert_eq!(v["clamd"], "unreachable", "{v}");
     assert_eq!(v["metadata_store"], "ok");
 }
+
+/// A PostgreSQL that cannot be reached stops `airlock serve` with a message naming the
+/// database (its password hidden) and the reason, not only sqlx's "pool timed out".
+#[test]
+fn an_unreachable_postgresql_is_named_at_start() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://airlock:s3cret@127.0.0.1:{port}/airlock");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("AIRLOCK__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is printed: {stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

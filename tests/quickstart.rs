@@ -28,6 +28,11 @@ fn airlock(data: &Path, server: &str, token: Option<&str>, cwd: &Path, args: &[&
         .env("AIRLOCK_SERVER", server)
         .env_remove("AIRLOCK_TOKEN")
         .args(args);
+    // AIRLOCK_TEST_DATABASE=postgres: the server (serve_binary) and every command on one
+    // database.
+    if pg::enabled() {
+        c.env("AIRLOCK__DATABASE__URL", pg::database_for(data));
+    }
     if let Some(t) = token {
         c.env("AIRLOCK_TOKEN", t);
     }

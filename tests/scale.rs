@@ -343,16 +343,16 @@ async fn totals_match(t: &TestApp, id: &str, what: &str) -> (u64, u64) {
     let tid: TransferId = id.parse().unwrap();
     let kept = t.app.store.totals(tid).await.unwrap();
     let (files, complete, received): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(complete), 0), COALESCE(SUM(received), 0) \
-         FROM files WHERE transfer_id = $1",
+        "SELECT COUNT(*), CAST(COALESCE(SUM(complete), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(received), 0) AS BIGINT) FROM files WHERE transfer_id = $1",
     )
     .bind(id)
     .fetch_one(t.app.store.pool())
     .await
     .unwrap();
     let reserved: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(MAX(received, COALESCE(length, 0))), 0) FROM files \
-         WHERE transfer_id = $1",
+        "SELECT CAST(COALESCE(SUM(CASE WHEN received > COALESCE(length, 0) THEN received \
+         ELSE COALESCE(length, 0) END), 0) AS BIGINT) FROM files WHERE transfer_id = $1",
     )
     .bind(id)
     .fetch_one(t.app.store.pool())

@@ -54,6 +54,13 @@ pub enum StoreError {
     /// The schema cannot be used: newer than this release, or a migration failed.
     #[error("database schema: {0}")]
     Schema(String),
+    /// The database named by `[database] url` could not be reached at start.
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect {
+        /// The URL, its password hidden (`redact_url`).
+        url: String,
+        source: sqlx::Error,
+    },
     #[error("corrupt row in {table}: {message}")]
     Corrupt {
         table: &'static str,
@@ -354,6 +361,9 @@ pub(crate) fn values_list(rows: usize, cols: usize) -> String {
 }
 
 /// A database URL with its password replaced, for messages.
+/// How long the start waits for PostgreSQL, and a request for a pooled connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
@@ -393,11 +403,24 @@ impl Store {
     /// across replicas starting at once by sqlx's advisory lock).
     pub async fn open_postgres(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
+        // One connection first, for the error that says why (refused, unknown host, bad
+        // password): the pool's own would only say that it timed out.
+        let connect_err = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let connect = <sqlx::AnyConnection as sqlx::Connection>::connect(url);
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
+            .map_err(connect_err)?;
+        let _ = sqlx::Connection::close(first).await;
         let pool = AnyPoolOptions::new()
             .max_connections(PG_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect(url)
-            .await?;
+            .await
+            .map_err(connect_err)?;
         migrate::run(&pool, Backend::Postgres).await?;
         Ok(Self {
             pool,

@@ -41,7 +41,9 @@ pub fn recorded(dir: &Path) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-/// A new, empty database on the shared cluster.
+/// A new, empty database on the shared cluster. Its default collation is ICU's English, as a
+/// cluster made with `en_US.UTF-8` would have (the cluster itself is `C`): text that airlock
+/// orders or pages must say `COLLATE "C"` to keep the byte order it has on SQLite.
 pub fn fresh_database() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let c = cluster();
@@ -50,7 +52,13 @@ pub fn fresh_database() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    c.psql("postgres", &format!("CREATE DATABASE {name}"));
+    c.psql(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+             LOCALE 'C'"
+        ),
+    );
     c.url(&name)
 }
 
