@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 #   python3-aiosmtpd - the real SMTP server the email tests start on a free port
 #     (tests/common/smtp_receiver.py, run with Debian's /usr/bin/python3)
 #   openssl     - makes the private CA and relay certificate of the STARTTLS and TLS tests
+#   rclone      - a plain S3 client, not airlock's, that reads back what airlock put in Garage
+#     (tests/common/garage.rs)
 #   postgresql  - the real PostgreSQL the replica tests and the PostgreSQL run of the workflow
 #     suites start on a free port in a temporary directory (tests/common/pg.rs; initdb and
 #     postgres run as the `postgres` user the package creates)
@@ -38,6 +40,7 @@ command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
+command -v rclone >/dev/null || need_pkgs+=(rclone)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""
@@ -53,6 +56,16 @@ done
 [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null || { echo "clamd (clamav-daemon) is required" >&2; exit 1; }
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { echo "PostgreSQL (postgresql) is required" >&2; exit 1; }
 command -v psql >/dev/null || { echo "psql (postgresql-client) is required" >&2; exit 1; }
+command -v rclone >/dev/null || { echo "rclone is required" >&2; exit 1; }
+# Garage, the real S3 server of the S3 tests (tests/common/garage.rs starts a single node on
+# free ports). Built once from crates.io (about 10 minutes), then kept in ~/.cargo/bin.
+GARAGE_VERSION=2.5.0
+garage_bin="${CARGO_HOME:-$HOME/.cargo}/bin/garage"
+if ! { [ -x "$garage_bin" ] && "$garage_bin" --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; }; then
+  echo "installing garage $GARAGE_VERSION (cargo install --locked, about 10 minutes)"
+  cargo install --locked "garage@$GARAGE_VERSION"
+fi
+"$garage_bin" --version >/dev/null || { echo "garage is required" >&2; exit 1; }
 # The Debian package may start its own clamd and freshclam services where systemd runs; the
 # tests never use them (each test clamd has its own port and database).
 

@@ -58,6 +58,11 @@ impl App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(
+        "volumes on S3 are not supported by this release yet ({0}): set [storage] backend = \
+         \"local\" (the default) and leave [storage.volumes.*] backend unset"
+    )]
+    S3NotYet(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -84,6 +89,17 @@ pub enum StartError {
 impl App {
     /// Opens the data directory: database, volumes, key and policies.
     pub async fn open(settings: Settings) -> Result<Arc<App>, StartError> {
+        // Never keep a volume's bytes on local disk when the settings put it on S3.
+        let on_s3: Vec<String> = crate::config::VOLUME_NAMES
+            .iter()
+            .filter_map(|n| match settings.storage.volume(n) {
+                Ok(crate::config::VolumeLocation::S3(v)) => Some(format!("{n} on {v:?}")),
+                _ => None,
+            })
+            .collect();
+        if !on_s3.is_empty() {
+            return Err(StartError::S3NotYet(on_s3.join(", ")));
+        }
         let dir = settings.storage.data_dir.clone();
         private_data_dir(&dir).map_err(|source| StartError::DataDir {
             path: dir.display().to_string(),

@@ -660,9 +660,227 @@ pub struct StorageSettings {
     /// fail: point every replica at one directory (a mounted secret, say), made by the first
     /// start or by hand (32 random bytes each, mode 0600). Default `<data_dir>/keys`.
     pub keys_dir: Option<PathBuf>,
+    /// Where the volumes (quarantine, released, output, egress) keep their bytes: `local`
+    /// (under `data_dir`, the default) or `s3` (`[storage.s3]`, every volume under one
+    /// bucket, by prefix). `[storage.volumes.NAME]` overrides it for one volume.
+    pub backend: StorageBackend,
+    /// The S3 store (AWS S3, MinIO, Ceph RGW, Garage) of volumes on `s3`.
+    pub s3: S3Settings,
+    /// Per-volume overrides, by volume name (`quarantine`, `released`, `output`, `egress`):
+    /// a mixed setup such as quarantine on local disk and released volumes on S3.
+    pub volumes: std::collections::BTreeMap<String, VolumeSettings>,
+}
+
+/// The kinds of storage a volume can be on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Local,
+    S3,
+}
+
+/// `[storage.s3]`. Credentials are the two keys here (the secret best as
+/// `AIRLOCK__STORAGE__S3__SECRET_ACCESS_KEY`), or, when neither is set, what the AWS SDKs
+/// find: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, a web identity, or the instance role.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// The S3 API's address, e.g. `http://127.0.0.1:3900` for Garage. Default: AWS's
+    /// endpoint for `region`.
+    pub endpoint: Option<String>,
+    /// The region; Garage's is whatever its `s3_region` says (often `garage`). Default
+    /// `us-east-1`.
+    pub region: String,
+    /// The bucket every volume lives under. Required for a volume on `s3`.
+    pub bucket: Option<String>,
+    /// A prefix inside the bucket, before each volume's own (`PREFIX/quarantine/…`).
+    /// Default: none.
+    pub prefix: String,
+    #[serde(deserialize_with = "opt_text")]
+    pub access_key_id: Option<String>,
+    /// Never logged or shown.
+    #[serde(deserialize_with = "opt_text")]
+    pub secret_access_key: Option<String>,
+    /// Path-style addressing (`ENDPOINT/BUCKET/KEY`), as Garage and MinIO want. Default
+    /// `false` (virtual-hosted style, as AWS wants).
+    pub path_style: bool,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: "us-east-1".into(),
+            bucket: None,
+            prefix: String::new(),
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("path_style", &self.path_style)
+            .finish()
+    }
+}
+
+/// `[storage.volumes.NAME]`: one volume's storage, each key falling back to `[storage]`'s
+/// `backend` and `[storage.s3]`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumeSettings {
+    pub backend: Option<StorageBackend>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub access_key_id: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub secret_access_key: Option<String>,
+    pub path_style: Option<bool>,
+}
+
+impl std::fmt::Debug for VolumeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeSettings")
+            .field("backend", &self.backend)
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The volumes airlock keeps, by the names `[storage.volumes.NAME]` uses.
+pub const VOLUME_NAMES: [&str; 4] = ["quarantine", "released", "output", "egress"];
+
+/// Where one volume is: on local disk under the data directory, or in S3 under
+/// `s3://bucket/prefix/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeLocation {
+    Local,
+    S3(S3Volume),
+}
+
+/// A volume on S3, with everything needed to reach it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Volume {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    /// The volume's prefix in the bucket: `[storage.s3] prefix`, then the volume's own
+    /// (`prefix` of its override, or its name), without a trailing `/`.
+    pub prefix: String,
+    /// Both keys, or none (the environment or the instance role).
+    pub credentials: Option<(String, String)>,
+    pub path_style: bool,
+}
+
+impl std::fmt::Debug for S3Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}/", self.bucket, self.prefix)
+    }
 }
 
 impl StorageSettings {
+    /// Where the volume `name` (one of [`VOLUME_NAMES`]) is, or what is wrong with its
+    /// settings.
+    pub fn volume(&self, name: &str) -> Result<VolumeLocation, String> {
+        let o = self.volumes.get(name).cloned().unwrap_or_default();
+        if o.backend.unwrap_or(self.backend) == StorageBackend::Local {
+            return Ok(VolumeLocation::Local);
+        }
+        let s3 = &self.s3;
+        let bucket = o
+            .bucket
+            .or_else(|| s3.bucket.clone())
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "the {name} volume is on S3 but no bucket is set: set [storage.s3] bucket \
+                     (AIRLOCK__STORAGE__S3__BUCKET) or [storage.volumes.{name}] bucket"
+                )
+            })?;
+        let own = o.prefix.unwrap_or_else(|| name.to_owned());
+        let prefix = [s3.prefix.as_str(), own.as_str()]
+            .iter()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
+        let key = o.access_key_id.or_else(|| s3.access_key_id.clone());
+        let secret = o.secret_access_key.or_else(|| s3.secret_access_key.clone());
+        let credentials = match (key, secret) {
+            (Some(k), Some(s)) => Some((k, s)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(format!(
+                    "the {name} volume has an S3 access_key_id but no secret_access_key (set \
+                     AIRLOCK__STORAGE__S3__SECRET_ACCESS_KEY)"
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "the {name} volume has an S3 secret_access_key but no access_key_id"
+                ))
+            }
+        };
+        let endpoint = o.endpoint.or_else(|| s3.endpoint.clone());
+        if let Some(e) = &endpoint {
+            let ok = url::Url::parse(e)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(format!(
+                    "the {name} volume's S3 endpoint `{e}` is not an http(s) URL"
+                ));
+            }
+        }
+        Ok(VolumeLocation::S3(S3Volume {
+            endpoint,
+            region: o.region.unwrap_or_else(|| s3.region.clone()),
+            bucket,
+            prefix,
+            credentials,
+            path_style: o.path_style.unwrap_or(s3.path_style),
+        }))
+    }
+
+    /// Checks every volume's settings, and that only known volumes are named.
+    pub fn check_volumes(&self) -> Result<(), String> {
+        for name in self.volumes.keys() {
+            if !VOLUME_NAMES.contains(&name.as_str()) {
+                return Err(format!(
+                    "[storage.volumes.{name}]: no such volume (the volumes are {})",
+                    VOLUME_NAMES.join(", ")
+                ));
+            }
+        }
+        for name in VOLUME_NAMES {
+            self.volume(name)?;
+        }
+        Ok(())
+    }
+
     /// `keys_dir`, or `<data_dir>/keys`.
     pub fn keys_dir(&self) -> PathBuf {
         self.keys_dir
@@ -720,6 +938,9 @@ impl Default for StorageSettings {
             min_free: 1 << 30,
             group_commit: true,
             keys_dir: None,
+            backend: StorageBackend::Local,
+            s3: S3Settings::default(),
+            volumes: Default::default(),
         }
     }
 }
@@ -790,11 +1011,12 @@ impl Settings {
                 continue;
             };
             let parts: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
                 return Err(ConfigError::Invalid {
                     path: None,
                     message: format!(
-                        "environment variable {k} must look like AIRLOCK__SECTION__KEY"
+                        "environment variable {k} must look like AIRLOCK__SECTION__KEY (or \
+                         AIRLOCK__SECTION__TABLE__KEY for a nested table such as [storage.s3])"
                     ),
                 });
             }
@@ -807,20 +1029,27 @@ impl Settings {
                     _ => toml::Value::String(v.clone()),
                 },
             };
-            let section = table
-                .entry(parts[0].clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            match section {
-                toml::Value::Table(t) => {
-                    t.insert(parts[1].clone(), value);
-                }
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        path: None,
-                        message: format!("`{}` is not a section", parts[0]),
-                    })
-                }
+            // Nested as the file nests: AIRLOCK__STORAGE__S3__ENDPOINT is [storage.s3] endpoint.
+            let (key, tables) = parts.split_last().expect("two parts or more");
+            let mut at = &mut table;
+            for (i, name) in tables.iter().enumerate() {
+                let entry = at
+                    .entry(name.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                at = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            path: None,
+                            message: format!(
+                                "{k}: `{}` is a value, not a section",
+                                tables[..=i].join(".")
+                            ),
+                        })
+                    }
+                };
             }
+            at.insert(key.clone(), value);
         }
         let s: Settings = toml::Value::Table(table)
             .try_into()
@@ -871,6 +1100,7 @@ impl Settings {
         }
         s.mail.check(&s.integrity).map_err(bad)?;
         s.auth.check().map_err(bad)?;
+        s.storage.check_volumes().map_err(bad)?;
         Ok(s)
     }
 }
@@ -913,6 +1143,116 @@ mod tests {
         std::fs::write(&f, "[server]\nlisen = \"x\"\n").unwrap();
         let err = Settings::load(Some(&f), []).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_nest_as_the_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("airlock.toml");
+        std::fs::write(
+            &f,
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"http://127.0.0.1:3900\"\n\
+             region = \"garage\"\nbucket = \"airlock\"\naccess_key_id = \"GKfile\"\n\
+             path_style = true\n[storage.volumes.quarantine]\nbackend = \"local\"\n",
+        )
+        .unwrap();
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = Settings::load(
+            Some(&f),
+            env(&[
+                ("AIRLOCK__STORAGE__S3__SECRET_ACCESS_KEY", "s3cret"),
+                ("AIRLOCK__STORAGE__S3__ENDPOINT", "http://127.0.0.1:3999"),
+                ("AIRLOCK__STORAGE__VOLUMES__EGRESS__BUCKET", "outbound"),
+                ("AIRLOCK__STORAGE__S3__PREFIX", "tre1/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.storage.volume("quarantine").unwrap(),
+            VolumeLocation::Local
+        );
+        let VolumeLocation::S3(r) = s.storage.volume("released").unwrap() else {
+            panic!("released is not on S3");
+        };
+        assert_eq!(r.endpoint.as_deref(), Some("http://127.0.0.1:3999"));
+        assert_eq!(
+            (r.bucket.as_str(), r.prefix.as_str()),
+            ("airlock", "tre1/released")
+        );
+        assert_eq!(r.region, "garage");
+        assert!(r.path_style);
+        assert_eq!(
+            r.credentials,
+            Some(("GKfile".to_string(), "s3cret".to_string()))
+        );
+        let VolumeLocation::S3(e) = s.storage.volume("egress").unwrap() else {
+            panic!("egress is not on S3");
+        };
+        assert_eq!(
+            (e.bucket.as_str(), e.prefix.as_str()),
+            ("outbound", "tre1/egress")
+        );
+        // The secret is never shown.
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert!(!format!("{r:?}").contains("s3cret"));
+
+        // A value where a section is nested, a missing bucket, half the credentials, an
+        // unknown volume and a bad endpoint are refused, each named.
+        for (pairs, want) in [
+            (
+                vec![("AIRLOCK__SERVER__LISTEN__PORT", "1")],
+                "server.listen",
+            ),
+            (
+                vec![("AIRLOCK__STORAGE__BACKEND", "s3")],
+                "no bucket is set",
+            ),
+            (
+                vec![
+                    ("AIRLOCK__STORAGE__BACKEND", "s3"),
+                    ("AIRLOCK__STORAGE__S3__BUCKET", "b"),
+                    ("AIRLOCK__STORAGE__S3__ACCESS_KEY_ID", "GK1"),
+                ],
+                "no secret_access_key",
+            ),
+            (
+                vec![("AIRLOCK__STORAGE__VOLUMES__SCRATCH__BACKEND", "s3")],
+                "[storage.volumes.scratch]: no such volume",
+            ),
+            (
+                vec![
+                    ("AIRLOCK__STORAGE__BACKEND", "s3"),
+                    ("AIRLOCK__STORAGE__S3__BUCKET", "b"),
+                    ("AIRLOCK__STORAGE__S3__ENDPOINT", "127.0.0.1:3900"),
+                ],
+                "not an http(s) URL",
+            ),
+            (
+                vec![("AIRLOCK__STORAGE__BACKEND", "ftp")],
+                "unknown variant",
+            ),
+        ] {
+            let err = Settings::load(None, env(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(want), "{pairs:?}: {err}");
+        }
+        // Under a value the file set, a nested variable is refused by name.
+        let err = Settings::load(
+            Some(&f),
+            env(&[("AIRLOCK__STORAGE__S3__REGION__NAME", "x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`storage.s3.region` is a value"), "{err}");
+        // The default: every volume local, nothing else needed.
+        let d = Settings::load(None, env(&[])).unwrap();
+        for v in VOLUME_NAMES {
+            assert_eq!(d.storage.volume(v).unwrap(), VolumeLocation::Local);
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! tus upload adds segments, except that a small last segment is replaced whole by a longer
 //! one (`workflow::upload::MERGE_BELOW`); acknowledged bytes are never rewritten in place.
 
+pub mod s3;
+
 use crate::domain::{FileId, RelPath, TransferId};
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};

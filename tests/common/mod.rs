@@ -2,6 +2,7 @@
 //! bootstrapped with the people of a small project, plus small HTTP and process helpers.
 #![allow(dead_code)]
 
+pub mod garage;
 pub mod pg;
 pub mod smtp;
 
