@@ -25,7 +25,7 @@ mod fixity;
 mod governance;
 mod metrics;
 mod scans;
-pub use archives::{ArchiveUploadRow, MemberRow};
+pub use archives::{keys_under_sql, ArchiveUploadRow, MemberRow};
 pub use fixity::{AtRest, FixityRow};
 pub use metrics::Queues;
 pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};

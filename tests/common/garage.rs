@@ -54,15 +54,15 @@ impl Garage {
         let dir = tempfile::tempdir().unwrap();
         let (s3_port, rpc_port, admin_port) =
             (super::free_port(), super::free_port(), super::free_port());
+        let rpc_secret = format!("{}{}", hex_id(), hex_id());
         let conf = format!(
             "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
              replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
-             rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{rpc_secret}\"\n\
              [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
              root_domain = \".s3.garage.localhost\"\n\
              [admin]\napi_bind_addr = \"127.0.0.1:{admin_port}\"\n",
             d = dir.path().display(),
-            secret = format!("{}{}", hex_id(), hex_id()),
         );
         std::fs::write(dir.path().join("garage.toml"), conf).unwrap();
         let mut g = Garage {
