@@ -41,6 +41,8 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 command -v rclone >/dev/null || need_pkgs+=(rclone)
+# deploy/ is checked with systemd-analyze verify (tests/deploy.rs).
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""
@@ -57,11 +59,12 @@ done
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { echo "PostgreSQL (postgresql) is required" >&2; exit 1; }
 command -v psql >/dev/null || { echo "psql (postgresql-client) is required" >&2; exit 1; }
 command -v rclone >/dev/null || { echo "rclone is required" >&2; exit 1; }
+command -v systemd-analyze >/dev/null || { echo "systemd-analyze (systemd) is required" >&2; exit 1; }
 # Garage, the real S3 server of the S3 tests (tests/common/garage.rs starts a single node on
 # free ports). Built once from crates.io (about 10 minutes), then kept in ~/.cargo/bin.
 GARAGE_VERSION=2.5.0
 garage_bin="${CARGO_HOME:-$HOME/.cargo}/bin/garage"
-if ! { [ -x "$garage_bin" ] && "$garage_bin" --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; }; then
+if ! { [ -x "$garage_bin" ] && "$garage_bin" --version 2>/dev/null | grep -qF ":$GARAGE_VERSION "; }; then
   echo "installing garage $GARAGE_VERSION (cargo install --locked, about 10 minutes)"
   cargo install --locked "garage@$GARAGE_VERSION"
 fi

@@ -28,6 +28,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "leases",
         include_str!("../../migrations/sqlite/0002_leases.sql"),
     ),
+    (
+        3,
+        "incidents by transfer",
+        include_str!("../../migrations/sqlite/0003_incidents_by_transfer.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -39,6 +44,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "leases",
         include_str!("../../migrations/postgres/0002_leases.sql"),
+    ),
+    (
+        3,
+        "incidents by transfer",
+        include_str!("../../migrations/postgres/0003_incidents_by_transfer.sql"),
     ),
 ];
 

@@ -804,13 +804,21 @@ impl Store {
     }
 
     pub async fn incidents(&self, transfer: Option<TransferId>) -> Result<Vec<Incident>> {
-        let rows = sqlx::query(
-            "SELECT * FROM incidents WHERE ($1 IS NULL OR transfer_id = $1) \
-             ORDER BY created_at, id",
-        )
-        .bind(transfer.map(|t| t.to_string()))
-        .fetch_all(&self.pool)
-        .await?;
+        // Two statements, not `($1 IS NULL OR transfer_id = $1)`: a plan made for either
+        // case cannot use the index for one transfer's.
+        let rows = match transfer {
+            Some(t) => {
+                sqlx::query(INCIDENTS_OF_SQL)
+                    .bind(t.to_string())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM incidents ORDER BY created_at, id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
         rows.iter()
             .map(|r| {
                 Ok(Incident {
@@ -1092,6 +1100,10 @@ const USER_SELECT: &str = "SELECT u.id, u.name, \
      (SELECT group_concat(role, ',') FROM user_roles WHERE user_id = u.id) AS roles, \
      CASE WHEN EXISTS (SELECT 1 FROM user_disabled WHERE user_id = u.id) THEN 1 ELSE 0 END \
      AS disabled";
+/// A transfer's incidents, in the order they are listed (index `incidents_by_transfer`).
+pub(crate) const INCIDENTS_OF_SQL: &str =
+    "SELECT * FROM incidents WHERE transfer_id = $1 ORDER BY created_at, id";
+
 pub(crate) const SAME_KEY_SQL: &str =
     "SELECT path FROM files WHERE transfer_id = $1 AND collision_key = $2";
 const UNDER_KEY_SQL: &str = "SELECT path FROM files WHERE transfer_id = $1 \
@@ -1784,6 +1796,8 @@ mod plan_tests {
             ("totals", TOTALS_SQL, 1, false),
             ("claims", CLAIMS_SQL, 1, false),
             ("audit head", AUDIT_HEAD_SQL, 0, false),
+            ("incidents of a transfer", INCIDENTS_OF_SQL, 1, false),
+            ("audit page of a transfer", ops::AUDIT_PAGE_OF_SQL, 4, false),
         ] {
             let steps = plan(&store, sql, params).await;
             assert!(!steps.is_empty(), "{name}: no plan");

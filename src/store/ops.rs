@@ -45,6 +45,13 @@ fn record(r: &sqlx::any::AnyRow) -> Result<audit::Record> {
     })
 }
 
+/// A page of the whole chain.
+const AUDIT_PAGE_SQL: &str = "SELECT * FROM audit_events WHERE seq > $1 AND seq <= $2 \
+     ORDER BY seq LIMIT $3";
+/// A page of one transfer's events.
+pub(super) const AUDIT_PAGE_OF_SQL: &str = "SELECT * FROM audit_events WHERE transfer_id = $1 \
+     AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4";
+
 impl Store {
     /// One incident by id.
     pub async fn incident(&self, id: &str) -> Result<Option<Incident>> {
@@ -120,19 +127,20 @@ impl Store {
         upto: i64,
         limit: i64,
     ) -> Result<Vec<audit::Record>> {
-        sqlx::query(
-            "SELECT * FROM audit_events WHERE seq > $1 AND seq <= $2 \
-             AND ($3 IS NULL OR transfer_id = $3) ORDER BY seq LIMIT $4",
-        )
-        .bind(after)
-        .bind(upto)
-        .bind(transfer)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?
-        .iter()
-        .map(record)
-        .collect()
+        // Two statements: one transfer's page walks its events by index (`audit_transfer`),
+        // not the whole chain.
+        let q = match transfer {
+            Some(t) => sqlx::query(AUDIT_PAGE_OF_SQL).bind(t),
+            None => sqlx::query(AUDIT_PAGE_SQL),
+        };
+        q.bind(after)
+            .bind(upto)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(record)
+            .collect()
     }
 
     /// A page of webhook deliveries, newest first (as `deliveries`), after the delivery
