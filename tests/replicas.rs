@@ -207,28 +207,7 @@ async fn a_release_cut_short_by_sigkill_is_taken_over_after_the_lease_runs_out()
     let (mut b, b_url) = replica_b(dir.path(), "2s");
     let http = reqwest::Client::new();
     let pm = &people.pm;
-    let r: Value = http
-        .post(format!("{b_url}/api/v1/transfers"))
-        .bearer_auth(pm)
-        .json(&json!({"workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = r["id"].as_str().unwrap().to_owned();
-    let r: Value = http
-        .post(format!("{b_url}/api/v1/transfers/{id}/tokens"))
-        .bearer_auth(pm)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = r["token"].as_str().unwrap().to_owned();
+    let (id, token) = open_with_token(&http, &b_url, pm).await;
     // Enough bytes that the release (copy, re-hash, read back) takes a while.
     let mut files = Vec::new();
     for i in 0..4 {

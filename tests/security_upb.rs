@@ -135,30 +135,6 @@ impl Drop for Reap {
     }
 }
 
-async fn open_with_token(http: &reqwest::Client, url: &str, pm: &str) -> (String, String) {
-    let v: Value = http
-        .post(format!("{url}/api/v1/transfers"))
-        .bearer_auth(pm)
-        .json(&json!({ "workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = v["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned();
-    let v: Value = http
-        .post(format!("{url}/api/v1/transfers/{id}/tokens"))
-        .bearer_auth(pm)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (id, v["token"].as_str().unwrap().to_owned())
-}
-
 /// Finding 5: 200 PUTs that each send just under 4 MiB and stall. The caps are raised out of
 /// the way, so the buffer budget alone has to hold the server's memory: its RSS stays within
 /// a fixed allowance of the baseline (before: 4 MiB more per connection), and every stalled

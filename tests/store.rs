@@ -54,6 +54,58 @@ conformance!(two_handles_appending_at_once_keep_one_chain);
 conformance!(paths_sort_and_page_bytewise_and_totals_pass_32_bits);
 conformance!(the_schema_is_at_the_latest_version);
 
+/// An open data-ingress transfer in a new workspace `proj/ws`, written through the store.
+async fn open_transfer(app: &App) -> TransferId {
+    use airlock::workflow::admin;
+    let pm = admin::add_user(app, "pm", &[]).await.unwrap();
+    admin::create_project(app, "proj").await.unwrap();
+    let ws: WorkspaceId = admin::create_workspace(app, "proj", "ws", 1, None)
+        .await
+        .unwrap();
+    let id = TransferId::new();
+    let now = airlock::store::now();
+    let mut tx = app.store.begin().await.unwrap();
+    tx.insert_transfer(&Transfer {
+        id,
+        workspace_id: ws,
+        kind: TransferKind::DataIngress,
+        state: TransferState::Open,
+        state_reason: "open".into(),
+        uploader_id: pm,
+        created_by: pm,
+        created_at: now.clone(),
+        updated_at: now,
+        sealed_at: None,
+        root_digest: None,
+        expected_root_digest: None,
+        release_location: None,
+        released_at: None,
+        policy_version: None,
+        ack_required: false,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+/// A file of `length` bytes declared, none received yet.
+fn file_row(transfer: TransferId, path: &str, length: u64) -> FileRow {
+    FileRow {
+        id: FileId::new(),
+        transfer_id: transfer,
+        path: path.to_owned(),
+        length: Some(length),
+        received: 0,
+        complete: false,
+        sha256: None,
+        blake3: None,
+        expected_sha256: None,
+        created_at: airlock::store::now(),
+        pack: None,
+    }
+}
+
 async fn leases_are_exclusive_renewable_and_expire(b: Backend) {
     let s = &b.app.store;
     let long = Duration::from_secs(60);
@@ -155,36 +207,9 @@ async fn two_handles_appending_at_once_keep_one_chain(b: Backend) {
 }
 
 async fn paths_sort_and_page_bytewise_and_totals_pass_32_bits(b: Backend) {
-    use airlock::workflow::admin;
     let app = &b.app;
-    let pm = admin::add_user(app, "pm", &[]).await.unwrap();
-    admin::create_project(app, "proj").await.unwrap();
-    let ws: WorkspaceId = admin::create_workspace(app, "proj", "ws", 1, None)
-        .await
-        .unwrap();
-    let id = TransferId::new();
-    let now = airlock::store::now();
+    let id = open_transfer(app).await;
     let mut tx = app.store.begin().await.unwrap();
-    tx.insert_transfer(&Transfer {
-        id,
-        workspace_id: ws,
-        kind: TransferKind::DataIngress,
-        state: TransferState::Open,
-        state_reason: "open".into(),
-        uploader_id: pm,
-        created_by: pm,
-        created_at: now.clone(),
-        updated_at: now.clone(),
-        sealed_at: None,
-        root_digest: None,
-        expected_root_digest: None,
-        release_location: None,
-        released_at: None,
-        policy_version: None,
-        ack_required: false,
-    })
-    .await
-    .unwrap();
     // Upper case before lower, '_' between them, and multi-byte UTF-8 after all of ASCII:
     // the byte order, which a locale's collation would not keep. (No two differ only in case:
     // those collide, as they would on a case-insensitive disk.)
@@ -193,38 +218,14 @@ async fn paths_sort_and_page_bytewise_and_totals_pass_32_bits(b: Backend) {
     ];
     const BIG: u64 = 3 << 30;
     for p in paths {
-        let row = FileRow {
-            id: FileId::new(),
-            transfer_id: id,
-            path: p.into(),
-            length: Some(BIG),
-            received: 0,
-            complete: false,
-            sha256: None,
-            blake3: None,
-            expected_sha256: None,
-            created_at: now.clone(),
-            pack: None,
-        };
+        let row = file_row(id, p, BIG);
         tx.insert_file(&row, &RelPath::parse(p).unwrap())
             .await
             .unwrap()
             .unwrap();
     }
     // A name taken is refused inside the transaction, and the transaction goes on.
-    let dup = FileRow {
-        id: FileId::new(),
-        transfer_id: id,
-        path: "b.txt".into(),
-        length: Some(1),
-        received: 0,
-        complete: false,
-        sha256: None,
-        blake3: None,
-        expected_sha256: None,
-        created_at: now.clone(),
-        pack: None,
-    };
+    let dup = file_row(id, "b.txt", 1);
     assert!(tx
         .insert_file(&dup, &RelPath::parse("b.txt").unwrap())
         .await
@@ -277,52 +278,13 @@ conformance!(a_batch_folder_check_reads_no_more_rows_as_the_transfer_grows);
 /// small files went in at a fifth of SQLite's rate, slower as the transfer grew
 /// (benches/replicas.sh).
 async fn a_batch_folder_check_reads_no_more_rows_as_the_transfer_grows(b: Backend) {
-    use airlock::workflow::admin;
     let app = &b.app;
-    let pm = admin::add_user(app, "pm", &[]).await.unwrap();
-    admin::create_project(app, "proj").await.unwrap();
-    let ws = admin::create_workspace(app, "proj", "ws", 1, None)
-        .await
-        .unwrap();
-    let id = TransferId::new();
-    let now = airlock::store::now();
+    let id = open_transfer(app).await;
     let mut tx = app.store.begin().await.unwrap();
-    tx.insert_transfer(&Transfer {
-        id,
-        workspace_id: ws,
-        kind: TransferKind::DataIngress,
-        state: TransferState::Open,
-        state_reason: "open".into(),
-        uploader_id: pm,
-        created_by: pm,
-        created_at: now.clone(),
-        updated_at: now.clone(),
-        sealed_at: None,
-        root_digest: None,
-        expected_root_digest: None,
-        release_location: None,
-        released_at: None,
-        policy_version: None,
-        ack_required: false,
-    })
-    .await
-    .unwrap();
     const FILES: usize = 4000;
     for i in 0..FILES {
         let p = format!("d{}/f{i}.txt", i % 40);
-        let row = FileRow {
-            id: FileId::new(),
-            transfer_id: id,
-            path: p.clone(),
-            length: Some(1),
-            received: 0,
-            complete: false,
-            sha256: None,
-            blake3: None,
-            expected_sha256: None,
-            created_at: now.clone(),
-            pack: None,
-        };
+        let row = file_row(id, &p, 1);
         tx.insert_file(&row, &RelPath::parse(&p).unwrap())
             .await
             .unwrap()

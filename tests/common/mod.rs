@@ -498,6 +498,32 @@ pub fn serve_binary_with(data: &Path, env: &[(&str, &str)]) -> (std::process::Ch
     (child, url)
 }
 
+/// Opens a data ingress in `proj/ws` on the server at `url` and mints its upload token;
+/// returns (transfer id, token).
+pub async fn open_with_token(http: &reqwest::Client, url: &str, pm: &str) -> (String, String) {
+    let v: Value = http
+        .post(format!("{url}/api/v1/transfers"))
+        .bearer_auth(pm)
+        .json(&serde_json::json!({ "workspace": "proj/ws", "kind": "data-ingress", "uploader": "prov" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned();
+    let v: Value = http
+        .post(format!("{url}/api/v1/transfers/{id}/tokens"))
+        .bearer_auth(pm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (id, v["token"].as_str().unwrap().to_owned())
+}
+
 /// tus `Upload-Metadata` naming the file `path`.
 pub fn tus_meta(path: &str) -> String {
     use base64::Engine;
