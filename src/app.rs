@@ -58,10 +58,7 @@ impl App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(
-        "volumes on S3 are not supported by this release yet ({0}): set [storage] backend = \
-         \"local\" (the default) and leave [storage.volumes.*] backend unset"
-    )]
+    #[error("this volume cannot be on S3 yet: {0}")]
     S3NotYet(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -89,16 +86,14 @@ pub enum StartError {
 impl App {
     /// Opens the data directory: database, volumes, key and policies.
     pub async fn open(settings: Settings) -> Result<Arc<App>, StartError> {
-        // Never keep a volume's bytes on local disk when the settings put it on S3.
-        let on_s3: Vec<String> = crate::config::VOLUME_NAMES
-            .iter()
-            .filter_map(|n| match settings.storage.volume(n) {
-                Ok(crate::config::VolumeLocation::S3(v)) => Some(format!("{n} on {v:?}")),
-                _ => None,
-            })
-            .collect();
-        if !on_s3.is_empty() {
-            return Err(StartError::S3NotYet(on_s3.join(", ")));
+        // Workspaces write their outputs into local folders: an output volume on S3 is not
+        // run yet, and its bytes are never kept on local disk behind the operator's back.
+        if let Ok(crate::config::VolumeLocation::S3(v)) = settings.storage.volume("output") {
+            return Err(StartError::S3NotYet(format!(
+                "output on {v:?} (workspace output folders are local for now: set \
+                 [storage.volumes.output] backend = \"local\", \
+                 AIRLOCK__STORAGE__VOLUMES__OUTPUT__BACKEND=local)"
+            )));
         }
         let dir = settings.storage.data_dir.clone();
         private_data_dir(&dir).map_err(|source| StartError::DataDir {
@@ -110,7 +105,8 @@ impl App {
             Some(url) => Store::open_url(url, group).await?,
             None => Store::open_sqlite_with(&dir.join("airlock.db"), group).await?,
         };
-        let volumes = Volumes::local(&dir)?;
+        let volumes =
+            Volumes::open(&dir, &settings.storage)?.with_registry(Arc::new(store.clone()));
         let volumes = if group {
             volumes.with_group_commit()
         } else {

@@ -22,7 +22,11 @@ struct Egress {
 }
 
 async fn setup(tier: i64) -> Egress {
-    let t = TestApp::spawn().await;
+    setup_with(tier, |_| {}).await
+}
+
+async fn setup_with(tier: i64, adjust: impl FnOnce(&mut airlock::config::Settings)) -> Egress {
+    let t = TestApp::spawn_with(adjust).await;
     let p = t.bootstrap(tier).await;
     admin::add_user(&t.app, "ref", &[Role::Referee])
         .await
@@ -1549,5 +1553,92 @@ async fn two_requests_with_findings_in_one_workspace_each_reach_review_with_thei
     for f in v["disclosure"]["findings"].as_array().unwrap() {
         assert!(f["acknowledged_by"].as_array().unwrap().is_empty(), "{f}");
     }
+    e.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn egress_on_s3_is_published_to_the_bucket_and_collected_through_airlock_with_a_range() {
+    let g = common::garage::Garage::start();
+    let e = setup_with(2, |s| g.apply(s)).await;
+    let id = submitted(&e).await;
+    assign_referee(&e, &id).await;
+    approve_all(
+        &e,
+        &id,
+        &[
+            (&e.p.inv, "investigator"),
+            (&e.p.prov, "provider"),
+            (&e.referee, "referee"),
+        ],
+    )
+    .await;
+    let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    // The package lies in the egress volume's prefix of the bucket, published by its manifest.
+    let dest = format!("egress/proj/ws/egress/{id}");
+    assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
+    let mut names = g.ls(&dest);
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "disclosure-record.json",
+            "manifest-sha256.txt",
+            "tables/counts.csv",
+            "tables/figure.txt",
+        ]
+    );
+    assert!(g.cat(&format!("{dest}.manifest.jsonl")).is_some());
+    assert!(g
+        .ls(&format!("egress/proj/ws/egress/{id}/supporting"))
+        .is_empty());
+
+    // Collected through airlock (no presigned URL), whole and from an offset.
+    let tok = collection_token(&e, &id, json!({"recipient": "recip", "ttl": "1h"})).await;
+    let r = get(&e, &tok, "/collect/files/tables/counts.csv").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(&r.bytes().await.unwrap()[..], SAFE_TABLE.as_bytes());
+    let r =
+        e.t.http
+            .get(e.t.api("/collect/files/tables/counts.csv"))
+            .bearer_auth(&tok)
+            .header("range", "bytes=10-")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 10-{}/{}", SAFE_TABLE.len() - 1, SAFE_TABLE.len()).as_str()
+    );
+    for h in r.headers().values() {
+        assert!(!h.to_str().unwrap_or("").contains("X-Amz"), "{h:?}");
+    }
+    assert_eq!(&r.bytes().await.unwrap()[..], &SAFE_TABLE.as_bytes()[10..]);
+    // The tar stream of the package, from S3 too, with the record files.
+    let tar = get(&e, &tok, "/collect/package.tar").await;
+    assert_eq!(tar.status(), StatusCode::OK);
+    let tar = tar.bytes().await.unwrap();
+    let mut a = tar::Archive::new(&tar[..]);
+    let mut got: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 4, "{got:?}");
+
+    // Revocation takes the manifest away first, then the objects.
+    let (s, r) =
+        e.t.post_json(
+            &e.p.pm,
+            &format!("/transfers/{id}/revoke"),
+            json!({"reason": "wrong recipient"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(g.cat(&format!("{dest}.manifest.jsonl")).is_none());
+    assert!(g.ls(&dest).is_empty());
+    let r = get(&e, &tok, "/collect/files/tables/counts.csv").await;
+    assert_ne!(r.status(), StatusCode::OK);
     e.t.stop().await;
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::garage::Garage;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -15,27 +16,47 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-/// Replica A on PostgreSQL, whatever `AIRLOCK_TEST_DATABASE` says.
-async fn replica_a(dir: tempfile::TempDir, lease: Duration) -> TestApp {
+/// Replica A on PostgreSQL, whatever `AIRLOCK_TEST_DATABASE` says (its volumes on `garage`
+/// when one is given).
+async fn replica_a(dir: tempfile::TempDir, lease: Duration, garage: Option<&Garage>) -> TestApp {
     let url = pg::database_for(dir.path());
     TestApp::spawn_in_with(dir, move |s| {
         s.database.url = Some(url);
         s.server.lease_ttl = lease;
+        if let Some(g) = garage {
+            g.apply(s);
+        }
     })
     .await
 }
 
-/// Replica B: `airlock serve` on the same data directory and database.
-fn replica_b(data: &Path, lease: &str) -> (Child, String) {
+/// Replica B: `airlock serve` on the same data directory and database (and Garage).
+fn replica_b(data: &Path, lease: &str, garage: Option<&Garage>) -> (Child, String) {
     let url = pg::database_for(data);
-    serve_binary_with(
-        data,
-        &[
-            ("AIRLOCK__DATABASE__URL", url.as_str()),
-            ("AIRLOCK__SERVER__SWEEP_INTERVAL", "200ms"),
-            ("AIRLOCK__SERVER__LEASE_TTL", lease),
-        ],
-    )
+    let mut env: Vec<(String, String)> = vec![
+        ("AIRLOCK__DATABASE__URL".into(), url),
+        ("AIRLOCK__SERVER__SWEEP_INTERVAL".into(), "200ms".into()),
+        ("AIRLOCK__SERVER__LEASE_TTL".into(), lease.into()),
+    ];
+    if let Some(g) = garage {
+        env.extend(g.airlock_env());
+        env.push((
+            "AIRLOCK__STORAGE__VOLUMES__OUTPUT__BACKEND".into(),
+            "local".into(),
+        ));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    serve_binary_with(data, &env)
+}
+
+/// A released file's bytes: from the folder, or from Garage for a location on S3.
+fn read_released(garage: Option<&Garage>, location: &str, rel: &str) -> Vec<u8> {
+    match (garage, location.strip_prefix("s3://airlock/")) {
+        (Some(g), Some(key)) => g
+            .cat(&format!("{key}{rel}"))
+            .unwrap_or_else(|| panic!("{location}{rel} is not in the bucket")),
+        _ => std::fs::read(Path::new(location).join(rel)).unwrap(),
+    }
 }
 
 async fn count_events(dir: &Path, action: &str, transfer: &str) -> i64 {
@@ -53,9 +74,19 @@ fn hex(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_resumes_on_the_other_replica_and_the_release_happens_once() {
-    let t = replica_a(tempfile::tempdir().unwrap(), Duration::from_secs(5)).await;
+    upload_resumes_on_the_other_replica(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_an_upload_resumes_on_the_other_replica_and_the_release_happens_once() {
+    let g = Garage::start();
+    upload_resumes_on_the_other_replica(Some(&g)).await;
+}
+
+async fn upload_resumes_on_the_other_replica(garage: Option<&Garage>) {
+    let t = replica_a(tempfile::tempdir().unwrap(), Duration::from_secs(5), garage).await;
     let people = t.bootstrap(1).await;
-    let (mut b, b_url) = replica_b(t.data_dir(), "5s");
+    let (mut b, b_url) = replica_b(t.data_dir(), "5s", garage);
     let http = reqwest::Client::new();
 
     // A token minted on A works on B: the signing keys are shared.
@@ -151,8 +182,8 @@ async fn an_upload_resumes_on_the_other_replica_and_the_release_happens_once() {
         hex(&body),
         "the digest of an uninterrupted upload"
     );
-    let loc = Path::new(v["release"]["location"].as_str().unwrap()).join("d/big.bin");
-    assert_eq!(hex(&std::fs::read(&loc).unwrap()), hex(&body));
+    let loc = v["release"]["location"].as_str().unwrap();
+    assert_eq!(hex(&read_released(garage, loc, "d/big.bin")), hex(&body));
     // Both replicas' workers saw the approved transfer; one released it, once; one scanned.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
@@ -197,14 +228,24 @@ async fn an_upload_resumes_on_the_other_replica_and_the_release_happens_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_cut_short_by_sigkill_is_taken_over_after_the_lease_runs_out() {
+    release_taken_over_after_sigkill(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_a_release_cut_short_by_sigkill_is_taken_over_after_the_lease_runs_out() {
+    let g = Garage::start();
+    release_taken_over_after_sigkill(Some(&g)).await;
+}
+
+async fn release_taken_over_after_sigkill(garage: Option<&Garage>) {
     // B alone first: A's workers must not take the release. A is opened without serving (the
     // helpers' bootstrap needs an App), then started as a server only after B is killed.
     let dir = tempfile::tempdir().unwrap();
     let url = pg::database_for(dir.path());
-    let t = replica_a(dir, Duration::from_secs(2)).await;
+    let t = replica_a(dir, Duration::from_secs(2), garage).await;
     let people = t.bootstrap(1).await;
     let dir = t.stop().await;
-    let (mut b, b_url) = replica_b(dir.path(), "2s");
+    let (mut b, b_url) = replica_b(dir.path(), "2s", garage);
     let http = reqwest::Client::new();
     let pm = &people.pm;
     let (id, token) = open_with_token(&http, &b_url, pm).await;
@@ -280,13 +321,16 @@ async fn a_release_cut_short_by_sigkill_is_taken_over_after_the_lease_runs_out()
     let t = TestApp::spawn_in_with(dir, move |s| {
         s.database.url = Some(url);
         s.server.lease_ttl = Duration::from_secs(2);
+        if let Some(g) = garage {
+            g.apply(s);
+        }
     })
     .await;
     assert_ne!(holder, t.app.replica);
     let v = t.wait_for_state(&people.pm, &id, "released").await;
-    let loc = Path::new(v["release"]["location"].as_str().unwrap()).to_owned();
+    let loc = v["release"]["location"].as_str().unwrap();
     for (i, want) in files.iter().enumerate() {
-        let got = hex(&std::fs::read(loc.join(format!("f{i}.bin"))).unwrap());
+        let got = hex(&read_released(garage, loc, &format!("f{i}.bin")));
         assert_eq!(&got, want, "f{i}.bin");
     }
     assert_eq!(
@@ -299,9 +343,9 @@ async fn a_release_cut_short_by_sigkill_is_taken_over_after_the_lease_runs_out()
 /// read answers, every upload lands with its digest, and the audit chain verifies after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_reads_and_uploads_on_both_replicas_leave_one_verifiable_chain() {
-    let t = replica_a(tempfile::tempdir().unwrap(), Duration::from_secs(5)).await;
+    let t = replica_a(tempfile::tempdir().unwrap(), Duration::from_secs(5), None).await;
     let people = t.bootstrap(1).await;
-    let (mut b, b_url) = replica_b(t.data_dir(), "5s");
+    let (mut b, b_url) = replica_b(t.data_dir(), "5s", None);
     let bases = [t.url.clone(), b_url.clone()];
     // Two transfers, a token each: 25 uploads per token, split across the replicas.
     let mut targets = Vec::new();
@@ -520,4 +564,101 @@ async fn webhooks_go_out_once_from_two_replicas_sharing_a_configured_keys_dir() 
     );
     b.kill().unwrap();
     let _ = b.wait();
+}
+
+/// The multipart uploads Garage holds in progress, as rclone lists them.
+fn multipart_uploads(g: &Garage) -> usize {
+    let out = g.rclone(&["backend", "list-multipart-uploads", "g:airlock"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["airlock"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_a_replica_killed_mid_upload_leaves_no_multipart_upload_billed() {
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg::database_for(dir.path());
+    let t = replica_a(dir, Duration::from_secs(2), Some(&g)).await;
+    let people = t.bootstrap(1).await;
+    let dir = t.stop().await;
+    let (mut b, b_url) = replica_b(dir.path(), "2s", Some(&g));
+    let http = reqwest::Client::new();
+    let (id, token) = open_with_token(&http, &b_url, &people.pm).await;
+    // A PUT whose body stops coming after 12 MiB: B streams it into a multipart upload.
+    let sent = bytes(12 << 20, 5);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }));
+    let put = tokio::spawn(
+        http.put(format!("{b_url}/api/v1/transfers/{id}/files/stuck.bin"))
+            .bearer_auth(&token)
+            .header("content-length", (64u64 << 20).to_string())
+            .body(body)
+            .send(),
+    );
+    for chunk in sent.chunks(1 << 20) {
+        tx.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    let pool = raw_db(dir.path()).await;
+    let mut recorded = 0i64;
+    for _ in 0..200 {
+        recorded = sqlx::query_scalar("SELECT COUNT(*) FROM s3_uploads")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if recorded > 0 && multipart_uploads(&g) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(recorded, 1, "the upload in progress is recorded");
+    // SIGKILL: B can abort nothing. Garage keeps the parts.
+    b.kill().unwrap();
+    let _ = b.wait();
+    drop(tx);
+    let _ = put.await;
+    assert_eq!(multipart_uploads(&g), 1);
+
+    // A's sweep aborts what the dead replica left (here without waiting the quarter-hour a
+    // live upload is given), and forgets it.
+    let gr = &g;
+    let t = TestApp::spawn_in_with(dir, move |s| {
+        s.database.url = Some(url);
+        gr.apply(s);
+    })
+    .await;
+    assert_eq!(
+        t.app.volumes.sweep_uploads(&t.app.store, 0).await.unwrap(),
+        1
+    );
+    assert_eq!(multipart_uploads(&g), 0, "an aborted upload bills nothing");
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM s3_uploads")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    // Nothing was acknowledged: the file can be deleted and sent again whole.
+    let r = http
+        .delete(t.api(&format!("/transfers/{id}/files/stuck.bin")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = http
+        .put(t.api(&format!("/transfers/{id}/files/stuck.bin")))
+        .bearer_auth(&token)
+        .body(sent.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["sha256"], hex(&sent));
 }

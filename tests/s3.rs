@@ -1,16 +1,24 @@
-//! Volumes on S3 (issue 15, begun), against a real Garage (common::garage): the settings nest
-//! as the file does and give a client that writes where a plain S3 client (rclone) reads, with
-//! path-style addressing and the configured keys; and until the volumes themselves run on S3,
-//! `airlock serve` refuses a volume on S3 by name rather than keep its bytes on local disk.
+//! Volumes on S3 (issue 15), against a real Garage (common::garage) read back with a plain S3
+//! client (rclone): the settings give a client with path-style addressing and the configured
+//! keys; the whole ingress flow runs with quarantine and released volumes in the bucket; a
+//! release is published by its manifest object, last; re-verification finds objects changed
+//! behind airlock's back; Garage stopped mid-upload gives 503 and the upload resumes; Garage
+//! stopped mid-release publishes nothing partial and the release retries.
 
 mod common;
 
 use airlock::config::{Settings, VolumeLocation};
 use airlock::volumes::s3;
 use common::garage::Garage;
+use common::tus::{head_offset, patch_then_cut, wait_offset};
+use common::{bytes, digest_with, tus_meta, write, People, TestApp};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutPayload};
+use reqwest::StatusCode;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn s3_volume(env: Vec<(String, String)>, name: &str) -> airlock::config::S3Volume {
     let s = Settings::load(None, env).unwrap();
@@ -95,7 +103,7 @@ async fn a_volume_client_from_the_settings_writes_where_a_plain_s3_client_reads(
 }
 
 #[test]
-fn airlock_serve_refuses_volumes_on_s3_by_name_and_writes_nothing() {
+fn airlock_serve_refuses_an_output_volume_on_s3_by_name_and_writes_nothing() {
     let g = Garage::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -103,15 +111,13 @@ fn airlock_serve_refuses_volumes_on_s3_by_name_and_writes_nothing() {
     cmd.arg("--data-dir")
         .arg(&data)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .envs(g.airlock_env())
-        .env("AIRLOCK__STORAGE__VOLUMES__QUARANTINE__BACKEND", "local");
+        .envs(g.airlock_env());
     let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not supported")
-            && stderr.contains("released on s3://airlock/released/")
-            && stderr.contains("egress on s3://airlock/egress/")
+        stderr.contains("output on s3://airlock/output/")
+            && stderr.contains("AIRLOCK__STORAGE__VOLUMES__OUTPUT__BACKEND=local")
             && !stderr.contains("quarantine on"),
         "{stderr}"
     );
@@ -128,4 +134,402 @@ fn airlock_serve_refuses_volumes_on_s3_by_name_and_writes_nothing() {
         "{}",
         String::from_utf8_lossy(&ls.stdout)
     );
+}
+
+/// Seals, waits for the scans, approves and waits for the release; returns `transfer show`.
+async fn approve_and_release(t: &TestApp, p: &People, up: &str, id: &str) -> Value {
+    let (s, v) = t
+        .post_json(up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    t.scans_done(id).await;
+    let (s, v) = t
+        .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    t.wait_for_state(&p.pm, id, "released").await
+}
+
+/// The manifest object of a release, read with rclone: path → sha256.
+fn manifest_of(g: &Garage, dest: &str) -> Option<BTreeMap<String, String>> {
+    let m = g.cat(&format!("{dest}.manifest.jsonl"))?;
+    Some(
+        String::from_utf8(m)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["path"].as_str().unwrap().to_owned(),
+                    v["sha256"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingress_runs_on_s3_from_an_interrupted_tus_upload_to_a_release_read_back_with_rclone() {
+    let g = Garage::start();
+    let t = TestApp::spawn_with(|s| g.apply(s)).await;
+    let p = t.bootstrap(1).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+
+    // A plain PUT of a small file, and one of several S3 parts.
+    let small = bytes(1_000, 1);
+    let big = bytes(12 << 20, 2);
+    for (path, b) in [("notes/readme.txt", &small), ("data/big.bin", &big)] {
+        let (s, v) = t.put(&up, &id, path, b.clone()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    // A tus upload cut off mid-file, resumed where the server says.
+    let resumed = bytes(9 << 20, 3);
+    let r = t
+        .tus_create(&up, &id)
+        .header("Upload-Length", resumed.len().to_string())
+        .header("Upload-Metadata", tus_meta("data/resumed.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let addr = t.url.trim_start_matches("http://").to_owned();
+    patch_then_cut(
+        &addr,
+        &location,
+        &up,
+        0,
+        &resumed[..3_000_000],
+        resumed.len(),
+    )
+    .await;
+    let offset = wait_offset(&t, &location, &up, 1).await;
+    assert!(offset > 0 && offset <= 3_000_000, "{offset}");
+    let r = t
+        .tus_patch(
+            &up,
+            &format!("{}{location}", t.url),
+            offset,
+            resumed[offset as usize..].to_vec(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // Digests as sha256sum and b3sum give them.
+    let work = tempfile::tempdir().unwrap();
+    let (_, m) = t.get_json(&up, &format!("/transfers/{id}/manifest")).await;
+    let files: BTreeMap<&str, &Vec<u8>> = [
+        ("notes/readme.txt", &small),
+        ("data/big.bin", &big),
+        ("data/resumed.bin", &resumed),
+    ]
+    .into_iter()
+    .collect();
+    for f in m["files"].as_array().unwrap() {
+        let path = f["path"].as_str().unwrap();
+        let local = write(work.path(), path, files[path]);
+        assert_eq!(f["sha256"], digest_with("sha256sum", &local), "{path}");
+        assert_eq!(f["blake3"], digest_with("b3sum", &local), "{path}");
+    }
+    // The quarantine's bytes are in the bucket, not on local disk.
+    let quarantined = g.ls(&format!("quarantine/transfers/{id}"));
+    assert!(quarantined.len() >= 3, "{quarantined:?}");
+    assert!(!t.data_dir().join("quarantine").exists());
+
+    let v = approve_and_release(&t, &p, &up, &id).await;
+    let dest = format!("released/proj/ws/data/{id}");
+    assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
+    // A plain S3 client reads every released object under the location, byte for byte, and
+    // the manifest object lists exactly them.
+    let listed = g.ls(&dest);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let manifest = manifest_of(&g, &dest).expect("the manifest object");
+    assert_eq!(manifest.len(), 3);
+    for (path, b) in &files {
+        let got = g.cat(&format!("{dest}/{path}")).expect(path);
+        assert!(got == **b, "{path} differs");
+        assert_eq!(manifest[*path], sha256_hex(b));
+    }
+    // A full verification pass streams every copy back from S3 and finds them all sound.
+    let tr = t
+        .app
+        .store
+        .transfer(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let report = airlock::integrity::verify(&t.app, &tr, airlock::integrity::Scope::All)
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems.len());
+    assert_eq!(report.ok, 6, "three in quarantine, three released");
+
+    // /readyz reports the store each volume is on.
+    let r: Value = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["volumes"], "ok", "{r}");
+    assert_eq!(r["storage"]["quarantine"], "s3", "{r}");
+    assert_eq!(r["storage"]["released"], "s3", "{r}");
+    t.stop().await;
+}
+
+/// A tier-1 policy whose files are re-verified every second.
+fn fast_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("fast.toml");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tier1.toml"),
+    )
+    .unwrap()
+    .replace("reverify_interval = \"7d\"", "reverify_interval = \"1s\"");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn re_verification_on_s3_finds_objects_changed_deleted_or_added_behind_airlock() {
+    let g = Garage::start();
+    let t = TestApp::spawn_with(|s| {
+        g.apply(s);
+        s.integrity.poll_interval = Duration::from_millis(200);
+    })
+    .await;
+    let p = t.bootstrap(1).await;
+    let pol = fast_policy(t.data_dir());
+    airlock::workflow::admin::create_workspace(&t.app, "proj", "fast", 1, Some(&pol))
+        .await
+        .unwrap();
+    let id = t
+        .open_transfer_in(&p.pm, "proj/fast", "data-ingress", "prov")
+        .await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    for (path, b) in [
+        ("d/a.csv", bytes(200_000, 1)),
+        ("d/b.csv", bytes(300_000, 2)),
+        ("d/c.csv", bytes(6 << 20, 3)),
+    ] {
+        assert_eq!(t.put(&up, &id, path, b).await.0, StatusCode::CREATED);
+    }
+    approve_and_release(&t, &p, &up, &id).await;
+    let dest = format!("released/proj/fast/data/{id}");
+    let tid: airlock::domain::TransferId = id.parse().unwrap();
+    // A clean pass first.
+    for _ in 0..100 {
+        let f = t.app.store.fixity(tid).await.unwrap();
+        if f.iter().filter(|r| r.location == "released").count() == 3 {
+            assert!(f.iter().all(|r| r.result == "ok"), "{f:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Behind airlock's back, with a plain S3 client: one object overwritten with a flipped
+    // byte (same size), one deleted, one added.
+    let work = tempfile::tempdir().unwrap();
+    let mut a = g.cat(&format!("{dest}/d/a.csv")).unwrap();
+    a[1234] ^= 1;
+    let fa = write(work.path(), "a.csv", &a);
+    let fx = write(work.path(), "x.csv", b"smuggled");
+    for args in [
+        vec![
+            "copyto".to_owned(),
+            fa.display().to_string(),
+            format!("g:airlock/{dest}/d/a.csv"),
+        ],
+        vec!["deletefile".to_owned(), format!("g:airlock/{dest}/d/b.csv")],
+        vec![
+            "copyto".to_owned(),
+            fx.display().to_string(),
+            format!("g:airlock/{dest}/d/extra.csv"),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = g.rclone(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut found = Vec::new();
+    for _ in 0..300 {
+        found = t
+            .app
+            .store
+            .incidents(Some(tid))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.kind == "integrity")
+            .map(|i| i.detail)
+            .collect::<Vec<_>>();
+        if found.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        found
+            .iter()
+            .any(|d| d.starts_with("released d/a.csv changed: sha256")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|d| d.starts_with("released d/b.csv is missing")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|d| d == "released d/extra.csv is not in the manifest"),
+        "{found:?}"
+    );
+    let v = t.show(&p.pm, &id).await;
+    assert!(
+        v["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("INTEGRITY INCIDENT"),
+        "{v}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garage_stopped_mid_upload_gives_503_and_the_upload_resumes_with_correct_digests() {
+    let mut g = Garage::start();
+    let t = TestApp::spawn_with(|s| g.apply(s)).await;
+    let p = t.bootstrap(1).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    let data = bytes(14 << 20, 9);
+    let r = t
+        .tus_create(&up, &id)
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", tus_meta("big.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let url = format!("{}{location}", t.url);
+    let first = 6 << 20;
+    let r = t
+        .tus_patch(&up, &url, 0, data[..first].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    g.stop();
+    let r = t
+        .tus_patch(&up, &url, first, data[first..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("retry"), "{body}");
+    // /readyz says the volumes are down.
+    let r = t
+        .http
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    g.restart();
+    // Exactly what was acknowledged is kept; the rest resumes.
+    assert_eq!(head_offset(&t, &location, &up).await, first as u64);
+    let r = t
+        .tus_patch(&up, &url, first, data[first..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let work = tempfile::tempdir().unwrap();
+    let f = write(work.path(), "big.bin", &data);
+    let (_, m) = t.get_json(&up, &format!("/transfers/{id}/manifest")).await;
+    assert_eq!(m["files"][0]["complete"], true);
+    assert_eq!(m["files"][0]["sha256"], digest_with("sha256sum", &f));
+    assert_eq!(m["files"][0]["blake3"], digest_with("b3sum", &f));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_cut_off_by_garage_publishes_nothing_then_retries_to_a_whole_one() {
+    let mut g = Garage::start();
+    let t = TestApp::spawn_with(|s| g.apply(s)).await;
+    let p = t.bootstrap(1).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    let n = 120;
+    for i in 0..n {
+        let (s, v) = t
+            .put(&up, &id, &format!("f/{i:03}.bin"), bytes(64 << 10, i))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, _) = t
+        .post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.scans_done(&id).await;
+    let dest = format!("released/proj/ws/data/{id}");
+    let (s, v) = t
+        .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Garage goes down once the first objects are being written.
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        seen = g.ls(&dest);
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    g.stop();
+    assert!(!seen.is_empty(), "the release never started");
+    assert!(
+        seen.len() < n as usize,
+        "the release finished before Garage stopped; the test proves nothing"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v = t.show(&p.pm, &id).await;
+    assert_eq!(v["state"], "approved", "{v}");
+    g.restart();
+    // Published nothing partial: no manifest until every object is there.
+    assert!(
+        manifest_of(&g, &dest).is_none_or(|m| m.len() == n as usize),
+        "a partial manifest"
+    );
+    let v = t.wait_for_state(&p.pm, &id, "released").await;
+    assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
+    let m = manifest_of(&g, &dest).expect("published");
+    assert_eq!(m.len(), n as usize);
+    assert_eq!(g.ls(&dest).len(), n as usize);
+    for i in [0u64, 57, 119] {
+        let path = format!("f/{i:03}.bin");
+        let got = g.cat(&format!("{dest}/{path}")).unwrap();
+        assert_eq!(sha256_hex(&got), sha256_hex(&bytes(64 << 10, i)));
+        assert_eq!(m[&path], sha256_hex(&got));
+    }
+    t.stop().await;
 }

@@ -5,12 +5,11 @@
 mod common;
 
 use base64::Engine;
+use common::tus::{head_offset, patch_then_cut, wait_offset};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::process::Command;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tuspy_uploads_unmodified_with_checksums_and_small_chunks() {
@@ -48,57 +47,6 @@ print(u.url)
     let fid = t.app.store.files(id.parse().unwrap()).await.unwrap()[0].id;
     assert_eq!(t.app.store.segments(fid).await.unwrap().len(), 4);
     t.stop().await;
-}
-
-/// Sends a PATCH that claims `total` bytes but stops after `sent`, then drops the connection.
-async fn patch_then_cut(
-    addr: &str,
-    path: &str,
-    token: &str,
-    offset: u64,
-    body: &[u8],
-    total: usize,
-) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n\
-         Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {total}\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    s.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(s);
-}
-
-async fn head_offset(t: &TestApp, location: &str, tok: &str) -> u64 {
-    let r = t
-        .http
-        .head(format!("{}{location}", t.url))
-        .bearer_auth(tok)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
-    assert!(r.headers().contains_key("upload-expires"));
-    r.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn wait_offset(t: &TestApp, location: &str, tok: &str, at_least: u64) -> u64 {
-    for _ in 0..100 {
-        let o = head_offset(t, location, tok).await;
-        if o >= at_least {
-            return o;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("offset never reached {at_least}");
 }
 
 async fn interrupted_upload_resumes(restart: bool) {

@@ -154,7 +154,11 @@ pub struct Readiness {
     /// not make the replica unready: uploads go on, and scans wait and retry until clamd is back.
     pub clamd: String,
     /// Each volume: `ok`, or `low: …` when its free space is below `storage.min_free`.
+    /// (Local volumes only: S3 reports no free space.)
     pub free_space: BTreeMap<String, String>,
+    /// What each volume (`quarantine`, `released`, `egress`) is on: `local` or `s3`. Whether
+    /// each answers is `volumes`.
+    pub storage: BTreeMap<String, String>,
 }
 
 /// Ready when the metadata store and both volumes answer.
@@ -247,6 +251,12 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         },
         clamd,
         free_space: space,
+        storage: app
+            .volumes
+            .kinds()
+            .into_iter()
+            .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+            .collect(),
     };
     let status = if ok {
         StatusCode::OK

@@ -41,6 +41,7 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
         )));
     }
     let root = t.root_digest.clone().unwrap_or_default();
+    not_on_s3(id, &loc)?;
     let released = std::path::PathBuf::from(loc);
     // An egress package holds its output files only (its supporting and code files stay in
     // quarantine), and its output-checking record goes into the bag's payload with them.
@@ -191,10 +192,12 @@ fn write_tar(
     sink: impl std::io::Write,
 ) -> Result<()> {
     let id = t.id;
-    let released =
-        std::path::PathBuf::from(t.release_location.clone().ok_or_else(|| {
-            Error::Conflict(format!("transfer {id} has no released copy to bag"))
-        })?);
+    let loc = t
+        .release_location
+        .clone()
+        .ok_or_else(|| Error::Conflict(format!("transfer {id} has no released copy to bag")))?;
+    not_on_s3(id, &loc)?;
+    let released = std::path::PathBuf::from(loc);
     let held = handle.block_on(held_back(app, t))?;
     let records = if t.kind.is_egress() {
         record_entries(&released)?
@@ -352,6 +355,18 @@ fn encode(path: &str) -> String {
     path.replace('%', "%25")
         .replace('\n', "%0A")
         .replace('\r', "%0D")
+}
+
+/// A bag is built from a release on local disk; a release on S3 is refused by name (not
+/// yet streamed from the store) rather than read as a missing folder.
+fn not_on_s3(id: TransferId, location: &str) -> Result<()> {
+    if location.starts_with("s3://") {
+        return Err(Error::Conflict(format!(
+            "transfer {id} is released to {location}: a BagIt export of a release on S3 is \
+             not supported yet"
+        )));
+    }
+    Ok(())
 }
 
 fn io(e: std::io::Error) -> Error {

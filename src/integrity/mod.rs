@@ -16,6 +16,8 @@ use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::domain::*;
 use crate::store::{FixityRow, Transfer};
+use futures::StreamExt;
+use object_store::path::Path as ObjPath;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -138,7 +140,81 @@ struct Job {
     parts: Vec<PathBuf>,
     /// A packed archive member: (offset, length) in its pack, the one part.
     range: Option<(u64, u64)>,
+    /// On S3 (no `parts`): the object(s) to stream from the store.
+    object: Option<ObjectSource>,
     want: ManifestEntry,
+}
+
+/// Where a file's bytes are on an S3 volume.
+#[derive(Clone)]
+enum ObjectSource {
+    /// A quarantine file: its segments.
+    Segments { file: crate::domain::FileId, n: u64 },
+    /// A packed archive member: its range of the pack.
+    Packed {
+        pack: crate::domain::FileId,
+        offset: u64,
+        len: u64,
+    },
+    /// A released file under a published tree.
+    Published { dest: ObjPath, path: String },
+}
+
+/// Checks a job whose bytes are on S3: streamed from the store and hashed as they come.
+async fn check_object(app: &App, t: &Transfer, job: &Job, src: ObjectSource) -> Check {
+    let c = |result: &'static str, detail: String, bytes: u64| Check {
+        location: job.location,
+        path: job.path.clone(),
+        result,
+        detail,
+        bytes,
+    };
+    let stream = match src {
+        ObjectSource::Segments { file, n } => Ok(app.volumes.read_file(t.id, file, n as usize)),
+        ObjectSource::Packed { pack, offset, len } => {
+            Ok(app.volumes.read_packed(t.id, pack, offset, len))
+        }
+        ObjectSource::Published { dest, path } => match RelPath::parse(&path) {
+            Ok(rel) => app.volumes.read_published(&dest, &rel).await,
+            Err(e) => Err(crate::volumes::VolumeError::Io(std::io::Error::other(
+                e.to_string(),
+            ))),
+        },
+    };
+    let hashed = match stream {
+        Ok(s) => crate::workflow::release::digest_stream(s, None).await,
+        Err(e) => Err(e.into()),
+    };
+    match hashed {
+        Err(e) => {
+            let text = e.to_string();
+            let missing = text.contains("not found") || text.contains("NotFound");
+            c(
+                "missing",
+                if missing {
+                    format!("{} {} is missing ({e})", job.location, job.path)
+                } else {
+                    format!("{} {} cannot be read: {e}", job.location, job.path)
+                },
+                0,
+            )
+        }
+        Ok(d)
+            if d.size == job.want.size
+                && d.sha256 == job.want.sha256
+                && d.blake3 == job.want.blake3 =>
+        {
+            c("ok", String::new(), d.size)
+        }
+        Ok(d) => c(
+            "changed",
+            format!(
+                "{} {} changed: sha256 {} ({} bytes), the manifest says {} ({} bytes)",
+                job.location, job.path, d.sha256, d.size, job.want.sha256, job.want.size
+            ),
+            d.size,
+        ),
+    }
 }
 
 fn check(job: &Job) -> Check {
@@ -264,6 +340,29 @@ fn spawn_walk(root: PathBuf) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     rx
 }
 
+/// The objects of a published tree on S3, as [`spawn_walk`] gives a folder's files: relative
+/// paths in byte order (S3 lists keys in that order), a page of the listing at a time.
+fn spawn_list(app: &App, dest: ObjPath) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let mut listing = app.volumes.list_published(&dest);
+    tokio::spawn(async move {
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok((rel, _)) => {
+                    if tx.send(rel.into_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%dest, error = %e, "listing a released tree failed");
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 fn unexpected_released(rel: &[u8]) -> Check {
     let rel = String::from_utf8_lossy(rel).into_owned();
     Check {
@@ -287,13 +386,27 @@ async fn run_jobs(
     if jobs.is_empty() {
         return Ok(());
     }
+    let (remote, local): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.object.is_some());
     // Hashing is CPU work: rayon's threads, not the async runtime's.
-    let checks: Vec<Check> =
-        tokio::task::spawn_blocking(move || jobs.par_iter().map(check).collect())
+    let mut checks: Vec<Check> =
+        tokio::task::spawn_blocking(move || local.par_iter().map(check).collect())
             .await
             .map_err(|e| crate::workflow::Error::Internal(e.to_string()))?;
+    // Objects on S3 stream from the store, a few at once.
+    let remote: Vec<Check> = futures::stream::iter(remote)
+        .map(|job| async move {
+            let src = job.object.clone().expect("partitioned on object");
+            check_object(app, t, &job, src).await
+        })
+        .buffered(OBJECTS_AT_ONCE)
+        .collect()
+        .await;
+    checks.extend(remote);
     record_checks(app, t, checks, now, report).await
 }
+
+/// Objects on S3 hashed at once by a verification pass.
+const OBJECTS_AT_ONCE: usize = 4;
 
 /// Records checks (one transaction) and counts them.
 async fn record_checks(
@@ -390,9 +503,13 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
         rate,
     };
     let released = match (&t.state, &t.release_location) {
-        (TransferState::Released, Some(loc)) => Some(PathBuf::from(loc)),
+        (TransferState::Released, Some(loc)) => Some(match app.volumes.s3_dest_of(loc) {
+            Some(dest) => Tree::S3(dest, loc.clone()),
+            None => Tree::Dir(PathBuf::from(loc)),
+        }),
         _ => None,
     };
+    let on_s3 = !app.volumes.quarantine_is_local();
     let mut locations = vec![(
         QUARANTINE,
         crate::integrity::scheduler::ms(t.sealed_at.as_deref()),
@@ -422,7 +539,28 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
     let expected_extra = |p: &[u8]| record.iter().any(|r| r.as_bytes() == p);
     for (location, base) in locations {
         let mut tree = match (location, &released) {
-            (RELEASED, Some(root)) => Some((root.clone(), spawn_walk(root.clone()))),
+            (RELEASED, Some(root)) => {
+                let rx = match root {
+                    Tree::Dir(dir) => spawn_walk(dir.clone()),
+                    Tree::S3(dest, _) => {
+                        if !app.volumes.published(dest).await? {
+                            report.add(Check {
+                                location: RELEASED,
+                                detail: format!(
+                                    "released: the manifest object of {} is missing: nothing \
+                                     of the release is published",
+                                    root.shown()
+                                ),
+                                path: String::new(),
+                                result: "unexpected",
+                                bytes: 0,
+                            });
+                        }
+                        spawn_list(app, dest.clone())
+                    }
+                };
+                Some((root.clone(), rx))
+            }
             _ => None,
         };
         // The next path of the sorted tree walk, not yet matched.
@@ -448,7 +586,22 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                     (None, Some(p)) => Some((p.offset, want.size)),
                     _ => None,
                 };
+                let mut object = None;
                 let parts = match &mut tree {
+                    None if on_s3 => {
+                        object = Some(match (range, row.file.pack) {
+                            (Some((offset, len)), Some(p)) => ObjectSource::Packed {
+                                pack: p.id,
+                                offset,
+                                len,
+                            },
+                            _ => ObjectSource::Segments {
+                                file: row.file.id,
+                                n: row.segments,
+                            },
+                        });
+                        Vec::new()
+                    }
                     None if range.is_some() => {
                         let pack = row.file.pack.map(|p| p.id).unwrap_or_default();
                         vec![app.volumes.segment_path(t.id, pack, 0)]
@@ -481,7 +634,7 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                                 detail: format!(
                                     "{location} {} is missing ({})",
                                     want.path,
-                                    root.join(&want.path).display()
+                                    root.join(&want.path)
                                 ),
                                 path: want.path.clone(),
                                 result: "missing",
@@ -489,7 +642,16 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                             });
                             continue;
                         }
-                        vec![root.join(&want.path)]
+                        match root {
+                            Tree::Dir(dir) => vec![dir.join(&want.path)],
+                            Tree::S3(dest, _) => {
+                                object = Some(ObjectSource::Published {
+                                    dest: dest.clone(),
+                                    path: want.path.clone(),
+                                });
+                                Vec::new()
+                            }
+                        }
                     }
                 };
                 if !scope.due(row.verified_at, base) {
@@ -500,6 +662,7 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                     path: want.path.clone(),
                     parts,
                     range,
+                    object,
                     want,
                 };
                 batch.push(app, t, job, &mut report).await?;
@@ -527,6 +690,30 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
     Ok(report)
 }
 
+/// A released tree: a folder on local disk, or a published prefix on S3 (with its location).
+#[derive(Clone)]
+enum Tree {
+    Dir(PathBuf),
+    S3(ObjPath, String),
+}
+
+impl Tree {
+    fn shown(&self) -> String {
+        match self {
+            Tree::Dir(d) => d.display().to_string(),
+            Tree::S3(_, loc) => loc.clone(),
+        }
+    }
+
+    /// Where one released file is, as shown in an incident.
+    fn join(&self, rel: &str) -> String {
+        match self {
+            Tree::Dir(d) => d.join(rel).display().to_string(),
+            Tree::S3(_, loc) => format!("{loc}{rel}"),
+        }
+    }
+}
+
 /// Names found in the quarantine folder are looked up this many at a time.
 const STRAY_BATCH: usize = 500;
 
@@ -542,34 +729,58 @@ async fn quarantine_strays(
     let qdir = app.volumes.transfer_dir(t.id);
     // (top-level name, the files below it relative to the transfer folder)
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<String>)>(STRAY_BATCH);
-    tokio::task::spawn_blocking(move || {
-        let Ok(rd) = std::fs::read_dir(&qdir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let mut files = Vec::new();
-            let mut stack = vec![e.path()];
-            while let Some(p) = stack.pop() {
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_dir() => {
-                        if let Ok(rd) = std::fs::read_dir(&p) {
-                            stack.extend(rd.flatten().map(|e| e.path()));
+    if !app.volumes.quarantine_is_local() {
+        // S3 lists keys in order: a file's segments come together.
+        let mut keys = app.volumes.list_quarantine(t.id);
+        tokio::spawn(async move {
+            let mut cur: Option<(String, Vec<String>)> = None;
+            while let Some(Ok(rel)) = keys.next().await {
+                let name = rel.split('/').next().unwrap_or("").to_owned();
+                match &mut cur {
+                    Some((n, files)) if *n == name => files.push(rel),
+                    _ => {
+                        if let Some(done) = cur.replace((name, vec![rel])) {
+                            if tx.send(done).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                    Ok(_) => {
-                        if let Ok(rel) = p.strip_prefix(&qdir) {
-                            files.push(rel.to_string_lossy().into_owned());
-                        }
-                    }
-                    Err(_) => {}
                 }
             }
-            if tx.blocking_send((name, files)).is_err() {
-                return;
+            if let Some(done) = cur {
+                let _ = tx.send(done).await;
             }
-        }
-    });
+        });
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let Ok(rd) = std::fs::read_dir(&qdir) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let mut files = Vec::new();
+                let mut stack = vec![e.path()];
+                while let Some(p) = stack.pop() {
+                    match std::fs::symlink_metadata(&p) {
+                        Ok(m) if m.is_dir() => {
+                            if let Ok(rd) = std::fs::read_dir(&p) {
+                                stack.extend(rd.flatten().map(|e| e.path()));
+                            }
+                        }
+                        Ok(_) => {
+                            if let Ok(rel) = p.strip_prefix(&qdir) {
+                                files.push(rel.to_string_lossy().into_owned());
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                }
+                if tx.blocking_send((name, files)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let mut pending: Vec<(String, Vec<String>)> = Vec::new();
     loop {
         let more = rx.recv_many(&mut pending, STRAY_BATCH).await > 0;

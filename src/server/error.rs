@@ -40,6 +40,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -66,6 +67,13 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("60"),
+            );
+        }
+        if let Error::Unavailable(_) = &self.0 {
+            // The store is usually back within seconds (a restart, a failover).
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("10"),
             );
         }
         if let Error::RangeNotSatisfiable(size) = &self.0 {

@@ -5,7 +5,7 @@
 //! disk, stay within `buffer_total` whatever the number of connections.
 //!
 //! The memory bound works on the frames themselves. An upload first takes a *window* (a
-//! permit of a semaphore sized `buffer_total / WINDOW`) before its body is read at all, so a
+//! permit of a semaphore sized `buffer_total / window`) before its body is read at all, so a
 //! connection that is waiting for one costs no more than its socket. Each frame handed on
 //! carries a share of that window inside its `Bytes` (`Bytes::from_owner`): the share comes
 //! back only when the last copy of the frame is dropped, that is once it is hashed and written.
@@ -33,10 +33,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bytes one upload may hold in memory at once: more than the upload's own batch (1 MiB)
-/// plus one part of the segment writer (1 MiB) plus the largest frame hyper hands on
-/// (about 400 KiB), so an upload can always reach the point where it writes.
+/// Bytes one upload may hold in memory at once with a quarantine on local disk: more than the
+/// upload's own batch (1 MiB) plus one part of the segment writer (1 MiB) plus the largest
+/// frame hyper hands on (about 400 KiB), so an upload can always reach the point where it
+/// writes. See [`window_for`].
 pub const WINDOW: usize = 3 << 20;
+
+/// The window for a segment writer whose parts are `part` bytes: one part, the batch and a
+/// frame (3 MiB for local disk's 1 MiB parts, 7 MiB for S3's 5 MiB parts).
+pub fn window_for(part: usize) -> usize {
+    part + (2 << 20)
+}
 
 /// Seconds a refused client is told to wait.
 const RETRY_AFTER: u64 = 5;
@@ -44,6 +51,8 @@ const RETRY_AFTER: u64 = 5;
 /// Caps on uploads in progress and the shared budget of upload buffers. One per server.
 pub struct Limiter {
     settings: UploadSettings,
+    /// Bytes of one upload's window ([`window_for`]).
+    window: usize,
     windows: Arc<Semaphore>,
     total_windows: usize,
     active: Mutex<HashMap<Key, usize>>,
@@ -71,9 +80,19 @@ enum Refusal {
 
 impl Limiter {
     pub fn new(settings: &UploadSettings, refused: crate::metrics::UploadRefusals) -> Self {
-        let total_windows = ((settings.buffer_total as usize) / WINDOW).max(1);
+        Self::with_window(settings, refused, WINDOW)
+    }
+
+    /// As [`Limiter::new`], with windows of `window` bytes (`window_for` the part size).
+    pub fn with_window(
+        settings: &UploadSettings,
+        refused: crate::metrics::UploadRefusals,
+        window: usize,
+    ) -> Self {
+        let total_windows = ((settings.buffer_total as usize) / window).max(1);
         Self {
             settings: settings.clone(),
+            window,
             windows: Arc::new(Semaphore::new(total_windows)),
             total_windows,
             active: Mutex::new(HashMap::new()),
@@ -110,8 +129,8 @@ impl Limiter {
     pub fn buffers(&self) -> (u64, u64) {
         let in_use = self.total_windows - self.windows.available_permits();
         (
-            (self.total_windows * WINDOW) as u64,
-            (in_use * WINDOW) as u64,
+            (self.total_windows * self.window) as u64,
+            (in_use * self.window) as u64,
         )
     }
 }
@@ -250,6 +269,7 @@ pub async fn uploads(
                 .and_then(Result::ok)
         })),
         window: None,
+        size: limiter.window,
         outcome: outcome.clone(),
         _slot: slot,
         done: false,
@@ -353,6 +373,8 @@ struct Budgeted<S> {
     /// Waiting for a window; `None` once one is held.
     admission: Option<Admission>,
     window: Option<Arc<Window>>,
+    /// Bytes the window holds at most.
+    size: usize,
     outcome: Arc<Outcome>,
     _slot: Slot,
     done: bool,
@@ -394,7 +416,7 @@ where
         };
         // Register before looking, so a frame dropped in between still wakes us.
         window.freed.register(cx.waker());
-        if window.held.load(Ordering::Acquire) >= WINDOW {
+        if window.held.load(Ordering::Acquire) >= this.size {
             return Poll::Pending;
         }
         match this.inner.poll_next_unpin(cx) {
@@ -463,6 +485,7 @@ mod tests {
             inner: futures::stream::iter(frames),
             admission: Some(Box::pin(async move { Some(permit) })),
             window: None,
+            size: WINDOW,
             outcome: Default::default(),
             _slot: slot,
             done: false,

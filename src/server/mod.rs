@@ -255,9 +255,12 @@ pub fn api_routes() -> Vec<(&'static str, String)> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let limiter = Arc::new(limits::Limiter::new(
+    // An upload's window holds one part of its segment writer: 1 MiB on local disk, 5 MiB
+    // (S3's smallest part) with the quarantine on S3.
+    let limiter = Arc::new(limits::Limiter::with_window(
         &state.settings.uploads,
         state.metrics.upload_refusals(),
+        limits::window_for(state.volumes.upload_part_size()),
     ));
     // Methods of one path are merged into one method router, in table order.
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();

@@ -33,6 +33,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "incidents by transfer",
         include_str!("../../migrations/sqlite/0003_incidents_by_transfer.sql"),
     ),
+    (
+        4,
+        "s3 uploads",
+        include_str!("../../migrations/sqlite/0004_s3_uploads.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -49,6 +54,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "incidents by transfer",
         include_str!("../../migrations/postgres/0003_incidents_by_transfer.sql"),
+    ),
+    (
+        4,
+        "s3 uploads",
+        include_str!("../../migrations/postgres/0004_s3_uploads.sql"),
     ),
 ];
 

@@ -32,6 +32,8 @@ pub use scans::{ScanJob, ScanTally, VerdictRow, VERDICT_KINDS};
 mod browse;
 mod egress;
 mod leases;
+mod uploads;
+pub use uploads::S3Upload;
 mod mail;
 pub mod migrate;
 mod ops;

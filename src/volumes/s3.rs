@@ -1,8 +1,5 @@
-//! Volumes on S3 (issue 15, begun): the client for one volume from its settings
-//! (`config::S3Volume`), and the check that the store answers with those credentials.
-//!
-//! Not yet wired into the volumes themselves: `App::open` refuses a volume on S3 (naming it)
-//! rather than keep its bytes on local disk behind the operator's back.
+//! Volumes on S3: the client for one volume from its settings (`config::S3Volume`), and the
+//! check that the store answers with those credentials.
 
 use crate::config::S3Volume;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -12,8 +9,21 @@ use object_store::ObjectStore;
 /// The S3 client of one volume. Credentials are the configured keys, or, when none are
 /// configured, what `AWS_*` variables, a web identity or the instance role give (object_store
 /// reads them as the AWS SDKs do).
+///
+/// A store that does not answer fails a request within about 15 s (a few retries with
+/// backoff), so an upload gets its 503 and retry hint instead of hanging.
 pub fn client(v: &S3Volume) -> object_store::Result<AmazonS3> {
+    let retry = object_store::RetryConfig {
+        backoff: Default::default(),
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(15),
+    };
+    let options = object_store::ClientOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_timeout(std::time::Duration::from_secs(120));
     let mut b = AmazonS3Builder::from_env()
+        .with_retry(retry)
+        .with_client_options(options)
         .with_region(&v.region)
         .with_bucket_name(&v.bucket)
         .with_virtual_hosted_style_request(!v.path_style);

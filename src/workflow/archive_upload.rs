@@ -839,7 +839,10 @@ where
 /// Whether `e` is our own failure (the upload stays, to be resumed), not the archive's
 /// refusal (which removes the upload: the same bytes would meet it again).
 fn ours(e: &Error) -> bool {
-    matches!(e, Error::Internal(_) | Error::InsufficientStorage(_))
+    matches!(
+        e,
+        Error::Internal(_) | Error::InsufficientStorage(_) | Error::Unavailable(_)
+    )
 }
 
 /// Audits a refused archive once (through the token-event summariser).

@@ -64,6 +64,10 @@ pub enum Error {
     /// A download's `Range` lies outside the file (its size given). 416.
     #[error("the range lies outside the file's {0} bytes")]
     RangeNotSatisfiable(u64),
+    /// A store we depend on (a volume's S3 store) is not answering: nothing past what was
+    /// acknowledged was kept. 503 with Retry-After.
+    #[error("{0}")]
+    Unavailable(String),
     /// Our fault. 500, with the cause logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -93,7 +97,16 @@ impl From<crate::volumes::VolumeError> for Error {
     fn from(e: crate::volumes::VolumeError) -> Self {
         match e {
             crate::volumes::VolumeError::Full(msg) => Error::InsufficientStorage(msg),
+            crate::volumes::VolumeError::Unavailable(msg) => Error::Unavailable(msg),
             e if crate::volumes::is_storage_full(&e) => full(&e),
+            e if e.is_unavailable() => {
+                tracing::warn!(cause = %e, "object store did not answer");
+                Error::Unavailable(
+                    "a volume's object store is not answering; nothing past the last \
+                     acknowledged offset was kept, retry shortly"
+                        .into(),
+                )
+            }
             e => Error::Internal(e.to_string()),
         }
     }

@@ -27,6 +27,17 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
         {
             tracing::error!(error = %e, "expiry sweep failed");
         }
+        // S3 multipart uploads a dead replica left: aborted, so no orphaned parts stay billed.
+        let stale = crate::volumes::tracked::STALE_AFTER_MS;
+        if let Some(Err(e)) = super::lease::run(
+            &app,
+            "s3-uploads",
+            app.volumes.sweep_uploads(&app.store, stale),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "sweep of stale S3 uploads failed");
+        }
         match app.store.transfers_in_state(TransferState::Approved).await {
             Ok(ts) => {
                 for t in ts {
@@ -105,7 +116,7 @@ async fn note_failure(app: &App, t: &Transfer, e: &Error) {
 }
 
 /// Streams `stream` through both digests, optionally writing it too.
-async fn digest_stream(
+pub(crate) async fn digest_stream(
     mut stream: futures::stream::BoxStream<'static, crate::volumes::Result<bytes::Bytes>>,
     mut writer: Option<&mut crate::volumes::SegmentWriter>,
 ) -> Result<crate::hashing::Digests> {
@@ -182,7 +193,6 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         .workspace(t.workspace_id)
         .await?
         .ok_or_else(|| Error::Internal("transfer without workspace".into()))?;
-    app.volumes.clear_staging(t.id).await?;
     let egress = match t.kind.is_egress() {
         true => Some(super::egress::package_plan(app, t, &ws).await?),
         false => None,
@@ -191,12 +201,13 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         Some(plan) => plan.dest.clone(),
         None => Volumes::release_prefix(&ws.project_name, &ws.name, t.kind.volume(), t.id),
     };
+    app.volumes.clear_staging(t.id, &dest).await?;
     // Only an egress request's output files are released; its supporting and code files
     // stay in quarantine (they are still walked: the root digest covers them).
     let released = |path: &str| egress.as_ref().is_none_or(|p| p.outputs.contains(path));
     let released = &released;
     let sealed_root = t.root_digest.clone().unwrap_or_default();
-    if app.volumes.published(&dest) {
+    if app.volumes.published(&dest).await? {
         // Published before a crash stopped us from recording it: accept it only if every
         // file is there and matches the manifest.
         let dest = &dest;
@@ -238,13 +249,20 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
             Err(why) => integrity_failure(app, t, &why).await,
         };
     }
+    // A release to S3 is published by its manifest object, spooled here as the files go.
+    let spool = match app.volumes.needs_manifest(&dest) {
+        true => Some(Spool::create(app.volumes.release_spool(t.id))?),
+        false => None,
+    };
+    let spool = &spool;
+    let dest_ref = &dest;
     let walked = walk_manifest(app, t, |f, want| async move {
         if !released(&f.path) {
             return Ok(None);
         }
         let path = RelPath::parse(&f.path)?;
         let bytes = super::upload::stored_bytes(app, &f).await?;
-        let mut w = app.volumes.staging_writer(t.id, &path).await?;
+        let mut w = app.volumes.staging_writer(t.id, dest_ref, &path).await?;
         let copied = digest_stream(bytes, Some(&mut w)).await;
         let copied = match copied {
             Ok(d) => d,
@@ -256,7 +274,8 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         // Made durable all at once by `publish` (one syncfs before the tree is visible), not
         // two fsyncs per file: those were most of a 100,000-file release.
         w.finish_unsynced().await?;
-        let reread = digest_stream(app.volumes.read_staged(t.id, &path).await?, None).await?;
+        let reread =
+            digest_stream(app.volumes.read_staged(t.id, dest_ref, &path).await?, None).await?;
         for (what, got) in [("quarantine copy", &copied), ("released copy", &reread)] {
             if got.size != want.size || got.sha256 != want.sha256 || got.blake3 != want.blake3 {
                 return Ok(Some(format!(
@@ -265,13 +284,16 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
                 )));
             }
         }
+        if let Some(spool) = spool {
+            spool.line(&f.path, &reread)?;
+        }
         Ok(None)
     })
     .await;
     let mut walked = match walked {
         Ok(w) => w,
         Err(e) => {
-            app.volumes.clear_staging(t.id).await?;
+            app.volumes.clear_staging(t.id, &dest).await?;
             return Err(e);
         }
     };
@@ -285,7 +307,12 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
             // becomes visible.
             for (name, data) in super::egress::package_record(app, t, &ws, plan).await? {
                 let path = RelPath::parse(name)?;
-                app.volumes.stage_bytes(t.id, &path, data).await?;
+                if let Some(spool) = spool {
+                    let mut st = HashState::new();
+                    st.update(&data);
+                    spool.line(name, &st.finish())?;
+                }
+                app.volumes.stage_bytes(t.id, &dest, &path, data).await?;
             }
             Ok(done)
         }
@@ -293,7 +320,15 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
     };
     match checked {
         Ok((files, bytes)) => {
-            app.volumes.publish(t.id, &dest).await?;
+            let manifest = match spool {
+                Some(s) => Some(s.finish()?),
+                None => None,
+            };
+            let published = app.volumes.publish(t.id, &dest, manifest.as_deref()).await;
+            if let Some(m) = &manifest {
+                let _ = std::fs::remove_file(m);
+            }
+            published?;
             let done = Released {
                 files,
                 bytes,
@@ -302,9 +337,48 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
             record_release(app, t, &dest, done, &sealed_root).await
         }
         Err(why) => {
-            app.volumes.clear_staging(t.id).await?;
+            app.volumes.clear_staging(t.id, &dest).await?;
             integrity_failure(app, t, &why).await
         }
+    }
+}
+
+/// The manifest of a release to S3, spooled to a local file as its files are copied: one
+/// JSON line per released object (`path`, `size`, `sha256`, `blake3`).
+struct Spool {
+    path: std::path::PathBuf,
+    out: std::sync::Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Spool {
+    fn create(path: std::path::PathBuf) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        Ok(Self {
+            path,
+            out: std::sync::Mutex::new(out),
+        })
+    }
+
+    fn line(&self, path: &str, d: &crate::hashing::Digests) -> Result<()> {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "path": path, "size": d.size, "sha256": d.sha256, "blake3": d.blake3,
+        }))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        line.push(b'\n');
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        out.write_all(&line)?;
+        Ok(())
+    }
+
+    /// Flushes the spool and gives its path.
+    fn finish(&self) -> Result<std::path::PathBuf> {
+        use std::io::Write;
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).flush()?;
+        Ok(self.path.clone())
     }
 }
 
@@ -325,7 +399,7 @@ async fn record_release(
 ) -> Result<()> {
     // The server's own path stays in the store (re-verification reads it); what members,
     // the uploader and webhook receivers see is the path inside the released volume.
-    let location = app.volumes.location(dest).display().to_string();
+    let location = app.volumes.location(dest);
     let shown = dest.as_ref();
     let volume = crate::volumes::RELEASED;
     let mut tx = app.store.begin().await?;

@@ -462,10 +462,10 @@ async fn scan_file(
     })
 }
 
-/// A path holding the file's bytes: its one segment where it has one, else the segments
-/// joined in the scratch space.
+/// A path holding the file's bytes: its one segment where it has one on local disk, else
+/// the segments (or, on S3, the object) copied into the scratch space.
 async fn file_path(app: &App, f: &FileRow, scratch: &Path) -> std::io::Result<PathBuf> {
-    if f.pack.is_none() {
+    if f.pack.is_none() && app.volumes.quarantine_is_local() {
         let n = app
             .store
             .segments(f.id)

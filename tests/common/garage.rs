@@ -101,6 +101,42 @@ impl Garage {
         .collect()
     }
 
+    /// Puts every volume of `s` on this Garage, as `airlock_env` does (the output volume,
+    /// workspace folders, stays local).
+    pub fn apply(&self, s: &mut airlock::config::Settings) {
+        let mut env = self.airlock_env();
+        env.push((
+            "AIRLOCK__STORAGE__VOLUMES__OUTPUT__BACKEND".into(),
+            "local".into(),
+        ));
+        let loaded = airlock::config::Settings::load(None, env).unwrap();
+        s.storage.backend = loaded.storage.backend;
+        s.storage.s3 = loaded.storage.s3;
+        s.storage.volumes = loaded.storage.volumes;
+    }
+
+    /// An object's bytes, read with rclone (`g:airlock/...`), or `None` if it is not there.
+    pub fn cat(&self, key: &str) -> Option<Vec<u8>> {
+        let out = self.rclone(&["cat", &format!("g:{}/{key}", self.bucket)]);
+        let listed = self.rclone(&["lsf", &format!("g:{}/{key}", self.bucket)]);
+        (out.status.success() && listed.status.success() && !listed.stdout.is_empty())
+            .then_some(out.stdout)
+    }
+
+    /// The keys under `prefix` (recursively, relative to it), with rclone.
+    pub fn ls(&self, prefix: &str) -> Vec<String> {
+        let out = self.rclone(&[
+            "lsf",
+            "-R",
+            "--files-only",
+            &format!("g:{}/{prefix}", self.bucket),
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// rclone (a plain S3 client, not airlock's) on this Garage as the remote `g:`.
     pub fn rclone(&self, args: &[&str]) -> Output {
         Command::new("rclone")

@@ -5,6 +5,7 @@
 pub mod garage;
 pub mod pg;
 pub mod smtp;
+pub mod tus;
 
 use airlock::app::App;
 use airlock::config::Settings;
