@@ -253,7 +253,10 @@ fn assert_no_secret_in(toml_text: &str, what: &str) {
 }
 
 fn load(toml: &Path, env: &[(String, String)]) -> Result<Settings, String> {
-    Settings::load(Some(toml), env.to_vec()).map_err(|e| e.to_string())
+    let s = Settings::load(Some(toml), env.to_vec()).map_err(|e| e.to_string())?;
+    // Loaded is not enough: the start must not refuse them either.
+    airlock::app::check_supported(&s).map_err(|e| e.to_string())?;
+    Ok(s)
 }
 
 /// The check can fail: a misspelt key, in the environment or in the file, is refused.
@@ -501,9 +504,14 @@ fn the_compose_file_runs_two_replicas_on_postgres_garage_and_clamd_with_settings
     assert_eq!(init("BUCKET"), quarantine.bucket);
     assert_eq!(init("RELEASED_BUCKET"), released.bucket);
     assert_ne!(quarantine.bucket, released.bucket);
-    for other in ["output", "egress"] {
-        assert_ne!(volume(other).bucket, released.bucket, "{other}");
-    }
+    assert_ne!(volume("egress").bucket, released.bucket, "egress");
+    // Output folders stay local, on one volume both replicas mount at data_dir/volumes.
+    assert_eq!(s.storage.volume("output").unwrap(), VolumeLocation::Local);
+    let outputs: BTreeSet<String> = ["airlock-1", "airlock-2"]
+        .iter()
+        .map(|r| mounts(&services[*r])["/var/lib/airlock/volumes"].clone())
+        .collect();
+    assert_eq!(outputs.len(), 1, "one outputs volume for both: {outputs:?}");
     let (key, secret) = quarantine.credentials.clone().unwrap();
     assert_eq!(
         (init("AIRLOCK_S3_KEY_ID"), init("AIRLOCK_S3_SECRET")),
