@@ -84,7 +84,7 @@ cargo test --all-targets --no-fail-fast "$@" || status=$?
 # (AIRLOCK_TEST_DATABASE, tests/common/pg.rs; each test database collates as ICU English, so
 # byte order is airlock's doing): the store's two backends pass the same tests. Already on
 # both backends in the run above: tests/store.rs (the store's conformance suite) and
-# tests/replicas.rs (PostgreSQL only). Not repeated here, being about SQLite itself:
+# tests/replicas.rs (PostgreSQL only, on local disk and on Garage). Not repeated here, being about SQLite itself:
 # audit.rs (reads and tampers with the SQLite file) and group_commit.rs (shared WAL fsyncs);
 # memory.rs tests the allocator and opens no database.
 AIRLOCK_TEST_DATABASE=postgres cargo test --no-fail-fast \
@@ -93,5 +93,5 @@ AIRLOCK_TEST_DATABASE=postgres cargo test --no-fail-fast \
   --test mail --test pages --test proxy --test security_people --test security_upa \
   --test security_upb --test security_scan --test security_audit --test scanning \
   --test ui --test ui_browser --test integrity --test crash --test serve --test quickstart \
-  --test big --test scale --test metrics --test oidc "$@" || status=$?
+  --test big --test scale --test metrics --test oidc --test s3 "$@" || status=$?
 exit $status

@@ -533,3 +533,118 @@ async fn a_release_cut_off_by_garage_publishes_nothing_then_retries_to_a_whole_o
     }
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_expands_into_s3_a_deleted_member_is_erased_from_its_pack_and_the_bag_validates()
+{
+    let g = Garage::start();
+    let t = TestApp::spawn_with(|s| g.apply(s)).await;
+    let p = t.bootstrap(1).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    let secret = b"a member deleted before seal: its bytes must leave the pack".to_vec();
+    let kept = bytes(40_000, 4);
+    let big = bytes(6 << 20, 5);
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("a/secret.txt", &secret),
+        ("a/kept.csv", &kept),
+        ("b/big.bin", &big),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    let (s, v) = t.put_archive(&up, &id, "", tar.into_inner().unwrap()).await;
+    assert!(s.is_success(), "{s} {v}");
+    let tid: airlock::domain::TransferId = id.parse().unwrap();
+    let mut files = Vec::new();
+    for _ in 0..200 {
+        files = t.app.store.files(tid).await.unwrap();
+        if files.len() == 3 && files.iter().all(|f| f.complete) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(files.len(), 3, "{files:?}");
+    let pack = files
+        .iter()
+        .find(|f| f.path == "a/secret.txt")
+        .and_then(|f| f.pack)
+        .expect("a small member is packed");
+    let pack_key = format!("quarantine/transfers/{id}/{}/0000000000", pack.id);
+    let before = g.cat(&pack_key).expect("the pack is in the bucket");
+    assert!(before.windows(secret.len()).any(|w| w == &secret[..]));
+
+    // Deleted before seal: its bytes are zeroed in the pack its neighbour still needs.
+    let r = t
+        .http
+        .delete(t.api(&format!("/transfers/{id}/files/a/secret.txt")))
+        .bearer_auth(&up)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let after = g
+        .cat(&pack_key)
+        .expect("the pack stays for its other member");
+    assert_eq!(after.len(), before.len());
+    assert!(!after.windows(secret.len()).any(|w| w == &secret[..]));
+
+    let v = approve_and_release(&t, &p, &up, &id).await;
+    let dest = format!("released/proj/ws/data/{id}");
+    assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
+    assert_eq!(g.cat(&format!("{dest}/a/kept.csv")).unwrap(), kept);
+    assert_eq!(g.cat(&format!("{dest}/b/big.bin")).unwrap(), big);
+    assert!(g.cat(&format!("{dest}/a/secret.txt")).is_none());
+
+    // A BagIt export streams the release back from S3, and bagit.py accepts it.
+    let dir = tempfile::tempdir().unwrap();
+    let bag = dir.path().join("bag");
+    let (n_bytes, n_files) = airlock::integrity::bag::export(&t.app, tid, &bag)
+        .await
+        .unwrap();
+    assert_eq!((n_bytes, n_files), ((kept.len() + big.len()) as u64, 2));
+    common::run(
+        std::process::Command::new("python3")
+            .args(["-m", "bagit", "--validate"])
+            .arg(&bag),
+    );
+    assert_eq!(std::fs::read(bag.join("data/b/big.bin")).unwrap(), big);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_verification_pass_that_meets_garage_down_stops_and_raises_nothing() {
+    let mut g = Garage::start();
+    let t = TestApp::spawn_with(|s| g.apply(s)).await;
+    let p = t.bootstrap(1).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    for (path, seed) in [("x/one.bin", 1), ("x/two.bin", 2)] {
+        let (s, v) = t.put(&up, &id, path, bytes(300_000, seed)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    approve_and_release(&t, &p, &up, &id).await;
+    let tid: airlock::domain::TransferId = id.parse().unwrap();
+    let tr = t.app.store.transfer(tid).await.unwrap().unwrap();
+    let all = airlock::integrity::Scope::All;
+
+    g.stop();
+    let err = airlock::integrity::verify(&t.app, &tr, all)
+        .await
+        .expect_err("a pass with the store down cannot say the files are sound");
+    assert!(err.to_string().contains("verification stopped"), "{err}");
+    // A store that does not answer is not a file missing: nothing is recorded or raised.
+    let fixity = t.app.store.fixity(tid).await.unwrap();
+    assert!(fixity.iter().all(|r| r.result == "ok"), "{fixity:?}");
+    let incidents = t.app.store.incidents(Some(tid)).await.unwrap();
+    assert!(incidents.is_empty(), "{incidents:?}");
+
+    g.restart();
+    let report = airlock::integrity::verify(&t.app, &tr, all).await.unwrap();
+    assert!(report.problems.is_empty());
+    assert_eq!(report.ok, 4);
+    t.stop().await;
+}

@@ -41,8 +41,7 @@ pub async fn export(app: &App, id: TransferId, out: &Path) -> Result<(u64, usize
         )));
     }
     let root = t.root_digest.clone().unwrap_or_default();
-    not_on_s3(id, &loc)?;
-    let released = std::path::PathBuf::from(loc);
+    let released = Source::of(app, &loc).await?;
     // An egress package holds its output files only (its supporting and code files stay in
     // quarantine), and its output-checking record goes into the bag's payload with them.
     let held = held_back(app, &t).await?;
@@ -112,12 +111,18 @@ async fn held_back(app: &App, t: &Transfer) -> Result<std::collections::HashSet<
 
 /// An egress package's output-checking record, which goes into the bag's payload with its
 /// files (a fixed, small number of files, hashed from the released folder).
-fn record_entries(released: &Path) -> Result<Vec<ManifestEntry>> {
+fn record_entries(released: &Source) -> Result<Vec<ManifestEntry>> {
     crate::workflow::egress::RECORD_FILES
         .iter()
         .map(|name| {
-            let d = crate::hashing::hash_paths(&[released.join(name)])
+            let mut data = Vec::new();
+            released
+                .open(name)
+                .and_then(|mut r| r.read_to_end(&mut data))
                 .map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+            let mut st = crate::hashing::HashState::new();
+            st.update(&data);
+            let d = st.finish();
             Ok(ManifestEntry {
                 path: (*name).to_owned(),
                 size: d.size,
@@ -196,8 +201,7 @@ fn write_tar(
         .release_location
         .clone()
         .ok_or_else(|| Error::Conflict(format!("transfer {id} has no released copy to bag")))?;
-    not_on_s3(id, &loc)?;
-    let released = std::path::PathBuf::from(loc);
+    let released = handle.block_on(Source::of(app, &loc))?;
     let held = handle.block_on(held_back(app, t))?;
     let records = if t.kind.is_egress() {
         record_entries(&released)?
@@ -247,7 +251,7 @@ fn write_tar(
     let (mut s_tally, mut b_tally) = (Tally::default(), Tally::default());
     let (mut bytes, mut files) = (0u64, 0u64);
     pages(&mut |m| {
-        let file = std::fs::File::open(released.join(&m.path)).map_err(io)?;
+        let file = released.open(&m.path).map_err(io)?;
         let mut r = Hashing {
             inner: file,
             sha256: sha2::Sha256::new(),
@@ -357,16 +361,59 @@ fn encode(path: &str) -> String {
         .replace('\r', "%0D")
 }
 
-/// A bag is built from a release on local disk; a release on S3 is refused by name (not
-/// yet streamed from the store) rather than read as a missing folder.
-fn not_on_s3(id: TransferId, location: &str) -> Result<()> {
-    if location.starts_with("s3://") {
-        return Err(Error::Conflict(format!(
-            "transfer {id} is released to {location}: a BagIt export of a release on S3 is \
-             not supported yet"
-        )));
+/// Where a bag's payload is read from: the released folder, or a published release on S3
+/// (streamed from the store; only while its manifest object is there).
+#[derive(Clone)]
+enum Source {
+    Dir(std::path::PathBuf),
+    S3 {
+        volumes: crate::volumes::Volumes,
+        dest: object_store::path::Path,
+        handle: tokio::runtime::Handle,
+    },
+}
+
+impl Source {
+    async fn of(app: &App, location: &str) -> Result<Self> {
+        Ok(match app.volumes.s3_dest_of(location) {
+            Some(dest) => {
+                if !app.volumes.published(&dest).await? {
+                    return Err(Error::Conflict(format!(
+                        "{location} has no manifest object: nothing of it is published"
+                    )));
+                }
+                Source::S3 {
+                    volumes: app.volumes.clone(),
+                    dest,
+                    handle: tokio::runtime::Handle::current(),
+                }
+            }
+            None => Source::Dir(std::path::PathBuf::from(location)),
+        })
     }
-    Ok(())
+
+    /// One released file's bytes, for a blocking reader.
+    fn open(&self, rel: &str) -> std::io::Result<Box<dyn Read + Send>> {
+        match self {
+            Source::Dir(dir) => Ok(Box::new(std::fs::File::open(dir.join(rel))?)),
+            Source::S3 {
+                volumes,
+                dest,
+                handle,
+            } => {
+                use futures::TryStreamExt;
+                let rel = RelPath::parse(rel).map_err(std::io::Error::other)?;
+                let stream = handle
+                    .block_on(volumes.read_published(dest, &rel))
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other);
+                Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+                    tokio_util::io::StreamReader::new(stream),
+                    handle.clone(),
+                )))
+            }
+        }
+    }
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -435,12 +482,16 @@ impl Bag {
     }
 
     /// Copies one payload file from the released volume and checks it against the manifest.
-    fn add(&mut self, released: &Path, m: &ManifestEntry, id: TransferId) -> Result<()> {
+    fn add(&mut self, released: &Source, m: &ManifestEntry, id: TransferId) -> Result<()> {
         let dest = self.data.join(&m.path);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        std::fs::copy(released.join(&m.path), &dest).map_err(io)?;
+        {
+            let mut from = released.open(&m.path).map_err(io)?;
+            let mut to = std::fs::File::create(&dest).map_err(io)?;
+            std::io::copy(&mut from, &mut to).map_err(io)?;
+        }
         // The bag is a working copy for the recipient: writable, unlike the volume.
         let mut perm = std::fs::metadata(&dest).map_err(io)?.permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);

@@ -21,6 +21,7 @@ use object_store::path::Path as ObjPath;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Where a copy lies.
 pub const QUARANTINE: &str = "quarantine";
@@ -160,8 +161,14 @@ enum ObjectSource {
     Published { dest: ObjPath, path: String },
 }
 
-/// Checks a job whose bytes are on S3: streamed from the store and hashed as they come.
-async fn check_object(app: &App, t: &Transfer, job: &Job, src: ObjectSource) -> Check {
+/// Checks a job whose bytes are on S3: streamed from the store and hashed as they come. A
+/// store that does not answer is `Err`: the pass stops, and nothing is taken for missing.
+async fn check_object(
+    app: &App,
+    t: &Transfer,
+    job: &Job,
+    src: ObjectSource,
+) -> Result<Check, String> {
     let c = |result: &'static str, detail: String, bytes: u64| Check {
         location: job.location,
         path: job.path.clone(),
@@ -185,7 +192,8 @@ async fn check_object(app: &App, t: &Transfer, job: &Job, src: ObjectSource) -> 
         Ok(s) => crate::workflow::release::digest_stream(s, None).await,
         Err(e) => Err(e.into()),
     };
-    match hashed {
+    Ok(match hashed {
+        Err(crate::workflow::Error::Unavailable(e)) => return Err(e),
         Err(e) => {
             let text = e.to_string();
             let missing = text.contains("not found") || text.contains("NotFound");
@@ -214,7 +222,7 @@ async fn check_object(app: &App, t: &Transfer, job: &Job, src: ObjectSource) -> 
             ),
             d.size,
         ),
-    }
+    })
 }
 
 fn check(job: &Job) -> Check {
@@ -342,7 +350,11 @@ fn spawn_walk(root: PathBuf) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
 
 /// The objects of a published tree on S3, as [`spawn_walk`] gives a folder's files: relative
 /// paths in byte order (S3 lists keys in that order), a page of the listing at a time.
-fn spawn_list(app: &App, dest: ObjPath) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+fn spawn_list(
+    app: &App,
+    dest: ObjPath,
+    failed: Arc<Mutex<Option<String>>>,
+) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let mut listing = app.volumes.list_published(&dest);
     tokio::spawn(async move {
@@ -355,6 +367,7 @@ fn spawn_list(app: &App, dest: ObjPath) -> tokio::sync::mpsc::Receiver<Vec<u8>> 
                 }
                 Err(e) => {
                     tracing::warn!(%dest, error = %e, "listing a released tree failed");
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                     return;
                 }
             }
@@ -393,7 +406,7 @@ async fn run_jobs(
             .await
             .map_err(|e| crate::workflow::Error::Internal(e.to_string()))?;
     // Objects on S3 stream from the store, a few at once.
-    let remote: Vec<Check> = futures::stream::iter(remote)
+    let remote: Vec<Result<Check, String>> = futures::stream::iter(remote)
         .map(|job| async move {
             let src = job.object.clone().expect("partitioned on object");
             check_object(app, t, &job, src).await
@@ -401,8 +414,16 @@ async fn run_jobs(
         .buffered(OBJECTS_AT_ONCE)
         .collect()
         .await;
-    checks.extend(remote);
+    for r in remote {
+        checks.push(r.map_err(store_down)?);
+    }
     record_checks(app, t, checks, now, report).await
+}
+
+/// A pass that met a store not answering ends there, recording nothing of its batch: a
+/// store down is not a file missing (the next pass checks again).
+fn store_down(why: String) -> crate::workflow::Error {
+    crate::workflow::Error::Unavailable(format!("verification stopped: {why}"))
 }
 
 /// Objects on S3 hashed at once by a verification pass.
@@ -510,6 +531,15 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
         _ => None,
     };
     let on_s3 = !app.volumes.quarantine_is_local();
+    // Set when a listing of a released tree on S3 broke off: what it did not list is not
+    // missing, and the pass stops instead of saying so.
+    let listing_failed: Arc<Mutex<Option<String>>> = Arc::default();
+    let listing_broke = |f: &Arc<Mutex<Option<String>>>| {
+        f.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(store_down)
+    };
     let mut locations = vec![(
         QUARANTINE,
         crate::integrity::scheduler::ms(t.sealed_at.as_deref()),
@@ -556,7 +586,7 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                                 bytes: 0,
                             });
                         }
-                        spawn_list(app, dest.clone())
+                        spawn_list(app, dest.clone(), listing_failed.clone())
                     }
                 };
                 Some((root.clone(), rx))
@@ -629,6 +659,9 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
                             }
                         }
                         if !present {
+                            if let Some(e) = listing_broke(&listing_failed) {
+                                return Err(e);
+                            }
                             missing.push(Check {
                                 location,
                                 detail: format!(
@@ -676,6 +709,9 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
             }
         }
         batch.flush(app, t, &mut report).await?;
+        if let Some(e) = listing_broke(&listing_failed) {
+            return Err(e);
+        }
         if let Some((_, rx)) = tree.as_mut() {
             while let Some(p) = next_on_disk.take() {
                 if !expected_extra(&p) {

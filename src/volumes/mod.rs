@@ -1,7 +1,11 @@
-//! Volumes: the quarantine volume (where uploads land) and the released volumes (read-only,
-//! mounted into workspaces). Every byte goes through `object_store`; the local backend adds
-//! what a filesystem can do and an object store cannot: fsync, read-only modes and an atomic
-//! directory rename to publish a release.
+//! Volumes: the quarantine volume (where uploads land), the released volumes (read-only,
+//! mounted into workspaces) and the egress volume (packages for recipients), each on local
+//! disk or on S3 (`[storage] backend`, `[storage.volumes.NAME]`). Every byte goes through
+//! `object_store`. The local backend adds what a filesystem can do and an object store
+//! cannot: fsync, read-only modes and an atomic directory rename to publish a release. On S3,
+//! uploads are multipart uploads recorded in the metadata store while open ([`tracked`]), a
+//! completed object's size is checked, and a release is published by its manifest object,
+//! written last ([`Volumes::publish`]).
 //!
 //! Quarantine keys never contain a user's path: a file's bytes are stored as numbered segments
 //! under `transfers/<transfer>/<file>/<seq>`, and the file is their concatenation. A resumed
@@ -307,6 +311,13 @@ impl Volumes {
     pub fn with_registry(mut self, registry: Arc<dyn tracked::UploadRegistry>) -> Self {
         self.registry = Some(registry);
         self
+    }
+
+    /// Whether any volume is on S3.
+    pub fn any_on_s3(&self) -> bool {
+        [&self.q, &self.rel, &self.egress]
+            .iter()
+            .any(|s| s.s3.is_some())
     }
 
     /// Aborts the S3 multipart uploads recorded as in progress but untouched for

@@ -29,7 +29,9 @@ pub async fn worker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bo
         }
         // S3 multipart uploads a dead replica left: aborted, so no orphaned parts stay billed.
         let stale = crate::volumes::tracked::STALE_AFTER_MS;
-        if let Some(Err(e)) = super::lease::run(
+        if !app.volumes.any_on_s3() {
+            // Nothing to sweep: no lease taken.
+        } else if let Some(Err(e)) = super::lease::run(
             &app,
             "s3-uploads",
             app.volumes.sweep_uploads(&app.store, stale),
