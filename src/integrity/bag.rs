@@ -367,7 +367,7 @@ fn encode(path: &str) -> String {
 enum Source {
     Dir(std::path::PathBuf),
     S3 {
-        volumes: crate::volumes::Volumes,
+        volumes: Box<crate::volumes::Volumes>,
         dest: object_store::path::Path,
         handle: tokio::runtime::Handle,
     },
@@ -383,7 +383,7 @@ impl Source {
                     )));
                 }
                 Source::S3 {
-                    volumes: app.volumes.clone(),
+                    volumes: Box::new(app.volumes.clone()),
                     dest,
                     handle: tokio::runtime::Handle::current(),
                 }
