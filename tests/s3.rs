@@ -246,6 +246,14 @@ async fn ingress_runs_on_s3_from_an_interrupted_tus_upload_to_a_release_read_bac
     let v = approve_and_release(&t, &p, &up, &id).await;
     let dest = format!("released/proj/ws/data/{id}");
     assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
+    // The CLI contract: `transfer show --json` gives the same location.
+    let out = t.cli(Some(&p.pm), &["transfer", "show", &id, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["release"]["location"],
+        format!("s3://airlock/{dest}/")
+    );
     // A plain S3 client reads every released object under the location, byte for byte, and
     // the manifest object lists exactly them.
     let listed = g.ls(&dest);
