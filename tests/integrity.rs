@@ -34,22 +34,6 @@ async fn receiver() -> (Hits, String) {
     (hits, url)
 }
 
-/// A tier-1 policy whose files are re-verified every `interval`.
-fn fast_policy(dir: &Path, interval: &str) -> PathBuf {
-    let p = dir.join("fast.toml");
-    std::fs::write(
-        &p,
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tier1.toml"))
-            .unwrap()
-            .replace(
-                "reverify_interval = \"7d\"",
-                &format!("reverify_interval = \"{interval}\""),
-            ),
-    )
-    .unwrap();
-    p
-}
-
 /// Opens a transfer in proj/fast, uploads `files`, seals, waits for review.
 async fn in_review(t: &TestApp, p: &People, files: &[(&str, Vec<u8>)]) -> String {
     let (s, v) = t
@@ -72,32 +56,6 @@ async fn in_review(t: &TestApp, p: &People, files: &[(&str, Vec<u8>)]) -> String
         .await;
     t.wait_for_state(&p.pm, &id, "in_review").await;
     id
-}
-
-async fn integrity_incidents(t: &TestApp, id: &str) -> Vec<String> {
-    t.app
-        .store
-        .incidents(Some(id.parse().unwrap()))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.kind == "integrity")
-        .map(|i| i.detail)
-        .collect()
-}
-
-async fn wait_incidents(t: &TestApp, id: &str, n: usize) -> Vec<String> {
-    for _ in 0..200 {
-        let v = integrity_incidents(t, id).await;
-        if v.len() >= n {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "expected {n} integrity incidents, got {:?}",
-        integrity_incidents(t, id).await
-    );
 }
 
 fn writable(p: &Path) {

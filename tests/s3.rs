@@ -295,18 +295,6 @@ async fn ingress_runs_on_s3_from_an_interrupted_tus_upload_to_a_release_read_bac
     t.stop().await;
 }
 
-/// A tier-1 policy whose files are re-verified every second.
-fn fast_policy(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = dir.join("fast.toml");
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tier1.toml"),
-    )
-    .unwrap()
-    .replace("reverify_interval = \"7d\"", "reverify_interval = \"1s\"");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn re_verification_on_s3_finds_objects_changed_deleted_or_added_behind_airlock() {
     let g = Garage::start();
@@ -316,7 +304,7 @@ async fn re_verification_on_s3_finds_objects_changed_deleted_or_added_behind_air
     })
     .await;
     let p = t.bootstrap(1).await;
-    let pol = fast_policy(t.data_dir());
+    let pol = common::fast_policy(t.data_dir(), "1s");
     airlock::workflow::admin::create_workspace(&t.app, "proj", "fast", 1, Some(&pol))
         .await
         .unwrap();
@@ -371,23 +359,7 @@ async fn re_verification_on_s3_finds_objects_changed_deleted_or_added_behind_air
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let mut found = Vec::new();
-    for _ in 0..300 {
-        found = t
-            .app
-            .store
-            .incidents(Some(tid))
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|i| i.kind == "integrity")
-            .map(|i| i.detail)
-            .collect::<Vec<_>>();
-        if found.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let found = common::wait_incidents(&t, &id, 3).await;
     assert!(
         found
             .iter()

@@ -169,13 +169,6 @@ async fn check_object(
     job: &Job,
     src: ObjectSource,
 ) -> Result<Check, String> {
-    let c = |result: &'static str, detail: String, bytes: u64| Check {
-        location: job.location,
-        path: job.path.clone(),
-        result,
-        detail,
-        bytes,
-    };
     let stream = match src {
         ObjectSource::Segments { file, n } => Ok(app.volumes.read_file(t.id, file, n as usize)),
         ObjectSource::Packed { pack, offset, len } => {
@@ -196,45 +189,58 @@ async fn check_object(
         Err(crate::workflow::Error::Unavailable(e)) => return Err(e),
         Err(e) => {
             let text = e.to_string();
-            let missing = text.contains("not found") || text.contains("NotFound");
-            c(
-                "missing",
-                if missing {
-                    format!("{} {} is missing ({e})", job.location, job.path)
-                } else {
-                    format!("{} {} cannot be read: {e}", job.location, job.path)
-                },
-                0,
-            )
+            if text.contains("not found") || text.contains("NotFound") {
+                job.check(
+                    "missing",
+                    format!("{} {} is missing ({e})", job.location, job.path),
+                    0,
+                )
+            } else {
+                job.judge(Err(text))
+            }
         }
-        Ok(d)
-            if d.size == job.want.size
-                && d.sha256 == job.want.sha256
-                && d.blake3 == job.want.blake3 =>
-        {
-            c("ok", String::new(), d.size)
-        }
-        Ok(d) => c(
-            "changed",
-            format!(
-                "{} {} changed: sha256 {} ({} bytes), the manifest says {} ({} bytes)",
-                job.location, job.path, d.sha256, d.size, job.want.sha256, job.want.size
-            ),
-            d.size,
-        ),
+        Ok(d) => job.judge(Ok(d)),
     })
 }
 
+impl Job {
+    fn check(&self, result: &'static str, detail: String, bytes: u64) -> Check {
+        Check {
+            location: self.location,
+            path: self.path.clone(),
+            result,
+            detail,
+            bytes,
+        }
+    }
+
+    /// The check of what hashing the copy gave: unreadable, as the manifest says, or changed.
+    fn judge(&self, hashed: Result<crate::hashing::Digests, String>) -> Check {
+        let want = &self.want;
+        match hashed {
+            Err(e) => self.check(
+                "missing",
+                format!("{} {} cannot be read: {e}", self.location, self.path),
+                0,
+            ),
+            Ok(d) if d.size == want.size && d.sha256 == want.sha256 && d.blake3 == want.blake3 => {
+                self.check("ok", String::new(), d.size)
+            }
+            Ok(d) => self.check(
+                "changed",
+                format!(
+                    "{} {} changed: sha256 {} ({} bytes), the manifest says {} ({} bytes)",
+                    self.location, self.path, d.sha256, d.size, want.sha256, want.size
+                ),
+                d.size,
+            ),
+        }
+    }
+}
+
 fn check(job: &Job) -> Check {
-    let c = |result: &'static str, detail: String, bytes: u64| Check {
-        location: job.location,
-        path: job.path.clone(),
-        result,
-        detail,
-        bytes,
-    };
     if let Some(p) = job.parts.iter().find(|p| !p.exists()) {
-        return c(
+        return job.check(
             "missing",
             format!("{} {} is missing ({})", job.location, job.path, p.display()),
             0,
@@ -244,28 +250,7 @@ fn check(job: &Job) -> Check {
         (Some((offset, len)), [pack]) => crate::hashing::hash_range(pack, offset, len),
         _ => crate::hashing::hash_paths(&job.parts),
     };
-    match hashed {
-        Err(e) => c(
-            "missing",
-            format!("{} {} cannot be read: {e}", job.location, job.path),
-            0,
-        ),
-        Ok(d)
-            if d.size == job.want.size
-                && d.sha256 == job.want.sha256
-                && d.blake3 == job.want.blake3 =>
-        {
-            c("ok", String::new(), d.size)
-        }
-        Ok(d) => c(
-            "changed",
-            format!(
-                "{} {} changed: sha256 {} ({} bytes), the manifest says {} ({} bytes)",
-                job.location, job.path, d.sha256, d.size, job.want.sha256, job.want.size
-            ),
-            d.size,
-        ),
-    }
+    job.judge(hashed.map_err(|e| e.to_string()))
 }
 
 /// Which files a verification re-hashes.

@@ -725,3 +725,45 @@ pub fn shared_clamd() -> &'static str {
         })
         .0
 }
+
+/// A tier-1 policy whose files are re-verified every `interval`.
+pub fn fast_policy(dir: &Path, interval: &str) -> PathBuf {
+    let p = dir.join("fast.toml");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tier1.toml"))
+            .unwrap()
+            .replace(
+                "reverify_interval = \"7d\"",
+                &format!("reverify_interval = \"{interval}\""),
+            ),
+    )
+    .unwrap();
+    p
+}
+
+pub async fn integrity_incidents(t: &TestApp, id: &str) -> Vec<String> {
+    t.app
+        .store
+        .incidents(Some(id.parse().unwrap()))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.kind == "integrity")
+        .map(|i| i.detail)
+        .collect()
+}
+
+pub async fn wait_incidents(t: &TestApp, id: &str, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let v = integrity_incidents(t, id).await;
+        if v.len() >= n {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "expected {n} integrity incidents, got {:?}",
+        integrity_incidents(t, id).await
+    );
+}
