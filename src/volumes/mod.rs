@@ -257,7 +257,9 @@ impl Drop for Room {
 const PART_SIZE: usize = 1 << 20;
 
 /// Size of the parts of an S3 multipart upload: S3 refuses parts under 5 MiB (but the last).
-/// An upload holds at most four of them (three in flight, one filling).
+/// The writer would keep three in flight, but an upload's memory window
+/// (`server::limits::window_for`: one part plus 2 MiB) lets about one be in flight at a time:
+/// the frames a part holds come back to the window only once it is uploaded.
 const S3_PART_SIZE: usize = 5 << 20;
 
 impl Volumes {
@@ -1244,7 +1246,8 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     pub async fn write(&mut self, buf: Bytes) -> Result<()> {
-        // Backpressure: at most three parts in flight.
+        // Backpressure: at most three parts in flight (for an upload body, its memory window
+        // is the tighter bound).
         self.upload
             .wait_for_capacity(3)
             .await
