@@ -386,6 +386,17 @@ async fn re_verification_on_s3_finds_objects_changed_deleted_or_added_behind_air
             .contains("INTEGRITY INCIDENT"),
         "{v}"
     );
+    // The manifest object deleted behind airlock's back: nothing is published any more, and
+    // the next pass says so.
+    let out = g.rclone(&["deletefile", &format!("g:airlock/{dest}.manifest.jsonl")]);
+    assert!(out.status.success());
+    let found = common::wait_incidents(&t, &id, 4).await;
+    assert!(
+        found
+            .iter()
+            .any(|d| d.contains("manifest object") && d.contains("nothing of the release")),
+        "{found:?}"
+    );
     t.stop().await;
 }
 

@@ -175,7 +175,8 @@ async fn check_object(
             Ok(app.volumes.read_packed(t.id, pack, offset, len))
         }
         ObjectSource::Published { dest, path } => match RelPath::parse(&path) {
-            Ok(rel) => app.volumes.read_published(&dest, &rel).await,
+            // `verify` asked once whether the tree is published (and reports it if not).
+            Ok(rel) => app.volumes.read_published_in_pass(&dest, &rel).await,
             Err(e) => Err(crate::volumes::VolumeError::Io(std::io::Error::other(
                 e.to_string(),
             ))),
