@@ -17,6 +17,8 @@
 //!
 //! Every setting check also shows it can fail: a misspelt key is refused.
 
+mod common;
+
 use airlock::config::{Settings, VolumeLocation};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -743,29 +745,6 @@ async fn the_compose_healthcheck_and_make_keys_work_against_the_binary() {
     );
 }
 
-/// The garage binary: `GARAGE_BIN`, where `cargo install` puts it (scripts/test.sh installs
-/// garage 2.5.0 so), or the PATH; as tests/common/garage.rs finds it.
-fn garage_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("GARAGE_BIN") {
-        return p.into();
-    }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo")
-        });
-    let installed = home.join("bin/garage");
-    if installed.exists() {
-        return installed;
-    }
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| Path::new(d).join("garage"))
-        .find(|p| p.exists())
-        .expect("Garage is not installed: run scripts/test.sh, or `cargo install --locked garage`")
-}
-
 /// `garage CMD…` with the test's config, secret and PATH; returns its output, panicking
 /// on failure.
 fn garage(env: &[(String, String)], args: &[&str]) -> String {
@@ -805,7 +784,7 @@ fn garage_init_makes_the_buckets_and_a_workspace_key_that_only_reads_the_release
     // garage-init's script finds `garage` on its PATH, as in its image.
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    std::os::unix::fs::symlink(garage_bin(), bin.join("garage")).unwrap();
+    std::os::unix::fs::symlink(common::garage::binary(), bin.join("garage")).unwrap();
     let hex = |n: usize| {
         (0..n)
             .map(|_| uuid::Uuid::new_v4().simple().to_string())

@@ -189,6 +189,17 @@ async fn get(e: &Egress, tok: &str, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// A ranged GET of a collected file (`Range: bytes=FROM-`).
+async fn get_from(e: &Egress, tok: &str, path: &str, from: u64) -> reqwest::Response {
+    e.t.http
+        .get(e.t.api(path))
+        .bearer_auth(tok)
+        .header("range", format!("bytes={from}-"))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files_and_collected() {
     let e = setup(2).await;
@@ -409,14 +420,7 @@ async fn tier_2_egress_is_pinned_checked_blind_released_without_supporting_files
     let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(&sha).unwrap());
     assert_eq!(digest, format!("sha-256=:{b64}:"));
     // A range resumes: the rest of the file, byte for byte.
-    let r =
-        e.t.http
-            .get(e.t.api("/collect/files/tables/counts.csv"))
-            .bearer_auth(&tok)
-            .header("range", "bytes=10-")
-            .send()
-            .await
-            .unwrap();
+    let r = get_from(&e, &tok, "/collect/files/tables/counts.csv", 10).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         r.headers()["content-range"],
@@ -1597,14 +1601,7 @@ async fn egress_on_s3_is_published_to_the_bucket_and_collected_through_airlock_w
     let r = get(&e, &tok, "/collect/files/tables/counts.csv").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(&r.bytes().await.unwrap()[..], SAFE_TABLE.as_bytes());
-    let r =
-        e.t.http
-            .get(e.t.api("/collect/files/tables/counts.csv"))
-            .bearer_auth(&tok)
-            .header("range", "bytes=10-")
-            .send()
-            .await
-            .unwrap();
+    let r = get_from(&e, &tok, "/collect/files/tables/counts.csv", 10).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         r.headers()["content-range"],

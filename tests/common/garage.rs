@@ -18,7 +18,7 @@ pub struct Garage {
 }
 
 /// The garage binary: on the PATH, or where `cargo install` puts it.
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("GARAGE_BIN") {
         return p.into();
     }
