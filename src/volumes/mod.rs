@@ -263,11 +263,6 @@ const PART_SIZE: usize = 1 << 20;
 const S3_PART_SIZE: usize = 5 << 20;
 
 impl Volumes {
-    /// Local directories `data_dir/quarantine` and `data_dir/volumes`.
-    pub fn local(data_dir: &Path) -> Result<Self> {
-        Self::open(data_dir, &crate::config::StorageSettings::default())
-    }
-
     /// The volumes as `storage` places them: each on local disk under `data_dir`
     /// (`quarantine/`, `volumes/`) or on S3. Nothing is written to S3 here.
     pub fn open(data_dir: &Path, storage: &crate::config::StorageSettings) -> Result<Self> {
