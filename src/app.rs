@@ -58,8 +58,6 @@ impl App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("this volume cannot be on S3 yet: {0}")]
-    S3NotYet(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -86,7 +84,6 @@ pub enum StartError {
 impl App {
     /// Opens the data directory: database, volumes, key and policies.
     pub async fn open(settings: Settings) -> Result<Arc<App>, StartError> {
-        check_supported(&settings)?;
         let dir = settings.storage.data_dir.clone();
         private_data_dir(&dir).map_err(|source| StartError::DataDir {
             path: dir.display().to_string(),
@@ -150,20 +147,6 @@ impl App {
             anchor_key,
         }))
     }
-}
-
-/// Refuses settings this release loads but cannot run, before anything is created: the
-/// output volume on S3 (workspaces write their outputs into local folders; its bytes are
-/// never kept on local disk behind the operator's back).
-pub fn check_supported(settings: &Settings) -> Result<(), StartError> {
-    if let Ok(crate::config::VolumeLocation::S3(v)) = settings.storage.volume("output") {
-        return Err(StartError::S3NotYet(format!(
-            "output on {v:?} (workspace output folders are local for now: set \
-             [storage.volumes.output] backend = \"local\", \
-             AIRLOCK__STORAGE__VOLUMES__OUTPUT__BACKEND=local)"
-        )));
-    }
-    Ok(())
 }
 
 /// Makes the data directory the service's alone, whatever the umask it was started with:

@@ -22,7 +22,9 @@ struct Egress {
 }
 
 async fn setup(tier: i64) -> Egress {
-    setup_with(tier, |_| {}).await
+    let e = setup_with(tier, |_| {}).await;
+    assert!(e.out.is_dir(), "every workspace has an output volume");
+    e
 }
 
 async fn setup_with(tier: i64, adjust: impl FnOnce(&mut airlock::config::Settings)) -> Egress {
@@ -40,7 +42,6 @@ async fn setup_with(tier: i64, adjust: impl FnOnce(&mut airlock::config::Setting
     let referee = admin::staff_token(&t.app, "ref", None).await.unwrap();
     let recipient = admin::staff_token(&t.app, "recip", None).await.unwrap();
     let out = t.data_dir().join("volumes/proj/ws/output");
-    assert!(out.is_dir(), "every workspace has an output volume");
     Egress {
         t,
         p,
@@ -1637,5 +1638,187 @@ async fn egress_on_s3_is_published_to_the_bucket_and_collected_through_airlock_w
     assert!(g.ls(&dest).is_empty());
     let r = get(&e, &tok, "/collect/files/tables/counts.csv").await;
     assert_ne!(r.status(), StatusCode::OK);
+    e.t.stop().await;
+}
+
+/// The workspace's outputs on S3: written by its own S3 client (rclone here) under
+/// `output/proj/ws/`, listed for picking, pinned by streaming the listed objects into
+/// quarantine, compared with the bucket while in review, and released from the pinned copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn egress_from_outputs_on_s3_pins_the_listed_objects_flags_rewrites_and_releases_the_pinned()
+{
+    let g = common::garage::Garage::start();
+    let e = setup_with(2, |s| g.apply_all(s)).await;
+    assert!(!e.out.exists(), "no local output folder is made");
+    let ws = admin::show_workspace(&e.t.app, "proj/ws").await.unwrap();
+    assert_eq!(
+        ws["volumes"]["output"], "s3://airlock/output/proj/ws/",
+        "{ws}"
+    );
+    assert_eq!(ws["volumes"]["data"], "s3://airlock/released/proj/ws/data/");
+    assert_eq!(
+        ws["volumes"]["egress"],
+        "s3://airlock/egress/proj/ws/egress/"
+    );
+    let ready: Value =
+        e.t.http
+            .get(format!("{}/readyz", e.t.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(ready["storage"]["output"], "s3", "{ready}");
+
+    let figure = b"a plain summary with nothing to flag\n";
+    let files: [(&str, &[u8]); 5] = [
+        ("tables/counts.csv", SAFE_TABLE.as_bytes()),
+        ("tables/figure.txt", figure),
+        ("analysis.py", SCRIPT.as_bytes()),
+        ("supporting/raw.csv", RAW.as_bytes()),
+        // Another workspace's outputs, and a name that only starts like a chosen folder.
+        ("tables-old/x.csv", b"not chosen\n"),
+    ];
+    for (path, bytes) in files {
+        g.put(&format!("output/proj/ws/{path}"), bytes);
+    }
+    g.put(
+        "output/proj/other/tables/secret.csv",
+        b"another workspace\n",
+    );
+
+    // Listed for picking: this workspace's objects alone, in path order, with their sizes.
+    let res = e.t.app.store.user_by_name("res").await.unwrap().unwrap();
+    let who = airlock::workflow::access::Principal::Staff(res);
+    let listed: Vec<(String, u64)> =
+        airlock::workflow::egress::output_entries(&e.t.app, &who, "proj/ws")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.path, o.size))
+            .collect();
+    let mut want: Vec<(String, u64)> = files
+        .iter()
+        .map(|(p, b)| (p.to_string(), b.len() as u64))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+
+    // A name that is not in the bucket, or leads out of the prefix, is refused by name.
+    let mut missing = request();
+    missing["files"][0]["path"] = json!("tabels");
+    let (s, v) = create(&e, missing).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v.to_string().contains("tabels: not in the output volume"),
+        "{v}"
+    );
+    let mut outside = request();
+    outside["files"][0]["path"] = json!("../other/tables");
+    let (s, v) = create(&e, outside).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    let (s, v) = create(&e, request()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) =
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/submit"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
+    let v = e.t.show(&e.p.researcher, &id).await;
+    let pinned = v["pinned"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = pinned
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["sha256"].as_str().unwrap()))
+        .collect();
+    let digest = |b: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b))
+    };
+    assert_eq!(
+        got,
+        vec![
+            ("analysis.py", digest(SCRIPT.as_bytes()).as_str()),
+            ("supporting/raw.csv", digest(RAW.as_bytes()).as_str()),
+            ("tables/counts.csv", digest(SAFE_TABLE.as_bytes()).as_str()),
+            ("tables/figure.txt", digest(figure).as_str()),
+        ]
+    );
+    assert!(
+        pinned.iter().all(|f| f.get("changed_on_disk").is_none()),
+        "{v}"
+    );
+
+    // In review, the bucket moves on: one object rewritten with other bytes of the same
+    // size, one rewritten with the same bytes, one deleted.
+    let mut other = figure.to_vec();
+    other[2] = b'P';
+    g.put("output/proj/ws/tables/figure.txt", &other);
+    g.put("output/proj/ws/analysis.py", SCRIPT.as_bytes());
+    g.delete("output/proj/ws/supporting/raw.csv");
+    let v = e.t.show(&e.p.inv, &id).await;
+    let changed = |path: &str| {
+        v["pinned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap()
+            .get("changed_on_disk")
+            .and_then(|c| c.as_str())
+            .map(str::to_owned)
+    };
+    assert!(
+        changed("tables/figure.txt").is_some_and(|c| c.contains("the digest differs")),
+        "{v}"
+    );
+    assert!(
+        changed("supporting/raw.csv").is_some_and(|c| c.contains("gone")),
+        "{v}"
+    );
+    assert_eq!(changed("analysis.py"), None, "same bytes: unchanged");
+    assert_eq!(changed("tables/counts.csv"), None);
+
+    // Released from the pinned copies, not from what the bucket holds now.
+    assign_referee(&e, &id).await;
+    approve_all(
+        &e,
+        &id,
+        &[
+            (&e.p.inv, "investigator"),
+            (&e.p.prov, "provider"),
+            (&e.referee, "referee"),
+        ],
+    )
+    .await;
+    let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    let dest = format!("egress/proj/ws/egress/{id}");
+    assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
+    assert_eq!(
+        g.cat(&format!("{dest}/tables/figure.txt")).unwrap(),
+        figure.to_vec()
+    );
+    let tok = collection_token(&e, &id, json!({"recipient": "recip", "ttl": "1h"})).await;
+    let r = get(&e, &tok, "/collect/files/tables/figure.txt").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(&r.bytes().await.unwrap()[..], figure);
+    // airlock never wrote into the output volume.
+    let mut keys = g.ls("output/proj/ws");
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "analysis.py",
+            "tables-old/x.csv",
+            "tables/counts.csv",
+            "tables/figure.txt"
+        ]
+    );
     e.t.stop().await;
 }

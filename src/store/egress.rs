@@ -22,6 +22,8 @@ pub struct PinnedRow {
     pub role: String,
     pub size: u64,
     pub mtime_ns: i64,
+    /// The object's entity tag, when the output volume is on S3 (`volumes::output`).
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +185,7 @@ impl Store {
     /// Pinned files with their roles, in path order.
     pub async fn egress_files(&self, transfer: TransferId) -> Result<Vec<PinnedRow>> {
         let rows = sqlx::query(
-            "SELECT path, role, size, mtime_ns FROM egress_files WHERE transfer_id = $1 \
+            "SELECT path, role, size, mtime_ns, etag FROM egress_files WHERE transfer_id = $1 \
              ORDER BY path",
         )
         .bind(transfer.to_string())
@@ -196,6 +198,7 @@ impl Store {
                     role: r.try_get("role")?,
                     size: r.try_get::<i64, _>("size")? as u64,
                     mtime_ns: r.try_get("mtime_ns")?,
+                    etag: r.try_get("etag")?,
                 })
             })
             .collect()
@@ -469,14 +472,15 @@ impl Tx<'_> {
 
     pub async fn insert_egress_file(&mut self, transfer: TransferId, f: &PinnedRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO egress_files (transfer_id, path, role, size, mtime_ns) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO egress_files (transfer_id, path, role, size, mtime_ns, etag) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(transfer.to_string())
         .bind(&f.path)
         .bind(&f.role)
         .bind(f.size as i64)
         .bind(f.mtime_ns)
+        .bind(&f.etag)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

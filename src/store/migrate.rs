@@ -38,6 +38,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "s3 uploads",
         include_str!("../../migrations/sqlite/0004_s3_uploads.sql"),
     ),
+    (
+        5,
+        "egress etag",
+        include_str!("../../migrations/sqlite/0005_egress_etag.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -59,6 +64,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "s3 uploads",
         include_str!("../../migrations/postgres/0004_s3_uploads.sql"),
+    ),
+    (
+        5,
+        "egress etag",
+        include_str!("../../migrations/postgres/0005_egress_etag.sql"),
     ),
 ];
 

@@ -12,6 +12,7 @@
 //! tus upload adds segments, except that a small last segment is replaced whole by a longer
 //! one (`workflow::upload::MERGE_BELOW`); acknowledged bytes are never rewritten in place.
 
+pub mod output;
 pub mod s3;
 pub mod tracked;
 
@@ -223,6 +224,9 @@ pub struct Volumes {
     /// Egress packages (`project/workspace/egress/transfer`); the released volume unless
     /// `[storage.volumes.egress]` puts them elsewhere.
     egress: Shelf,
+    /// The workspaces' output volumes when they are on S3 (`output/<project>/<ws>/`, read
+    /// only by airlock: [`output`]); `None`: a local folder per workspace.
+    out: Option<Shelf>,
     /// The quarantine folder on local disk; with quarantine on S3, a local folder for what
     /// scanning needs as files (scratch copies, archive member lists), as untrusted as the
     /// uploads.
@@ -280,6 +284,15 @@ impl Volumes {
         let q = place(QUARANTINE, &data_dir.join("quarantine"), 0o700)?;
         let rel = place(RELEASED, &data_dir.join("volumes"), 0o755)?;
         let egress = place(EGRESS, &data_dir.join("volumes"), 0o755)?;
+        // Workspace output folders are made per workspace (`workflow::admin`); on S3 the
+        // volume is a prefix airlock only reads.
+        let out = match storage
+            .volume(output::OUTPUT)
+            .map_err(|e| VolumeError::Io(std::io::Error::other(e)))?
+        {
+            VolumeLocation::Local => None,
+            VolumeLocation::S3(v) => Some(Shelf::s3(output::OUTPUT, &v)?),
+        };
         let quarantine_root = match q.root() {
             Some(root) => root.to_owned(),
             None => {
@@ -297,6 +310,7 @@ impl Volumes {
             q,
             rel,
             egress,
+            out,
             reserved: Arc::new(AtomicU64::new(0)),
             group_commit: false,
             registry: None,
@@ -310,7 +324,8 @@ impl Volumes {
         self
     }
 
-    /// Whether any volume is on S3.
+    /// Whether any volume airlock writes is on S3 (the output volume, only read, is not
+    /// counted: it has no uploads to sweep).
     pub fn any_on_s3(&self) -> bool {
         [&self.q, &self.rel, &self.egress]
             .iter()
@@ -400,7 +415,10 @@ impl Volumes {
     /// Checks every volume answers (a missing key is a fine answer): a local folder is
     /// there, an S3 store lists the volume's prefix with the configured credentials.
     pub async fn ping(&self) -> Result<()> {
-        for shelf in [&self.q, &self.rel, &self.egress] {
+        for shelf in [&self.q, &self.rel, &self.egress]
+            .into_iter()
+            .chain(self.out.as_ref())
+        {
             match shelf
                 .store
                 .head(&ObjPath::from(".airlock-ready-probe"))
@@ -431,7 +449,7 @@ impl Volumes {
     /// What each volume is on, for `/readyz`: `local` or `s3` (never where: that answer is
     /// unauthenticated).
     pub fn kinds(&self) -> Vec<(&'static str, &'static str)> {
-        [&self.q, &self.rel, &self.egress]
+        let mut kinds: Vec<_> = [&self.q, &self.rel, &self.egress]
             .into_iter()
             .map(|s| {
                 let kind = match s.backing {
@@ -440,7 +458,10 @@ impl Volumes {
                 };
                 (s.name, kind)
             })
-            .collect()
+            .collect();
+        let out = if self.out.is_some() { "s3" } else { "local" };
+        kinds.push((output::OUTPUT, out));
+        kinds
     }
 
     /// Free and total space of each local volume's filesystem (S3 has no such figure).

@@ -134,8 +134,11 @@ pub async fn create_workspace(
         .workspace(id)
         .await?
         .ok_or_else(|| Error::Internal("workspace vanished".into()))?;
-    let out = super::egress::default_output_dir(app, &ws);
-    crate::volumes::create_traversable(&out)?;
+    // On S3 the workspace's prefix needs nothing made: its first object makes it.
+    if !app.volumes.output_on_s3() {
+        let out = super::egress::default_output_dir(app, &ws);
+        crate::volumes::create_traversable(&out)?;
+    }
     Ok(id)
 }
 
@@ -172,15 +175,16 @@ pub async fn set_output_volume(
 pub async fn show_workspace(app: &App, path: &str) -> Result<serde_json::Value> {
     let ws = super::transfers::workspace_by_path(app, path).await?;
     let policy = app.policy(&ws)?;
-    let released = app.settings.storage.data_dir.join("volumes");
+    // Where the workspace's releases of each kind go: a folder, or a prefix on S3.
     let vol = |kind: TransferKind| {
-        released
-            .join(&ws.project_name)
-            .join(&ws.name)
-            .join(kind.volume())
-            .display()
-            .to_string()
+        let dest = object_store::path::Path::from_iter([
+            ws.project_name.as_str(),
+            ws.name.as_str(),
+            kind.volume(),
+        ]);
+        app.volumes.location(&dest)
     };
+    let output = super::egress::output_dir(app, &ws).await?.shown(app, &ws);
     Ok(serde_json::json!({
         "id": ws.id,
         "project": ws.project_name,
@@ -188,7 +192,7 @@ pub async fn show_workspace(app: &App, path: &str) -> Result<serde_json::Value> 
         "tier": ws.tier.get(),
         "policy": { "file": policy.file, "version": policy.version },
         "volumes": {
-            "output": super::egress::output_dir(app, &ws).await?.display().to_string(),
+            "output": output,
             "data": vol(TransferKind::DataIngress),
             "software": vol(TransferKind::SoftwareIngress),
             "egress": vol(TransferKind::Egress),

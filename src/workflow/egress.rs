@@ -118,7 +118,27 @@ pub async fn output_entries(
     let user = who.staff()?;
     let ws = super::transfers::workspace_by_path(app, workspace).await?;
     access::require_role(app, user, &ws, &[Role::Researcher]).await?;
-    let root = output_dir(app, &ws).await?;
+    let root = match output_dir(app, &ws).await? {
+        Outputs::Dir(root) => root,
+        Outputs::S3 => {
+            // Key order is path order; a name that is not a path airlock accepts is left out.
+            use futures::TryStreamExt;
+            let mut listing = app.volumes.list_output(&ws.project_name, &ws.name, None)?;
+            let mut out = Vec::new();
+            while let Some(o) = listing.try_next().await? {
+                if RelPath::parse(&o.rel).is_ok() {
+                    out.push(OutputEntry {
+                        path: o.rel,
+                        size: o.size,
+                    });
+                }
+                if out.len() >= OUTPUT_LISTING {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+    };
     // A directory walk is blocking file-system work: off the async threads.
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -184,12 +204,46 @@ pub async fn still_as_shown(
     Ok(())
 }
 
+/// Where a workspace's outputs are: a local folder, or the workspace's prefix of the output
+/// volume on S3 (`volumes::output`).
+#[derive(Debug, Clone)]
+pub enum Outputs {
+    Dir(PathBuf),
+    S3,
+}
+
+impl Outputs {
+    /// The folder's path, or `s3://BUCKET/PREFIX/output/<project>/<ws>/`.
+    pub fn shown(&self, app: &App, ws: &Workspace) -> String {
+        match self {
+            Outputs::Dir(d) => d.display().to_string(),
+            Outputs::S3 => app
+                .volumes
+                .output_location(&ws.project_name, &ws.name)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The workspace's output volume: the analysis environment writes there, airlock only reads.
-pub async fn output_dir(app: &App, ws: &Workspace) -> Result<PathBuf> {
+/// A folder named for the workspace (`airlock admin workspace output`) comes first; then the
+/// workspace's prefix of the output volume when that is on S3, else its default folder.
+pub async fn output_dir(app: &App, ws: &Workspace) -> Result<Outputs> {
     Ok(match app.store.workspace_output(ws.id).await? {
-        Some(dir) => PathBuf::from(dir),
-        None => default_output_dir(app, ws),
+        Some(dir) => Outputs::Dir(PathBuf::from(dir)),
+        None if app.volumes.output_on_s3() => Outputs::S3,
+        None => Outputs::Dir(default_output_dir(app, ws)),
     })
+}
+
+/// The chosen items of a draft, resolved to files in the workspace's output volume.
+async fn resolve_in(app: &App, ws: &Workspace, items: Vec<Item>) -> Result<Vec<Found>> {
+    match output_dir(app, ws).await? {
+        Outputs::Dir(root) => tokio::task::spawn_blocking(move || resolve(&root, &items))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?,
+        Outputs::S3 => resolve_s3(app, ws, &items).await,
+    }
 }
 
 /// `<data_dir>/volumes/<project>/<workspace>/output`.
@@ -203,12 +257,56 @@ pub fn default_output_dir(app: &App, ws: &Workspace) -> PathBuf {
         .join("output")
 }
 
-/// A file of the output volume, found by walking from its root without following links.
+/// A file of the output volume: found by walking from its root without following links, or
+/// listed from its S3 prefix.
 struct Found {
     rel: RelPath,
-    abs: PathBuf,
     role: FileRole,
-    meta: std::fs::Metadata,
+    at: At,
+}
+
+enum At {
+    Disk {
+        abs: PathBuf,
+        meta: std::fs::Metadata,
+    },
+    S3(crate::volumes::output::OutputObject),
+}
+
+/// The chosen items on S3: a key is a file; otherwise every key under `item/` (a folder).
+/// There are no links to follow on S3: what must hold is that each name is a path airlock
+/// accepts, and that what is pinned is the object listed (`pin`).
+async fn resolve_s3(app: &App, ws: &Workspace, items: &[Item]) -> Result<Vec<Found>> {
+    use futures::TryStreamExt;
+    let (project, name) = (&ws.project_name, &ws.name);
+    let mut out: BTreeMap<String, Found> = BTreeMap::new();
+    for item in items {
+        let rel = RelPath::parse(&item.path).map_err(|e| {
+            Error::BadRequest(format!(
+                "{}: not a path inside the output volume: {e}",
+                item.path
+            ))
+        })?;
+        if let Some(o) = app.volumes.head_output(project, name, &rel).await? {
+            add_found(&mut out, rel, item.role, At::S3(o))?;
+            continue;
+        }
+        let mut listing = app.volumes.list_output(project, name, Some(&rel))?;
+        let mut any = false;
+        while let Some(o) = listing.try_next().await? {
+            any = true;
+            let child =
+                RelPath::parse(&o.rel).map_err(|e| Error::BadRequest(format!("{}: {e}", o.rel)))?;
+            add_found(&mut out, child, item.role, At::S3(o))?;
+        }
+        if !any {
+            return Err(Error::BadRequest(format!(
+                "{}: not in the output volume (no such object, nor objects under it)",
+                item.path
+            )));
+        }
+    }
+    Ok(out.into_values().collect())
 }
 
 /// Resolves the chosen items to files: folders are walked, and a link, a device, a socket or
@@ -289,6 +387,18 @@ fn walk(at: &Path, rel: RelPath, role: FileRole, out: &mut BTreeMap<String, Foun
             "{rel}: is not a regular file (a device, socket or pipe); only files leave"
         )));
     }
+    let abs = at.to_owned();
+    add_found(out, rel, role, At::Disk { abs, meta })
+}
+
+/// Adds one file to the resolved set: a record file's name is refused at the top, and a file
+/// chosen twice must be chosen with one role.
+fn add_found(
+    out: &mut BTreeMap<String, Found>,
+    rel: RelPath,
+    role: FileRole,
+    at: At,
+) -> Result<()> {
     if !rel.as_str().contains('/') && RECORD_FILES.contains(&rel.as_str()) {
         return Err(Error::BadRequest(format!(
             "{rel}: the name is taken by the package's own record; rename the file"
@@ -304,15 +414,7 @@ fn walk(at: &Path, rel: RelPath, role: FileRole, out: &mut BTreeMap<String, Foun
         }
         return Ok(());
     }
-    out.insert(
-        rel.as_str().to_owned(),
-        Found {
-            abs: at.to_owned(),
-            rel,
-            role,
-            meta,
-        },
-    );
+    out.insert(rel.as_str().to_owned(), Found { rel, role, at });
     Ok(())
 }
 
@@ -422,11 +524,7 @@ pub async fn create(app: &App, who: &Principal, d: Draft) -> Result<Transfer> {
     }
     let (recipients, target) = check_draft(app, &ws, &d).await?;
     // The paths are checked now, so a mistake shows at once; they are resolved again at submit.
-    let root = output_dir(app, &ws).await?;
-    let items = d.files.clone();
-    tokio::task::spawn_blocking(move || resolve(&root, &items))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    resolve_in(app, &ws, d.files.clone()).await?;
     let at = crate::store::now();
     let t = Transfer {
         id: TransferId::new(),
@@ -500,11 +598,7 @@ pub async fn edit(app: &App, who: &Principal, id: TransferId, d: Draft) -> Resul
         ..d
     };
     let (recipients, target) = check_draft(app, &ws, &d).await?;
-    let root = output_dir(app, &ws).await?;
-    let items = d.files.clone();
-    tokio::task::spawn_blocking(move || resolve(&root, &items))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    resolve_in(app, &ws, d.files.clone()).await?;
     let mut tx = app.store.begin().await?;
     if tx.transfer_state(id).await? != Some(t.state) {
         return Err(Error::Conflict(
@@ -576,10 +670,7 @@ pub async fn submit(app: &App, who: &Principal, id: TransferId) -> Result<Transf
     for f in app.store.files(id).await? {
         super::upload::discard(app, &f).await?;
     }
-    let root = output_dir(app, &ws).await?;
-    let found = tokio::task::spawn_blocking(move || resolve(&root, &items))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    let found = resolve_in(app, &ws, items).await?;
     let mut pinned = Vec::with_capacity(found.len());
     for f in found {
         pinned.push(pin(app, who, &t, &ws, f).await?);
@@ -606,9 +697,10 @@ pub async fn submit(app: &App, who: &Principal, id: TransferId) -> Result<Transf
     super::transfers::seal_checked(app, who, t, ws, Default::default()).await
 }
 
-/// Copies one file of the output volume into the request, hashing it as it goes. The file is
-/// opened without following links and checked to be the one walked: a file swapped for a link
-/// between the walk and the open is refused.
+/// Copies one file of the output volume into the request, hashing it as it goes. A file on
+/// disk is opened without following links and checked to be the one walked: a file swapped
+/// for a link between the walk and the open is refused. An object on S3 is read only if it is
+/// still the one listed (same entity tag and size).
 async fn pin(
     app: &App,
     who: &Principal,
@@ -617,19 +709,42 @@ async fn pin(
     f: Found,
 ) -> Result<PinnedRow> {
     use std::os::unix::fs::OpenOptionsExt;
+    let moved = || {
+        Error::BadRequest(format!(
+            "{}: changed while it was being pinned; submit again",
+            f.rel
+        ))
+    };
+    let (abs, walked) = match &f.at {
+        At::Disk { abs, meta } => (abs, meta),
+        At::S3(o) => {
+            let stream = app
+                .volumes
+                .read_output(&ws.project_name, &ws.name, o)
+                .await?
+                .ok_or_else(moved)?;
+            let receipt =
+                super::upload::store_whole(app, who, t, ws, &f.rel, None, Some(o.size), stream)
+                    .await?;
+            return Ok(PinnedRow {
+                path: receipt.path,
+                role: f.role.as_str().to_owned(),
+                size: receipt.size,
+                mtime_ns: o.modified_ns,
+                etag: o.e_tag.clone(),
+            });
+        }
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&f.abs)
+        .open(abs)
         .map_err(|e| Error::BadRequest(format!("{}: cannot be opened: {e}", f.rel)))?;
     let meta = file
         .metadata()
         .map_err(|e| Error::BadRequest(format!("{}: {e}", f.rel)))?;
-    if !meta.is_file() || meta.ino() != f.meta.ino() || meta.dev() != f.meta.dev() {
-        return Err(Error::BadRequest(format!(
-            "{}: changed while it was being pinned; submit again",
-            f.rel
-        )));
+    if !meta.is_file() || meta.ino() != walked.ino() || meta.dev() != walked.dev() {
+        return Err(moved());
     }
     let size = meta.len();
     let stream =
@@ -641,6 +756,7 @@ async fn pin(
         role: f.role.as_str().to_owned(),
         size: receipt.size,
         mtime_ns: mtime_ns(&meta),
+        etag: None,
     })
 }
 
@@ -1277,6 +1393,56 @@ fn changed(root: &Path, p: &PinnedRow, sha256: Option<&str>) -> Option<String> {
         .then(|| "changed on disk since submit: the digest differs".to_owned())
 }
 
+/// Compares a pinned file with its object in the workspace's output prefix on S3: `None`
+/// when unchanged. The entity tag changes with every write of the key; a rewritten object of
+/// the same size is re-hashed when it is small enough, as on disk.
+async fn changed_s3(
+    app: &App,
+    ws: &Workspace,
+    p: &PinnedRow,
+    sha256: Option<&str>,
+) -> Option<String> {
+    let rel = RelPath::parse(&p.path).ok()?;
+    let now = match app
+        .volumes
+        .head_output(&ws.project_name, &ws.name, &rel)
+        .await
+    {
+        Ok(Some(o)) => o,
+        Ok(None) => return Some("changed since submit: gone from the output volume".into()),
+        Err(e) => {
+            tracing::warn!(path = %p.path, cause = %e, "the output volume's store did not answer");
+            return Some(
+                "not compared with the output volume: its object store is not answering".into(),
+            );
+        }
+    };
+    if now.size != p.size {
+        return Some(format!(
+            "changed since submit: {} bytes now, {} pinned",
+            now.size, p.size
+        ));
+    }
+    if now.e_tag.is_some() && now.e_tag == p.etag {
+        return None;
+    }
+    if p.size > REHASH_CAP {
+        return Some(
+            "rewritten in the output volume since submit (same size; too large to re-hash on \
+             every view)"
+                .into(),
+        );
+    }
+    let stream = app
+        .volumes
+        .read_output(&ws.project_name, &ws.name, &now)
+        .await
+        .ok()??;
+    let digests = super::release::digest_stream(stream, None).await.ok()?;
+    (Some(digests.sha256.as_str()) != sha256)
+        .then(|| "changed since submit: the digest differs".to_owned())
+}
+
 /// The egress part of `transfer show`, as `viewer` may see it (`None`: a background reader,
 /// such as webhooks, which get counts, never votes).
 pub async fn view(
@@ -1503,13 +1669,15 @@ async fn files_view(app: &App, t: &Transfer, ws: &Workspace, round: i64) -> Resu
     for p in pinned {
         let row = rows.get(&p.path);
         let sha = row.and_then(|r| r.sha256.clone());
-        let changed_on_disk = if live {
-            let (root, p2, s) = (root.clone(), p.clone(), sha.clone());
-            tokio::task::spawn_blocking(move || changed(&root, &p2, s.as_deref()))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?
-        } else {
-            None
+        let changed_on_disk = match &root {
+            _ if !live => None,
+            Outputs::Dir(root) => {
+                let (root, p2, s) = (root.clone(), p.clone(), sha.clone());
+                tokio::task::spawn_blocking(move || changed(&root, &p2, s.as_deref()))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+            }
+            Outputs::S3 => changed_s3(app, ws, &p, sha.as_deref()).await,
         };
         out.push(FileView {
             size: p.size,

@@ -101,14 +101,24 @@ impl Garage {
         .collect()
     }
 
-    /// Puts every volume of `s` on this Garage, as `airlock_env` does (the output volume,
-    /// workspace folders, stays local).
+    /// Puts every volume of `s` on this Garage but the output volume, which stays a local
+    /// folder per workspace (the tests that write outputs with `std::fs`).
     pub fn apply(&self, s: &mut airlock::config::Settings) {
         let mut env = self.airlock_env();
         env.push((
             "AIRLOCK__STORAGE__VOLUMES__OUTPUT__BACKEND".into(),
             "local".into(),
         ));
+        Self::load_into(env, s);
+    }
+
+    /// Puts every volume of `s` on this Garage, as `airlock_env` does, the workspaces'
+    /// outputs too (`output/<project>/<ws>/`).
+    pub fn apply_all(&self, s: &mut airlock::config::Settings) {
+        Self::load_into(self.airlock_env(), s);
+    }
+
+    fn load_into(env: Vec<(String, String)>, s: &mut airlock::config::Settings) {
         let loaded = airlock::config::Settings::load(None, env).unwrap();
         s.storage.backend = loaded.storage.backend;
         s.storage.s3 = loaded.storage.s3;
@@ -139,8 +149,33 @@ impl Garage {
 
     /// rclone (a plain S3 client, not airlock's) on this Garage as the remote `g:`.
     pub fn rclone(&self, args: &[&str]) -> Output {
-        Command::new("rclone")
-            .args(args)
+        self.rclone_cmd(args)
+            .output()
+            .expect("run rclone (Debian's rclone; scripts/test.sh installs it)")
+    }
+
+    /// Writes `bytes` to `key` with rclone, as a workspace's own S3 client would.
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        use std::io::Write;
+        let mut child = self
+            .rclone_cmd(&["rcat", &format!("g:{}/{key}", self.bucket)])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run rclone");
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "rclone rcat {key}: {out:?}");
+    }
+
+    /// Deletes `key` with rclone.
+    pub fn delete(&self, key: &str) {
+        let out = self.rclone(&["deletefile", &format!("g:{}/{key}", self.bucket)]);
+        assert!(out.status.success(), "rclone deletefile {key}: {out:?}");
+    }
+
+    fn rclone_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("rclone");
+        cmd.args(args)
             .env("RCLONE_CONFIG", "/dev/null")
             // rclone 1.60 refuses any AWS_CA_BUNDLE (a TLS setting; Garage here is plain HTTP).
             .env_remove("AWS_CA_BUNDLE")
@@ -151,8 +186,9 @@ impl Garage {
             .env("RCLONE_CONFIG_G_ACCESS_KEY_ID", &self.key_id)
             .env("RCLONE_CONFIG_G_SECRET_ACCESS_KEY", &self.secret)
             .env("RCLONE_CONFIG_G_FORCE_PATH_STYLE", "true")
-            .output()
-            .expect("run rclone (Debian's rclone; scripts/test.sh installs it)")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
     }
 
     /// Kills Garage (as a crash would) and waits for it to be gone.

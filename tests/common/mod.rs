@@ -543,7 +543,7 @@ pub struct Clamd {
     child: Option<std::process::Child>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
