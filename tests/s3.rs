@@ -152,6 +152,56 @@ fn airlock_serve_with_every_volume_on_s3_starts_and_keeps_no_volume_on_local_dis
     }
 }
 
+/// An output object is only ever read as the object that was listed: rewritten (other bytes,
+/// same size) or deleted after the listing, the read gives nothing, so submit refuses to pin
+/// it rather than pin another version than the one resolved.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_object_rewritten_or_deleted_after_its_listing_is_not_read_as_the_listed_one() {
+    let g = Garage::start();
+    let mut s = Settings::default();
+    g.apply_all(&mut s);
+    let dir = tempfile::tempdir().unwrap();
+    let v = airlock::volumes::Volumes::open(dir.path(), &s.storage).unwrap();
+    assert!(v.output_on_s3());
+    g.put("output/p/w/t/a.csv", b"north,120\n");
+    g.put("output/p/w/t/b.csv", b"south,95\n");
+    let listed: Vec<_> = futures::TryStreamExt::try_collect(
+        v.list_output(
+            "p",
+            "w",
+            Some(&airlock::domain::RelPath::parse("t").unwrap()),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = listed.iter().map(|o| o.rel.as_str()).collect();
+    assert_eq!(names, ["t/a.csv", "t/b.csv"]);
+    // As listed: read whole.
+    let read = |o| {
+        let v = v.clone();
+        async move {
+            match v.read_output("p", "w", &o).await.unwrap() {
+                Some(s) => {
+                    let chunks: Vec<bytes::Bytes> =
+                        futures::TryStreamExt::try_collect(s).await.unwrap();
+                    Some(chunks.concat())
+                }
+                None => None,
+            }
+        }
+    };
+    assert_eq!(read(listed[0].clone()).await.unwrap(), b"north,120\n");
+    g.put("output/p/w/t/a.csv", b"north,999\n");
+    g.delete("output/p/w/t/b.csv");
+    assert_eq!(
+        read(listed[0].clone()).await,
+        None,
+        "rewritten: not the listed one"
+    );
+    assert_eq!(read(listed[1].clone()).await, None, "deleted");
+}
+
 /// Seals, waits for the scans, approves and waits for the release; returns `transfer show`.
 async fn approve_and_release(t: &TestApp, p: &People, up: &str, id: &str) -> Value {
     let (s, v) = t
