@@ -77,7 +77,9 @@ pub struct AnchorKey {
 
 impl AnchorKey {
     /// Reads `dir/anchor.key`, creating a random seed (mode 0600) the first time; (re)writes
-    /// `dir/anchor.pub` when it is missing.
+    /// `dir/anchor.pub` when it is missing. The public key is derived from the seed in memory:
+    /// a keys directory that cannot be written (a Kubernetes Secret mounted read-only) holding
+    /// `anchor.key` alone starts all the same, with a warning that gives the public key.
     pub fn load_or_create(dir: &Path) -> Result<Self, AnchorError> {
         let path = dir.join(KEY_FILE);
         let io = |p: &Path| {
@@ -110,7 +112,15 @@ impl AnchorKey {
         let key = Self { pair };
         let public = dir.join(PUBLIC_FILE);
         if !public.exists() {
-            std::fs::write(&public, format!("{}\n", key.public_hex())).map_err(io(&public))?;
+            if let Err(e) = std::fs::write(&public, format!("{}\n", key.public_hex())) {
+                tracing::warn!(
+                    path = %public.display(),
+                    public_key = %key.public_hex(),
+                    cause = %e,
+                    "cannot write the anchor public key beside the seed; give auditors this \
+                     public key (or add anchor.pub to the keys directory)"
+                );
+            }
         }
         Ok(key)
     }
@@ -227,5 +237,21 @@ mod tests {
         let err = read(&file, k.public()).unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(read(&d.path().join("none"), k.public()).unwrap().is_empty());
+    }
+
+    /// A keys directory where `anchor.pub` cannot be written (read-only in production; here a
+    /// link into a folder that does not exist, since the tests run as root) still gives the
+    /// key: the public half comes from the seed.
+    #[test]
+    fn a_seed_whose_public_file_cannot_be_written_still_loads() {
+        let d = tempfile::tempdir().unwrap();
+        let keys = d.path().join("keys");
+        let k = AnchorKey::load_or_create(&keys).unwrap();
+        std::fs::remove_file(keys.join(PUBLIC_FILE)).unwrap();
+        std::os::unix::fs::symlink(d.path().join("nowhere/anchor.pub"), keys.join(PUBLIC_FILE))
+            .unwrap();
+        let again = AnchorKey::load_or_create(&keys).unwrap();
+        assert_eq!(again.public(), k.public());
+        assert!(!d.path().join("nowhere").exists());
     }
 }
