@@ -449,3 +449,120 @@ fn airlock_hash_agrees_with_sha256sum_and_b3sum() {
     std::fs::write(&b3, air("blake3")).unwrap();
     run(std::process::Command::new("b3sum").arg("-c").arg(&b3));
 }
+
+/// `airlock verify --released-only` reads the released copies alone: a flipped byte in a
+/// quarantine copy goes unseen by it (a whole verify finds it), one in a released copy is
+/// found; a transfer not released is refused. The same through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_released_only_reads_the_released_copies_alone() {
+    let t = TestApp::spawn().await;
+    let p = t.bootstrap(1).await;
+    // Passes an hour apart: only the checks this test asks for run.
+    let pol = fast_policy(t.data_dir(), "1h");
+    admin::create_workspace(&t.app, "proj", "fast", 1, Some(&pol))
+        .await
+        .unwrap();
+    let pending = in_review(&t, &p, &[("x.bin", bytes(1000, 9))]).await;
+    let files = [
+        ("d/a.csv", bytes(200_000, 1)),
+        ("d/b.csv", bytes(300_000, 2)),
+    ];
+    let id = in_review(&t, &p, &files).await;
+    let (s, v) = t
+        .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = t.wait_for_state(&p.pm, &id, "released").await;
+    let root = PathBuf::from(v["release"]["location"].as_str().unwrap());
+    let report = |args: &[&str]| -> (bool, Value) {
+        let out = t.cli(None, args);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), v[0].clone())
+    };
+    let (ok, r) = report(&["verify", &id, "--released-only", "--json"]);
+    assert!(ok, "{r}");
+    assert_eq!(
+        (r["ok"].as_u64(), r["bytes"].as_u64()),
+        (Some(2), Some(500_000)),
+        "{r}"
+    );
+    assert_eq!(r["counts"], json!({"released": {"ok": 2}}), "{r}");
+    let (ok, r) = report(&["verify", &id, "--json"]);
+    assert!(ok, "{r}");
+    assert_eq!(
+        (r["ok"].as_u64(), r["bytes"].as_u64()),
+        (Some(4), Some(1_000_000)),
+        "{r}"
+    );
+
+    // A flipped byte in quarantine: not read by --released-only, found by the whole check.
+    let tid: airlock::domain::TransferId = id.parse().unwrap();
+    let a = t
+        .app
+        .store
+        .files(tid)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.path == "d/a.csv")
+        .unwrap();
+    let seg = t.app.volumes.segment_path(tid, a.id, 0);
+    let mut b = std::fs::read(&seg).unwrap();
+    b[100] ^= 0x01;
+    std::fs::write(&seg, &b).unwrap();
+    let (ok, r) = report(&["verify", &id, "--released-only", "--json"]);
+    assert!(ok, "{r}");
+    let (ok, r) = report(&["verify", &id, "--json"]);
+    assert!(!ok, "{r}");
+    assert_eq!(r["counts"]["quarantine"]["changed"], 1, "{r}");
+
+    // A flipped byte in the released copy is what --released-only is for.
+    let rb = root.join("d/b.csv");
+    writable(&rb);
+    let mut b = std::fs::read(&rb).unwrap();
+    b[100] ^= 0x01;
+    std::fs::write(&rb, &b).unwrap();
+    let (ok, r) = report(&["verify", &id, "--released-only", "--json"]);
+    assert!(!ok, "{r}");
+    assert_eq!(
+        r["counts"],
+        json!({"released": {"ok": 1, "changed": 1}}),
+        "{r}"
+    );
+    assert_eq!(r["problems"][0]["path"], "d/b.csv", "{r}");
+
+    // Through the API: the workspace's releases, a transfer not released, a bad value.
+    let (s, v) = t
+        .post_json(
+            &p.pm,
+            "/workspaces/proj/fast/verify?released_only=true",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        v[0]["counts"],
+        json!({"released": {"ok": 1, "changed": 1}}),
+        "{v}"
+    );
+    let (s, v) = t
+        .post_json(
+            &p.pm,
+            &format!("/transfers/{pending}/verify?released_only=true"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("not released"), "{v}");
+    let (s, v) = t
+        .post_json(
+            &p.pm,
+            &format!("/transfers/{id}/verify?released_only=maybe"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    t.stop().await;
+}

@@ -82,6 +82,26 @@ pub struct HeadQuery {
     pub head: Option<String>,
 }
 
+/// `?released_only=true` of a verification.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// Only the released copies (what the workspace reads), not the quarantine copies:
+    /// refused (409) for a transfer that is not released. Default `false`.
+    #[serde(default)]
+    pub released_only: bool,
+}
+
+impl VerifyQuery {
+    fn scope(&self) -> crate::integrity::Scope {
+        if self.released_only {
+            crate::integrity::Scope::Released
+        } else {
+            crate::integrity::Scope::All
+        }
+    }
+}
+
 /// The body of `POST /api/v1/incidents/{id}/resolve`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResolveRequest {
@@ -224,9 +244,10 @@ pub async fn resolve_incident(
     description = "Re-hashes the transfer's quarantine copy and, once released, its \
         read-only copy against the sealed manifest, records the results and raises incidents \
         as the scheduler does (audited as `integrity.verified`). The answer is that of \
-        `airlock verify ID --json`: a list with one report. For the project's Project \
-        Managers, Programme and System Managers.",
-    params(TransferPath),
+        `airlock verify ID --json`: a list with one report. With `released_only=true`, only \
+        the read-only copy is read (`airlock verify ID --released-only`). For the project's \
+        Project Managers, Programme and System Managers.",
+    params(TransferPath, VerifyQuery),
     responses(
         (status = 200, description = "The report (problems included: a problem is a finding, \
             not an error).", body = Vec<Report>),
@@ -245,9 +266,11 @@ pub async fn verify_transfer(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
+    q: Q<VerifyQuery>,
 ) -> ApiResult<Json<Vec<Report>>> {
+    let scope = query(q)?.scope();
     Ok(Json(
-        ops::verify_transfer(&app, &who, transfer_id(&id)?).await?,
+        ops::verify_transfer(&app, &who, transfer_id(&id)?, scope).await?,
     ))
 }
 
@@ -261,7 +284,7 @@ pub async fn verify_transfer(
         the workspace, one after the other; the answer is that of `airlock verify \
         PROJECT/WORKSPACE --json`. For the project's Project Managers, Programme and System \
         Managers.",
-    params(ProjectPath, WorkspacePath),
+    params(ProjectPath, WorkspacePath, VerifyQuery),
     responses(
         (status = 200, description = "One report per released transfer.", body = Vec<Report>),
         (status = 401, response = Unauthenticated),
@@ -277,9 +300,11 @@ pub async fn verify_workspace(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path((project, workspace)): Path<(String, String)>,
+    q: Q<VerifyQuery>,
 ) -> ApiResult<Json<Vec<Report>>> {
+    let scope = query(q)?.scope();
     Ok(Json(
-        ops::verify_workspace(&app, &who, &format!("{project}/{workspace}")).await?,
+        ops::verify_workspace(&app, &who, &format!("{project}/{workspace}"), scope).await?,
     ))
 }
 

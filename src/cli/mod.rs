@@ -103,6 +103,10 @@ pub enum Command {
         target: String,
         #[arg(long)]
         json: bool,
+        /// Only the released (read-only) copies, not the quarantine copies: half the reading
+        /// for a release, and what a workspace actually reads.
+        #[arg(long)]
+        released_only: bool,
     },
     /// Export a released transfer as a BagIt bag (RFC 8493) into OUTPUT: its files under
     /// data/, with manifest-sha256.txt (also `sha256sum -c`-able), bag-info.txt
@@ -574,7 +578,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&cli)?;
             disclosure_files(&s, *json, *quiet, files)
         }
-        Command::Verify { target, json } => ops::verify(&cli, target, *json).await,
+        Command::Verify {
+            target,
+            json,
+            released_only,
+        } => ops::verify(&cli, target, *json, *released_only).await,
         Command::Bag { id, output } => ops::bag(&cli, id, output).await,
         Command::Hash {
             digest,

@@ -99,19 +99,33 @@ fn body_stream(resp: reqwest::Response) -> BoxStream<'static, std::io::Result<By
 }
 
 /// `airlock verify TRANSFER | PROJECT/WORKSPACE`.
-pub async fn verify(cli: &Cli, target: &str, json: bool) -> anyhow::Result<()> {
+pub async fn verify(
+    cli: &Cli,
+    target: &str,
+    json: bool,
+    released_only: bool,
+) -> anyhow::Result<()> {
     let via = Via::pick(cli).await?;
     let id = target.parse::<crate::domain::TransferId>().ok();
+    let (query, scope) = if released_only {
+        ("?released_only=true", crate::integrity::Scope::Released)
+    } else {
+        ("", crate::integrity::Scope::All)
+    };
     let reports: Vec<Value> = match (&via, id) {
         (Via::Api { .. }, Some(id)) => {
-            send(via.post(&format!("/transfers/{id}/verify")))
+            send(via.post(&format!("/transfers/{id}/verify{query}")))
                 .await?
                 .json()
                 .await?
         }
         (Via::Api { .. }, None) => {
             let (p, w) = split_workspace(target)?;
-            let path = format!("/workspaces/{}/{}/verify", encode_path(p), encode_path(w));
+            let path = format!(
+                "/workspaces/{}/{}/verify{query}",
+                encode_path(p),
+                encode_path(w)
+            );
             send(via.post(&path)).await?.json().await?
         }
         (Via::DataDir(app), id) => {
@@ -131,7 +145,7 @@ pub async fn verify(cli: &Cli, target: &str, json: bool) -> anyhow::Result<()> {
                     ops::released_in(app, &ws).await?
                 }
             };
-            let reports = ops::verify_as(app, ADMIN, transfers).await?;
+            let reports = ops::verify_as(app, ADMIN, transfers, scope).await?;
             reports
                 .iter()
                 .map(to_value)

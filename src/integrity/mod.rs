@@ -259,6 +259,9 @@ fn check(job: &Job) -> Check {
 pub enum Scope {
     /// Every file, at once (`airlock verify`).
     All,
+    /// Every released copy, at once, and nothing in quarantine (`airlock verify
+    /// --released-only`): what a workspace reads, for the price of reading it once.
+    Released,
     /// Files whose last check (or, never checked, the seal or release) is `interval_ms` old
     /// at `now_ms`, throttled to `bytes_per_second` (0: unthrottled). The scheduler's pass.
     Due {
@@ -271,7 +274,7 @@ pub enum Scope {
 impl Scope {
     fn due(&self, last: Option<i64>, base: i64) -> bool {
         match self {
-            Scope::All => true,
+            Scope::All | Scope::Released => true,
             Scope::Due {
                 interval_ms,
                 now_ms,
@@ -501,7 +504,7 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
         Scope::Due {
             bytes_per_second, ..
         } => bytes_per_second,
-        Scope::All => 0,
+        Scope::All | Scope::Released => 0,
     };
     let mut report = Report::new(t);
     let mut batch = Batcher {
@@ -535,6 +538,10 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
             RELEASED,
             crate::integrity::scheduler::ms(t.released_at.as_deref()),
         ));
+    }
+    let released_only = matches!(scope, Scope::Released);
+    if released_only {
+        locations.retain(|(l, _)| *l == RELEASED);
     }
     // An egress package holds its output files only, with the output-checking record beside
     // them: the supporting and code files stay in quarantine.
@@ -708,7 +715,9 @@ pub async fn verify(app: &App, t: &Transfer, scope: Scope) -> crate::workflow::R
         }
         app.store.forget_unexpected(t.id, location).await?;
     }
-    quarantine_strays(app, t, &mut report).await?;
+    if !released_only {
+        quarantine_strays(app, t, &mut report).await?;
+    }
     Ok(report)
 }
 

@@ -192,10 +192,11 @@ pub async fn verify_transfer(
     app: &App,
     who: &Principal,
     id: TransferId,
+    scope: crate::integrity::Scope,
 ) -> Result<Vec<crate::integrity::Report>> {
     let user = who.staff()?;
     let t = managed_transfer(app, user, id).await?;
-    verify_as(app, &who.actor(), vec![t]).await
+    verify_as(app, &who.actor(), vec![t], scope).await
 }
 
 /// Re-hashes every transfer released into a workspace (`PROJECT/WORKSPACE`) the caller
@@ -204,11 +205,12 @@ pub async fn verify_workspace(
     app: &App,
     who: &Principal,
     path: &str,
+    scope: crate::integrity::Scope,
 ) -> Result<Vec<crate::integrity::Report>> {
     let user = who.staff()?;
     let ws = access::visible_workspace(app, user, path).await?;
     access::require_role(app, user, &ws, &MANAGERS).await?;
-    verify_as(app, &who.actor(), released_in(app, &ws).await?).await
+    verify_as(app, &who.actor(), released_in(app, &ws).await?, scope).await
 }
 
 /// The transfers released into a workspace.
@@ -222,12 +224,15 @@ pub async fn released_in(app: &App, ws: &crate::store::Workspace) -> Result<Vec<
         .collect())
 }
 
-/// Verifies `transfers` one after the other, each recorded (incidents raised) and audited as
-/// `integrity.verified` by `actor`. A transfer not sealed yet has nothing to verify: 409.
+/// Verifies `transfers` one after the other (`scope`: `All` or `Released`), each recorded
+/// (incidents raised) and audited as `integrity.verified` by `actor`. A transfer not sealed
+/// yet has nothing to verify, nor one not released when only released copies are asked
+/// for: 409.
 pub async fn verify_as(
     app: &App,
     actor: &str,
     transfers: Vec<Transfer>,
+    scope: crate::integrity::Scope,
 ) -> Result<Vec<crate::integrity::Report>> {
     if let Some(t) = transfers.iter().find(|t| t.root_digest.is_none()) {
         return Err(Error::Conflict(format!(
@@ -235,9 +240,20 @@ pub async fn verify_as(
             t.id
         )));
     }
+    let released_only = matches!(scope, crate::integrity::Scope::Released);
+    if let Some(t) = transfers
+        .iter()
+        .find(|t| released_only && t.state != TransferState::Released)
+    {
+        return Err(Error::Conflict(format!(
+            "transfer {} is {}, not released: it has no released copies to verify (leave out \
+             --released-only to verify its quarantine copy)",
+            t.id, t.state
+        )));
+    }
     let mut reports = Vec::with_capacity(transfers.len());
     for t in &transfers {
-        let r = crate::integrity::verify(app, t, crate::integrity::Scope::All).await?;
+        let r = crate::integrity::verify(app, t, scope).await?;
         crate::integrity::record(app, t, &r).await?;
         app.store
             .audit(
