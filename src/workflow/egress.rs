@@ -273,6 +273,16 @@ enum At {
     S3(crate::volumes::output::OutputObject),
 }
 
+/// A chosen item's path, which must be a path inside the output volume.
+fn item_path(item: &Item) -> Result<RelPath> {
+    RelPath::parse(&item.path).map_err(|e| {
+        Error::BadRequest(format!(
+            "{}: not a path inside the output volume: {e}",
+            item.path
+        ))
+    })
+}
+
 /// The chosen items on S3: a key is a file; otherwise every key under `item/` (a folder).
 /// There are no links to follow on S3: what must hold is that each name is a path airlock
 /// accepts, and that what is pinned is the object listed (`pin`).
@@ -281,12 +291,7 @@ async fn resolve_s3(app: &App, ws: &Workspace, items: &[Item]) -> Result<Vec<Fou
     let (project, name) = (&ws.project_name, &ws.name);
     let mut out: BTreeMap<String, Found> = BTreeMap::new();
     for item in items {
-        let rel = RelPath::parse(&item.path).map_err(|e| {
-            Error::BadRequest(format!(
-                "{}: not a path inside the output volume: {e}",
-                item.path
-            ))
-        })?;
+        let rel = item_path(item)?;
         if let Some(o) = app.volumes.head_output(project, name, &rel).await? {
             add_found(&mut out, rel, item.role, At::S3(o))?;
             continue;
@@ -320,12 +325,7 @@ fn resolve(root: &Path, items: &[Item]) -> Result<Vec<Found>> {
     })?;
     let mut out: BTreeMap<String, Found> = BTreeMap::new();
     for item in items {
-        let rel = RelPath::parse(&item.path).map_err(|e| {
-            Error::BadRequest(format!(
-                "{}: not a path inside the output volume: {e}",
-                item.path
-            ))
-        })?;
+        let rel = item_path(item)?;
         // Every component from the root is looked at, not followed: a link anywhere on the
         // way would lead out of the volume.
         let mut at = root.clone();
