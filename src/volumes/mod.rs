@@ -12,6 +12,7 @@
 //! tus upload adds segments, except that a small last segment is replaced whole by a longer
 //! one (`workflow::upload::MERGE_BELOW`); acknowledged bytes are never rewritten in place.
 
+pub mod lock;
 pub mod s3;
 pub mod tracked;
 
@@ -39,6 +40,9 @@ pub enum VolumeError {
     /// message names the volume; clients get 503 with a retry hint.
     #[error("{0}")]
     Unavailable(String),
+    /// The store refused the S3 Object Lock retention of a released object (`lock`).
+    #[error("{0}")]
+    Retention(String),
 }
 
 impl VolumeError {
@@ -120,6 +124,8 @@ struct Shelf {
     store: Arc<dyn ObjectStore>,
     backing: Backing,
     s3: Option<S3Root>,
+    /// S3 Object Lock retention of what is published there ([`lock`]).
+    lock: Option<lock::Locker>,
 }
 
 impl Shelf {
@@ -132,6 +138,7 @@ impl Shelf {
             store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
             backing: Backing::Local(root),
             s3: None,
+            lock: None,
         })
     }
 
@@ -144,6 +151,7 @@ impl Shelf {
                 s3::root(v),
             )),
             backing: Backing::S3(format!("s3://{}/{}/", v.bucket, v.prefix)),
+            lock: lock::Locker::new(v, &client),
             s3: Some(S3Root {
                 client,
                 root: s3::root(v),
@@ -1011,7 +1019,8 @@ impl Volumes {
     ///
     /// S3: the objects are already under `dest`, each verified; the manifest (`manifest`,
     /// the JSON lines spooled while staging) is written last, as one object: readers trust
-    /// only what it lists, and only once it is there.
+    /// only what it lists, and only once it is there. With retention configured, every
+    /// object it lists is put under Object Lock before it is written, and it after ([`lock`]).
     pub async fn publish(
         &self,
         transfer: TransferId,
@@ -1025,6 +1034,7 @@ impl Volumes {
                     "a release of {transfer} to S3 needs its manifest"
                 )))
             })?;
+            lock::before_manifest(shelf, dest, spool).await?;
             let file = tokio::fs::File::open(spool).await?;
             let mut lines = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK);
             let mut w = self.writer(shelf, Self::manifest_key(dest), false).await?;
@@ -1038,6 +1048,7 @@ impl Volumes {
                 }
             }
             w.commit().await?;
+            lock::after_manifest(shelf, dest).await?;
             return Ok(self.location(dest));
         };
         let staged = root.join(Self::staging_prefix(transfer).as_ref());
@@ -1188,6 +1199,10 @@ impl Volumes {
     /// Withdraws a published release (revocation): one rename takes the whole tree out of the
     /// workspace's volume at once, then it is deleted (the quarantine copy stays for the
     /// record). Returns false if nothing was published there. Safe to repeat.
+    ///
+    /// On S3 with Object Lock (a versioned bucket), a delete without a version id adds a
+    /// delete marker: the release is gone for readers at once, and its locked versions stay
+    /// in the bucket until their retention ends ([`lock`]).
     pub async fn withdraw(&self, transfer: TransferId, dest: &ObjPath) -> Result<bool> {
         let shelf = self.shelf(dest);
         let Some(root) = shelf.root() else {
