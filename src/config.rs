@@ -1357,7 +1357,10 @@ mod tests {
         assert_eq!(
             released(&[
                 ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "7"),
-                ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE", "governance"),
+                (
+                    "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE",
+                    "governance"
+                ),
             ]),
             Some(Retention {
                 mode: RetentionMode::Governance,
@@ -1404,7 +1407,10 @@ mod tests {
                 "retention_days",
             ),
             (
-                vec![("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "40000")],
+                vec![(
+                    "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS",
+                    "40000",
+                )],
                 "[storage.volumes.released] retention_days = 40000 is more than 36500 days",
             ),
             (
@@ -1416,13 +1422,19 @@ mod tests {
                  on local disk",
             ),
             (
-                vec![("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE", "governance")],
+                vec![(
+                    "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE",
+                    "governance",
+                )],
                 "[storage.volumes.released] retention_mode is set without retention_days",
             ),
             (
                 vec![
                     ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "1"),
-                    ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE", "legal"),
+                    (
+                        "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE",
+                        "legal",
+                    ),
                 ],
                 "unknown variant `legal`",
             ),

@@ -141,6 +141,16 @@ async fn released_objects_and_manifest_are_locked_and_revocation_leaves_the_lock
             until > now + 23 * 3600 && until < now + 25 * 3600,
             "{key}: retained until {until}, now {now}"
         );
+        // Uploaded with a SHA-256 content checksum, as AWS wants under Object Lock.
+        let head = c
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        assert!(head.checksum_sha256().is_some(), "{key}: {head:?}");
         let got = get_bytes(&c, bucket, key, None).await.unwrap();
         if let Some(want) = want {
             assert!(&got == *want, "{key} differs");
@@ -224,7 +234,10 @@ async fn governance_retention_can_be_bypassed_by_an_account_allowed_to() {
         bucket,
         &[
             ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "2"),
-            ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE", "governance"),
+            (
+                "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE",
+                "governance",
+            ),
         ],
     );
     let t = TestApp::spawn_with(|s| moto::apply_env(s, env)).await;
@@ -235,7 +248,10 @@ async fn governance_retention_can_be_bypassed_by_an_account_allowed_to() {
     let (version, mode, until) = retention_of(&c, bucket, &key).await;
     assert_eq!(mode, ObjectLockMode::Governance);
     let now = now_secs();
-    assert!(until > now + 47 * 3600 && until < now + 49 * 3600, "{until}");
+    assert!(
+        until > now + 47 * 3600 && until < now + 49 * 3600,
+        "{until}"
+    );
     let manifest = format!("released/proj/ws/data/{id}.manifest.jsonl");
     assert_eq!(
         retention_of(&c, bucket, &manifest).await.1,
@@ -327,7 +343,11 @@ async fn on_garage_a_configured_retention_stops_the_start_naming_object_lock_and
     // Nothing was released or locked: the bucket holds nothing of airlock's.
     let ls = g.rclone(&["lsf", "-R", "g:airlock"]);
     assert!(ls.status.success());
-    assert!(ls.stdout.is_empty(), "{}", String::from_utf8_lossy(&ls.stdout));
+    assert!(
+        ls.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -339,21 +359,27 @@ async fn a_store_that_does_not_answer_stops_the_start_too() {
         .unwrap()
         .port();
     let m_env = vec![
-        ("AIRLOCK__STORAGE__VOLUMES__RELEASED__BACKEND", "s3".to_string()),
+        (
+            "AIRLOCK__STORAGE__VOLUMES__RELEASED__BACKEND",
+            "s3".to_string(),
+        ),
         (
             "AIRLOCK__STORAGE__S3__ENDPOINT",
             format!("http://127.0.0.1:{port}"),
         ),
         ("AIRLOCK__STORAGE__S3__BUCKET", "gone".into()),
         ("AIRLOCK__STORAGE__S3__ACCESS_KEY_ID", moto::KEY_ID.into()),
-        ("AIRLOCK__STORAGE__S3__SECRET_ACCESS_KEY", moto::SECRET.into()),
+        (
+            "AIRLOCK__STORAGE__S3__SECRET_ACCESS_KEY",
+            moto::SECRET.into(),
+        ),
         ("AIRLOCK__STORAGE__S3__PATH_STYLE", "true".into()),
-        ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "1".into()),
+        (
+            "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS",
+            "1".into(),
+        ),
     ];
-    let env = m_env
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let env = m_env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let started = std::time::Instant::now();
     let msg = start_error(env).await;
     assert!(
@@ -362,5 +388,9 @@ async fn a_store_that_does_not_answer_stops_the_start_too() {
             && msg.contains("remove retention_days"),
         "{msg}"
     );
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }
