@@ -274,6 +274,84 @@ async fn governance_retention_can_be_bypassed_by_an_account_allowed_to() {
     t.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_whose_retention_is_refused_publishes_nothing_then_retries_to_a_locked_one() {
+    let mut m = Moto::start();
+    let bucket = "locked";
+    m.create_bucket(bucket, true).await;
+    let env = locked_env(
+        &m,
+        bucket,
+        &[("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "1")],
+    );
+    let t = TestApp::spawn_with(|s| moto::apply_env(s, env)).await;
+    let p = t.bootstrap(1).await;
+    // The store loses its Object Lock after the start check (a new moto, its bucket without
+    // it): every PutObjectRetention is refused.
+    m.restart();
+    m.create_bucket(bucket, false).await;
+    let id = t.open_transfer(&p.pm, "data-ingress", "prov").await;
+    let up = t.upload_token(&p.pm, &id, Value::Null).await;
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| (format!("f/{i:02}.bin"), bytes(20_000, i)))
+        .collect();
+    for (path, b) in &files {
+        assert_eq!(
+            t.put(&up, &id, path, b.clone()).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let (s, _) = t
+        .post_json(&up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.scans_done(&id).await;
+    let (s, v) = t
+        .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let dest = format!("released/proj/ws/data/{id}");
+    let refused = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("?retention") && l.contains("\" 400"))
+    };
+    for _ in 0..300 {
+        if refused(&m.log()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused(&m.log()), "no retention was refused: {}", m.log());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Not released, and not published: the manifest was never written.
+    assert_eq!(t.show(&p.pm, &id).await["state"], "approved");
+    let c = m.client();
+    let manifest = format!("{dest}.manifest.jsonl");
+    assert!(c
+        .head_object()
+        .bucket(bucket)
+        .key(&manifest)
+        .send()
+        .await
+        .is_err());
+
+    // Object Lock back (a new moto, its bucket with it): the release retries to a whole one,
+    // every object and the manifest locked.
+    m.restart();
+    m.create_bucket(bucket, true).await;
+    t.wait_for_state(&p.pm, &id, "released").await;
+    let c = m.client();
+    for key in files
+        .iter()
+        .map(|(path, _)| format!("{dest}/{path}"))
+        .chain([manifest])
+    {
+        let (_, mode, _) = retention_of(&c, bucket, &key).await;
+        assert_eq!(mode, ObjectLockMode::Compliance, "{key}");
+    }
+    t.stop().await;
+}
+
 /// airlock started with `env` on a fresh data directory: the start's error message.
 async fn start_error(env: Vec<(String, String)>) -> String {
     let dir = tempfile::tempdir().unwrap();

@@ -39,30 +39,41 @@ pub const REGION: &str = "us-east-1";
 impl Moto {
     /// Starts a moto server of this test's own and waits until it answers.
     pub fn start() -> Moto {
-        let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
-        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
+        let mut m = Moto {
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            port: super::free_port(),
+        };
+        m.restart();
+        m
+    }
+
+    /// Starts moto (again) on the same port, as new: moto keeps everything in memory, so the
+    /// buckets and objects of before are gone.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("moto.log"))
+            .unwrap();
         let child = Command::new(binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start moto_server");
-        let m = Moto {
-            dir,
-            child: Some(child),
-            port,
-        };
+        self.child = Some(child);
         for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return m;
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("moto never listened: {}", m.log());
+        panic!("moto never listened: {}", self.log());
     }
 
     pub fn endpoint(&self) -> String {
