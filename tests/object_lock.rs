@@ -352,6 +352,39 @@ async fn a_release_whose_retention_is_refused_publishes_nothing_then_retries_to_
     t.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn without_configured_keys_the_lock_client_signs_with_object_stores_credentials() {
+    // Garage checks every signature (moto checks none): a request signed with the keys
+    // object_store's provider gives is answered, one with a wrong secret is refused.
+    let g = Garage::start();
+    let settings = airlock::config::Settings::load(None, g.airlock_env()).unwrap();
+    let airlock::config::VolumeLocation::S3(v) = settings.storage.volume("released").unwrap()
+    else {
+        panic!("released is not on S3")
+    };
+    let store = airlock::volumes::s3::client(&v).unwrap();
+    let mut bridged = v.clone();
+    bridged.credentials = None;
+    let list = |c: aws_sdk_s3::Client| async move {
+        c.list_objects_v2()
+            .bucket("airlock")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(&e).to_string())
+    };
+    list(airlock::volumes::lock::client(&bridged, &store))
+        .await
+        .unwrap();
+    let mut wrong = v.clone();
+    wrong.credentials = Some((g.key_id.clone(), "0".repeat(64)));
+    let wrong_store = airlock::volumes::s3::client(&wrong).unwrap();
+    let err = list(airlock::volumes::lock::client(&bridged, &wrong_store))
+        .await
+        .expect_err("a wrong secret was accepted");
+    assert!(err.contains("403") || err.contains("AccessDenied"), "{err}");
+}
+
 /// airlock started with `env` on a fresh data directory: the start's error message.
 async fn start_error(env: Vec<(String, String)>) -> String {
     let dir = tempfile::tempdir().unwrap();
