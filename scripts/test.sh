@@ -72,6 +72,20 @@ fi
 # The Debian package may start its own clamd and freshclam services where systemd runs; the
 # tests never use them (each test clamd has its own port and database).
 
+# moto's standalone S3 server, the real S3 server with Object Lock of tests/object_lock.rs
+# (tests/common/moto.rs starts it on a free port): Garage has no Object Lock, and MinIO is in
+# none of the package registries this project can reach. Its own venv, made once and kept.
+MOTO_VERSION=5.2.5
+moto_venv="$HOME/.cache/airlock-tests/moto-venv"
+if ! { [ -x "$moto_venv/bin/moto_server" ] && "$moto_venv/bin/python" -c \
+    "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" 2>/dev/null; }; then
+  echo "installing moto[server] $MOTO_VERSION into $moto_venv"
+  rm -rf "$moto_venv"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet "moto[server]==$MOTO_VERSION"
+fi
+[ -x "$moto_venv/bin/moto_server" ] || { echo "moto_server (moto[server] $MOTO_VERSION) is required" >&2; exit 1; }
+
 # PyPI's bagit (bagit.py) validates the BagIt export; the integrity tests run `python3 -m bagit`.
 python3 -c 'import bagit' 2>/dev/null || python3 -m pip install --quiet bagit
 python3 -c 'import bagit' || { echo "python bagit is required" >&2; exit 1; }
@@ -93,5 +107,5 @@ AIRLOCK_TEST_DATABASE=postgres cargo test --no-fail-fast \
   --test mail --test pages --test proxy --test security_people --test security_upa \
   --test security_upb --test security_scan --test security_audit --test scanning \
   --test ui --test ui_browser --test integrity --test crash --test serve --test quickstart \
-  --test big --test scale --test metrics --test oidc --test s3 "$@" || status=$?
+  --test big --test scale --test metrics --test oidc --test s3 --test object_lock "$@" || status=$?
 exit $status

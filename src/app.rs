@@ -79,6 +79,9 @@ pub enum StartError {
     Anchor(#[from] crate::audit::anchor::AnchorError),
     #[error("cannot build the HTTP client for `[auth] jwks_url`: {0}")]
     Oidc(#[source] reqwest::Error),
+    /// Retention is configured for the released volume but its bucket has no Object Lock.
+    #[error("{0}")]
+    ObjectLock(String),
 }
 
 impl App {
@@ -101,6 +104,10 @@ impl App {
         } else {
             volumes
         };
+        volumes
+            .check_object_lock()
+            .await
+            .map_err(StartError::ObjectLock)?;
         let keys_dir = settings.storage.keys_dir();
         let keys = Keys::load_or_create(&keys_dir)?;
         // The provider's keys are fetched at first need, so a provider that is down never

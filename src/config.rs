@@ -753,6 +753,13 @@ pub struct VolumeSettings {
     #[serde(deserialize_with = "opt_text")]
     pub secret_access_key: Option<String>,
     pub path_style: Option<bool>,
+    /// The released volume on S3 only: every released object and manifest is kept under S3
+    /// Object Lock for this many days (1 or more) after its release (`volumes::lock`). The
+    /// bucket must have Object Lock enabled, or airlock refuses to start. Default: none.
+    pub retention_days: Option<u32>,
+    /// `compliance` (the default: nobody can shorten it, not even the root account) or
+    /// `governance` (an account allowed to bypass governance retention can).
+    pub retention_mode: Option<RetentionMode>,
 }
 
 impl std::fmt::Debug for VolumeSettings {
@@ -766,6 +773,8 @@ impl std::fmt::Debug for VolumeSettings {
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "***"),
             )
+            .field("retention_days", &self.retention_days)
+            .field("retention_mode", &self.retention_mode)
             .finish_non_exhaustive()
     }
 }
@@ -793,11 +802,64 @@ pub struct S3Volume {
     /// Both keys, or none (the environment or the instance role).
     pub credentials: Option<(String, String)>,
     pub path_style: bool,
+    /// S3 Object Lock retention of what is published there (the released volume only).
+    pub retention: Option<Retention>,
 }
+
+/// The S3 Object Lock mode of a retention (`retention_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    /// Nobody can shorten the retention or delete a locked version before it ends.
+    #[default]
+    Compliance,
+    /// Accounts with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+/// How long, and how strictly, released objects are kept under S3 Object Lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: RetentionMode,
+    pub days: u32,
+}
+
+/// The longest retention accepted (about 100 years), well inside every date type involved.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl std::fmt::Debug for S3Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "s3://{}/{}/", self.bucket, self.prefix)
+    }
+}
+
+/// The retention `[storage.volumes.NAME]` asks for, or what is wrong with it: only the
+/// released volume has one, of 1 to [`MAX_RETENTION_DAYS`] days.
+fn retention_of(name: &str, o: &VolumeSettings) -> Result<Option<Retention>, String> {
+    let key = |k: &str| format!("[storage.volumes.{name}] {k}");
+    match (o.retention_days, o.retention_mode) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(format!(
+            "{} is set without retention_days: set retention_days too, or remove it",
+            key("retention_mode")
+        )),
+        (Some(_), _) if name != "released" => Err(format!(
+            "{}: retention is only for the released volume ([storage.volumes.released] \
+             retention_days)",
+            key("retention_days")
+        )),
+        (Some(0), _) => Err(format!(
+            "{} must be at least 1 (or unset for no retention)",
+            key("retention_days")
+        )),
+        (Some(d), _) if d > MAX_RETENTION_DAYS => Err(format!(
+            "{} = {d} is more than {MAX_RETENTION_DAYS} days",
+            key("retention_days")
+        )),
+        (Some(days), mode) => Ok(Some(Retention {
+            mode: mode.unwrap_or_default(),
+            days,
+        })),
     }
 }
 
@@ -806,7 +868,15 @@ impl StorageSettings {
     /// settings.
     pub fn volume(&self, name: &str) -> Result<VolumeLocation, String> {
         let o = self.volumes.get(name).cloned().unwrap_or_default();
+        let retention = retention_of(name, &o)?;
         if o.backend.unwrap_or(self.backend) == StorageBackend::Local {
+            if retention.is_some() {
+                return Err(format!(
+                    "[storage.volumes.{name}] retention_days is set but the {name} volume is on \
+                     local disk: retention is S3 Object Lock, so put the volume on S3 (backend \
+                     = \"s3\") or remove retention_days"
+                ));
+            }
             return Ok(VolumeLocation::Local);
         }
         let s3 = &self.s3;
@@ -862,6 +932,7 @@ impl StorageSettings {
             prefix,
             credentials,
             path_style: o.path_style.unwrap_or(s3.path_style),
+            retention,
         }))
     }
 
@@ -1253,6 +1324,136 @@ mod tests {
         for v in VOLUME_NAMES {
             assert_eq!(d.storage.volume(v).unwrap(), VolumeLocation::Local);
         }
+    }
+
+    #[test]
+    fn retention_is_for_the_released_volume_on_s3_only_and_at_least_a_day() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            [
+                ("AIRLOCK__STORAGE__BACKEND", "s3"),
+                ("AIRLOCK__STORAGE__S3__BUCKET", "b"),
+            ]
+            .iter()
+            .chain(pairs)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let released = |pairs: &[(&str, &str)]| {
+            let s = Settings::load(None, env(pairs)).unwrap();
+            match s.storage.volume("released").unwrap() {
+                VolumeLocation::S3(v) => v.retention,
+                VolumeLocation::Local => panic!("released is not on S3"),
+            }
+        };
+        // None by default; compliance unless governance is asked for.
+        assert_eq!(released(&[]), None);
+        assert_eq!(
+            released(&[("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "30")]),
+            Some(Retention {
+                mode: RetentionMode::Compliance,
+                days: 30
+            })
+        );
+        assert_eq!(
+            released(&[
+                ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "7"),
+                (
+                    "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE",
+                    "governance"
+                ),
+            ]),
+            Some(Retention {
+                mode: RetentionMode::Governance,
+                days: 7
+            })
+        );
+        // The same from a file.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("airlock.toml");
+        std::fs::write(
+            &f,
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\n\
+             [storage.volumes.released]\nretention_days = 2\nretention_mode = \"compliance\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f), []).unwrap();
+        let VolumeLocation::S3(v) = s.storage.volume("released").unwrap() else {
+            panic!("released is not on S3")
+        };
+        assert_eq!(v.retention.map(|r| r.days), Some(2));
+        // Other volumes have none.
+        let VolumeLocation::S3(q) = s.storage.volume("quarantine").unwrap() else {
+            panic!("quarantine is not on S3")
+        };
+        assert_eq!(q.retention, None);
+
+        // Refused at load, each naming the key.
+        for (pairs, want) in [
+            (
+                vec![("AIRLOCK__STORAGE__VOLUMES__QUARANTINE__RETENTION_DAYS", "1")],
+                "[storage.volumes.quarantine] retention_days: retention is only for the \
+                 released volume",
+            ),
+            (
+                vec![("AIRLOCK__STORAGE__VOLUMES__EGRESS__RETENTION_DAYS", "1")],
+                "[storage.volumes.egress] retention_days: retention is only for the released",
+            ),
+            (
+                vec![("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "0")],
+                "[storage.volumes.released] retention_days must be at least 1",
+            ),
+            (
+                vec![("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "-3")],
+                "retention_days",
+            ),
+            (
+                vec![(
+                    "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS",
+                    "40000",
+                )],
+                "[storage.volumes.released] retention_days = 40000 is more than 36500 days",
+            ),
+            (
+                vec![
+                    ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "1"),
+                    ("AIRLOCK__STORAGE__VOLUMES__RELEASED__BACKEND", "local"),
+                ],
+                "[storage.volumes.released] retention_days is set but the released volume is \
+                 on local disk",
+            ),
+            (
+                vec![(
+                    "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE",
+                    "governance",
+                )],
+                "[storage.volumes.released] retention_mode is set without retention_days",
+            ),
+            (
+                vec![
+                    ("AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS", "1"),
+                    (
+                        "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_MODE",
+                        "legal",
+                    ),
+                ],
+                "unknown variant `legal`",
+            ),
+        ] {
+            let err = Settings::load(None, env(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(want), "{pairs:?}: {err}");
+        }
+        // A local released volume with retention is refused even when the default backend
+        // is local.
+        let err = Settings::load(
+            None,
+            [(
+                "AIRLOCK__STORAGE__VOLUMES__RELEASED__RETENTION_DAYS".to_string(),
+                "1".to_string(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is on local disk"), "{err}");
     }
 
     #[test]

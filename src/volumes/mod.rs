@@ -12,6 +12,7 @@
 //! tus upload adds segments, except that a small last segment is replaced whole by a longer
 //! one (`workflow::upload::MERGE_BELOW`); acknowledged bytes are never rewritten in place.
 
+pub mod lock;
 pub mod output;
 pub mod s3;
 pub mod tracked;
@@ -40,6 +41,9 @@ pub enum VolumeError {
     /// message names the volume; clients get 503 with a retry hint.
     #[error("{0}")]
     Unavailable(String),
+    /// The store refused the S3 Object Lock retention of a released object (`lock`).
+    #[error("{0}")]
+    Retention(String),
 }
 
 impl VolumeError {
@@ -121,6 +125,8 @@ struct Shelf {
     store: Arc<dyn ObjectStore>,
     backing: Backing,
     s3: Option<S3Root>,
+    /// S3 Object Lock retention of what is published there ([`lock`]).
+    lock: Option<lock::Locker>,
 }
 
 impl Shelf {
@@ -133,6 +139,7 @@ impl Shelf {
             store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
             backing: Backing::Local(root),
             s3: None,
+            lock: None,
         })
     }
 
@@ -145,6 +152,7 @@ impl Shelf {
                 s3::root(v),
             )),
             backing: Backing::S3(format!("s3://{}/{}/", v.bucket, v.prefix)),
+            lock: lock::Locker::new(v, &client),
             s3: Some(S3Root {
                 client,
                 root: s3::root(v),
@@ -1024,6 +1032,17 @@ impl Volumes {
         Ok(())
     }
 
+    /// A release found published after a crash, on a volume with Object Lock retention: the
+    /// crash may have fallen between writing its manifest and setting the manifest's
+    /// retention (its objects get theirs before the manifest is written). Sets it again,
+    /// which only ever extends it. Nothing on local disk or without retention.
+    pub async fn retain_published(&self, dest: &ObjPath) -> Result<()> {
+        match &self.shelf(dest).lock {
+            Some(lock) => lock.retain(&Self::manifest_key(dest)).await,
+            None => Ok(()),
+        }
+    }
+
     /// Publishes a staged release atomically; returns its location.
     ///
     /// Local disk: files become 0444 and folders 0555, one `syncfs` makes every staged file
@@ -1032,7 +1051,8 @@ impl Volumes {
     ///
     /// S3: the objects are already under `dest`, each verified; the manifest (`manifest`,
     /// the JSON lines spooled while staging) is written last, as one object: readers trust
-    /// only what it lists, and only once it is there.
+    /// only what it lists, and only once it is there. With retention configured, every
+    /// object it lists is put under Object Lock before it is written, and it after ([`lock`]).
     pub async fn publish(
         &self,
         transfer: TransferId,
@@ -1046,6 +1066,7 @@ impl Volumes {
                     "a release of {transfer} to S3 needs its manifest"
                 )))
             })?;
+            lock::before_manifest(shelf, dest, spool).await?;
             let file = tokio::fs::File::open(spool).await?;
             let mut lines = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK);
             let mut w = self.writer(shelf, Self::manifest_key(dest), false).await?;
@@ -1059,6 +1080,7 @@ impl Volumes {
                 }
             }
             w.commit().await?;
+            lock::after_manifest(shelf, dest).await?;
             return Ok(self.location(dest));
         };
         let staged = root.join(Self::staging_prefix(transfer).as_ref());
@@ -1209,6 +1231,10 @@ impl Volumes {
     /// Withdraws a published release (revocation): one rename takes the whole tree out of the
     /// workspace's volume at once, then it is deleted (the quarantine copy stays for the
     /// record). Returns false if nothing was published there. Safe to repeat.
+    ///
+    /// On S3 with Object Lock (a versioned bucket), a delete without a version id adds a
+    /// delete marker: the release is gone for readers at once, and its locked versions stay
+    /// in the bucket until their retention ends ([`lock`]).
     pub async fn withdraw(&self, transfer: TransferId, dest: &ObjPath) -> Result<bool> {
         let shelf = self.shelf(dest);
         let Some(root) = shelf.root() else {

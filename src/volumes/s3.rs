@@ -33,6 +33,10 @@ pub fn client(v: &S3Volume) -> object_store::Result<AmazonS3> {
     if let Some((key, secret)) = &v.credentials {
         b = b.with_access_key_id(key).with_secret_access_key(secret);
     }
+    if v.retention.is_some() {
+        // AWS wants a content checksum on every upload into a bucket with Object Lock.
+        b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+    }
     b.build()
 }
 

@@ -241,6 +241,9 @@ pub async fn release(app: &App, t: &Transfer) -> Result<()> {
         }
         return match root_matches(walked, &sealed_root) {
             Ok((files, bytes)) => {
+                // The crash may have fallen between writing the manifest and setting its
+                // retention: set it (again).
+                app.volumes.retain_published(dest).await?;
                 let done = Released {
                     files,
                     bytes,

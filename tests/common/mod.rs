@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod moto;
 pub mod pg;
 pub mod smtp;
 pub mod tus;
