@@ -86,6 +86,20 @@ if ! { [ -x "$moto_venv/bin/moto_server" ] && "$moto_venv/bin/python" -c \
 fi
 [ -x "$moto_venv/bin/moto_server" ] || { echo "moto_server (moto[server] $MOTO_VERSION) is required" >&2; exit 1; }
 
+# Helm's own Go SDK as a library (PyPI's helm-python-sdk: libhelm_c, no helm binary, which
+# none of the reachable registries has): tests/deploy.rs lints the chart strictly and renders
+# it with it (`helm lint --strict`, `helm template`). Its own venv, made once and kept.
+HELM_SDK_VERSION=0.2.2
+helm_venv="$HOME/.cache/airlock-tests/helm-venv"
+if ! "$helm_venv/bin/python" -c \
+    "import importlib.metadata as m, sys, helm_python; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION')" 2>/dev/null; then
+  echo "installing helm-python-sdk $HELM_SDK_VERSION into $helm_venv"
+  rm -rf "$helm_venv"
+  python3 -m venv "$helm_venv"
+  "$helm_venv/bin/pip" install --quiet "helm-python-sdk==$HELM_SDK_VERSION"
+fi
+"$helm_venv/bin/python" -c 'import helm_python' || { echo "helm-python-sdk $HELM_SDK_VERSION is required" >&2; exit 1; }
+
 # PyPI's bagit (bagit.py) validates the BagIt export; the integrity tests run `python3 -m bagit`.
 python3 -c 'import bagit' 2>/dev/null || python3 -m pip install --quiet bagit
 python3 -c 'import bagit' || { echo "python bagit is required" >&2; exit 1; }

@@ -1,5 +1,5 @@
 //! deploy/ checked as far as this machine can (issue 15, point 7). There is no Docker engine
-//! and no helm here, so nothing is started in a container; what can be checked is:
+//! and no helm binary here, so nothing is started in a container; what can be checked is:
 //!
 //! - systemd: the unit passes `systemd-analyze verify` (a misspelt directive does not);
 //! - Compose: compose.yaml parses (yaml-rust2; merge keys applied and `${VAR}` interpolated
@@ -13,7 +13,9 @@
 //!   files/airlock.toml (the ConfigMap) loads with every AIRLOCK__ variable the templates set,
 //!   the templates (their `{{ … }}` taken out, not rendered) have the probes, security context,
 //!   secret references and NetworkPolicy, the ingress exposes exactly the upload routes the
-//!   chart README lists, and deploy/helm/make-keys.sh makes the anchor.pub airlock would.
+//!   chart README lists, and deploy/helm/make-keys.sh makes the anchor.pub airlock would;
+//!   and Helm's own Go SDK (PyPI's helm-python-sdk, no binary) lints the chart strictly and
+//!   renders it (`helm lint --strict`, `helm template`).
 //!
 //! Every setting check also shows it can fail: a misspelt key is refused.
 
@@ -1102,6 +1104,182 @@ fn the_helm_chart_parses_reads_only_values_it_has_and_sets_only_settings_airlock
     assert_eq!(values["networkPolicy"]["enabled"].as_bool(), Some(true));
     let ing = skeleton(&templates["ingress.yaml"], "ingress.yaml");
     assert_eq!(sv(&ing["kind"]), "Ingress");
+}
+
+/// The Python with PyPI's helm-python-sdk (Helm's Go SDK as a library) that scripts/test.sh
+/// installs in a venv of its own.
+fn helm_python() -> PathBuf {
+    let p = std::env::var_os("AIRLOCK_HELM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/airlock-tests/helm-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{}: no helm-python-sdk; run scripts/test.sh, which installs it",
+        p.display()
+    );
+    p
+}
+
+/// `helm lint --strict` and `helm template` of the chart at `dir` with `values`, by Helm's
+/// own SDK (tests/deploy/helm_sdk.py): (lint report, rendered manifests by path, or the
+/// render error).
+fn helm_sdk(
+    dir: &Path,
+    values: &serde_json::Value,
+) -> (serde_json::Value, Result<Vec<Yaml>, String>) {
+    let out = Command::new(helm_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/helm_sdk.py"))
+        .arg(dir)
+        .arg(values.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["sdk"].as_str().unwrap().starts_with('v'), "{v}");
+    let rendered = match v["rendered"].as_object() {
+        Some(m) => Ok(m
+            .iter()
+            .flat_map(|(path, text)| {
+                YamlLoader::load_from_str(text.as_str().unwrap())
+                    .unwrap_or_else(|e| panic!("{path}: {e}"))
+            })
+            .filter(|y| !y.is_null())
+            .collect()),
+        None => Err(v["render_error"].as_str().unwrap_or("").to_owned()),
+    };
+    (v["lint"].clone(), rendered)
+}
+
+/// Lint findings at warning or worse (severity 2 and 3), and the errors.
+fn lint_problems(lint: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = lint["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64().unwrap_or(3) >= 2)
+        .map(|m| m.to_string())
+        .collect();
+    out.extend(
+        lint["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e.to_string()),
+    );
+    out
+}
+
+/// The chart through Helm itself (its Go SDK, as `helm lint --strict` and `helm template`
+/// run it): with a site's values it lints clean and renders; what it renders has the probes,
+/// the NetworkPolicy, and an airlock.toml plus AIRLOCK__ variables that airlock loads. A
+/// template error, or a REQUIRED value left out, is caught.
+#[test]
+fn the_helm_chart_lints_strict_and_renders_with_helms_own_sdk() {
+    let site = serde_json::json!({
+        "database": {"existingSecret": "airlock-db"},
+        "s3": {"existingSecret": "airlock-s3", "bucket": "airlock",
+               "releasedBucket": "airlock-released", "region": "garage",
+               "endpoint": "http://garage.storage:3900", "pathStyle": true},
+        "keys": {"existingSecret": "airlock-keys"},
+        "publicUrl": "https://airlock.example.ac.uk",
+        "trustedProxies": ["10.244.0.0/16"],
+        "outputs": {"existingClaim": "airlock-outputs"},
+    });
+    let dir = deploy("helm/airlock");
+    let (lint, rendered) = helm_sdk(&dir, &site);
+    assert_eq!(lint["total_charts_linted"], 1, "{lint}");
+    assert!(lint_problems(&lint).is_empty(), "{lint}");
+    let docs = rendered.unwrap_or_else(|e| panic!("render: {e}"));
+    let kind = |k: &str| -> &Yaml {
+        docs.iter()
+            .find(|d| sv(&d["kind"]) == k)
+            .unwrap_or_else(|| panic!("no {k} rendered"))
+    };
+    let dep = kind("Deployment");
+    assert_eq!(dep["spec"]["replicas"].as_i64(), Some(2));
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(sv(&c["livenessProbe"]["httpGet"]["path"]), "/healthz");
+    assert_eq!(sv(&c["readinessProbe"]["httpGet"]["path"]), "/readyz");
+    // Secrets only by reference, to the Secrets named in the values.
+    let mut env = Vec::new();
+    for e in c["env"].as_vec().unwrap() {
+        let name = sv(&e["name"]).to_owned();
+        let value = match e["value"].as_str() {
+            Some(v) => v.to_owned(),
+            None => {
+                let secret = sv(&e["valueFrom"]["secretKeyRef"]["name"]);
+                assert!(
+                    ["airlock-db", "airlock-s3"].contains(&secret),
+                    "{name} from {secret}"
+                );
+                dummy(&name)
+            }
+        };
+        env.push((name, value));
+    }
+    // The rendered ConfigMap's airlock.toml, with the rendered variables, is a configuration
+    // airlock loads, on the site's S3.
+    let cm = kind("ConfigMap");
+    let toml_text = sv(&cm["data"]["airlock.toml"]);
+    let work = tempfile::tempdir().unwrap();
+    let toml = work.path().join("airlock.toml");
+    std::fs::write(&toml, toml_text).unwrap();
+    let s = load(&toml, &env).unwrap_or_else(|e| panic!("rendered airlock.toml: {e}"));
+    let VolumeLocation::S3(released) = s.storage.volume("released").unwrap() else {
+        panic!("released is not on S3")
+    };
+    assert_eq!(
+        (released.bucket.as_str(), released.endpoint.as_deref()),
+        ("airlock-released", Some("http://garage.storage:3900"))
+    );
+    assert!(released.path_style);
+    let np = kind("NetworkPolicy");
+    assert_eq!(strings(&np["spec"]["policyTypes"]), ["Ingress"]);
+    assert_eq!(sv(&np["spec"]["ingress"][0]["ports"][0]["port"]), "http");
+    assert!(docs.iter().any(|d| sv(&d["kind"]) == "Service"));
+
+    // The check can fail: a template that reads a value the chart does not have...
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(&dir, broken.path());
+    let dep_t = broken.path().join("templates/deployment.yaml");
+    let text = std::fs::read_to_string(&dep_t).unwrap();
+    std::fs::write(
+        &dep_t,
+        text.replacen("spec:", "spec:\n  broken: {{ .Values.nope.deeper }}", 1),
+    )
+    .unwrap();
+    let (lint, rendered) = helm_sdk(broken.path(), &site);
+    assert!(
+        lint_problems(&lint)
+            .iter()
+            .any(|p| p.contains("nope.deeper")),
+        "{lint}"
+    );
+    assert!(rendered.is_err());
+    // ...and a REQUIRED value left out stops the render, naming it.
+    let (_, rendered) = helm_sdk(&dir, &serde_json::json!({}));
+    let err = rendered.unwrap_err();
+    assert!(err.contains("database.existingSecret"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
 }
 
 /// `(method, route)` rows of the chart README's table of upload routes.
