@@ -1043,8 +1043,8 @@ async fn the_cli_contract_from_workspace_show_to_collect() {
             "supporting/raw.csv",
             "--recipient",
             "recip",
-            "tables/counts.csv",
-            "tables/figure.txt",
+            // A folder as a shell's completion types it, with its slash.
+            "tables/",
         ],
     ))
     .trim()

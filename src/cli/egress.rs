@@ -142,6 +142,11 @@ pub async fn egress(server: &str, cmd: &EgressCommand) -> anyhow::Result<()> {
                 (code, "code"),
             ] {
                 for p in list {
+                    // A folder named as a shell completes it (`tables/`) is the folder.
+                    let p = match p.trim_end_matches('/') {
+                        "" => p.as_str(),
+                        trimmed => trimmed,
+                    };
                     files.push(serde_json::json!({ "path": p, "role": role }));
                 }
             }
