@@ -13,24 +13,10 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::types::ObjectLockMode;
 use common::garage::Garage;
 use common::moto::{self, Moto};
-use common::{bytes, People, TestApp};
+use common::{approve_and_release, bytes, People, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Seals, waits for the scans, approves and waits for the release; returns `transfer show`.
-async fn approve_and_release(t: &TestApp, p: &People, up: &str, id: &str) -> Value {
-    let (s, v) = t
-        .post_json(up, &format!("/transfers/{id}/seal"), Value::Null)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    t.scans_done(id).await;
-    let (s, v) = t
-        .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    t.wait_for_state(&p.pm, id, "released").await
-}
 
 /// The settings of a released volume in `bucket` at `m`, with `extra` (retention) added.
 fn locked_env(m: &Moto, bucket: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {

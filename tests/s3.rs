@@ -11,7 +11,7 @@ use airlock::config::{Settings, VolumeLocation};
 use airlock::volumes::s3;
 use common::garage::Garage;
 use common::tus::{head_offset, patch_then_cut, wait_offset};
-use common::{bytes, digest_with, tus_meta, write, People, TestApp};
+use common::{approve_and_release, bytes, digest_with, tus_meta, write, TestApp};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutPayload};
 use reqwest::StatusCode;
@@ -200,20 +200,6 @@ async fn an_output_object_rewritten_or_deleted_after_its_listing_is_not_read_as_
         "rewritten: not the listed one"
     );
     assert_eq!(read(listed[1].clone()).await, None, "deleted");
-}
-
-/// Seals, waits for the scans, approves and waits for the release; returns `transfer show`.
-async fn approve_and_release(t: &TestApp, p: &People, up: &str, id: &str) -> Value {
-    let (s, v) = t
-        .post_json(up, &format!("/transfers/{id}/seal"), Value::Null)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    t.scans_done(id).await;
-    let (s, v) = t
-        .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    t.wait_for_state(&p.pm, id, "released").await
 }
 
 /// The manifest object of a release, read with rclone: path → sha256.

@@ -768,3 +768,18 @@ pub async fn wait_incidents(t: &TestApp, id: &str, n: usize) -> Vec<String> {
         integrity_incidents(t, id).await
     );
 }
+
+/// Seals, waits for the scans, approves (an Investigator, enough at tier 1) and waits for the
+/// release; returns `transfer show`.
+pub async fn approve_and_release(t: &TestApp, p: &People, up: &str, id: &str) -> Value {
+    let (s, v) = t
+        .post_json(up, &format!("/transfers/{id}/seal"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    t.scans_done(id).await;
+    let (s, v) = t
+        .post_json(&p.inv, &format!("/transfers/{id}/approve"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    t.wait_for_state(&p.pm, id, "released").await
+}
