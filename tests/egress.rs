@@ -1822,3 +1822,81 @@ async fn egress_from_outputs_on_s3_pins_the_listed_objects_flags_rewrites_and_re
     );
     e.t.stop().await;
 }
+
+/// Past 64 pinned files, the comparison with the bucket is one listing of the workspace's
+/// prefix merge-joined with them, not a HEAD each: it flags the same things, and keys before,
+/// between and after the pinned ones change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_outputs_on_s3_are_compared_with_the_bucket_by_one_listing() {
+    let g = common::garage::Garage::start();
+    let e = setup_with(2, |s| g.apply_all(s)).await;
+    let local = tempfile::tempdir().unwrap();
+    for i in 0..70 {
+        write(
+            local.path(),
+            &format!("tables/t{i:03}.csv"),
+            SAFE_TABLE.as_bytes(),
+        );
+    }
+    write(local.path(), "analysis.py", SCRIPT.as_bytes());
+    write(local.path(), "a-first.txt", b"not chosen\n");
+    write(local.path(), "tables-old/x.csv", b"not chosen\n");
+    write(local.path(), "zz-last.txt", b"not chosen\n");
+    let out = g.rclone(&[
+        "copy",
+        local.path().to_str().unwrap(),
+        "g:airlock/output/proj/ws",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut body = request();
+    body["files"] = json!([
+        {"path": "tables", "role": "output"},
+        {"path": "analysis.py", "role": "code"},
+    ]);
+    let (s, v) = create(&e, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) =
+        e.t.post_json(
+            &e.p.researcher,
+            &format!("/egress/{id}/submit"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
+    let flagged = |v: &Value| -> Vec<(String, String)> {
+        v["pinned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f["path"].as_str()?.to_owned(),
+                    f.get("changed_on_disk")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let v = e.t.show(&e.p.inv, &id).await;
+    assert_eq!(v["pinned"].as_array().unwrap().len(), 71, "{v}");
+    assert!(flagged(&v).is_empty(), "{v}");
+
+    let mut other = SAFE_TABLE.as_bytes().to_vec();
+    other[30] = b'9';
+    g.put("output/proj/ws/tables/t010.csv", &other);
+    g.delete("output/proj/ws/tables/t050.csv");
+    g.delete("output/proj/ws/analysis.py");
+    let v = e.t.show(&e.p.inv, &id).await;
+    let got = flagged(&v);
+    let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["analysis.py", "tables/t010.csv", "tables/t050.csv"],
+        "{got:?}"
+    );
+    assert!(got[0].1.contains("gone"), "{got:?}");
+    assert!(got[1].1.contains("the digest differs"), "{got:?}");
+    assert!(got[2].1.contains("gone"), "{got:?}");
+    e.t.stop().await;
+}

@@ -1393,29 +1393,66 @@ fn changed(root: &Path, p: &PinnedRow, sha256: Option<&str>) -> Option<String> {
         .then(|| "changed on disk since submit: the digest differs".to_owned())
 }
 
-/// Compares a pinned file with its object in the workspace's output prefix on S3: `None`
-/// when unchanged. The entity tag changes with every write of the key; a rewritten object of
-/// the same size is re-hashed when it is small enough, as on disk.
+/// Pinned files whose objects are looked up one HEAD each up to this many; more are found
+/// by one listing of the workspace's output prefix, merge-joined with them (a page of a
+/// thousand keys per request).
+const HEADS_AT_MOST: usize = 64;
+
+/// The object each pinned path names now in the workspace's output prefix on S3 (`None`:
+/// gone), by path; an error when the store does not answer.
+async fn output_objects_now(
+    app: &App,
+    ws: &Workspace,
+    pinned: &[PinnedRow],
+) -> std::result::Result<
+    BTreeMap<String, Option<crate::volumes::output::OutputObject>>,
+    crate::volumes::VolumeError,
+> {
+    use futures::TryStreamExt;
+    let (project, name) = (&ws.project_name, &ws.name);
+    let mut out = BTreeMap::new();
+    if pinned.len() <= HEADS_AT_MOST {
+        for p in pinned {
+            let now = match RelPath::parse(&p.path) {
+                Ok(rel) => app.volumes.head_output(project, name, &rel).await?,
+                Err(_) => None,
+            };
+            out.insert(p.path.clone(), now);
+        }
+        return Ok(out);
+    }
+    // Key order is byte order, as `str`'s: one pass, which stops after the last pinned path.
+    let mut want: Vec<&str> = pinned.iter().map(|p| p.path.as_str()).collect();
+    want.sort_unstable();
+    want.dedup();
+    let mut listing = app.volumes.list_output(project, name, None)?;
+    let mut next = listing.try_next().await?;
+    for path in want {
+        while next.as_ref().is_some_and(|o| o.rel.as_str() < path) {
+            next = listing.try_next().await?;
+        }
+        if next.as_ref().is_some_and(|o| o.rel == path) {
+            out.insert(path.to_owned(), next.take());
+            next = listing.try_next().await?;
+        } else {
+            out.insert(path.to_owned(), None);
+        }
+    }
+    Ok(out)
+}
+
+/// Compares a pinned file with its object in the workspace's output prefix on S3 (`now`,
+/// `None`: gone): `None` when unchanged. The entity tag changes with every write of the key;
+/// a rewritten object of the same size is re-hashed when it is small enough, as on disk.
 async fn changed_s3(
     app: &App,
     ws: &Workspace,
     p: &PinnedRow,
     sha256: Option<&str>,
+    now: Option<crate::volumes::output::OutputObject>,
 ) -> Option<String> {
-    let rel = RelPath::parse(&p.path).ok()?;
-    let now = match app
-        .volumes
-        .head_output(&ws.project_name, &ws.name, &rel)
-        .await
-    {
-        Ok(Some(o)) => o,
-        Ok(None) => return Some("changed since submit: gone from the output volume".into()),
-        Err(e) => {
-            tracing::warn!(path = %p.path, cause = %e, "the output volume's store did not answer");
-            return Some(
-                "not compared with the output volume: its object store is not answering".into(),
-            );
-        }
+    let Some(now) = now else {
+        return Some("changed since submit: gone from the output volume".into());
     };
     if now.size != p.size {
         return Some(format!(
@@ -1665,6 +1702,16 @@ async fn files_view(app: &App, t: &Transfer, ws: &Workspace, round: i64) -> Resu
             | TransferState::Returned
     );
     let root = output_dir(app, ws).await?;
+    let mut on_s3 = match (&root, live) {
+        (Outputs::S3, true) => match output_objects_now(app, ws, &pinned).await {
+            Ok(now) => Some(Ok(now)),
+            Err(e) => {
+                tracing::warn!(transfer = %t.id, cause = %e, "the output volume's store did not answer");
+                Some(Err(()))
+            }
+        },
+        _ => None,
+    };
     let mut out = Vec::with_capacity(pinned.len());
     for p in pinned {
         let row = rows.get(&p.path);
@@ -1677,7 +1724,16 @@ async fn files_view(app: &App, t: &Transfer, ws: &Workspace, round: i64) -> Resu
                     .await
                     .map_err(|e| Error::Internal(e.to_string()))?
             }
-            Outputs::S3 => changed_s3(app, ws, &p, sha.as_deref()).await,
+            Outputs::S3 => match on_s3.as_mut() {
+                Some(Ok(now)) => {
+                    let now = now.remove(&p.path).flatten();
+                    changed_s3(app, ws, &p, sha.as_deref(), now).await
+                }
+                Some(Err(())) => Some(
+                    "not compared with the output volume: its object store is not answering".into(),
+                ),
+                None => None,
+            },
         };
         out.push(FileView {
             size: p.size,
