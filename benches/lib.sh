@@ -270,3 +270,14 @@ wait_state() { # id state token [timeout]
 metric() { # series
     curl -sS "$AIRLOCK_SERVER/metrics" | awk -v s="$1" '$1 == s { print $2; f = 1 } END { if (!f) print 0 }'
 }
+
+# Per-thread CPU ticks of a process: "tid comm ticks" lines. comm may contain spaces; the
+# fields after the last ')' are fixed: utime is the 12th, stime the 13th.
+thread_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        [[ -r $t/stat ]] || continue
+        awk -v tid="${t##*/}" -v comm="$(tr ' ' '_' <"$t/comm" 2>/dev/null)" '{
+            s = $0; sub(/.*\) /, "", s); split(s, f, " "); print tid, comm, f[12] + f[13] }' "$t/stat" 2>/dev/null || true
+    done
+}

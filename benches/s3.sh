@@ -171,15 +171,6 @@ serve() { # tag: start_server, then the tokens and the idle RSS
 }
 
 # ---- measuring ----------------------------------------------------------------------------
-# Per-thread CPU ticks of a process: "tid comm ticks" lines.
-thread_ticks() {
-    local t
-    for t in /proc/"$1"/task/*; do
-        [[ -r $t/stat ]] || continue
-        awk -v tid="${t##*/}" -v comm="$(tr ' ' '_' <"$t/comm" 2>/dev/null)" '{
-            s = $0; sub(/.*\) /, "", s); split(s, f, " "); print tid, comm, f[12] + f[13] }' "$t/stat" 2>/dev/null || true
-    done
-}
 cpu_s() { awk -v d="$1" -v t="$TCK" 'BEGIN { printf "%.1f", d / t }'; }
 min_of() { printf '%s\n' "$@" | sort -g | head -1; }
 mibps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / 1048576 / s }'; }

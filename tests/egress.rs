@@ -88,7 +88,12 @@ fn request() -> Value {
 
 async fn submitted(e: &Egress) -> String {
     outputs(&e.out);
-    let (s, v) = create(e, request()).await;
+    submit_request(e, request()).await
+}
+
+/// Creates the request `body` as the researcher, submits it and waits until it is in review.
+async fn submit_request(e: &Egress, body: Value) -> String {
+    let (s, v) = create(e, body).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["kind"], "egress");
     assert_eq!(v["state"], "open");
@@ -103,6 +108,23 @@ async fn submitted(e: &Egress) -> String {
     assert_eq!(s, StatusCode::OK, "{v}");
     e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
     id
+}
+
+/// A Referee assigned, every tier-2 checker (investigator, provider, referee) approves every
+/// output file; waits for the release and returns `transfer show`.
+async fn release_by_every_checker(e: &Egress, id: &str) -> Value {
+    assign_referee(e, id).await;
+    approve_all(
+        e,
+        id,
+        &[
+            (&e.p.inv, "investigator"),
+            (&e.p.prov, "provider"),
+            (&e.referee, "referee"),
+        ],
+    )
+    .await;
+    e.t.wait_for_state(&e.p.pm, id, "released").await
 }
 
 async fn vote(
@@ -1223,18 +1245,7 @@ async fn a_derived_workspace_gets_the_outputs_read_only_with_provenance_under_bo
         .collect();
     roles.sort();
     assert_eq!(roles, vec!["investigator", "provider", "referee"], "{v}");
-    assign_referee(&e, &id).await;
-    approve_all(
-        &e,
-        &id,
-        &[
-            (&e.p.inv, "investigator"),
-            (&e.p.prov, "provider"),
-            (&e.referee, "referee"),
-        ],
-    )
-    .await;
-    let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    let v = release_by_every_checker(&e, &id).await;
     let loc = PathBuf::from(v["release"]["location"].as_str().unwrap());
     let want = e.t.data_dir().join("volumes/proj/lower/data").join(&id);
     assert_eq!(loc, want, "{v}");
@@ -1566,18 +1577,7 @@ async fn egress_on_s3_is_published_to_the_bucket_and_collected_through_airlock_w
     let g = common::garage::Garage::start();
     let e = setup_with(2, |s| g.apply(s)).await;
     let id = submitted(&e).await;
-    assign_referee(&e, &id).await;
-    approve_all(
-        &e,
-        &id,
-        &[
-            (&e.p.inv, "investigator"),
-            (&e.p.prov, "provider"),
-            (&e.referee, "referee"),
-        ],
-    )
-    .await;
-    let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    let v = release_by_every_checker(&e, &id).await;
     // The package lies in the egress volume's prefix of the bucket, published by its manifest.
     let dest = format!("egress/proj/ws/egress/{id}");
     assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
@@ -1719,18 +1719,7 @@ async fn egress_from_outputs_on_s3_pins_the_listed_objects_flags_rewrites_and_re
     let (s, v) = create(&e, outside).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 
-    let (s, v) = create(&e, request()).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    let (s, v) =
-        e.t.post_json(
-            &e.p.researcher,
-            &format!("/egress/{id}/submit"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
+    let id = submit_request(&e, request()).await;
     let v = e.t.show(&e.p.researcher, &id).await;
     let pinned = v["pinned"].as_array().unwrap();
     let got: Vec<(&str, &str)> = pinned
@@ -1786,18 +1775,7 @@ async fn egress_from_outputs_on_s3_pins_the_listed_objects_flags_rewrites_and_re
     assert_eq!(changed("tables/counts.csv"), None);
 
     // Released from the pinned copies, not from what the bucket holds now.
-    assign_referee(&e, &id).await;
-    approve_all(
-        &e,
-        &id,
-        &[
-            (&e.p.inv, "investigator"),
-            (&e.p.prov, "provider"),
-            (&e.referee, "referee"),
-        ],
-    )
-    .await;
-    let v = e.t.wait_for_state(&e.p.pm, &id, "released").await;
+    let v = release_by_every_checker(&e, &id).await;
     let dest = format!("egress/proj/ws/egress/{id}");
     assert_eq!(v["release"]["location"], format!("s3://airlock/{dest}/"));
     assert_eq!(
@@ -1853,18 +1831,7 @@ async fn many_outputs_on_s3_are_compared_with_the_bucket_by_one_listing() {
         {"path": "tables", "role": "output"},
         {"path": "analysis.py", "role": "code"},
     ]);
-    let (s, v) = create(&e, body).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    let (s, v) =
-        e.t.post_json(
-            &e.p.researcher,
-            &format!("/egress/{id}/submit"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    e.t.wait_for_state(&e.p.researcher, &id, "in_review").await;
+    let id = submit_request(&e, body).await;
     let flagged = |v: &Value| -> Vec<(String, String)> {
         v["pinned"]
             .as_array()
